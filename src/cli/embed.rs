@@ -1,0 +1,88 @@
+//! `embtune embed`: flags → [`EmbedConfig`] → [`crate::embed::run`].
+
+use super::{parse_delimiter, ModelArgs};
+use crate::data::{DataFormat, ReadOptions};
+use crate::embed::EmbedConfig;
+use crate::encode::EncodeOptions;
+use anyhow::Result;
+use clap::Args;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Input file: text (one per line), JSONL, CSV or TSV.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Input format [default: from the extension: .txt, .jsonl, .csv, .tsv].
+    #[arg(long, value_enum)]
+    pub format: Option<DataFormat>,
+    /// JSONL field holding the text [default: text].
+    #[arg(long)]
+    pub field: Option<String>,
+    /// CSV/TSV column holding the text [default: text].
+    #[arg(long)]
+    pub column: Option<String>,
+    /// CSV/TSV field delimiter (one character, or \t) [default: , for csv, tab for tsv].
+    #[arg(long, value_parser = parse_delimiter)]
+    pub delimiter: Option<u8>,
+    /// Read CSV/TSV quotes as literal text instead of quoting.
+    #[arg(long)]
+    pub no_quoting: bool,
+    /// Output file: .npy (float32 [N, D]), .safetensors (tensor "embeddings") or .jsonl.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// L2-normalise embeddings even if the model has no Normalize module.
+    #[arg(long)]
+    pub normalize: bool,
+    /// Hide the progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+impl EmbedArgs {
+    pub fn into_config(self) -> Result<EmbedConfig> {
+        if self.batch_size == 0 {
+            anyhow::bail!("--batch-size must be at least 1");
+        }
+        Ok(EmbedConfig {
+            model: self.model.into_spec(),
+            input: self.input,
+            format: self.format,
+            column: self.field.or(self.column),
+            read: ReadOptions {
+                quoting: !self.no_quoting,
+                delimiter: self.delimiter,
+            },
+            output: self.output,
+            encode: EncodeOptions {
+                batch_size: self.batch_size,
+                normalize: self.normalize,
+                progress: !self.quiet && std::io::stderr().is_terminal(),
+            },
+        })
+    }
+}
+
+pub fn run(args: EmbedArgs) -> Result<()> {
+    let cfg = args.into_config()?;
+    let r = crate::embed::run(&cfg)?;
+    eprintln!(
+        "wrote {} embeddings of dimension {} to {}",
+        r.rows,
+        r.dim,
+        r.output.display()
+    );
+    if r.truncated > 0 {
+        eprintln!(
+            "{} of {} texts were longer than max_seq_length and truncated",
+            r.truncated, r.rows
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! `embtune eval`: flags → [`EvalConfig`] → [`crate::eval::job::run`] → table or JSON.
+
+use super::{parse_delimiter, ModelArgs};
+use crate::data::{DataFormat, ReadOptions};
+use crate::encode::EncodeOptions;
+use crate::eval::job::EvalConfig;
+use crate::eval::EvalTask;
+use anyhow::Result;
+use clap::Args;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Evaluation data: CSV/TSV (header row), JSONL, or an STS-B file with --format stsb.
+    #[arg(long, short = 'd')]
+    pub data: PathBuf,
+    /// Data format [default: from the extension].
+    #[arg(long, value_enum)]
+    pub format: Option<DataFormat>,
+    /// sts: score pairs; triplet: anchor/positive/negative; binary: 0/1-labeled pairs.
+    #[arg(long, value_enum, default_value = "sts")]
+    pub task: EvalTask,
+    /// Columns, comma-separated: text columns then the score/label column
+    /// [default: sts sentence1,sentence2,score; triplet anchor,positive,negative; binary sentence1,sentence2,label].
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Option<Vec<String>>,
+    /// Divide gold scores by this [default: 5 for --format stsb, else 1].
+    #[arg(long)]
+    pub score_scale: Option<f64>,
+    /// CSV/TSV field delimiter (one character, or \t).
+    #[arg(long, value_parser = parse_delimiter)]
+    pub delimiter: Option<u8>,
+    /// Read CSV/TSV quotes as literal text instead of quoting.
+    #[arg(long)]
+    pub no_quoting: bool,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Hide the progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+impl EvalArgs {
+    pub fn into_config(self) -> Result<EvalConfig> {
+        if self.batch_size == 0 {
+            anyhow::bail!("--batch-size must be at least 1");
+        }
+        if let Some(s) = self.score_scale {
+            if !(s.is_finite() && s > 0.0) {
+                anyhow::bail!("--score-scale must be a positive number, got {s}");
+            }
+        }
+        Ok(EvalConfig {
+            model: self.model.into_spec(),
+            data: self.data,
+            format: self.format,
+            task: self.task,
+            columns: self.columns,
+            score_scale: self.score_scale,
+            read: ReadOptions {
+                quoting: !self.no_quoting,
+                delimiter: self.delimiter,
+            },
+            encode: EncodeOptions {
+                batch_size: self.batch_size,
+                normalize: false,
+                progress: !self.quiet && std::io::stderr().is_terminal(),
+            },
+        })
+    }
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let json = args.json;
+    let cfg = args.into_config()?;
+    let m = crate::eval::job::run(&cfg)?;
+    if json {
+        println!("{}", m.to_json());
+    } else {
+        print!("{}", m.to_table());
+    }
+    Ok(())
+}

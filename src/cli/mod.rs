@@ -1,0 +1,88 @@
+//! Command-line types (clap) live only here: one file per subcommand, each turning its `Args`
+//! into the library's config in one function, then calling the library's `run`.
+
+pub mod embed;
+pub mod eval;
+
+use crate::model::hub::HubOptions;
+use crate::model::pooling::Pooling;
+use crate::model::ModelSpec;
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Fine-tune, evaluate and run BERT-style sentence-embedding models — sentence-transformers
+/// compatible, no Python.
+#[derive(Debug, Parser)]
+#[command(name = "embtune", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Encode texts from a file into embeddings (.npy, .safetensors or .jsonl).
+    Embed(embed::EmbedArgs),
+    /// Evaluate a model: STS correlation, triplet accuracy or pair classification.
+    Eval(eval::EvalArgs),
+}
+
+/// Which model to load and how (shared by every subcommand).
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Hugging Face Hub id (org/name) or a local model directory.
+    #[arg(long, short = 'm')]
+    pub model: String,
+    /// Hub revision: branch, tag or commit [default: main].
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Hub cache directory [default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Use only files already in the Hub cache (also on with HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+    /// Hub access token for private or gated models.
+    #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Override the model's pooling (comma-separated: cls, mean, max, mean_sqrt_len_tokens, weightedmean, lasttoken).
+    #[arg(long, value_delimiter = ',')]
+    pub pooling: Option<Vec<Pooling>>,
+    /// Override the model's max_seq_length, in tokens (special tokens included); longer texts are truncated.
+    #[arg(long)]
+    pub max_seq_length: Option<usize>,
+}
+
+impl ModelArgs {
+    pub fn into_spec(self) -> ModelSpec {
+        ModelSpec {
+            model: self.model,
+            hub: HubOptions {
+                revision: self.revision,
+                token: self.token,
+                cache_dir: self.cache_dir,
+                offline: self.offline,
+            },
+            pooling: self.pooling,
+            max_seq_length: self.max_seq_length,
+        }
+    }
+}
+
+/// Parses the delimiter flag: one character, `\t` or `tab` for tab.
+pub fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "\\t" | "tab" | "\t" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() => Ok(s.as_bytes()[0]),
+        _ => Err(format!("expected one ASCII character or \\t, got {s:?}")),
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Embed(a) => embed::run(a),
+        Command::Eval(a) => eval::run(a),
+    }
+}

@@ -1,0 +1,157 @@
+//! Reading datasets into a [`Table`] of named columns, one reader per [`DataFormat`]. Every error
+//! names the file and line (and field), and says what was expected.
+//! Depends only on csv and serde_json.
+
+pub mod read;
+
+pub use read::{read_table, ReadOptions};
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Closed set of input formats.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    /// One text per line (column "text").
+    Text,
+    /// Comma-separated with a header row.
+    Csv,
+    /// Tab-separated with a header row.
+    Tsv,
+    /// One JSON object per line.
+    Jsonl,
+    /// STS benchmark files: tab-separated genre, file, year, id, score (0–5), sentence1,
+    /// sentence2, no header, quotes are literal text.
+    Stsb,
+}
+
+impl DataFormat {
+    /// The format implied by a file extension (`.txt`, `.csv`, `.tsv`, `.jsonl`/`.ndjson`).
+    pub fn from_path(path: &Path) -> Result<DataFormat> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        Ok(match ext.as_str() {
+            "txt" | "text" => DataFormat::Text,
+            "csv" => DataFormat::Csv,
+            "tsv" | "tab" => DataFormat::Tsv,
+            "jsonl" | "ndjson" => DataFormat::Jsonl,
+            _ => bail!(
+                "{}: cannot tell the format from the extension {ext:?}; pass --format text|csv|tsv|jsonl|stsb",
+                path.display()
+            ),
+        })
+    }
+}
+
+/// One data row: its 1-based line number in the file and its cells, aligned with `Table::columns`
+/// (`Value::Null` where a JSONL object lacks the key).
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub line: usize,
+    pub cells: Vec<Value>,
+}
+
+/// A whole dataset in memory, columns by name.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub path: PathBuf,
+    pub format: DataFormat,
+    pub columns: Vec<String>,
+    pub rows: Vec<Row>,
+}
+
+impl Table {
+    /// Index of a column by name; the error lists the columns the file has.
+    pub fn column(&self, name: &str) -> Result<usize> {
+        match self.columns.iter().position(|c| c == name) {
+            Some(i) => Ok(i),
+            None => bail!(
+                "{}: missing column {name:?}; the file has columns: {}",
+                self.path.display(),
+                if self.columns.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    self.columns.join(", ")
+                }
+            ),
+        }
+    }
+
+    /// The text in `row`, column `col`: a string (numbers are accepted as their text).
+    pub fn text<'a>(&'a self, row: &'a Row, col: usize) -> Result<std::borrow::Cow<'a, str>> {
+        match &row.cells[col] {
+            Value::String(s) => Ok(std::borrow::Cow::Borrowed(s)),
+            Value::Number(n) => Ok(std::borrow::Cow::Owned(n.to_string())),
+            Value::Null => bail!(
+                "{}:{}: field {:?}: missing; expected a text",
+                self.path.display(),
+                row.line,
+                self.columns[col]
+            ),
+            other => bail!(
+                "{}:{}: field {:?}: expected a text, got {}",
+                self.path.display(),
+                row.line,
+                self.columns[col],
+                kind(other)
+            ),
+        }
+    }
+
+    /// A finite number in `row`, column `col` (a JSON number or a numeric string).
+    pub fn number(&self, row: &Row, col: usize) -> Result<f64> {
+        let v = match &row.cells[col] {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+            _ => None,
+        };
+        match v {
+            Some(x) if x.is_finite() => Ok(x),
+            _ => bail!(
+                "{}:{}: field {:?}: expected a finite number, got {}",
+                self.path.display(),
+                row.line,
+                self.columns[col],
+                short(&row.cells[col])
+            ),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    };
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    } else {
+        s
+    }
+}

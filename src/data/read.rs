@@ -1,0 +1,216 @@
+//! The readers behind [`read_table`]: text lines, CSV/TSV with a header, JSONL, STS-B.
+
+use super::{DataFormat, Row, Table};
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::path::Path;
+
+/// Reader options (resolved from CLI flags).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ReadOptions {
+    /// Honour CSV quoting (`"a, b"`); off reads quotes as literal text.
+    pub quoting: bool,
+    /// Field delimiter for csv/tsv (default `,` / tab).
+    pub delimiter: Option<u8>,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self {
+            quoting: true,
+            delimiter: None,
+        }
+    }
+}
+
+/// Reads a whole file; `format` None means "from the extension". An empty dataset is an error.
+pub fn read_table(path: &Path, format: Option<DataFormat>, opts: &ReadOptions) -> Result<Table> {
+    let format = match format {
+        Some(f) => f,
+        None => DataFormat::from_path(path)?,
+    };
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = utf8(&bytes, path)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let (columns, rows) = match format {
+        DataFormat::Text => text_lines(text),
+        DataFormat::Jsonl => jsonl(text, path)?,
+        DataFormat::Stsb => stsb(text, path)?,
+        DataFormat::Csv | DataFormat::Tsv => {
+            let default = if format == DataFormat::Csv {
+                b','
+            } else {
+                b'\t'
+            };
+            delimited(text, path, opts.delimiter.unwrap_or(default), opts.quoting)?
+        }
+    };
+    if rows.is_empty() {
+        bail!(
+            "{}: no data rows (the file is empty{})",
+            path.display(),
+            if columns.is_empty() {
+                ""
+            } else {
+                " after the header"
+            }
+        );
+    }
+    Ok(Table {
+        path: path.to_path_buf(),
+        format,
+        columns,
+        rows,
+    })
+}
+
+/// UTF-8 or an error naming the line and byte offset of the first invalid byte.
+fn utf8<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a str> {
+    std::str::from_utf8(bytes).or_else(|e| {
+        let at = e.valid_up_to();
+        let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        bail!(
+            "{}:{line}: invalid UTF-8 at byte offset {at}; expected UTF-8 text",
+            path.display()
+        )
+    })
+}
+
+fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)))
+}
+
+fn text_lines(text: &str) -> (Vec<String>, Vec<Row>) {
+    let rows = lines(text)
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| Row {
+            line: n,
+            cells: vec![Value::String(l.to_string())],
+        })
+        .collect();
+    (vec!["text".into()], rows)
+}
+
+fn jsonl(text: &str, path: &Path) -> Result<(Vec<String>, Vec<Row>)> {
+    let mut columns: Vec<String> = Vec::new();
+    let mut objects = Vec::new();
+    for (n, l) in lines(text) {
+        if l.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(l).with_context(|| {
+            format!(
+                "{}:{n}: invalid JSON; expected one JSON object per line",
+                path.display()
+            )
+        })?;
+        let Value::Object(obj) = v else {
+            bail!("{}:{n}: expected a JSON object, got {}", path.display(), v);
+        };
+        for k in obj.keys() {
+            if !columns.contains(k) {
+                columns.push(k.clone());
+            }
+        }
+        objects.push((n, obj));
+    }
+    let rows = objects
+        .into_iter()
+        .map(|(n, mut obj)| Row {
+            line: n,
+            cells: columns
+                .iter()
+                .map(|c| obj.remove(c).unwrap_or(Value::Null))
+                .collect(),
+        })
+        .collect();
+    Ok((columns, rows))
+}
+
+pub const STSB_COLUMNS: [&str; 7] = [
+    "genre",
+    "file",
+    "year",
+    "id",
+    "score",
+    "sentence1",
+    "sentence2",
+];
+
+fn stsb(text: &str, path: &Path) -> Result<(Vec<String>, Vec<Row>)> {
+    let mut rows = Vec::new();
+    for (n, l) in lines(text) {
+        if l.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = l.split('\t').collect();
+        if fields.len() < 7 {
+            bail!(
+                "{}:{n}: {} tab-separated fields; expected 7 (genre, file, year, id, score, sentence1, sentence2)",
+                path.display(),
+                fields.len()
+            );
+        }
+        // Some STS-B lines carry extra source columns after sentence2; they are ignored.
+        rows.push(Row {
+            line: n,
+            cells: fields[..7]
+                .iter()
+                .map(|f| Value::String(f.to_string()))
+                .collect(),
+        });
+    }
+    Ok((STSB_COLUMNS.iter().map(|s| s.to_string()).collect(), rows))
+}
+
+fn delimited(text: &str, path: &Path, delim: u8, quoting: bool) -> Result<(Vec<String>, Vec<Row>)> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(delim)
+        .quoting(quoting)
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = rdr
+        .headers()
+        .with_context(|| format!("{}:1: unreadable header row", path.display()))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    if header.iter().all(|h| h.is_empty()) {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    for (i, h) in header.iter().enumerate() {
+        if header[..i].contains(h) {
+            bail!(
+                "{}:1: duplicate column name {h:?} in the header row",
+                path.display()
+            );
+        }
+    }
+    let mut rows = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| {
+            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            match e.kind() {
+                csv::ErrorKind::UnequalLengths {
+                    expected_len, len, ..
+                } => anyhow::anyhow!(
+                    "{}:{line}: {len} fields; expected {expected_len} like the header row",
+                    path.display()
+                ),
+                _ => anyhow::anyhow!("{}:{line}: {e}", path.display()),
+            }
+        })?;
+        let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
+        if rec.iter().all(|f| f.is_empty()) {
+            continue;
+        }
+        rows.push(Row {
+            line,
+            cells: rec.iter().map(|f| Value::String(f.to_string())).collect(),
+        });
+    }
+    Ok((header, rows))
+}

@@ -1,0 +1,23 @@
+//! embtune — fine-tune BERT-style sentence-embedding models without Python.
+//!
+//! Crate map (dependencies point down):
+//! - `cli` — clap types and `Args → Config` (binary side only).
+//! - `embed`, `eval` — jobs: encode to files; evaluate STS / triplet / binary.
+//! - `model` — `SentenceEncoder`: our trainable BERT (`bert`), pooling, Dense, Normalize,
+//!   Hub/local loading (`hub`), weights and the sentence-transformers folder (`st_format`).
+//! - `data` — datasets into tables (text, CSV/TSV, JSONL, STS-B).
+//! - `encode` — batched, length-sorted inference.
+//! - `tokenize`, `similarity`, `rng`, `fsutil`, `progress`, `device` — leaves.
+
+pub mod cli;
+pub mod data;
+pub mod device;
+pub mod embed;
+pub mod encode;
+pub mod eval;
+pub mod fsutil;
+pub mod model;
+pub mod progress;
+pub mod rng;
+pub mod similarity;
+pub mod tokenize;

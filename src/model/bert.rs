@@ -1,0 +1,335 @@
+//! OUR trainable BERT encoder: every weight is a candle `Var`, train/eval mode is an explicit
+//! argument of [`BertModel::forward_t`], and dropout (hidden states and attention probabilities,
+//! rates from config.json) is real, driven by the seeded [`Rng`] held by the model.
+//! candle-transformers' BertModel gets no gradients and stubs dropout (DESIGN.md), hence this file.
+//! Depends on `config`, `weights`, `ops`, `tokenize::TokenBatch`.
+
+use super::config::{BertConfig, HiddenAct};
+use super::ops;
+use super::weights::{expected_shapes, CheckedWeights};
+use crate::rng::{Rng, RngState};
+use crate::tokenize::TokenBatch;
+use candle_core::{DType, Device, Result, Tensor, Var};
+use std::sync::Mutex;
+
+/// `y = x · Wᵀ + b` on the last dim; `weight: [out, in]`, `bias: [out]`.
+#[derive(Clone)]
+struct Linear {
+    weight: Var,
+    bias: Var,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let last = *dims.last().unwrap_or(&0);
+        let rows = x.elem_count() / last.max(1);
+        let y = x
+            .reshape((rows, last))?
+            .matmul(&self.weight.as_tensor().t()?)?;
+        let y = y.broadcast_add(self.bias.as_tensor())?;
+        let mut out = dims;
+        if let Some(l) = out.last_mut() {
+            *l = self.weight.dim(0)?;
+        }
+        y.reshape(out)
+    }
+}
+
+#[derive(Clone)]
+struct LayerNorm {
+    weight: Var,
+    bias: Var,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::layer_norm(x, self.weight.as_tensor(), self.bias.as_tensor(), self.eps)
+    }
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_ln: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    out_ln: LayerNorm,
+}
+
+/// Dropout rates in effect (config.json's unless overridden with [`BertModel::set_dropout`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DropoutRates {
+    pub hidden: f64,
+    pub attention: f64,
+}
+
+/// The encoder. `forward_t` maps a [`TokenBatch`] `[B, S]` to hidden states `[B, S, H]`.
+pub struct BertModel {
+    cfg: BertConfig,
+    /// Every trainable parameter by HF name (no prefix), in checkpoint order.
+    params: Vec<(String, Var)>,
+    /// Tensors carried through for saving but unused by the encoder (e.g. `pooler.*`).
+    extra: Vec<(String, Tensor)>,
+    word: Var,
+    position: Var,
+    token_type: Var,
+    emb_ln: LayerNorm,
+    layers: Vec<Layer>,
+    dropout: DropoutRates,
+    seed: u64,
+    rng: Mutex<Rng>,
+    dtype: DType,
+    device: Device,
+}
+
+impl BertModel {
+    /// Builds the model from checked weights (see `weights::load_checked`).
+    pub fn from_weights(cfg: BertConfig, w: CheckedWeights) -> Result<Self> {
+        let dtype = w
+            .required
+            .first()
+            .map(|(_, t)| t.dtype())
+            .unwrap_or(DType::F32);
+        let device = w
+            .required
+            .first()
+            .map(|(_, t)| t.device().clone())
+            .unwrap_or(Device::Cpu);
+        let params: Vec<(String, Var)> = w
+            .required
+            .into_iter()
+            .map(|(n, t)| Ok((n, Var::from_tensor(&t)?)))
+            .collect::<Result<_>>()?;
+        Self::assemble(cfg, params, w.optional, dtype, device)
+    }
+
+    /// A randomly initialised model (normal(0, 0.02) weights, unit LayerNorm), as HF initialises
+    /// BERT. For unit tests on tiny configs only; never a quality claim.
+    pub fn random(cfg: BertConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
+        let mut rng = Rng::with_stream(seed, 99);
+        let mut params = Vec::new();
+        for (name, shape) in expected_shapes(&cfg) {
+            let n: usize = shape.iter().product();
+            let vals: Vec<f32> = if name.ends_with("LayerNorm.weight") {
+                vec![1.0; n]
+            } else if name.ends_with(".bias") {
+                vec![0.0; n]
+            } else {
+                (0..n).map(|_| (normal(&mut rng) * 0.02) as f32).collect()
+            };
+            let t = Tensor::from_vec(vals, shape, device)?.to_dtype(dtype)?;
+            params.push((name, Var::from_tensor(&t)?));
+        }
+        Self::assemble(cfg, params, Vec::new(), dtype, device.clone())
+    }
+
+    fn assemble(
+        cfg: BertConfig,
+        params: Vec<(String, Var)>,
+        extra: Vec<(String, Tensor)>,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Self> {
+        let get = |name: &str| -> Result<Var> {
+            params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| {
+                    candle_core::Error::Msg(format!("internal: parameter {name} not loaded"))
+                })
+        };
+        let lin = |p: &str| -> Result<Linear> {
+            Ok(Linear {
+                weight: get(&format!("{p}.weight"))?,
+                bias: get(&format!("{p}.bias"))?,
+            })
+        };
+        let ln = |p: &str| -> Result<LayerNorm> {
+            Ok(LayerNorm {
+                weight: get(&format!("{p}.weight"))?,
+                bias: get(&format!("{p}.bias"))?,
+                eps: cfg.layer_norm_eps,
+            })
+        };
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("encoder.layer.{l}");
+            layers.push(Layer {
+                query: lin(&format!("{p}.attention.self.query"))?,
+                key: lin(&format!("{p}.attention.self.key"))?,
+                value: lin(&format!("{p}.attention.self.value"))?,
+                attn_out: lin(&format!("{p}.attention.output.dense"))?,
+                attn_ln: ln(&format!("{p}.attention.output.LayerNorm"))?,
+                intermediate: lin(&format!("{p}.intermediate.dense"))?,
+                output: lin(&format!("{p}.output.dense"))?,
+                out_ln: ln(&format!("{p}.output.LayerNorm"))?,
+            });
+        }
+        let dropout = DropoutRates {
+            hidden: cfg.hidden_dropout_prob,
+            attention: cfg.attention_probs_dropout_prob,
+        };
+        Ok(Self {
+            word: get("embeddings.word_embeddings.weight")?,
+            position: get("embeddings.position_embeddings.weight")?,
+            token_type: get("embeddings.token_type_embeddings.weight")?,
+            emb_ln: ln("embeddings.LayerNorm")?,
+            layers,
+            params,
+            extra,
+            cfg,
+            dropout,
+            seed: 0,
+            rng: Mutex::new(Rng::with_stream(0, 1)),
+            dtype,
+            device,
+        })
+    }
+
+    pub fn config(&self) -> &BertConfig {
+        &self.cfg
+    }
+    pub fn hidden_size(&self) -> usize {
+        self.cfg.hidden_size
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Trainable parameters by HF name (no prefix).
+    pub fn named_vars(&self) -> &[(String, Var)] {
+        &self.params
+    }
+
+    /// Everything that goes into `model.safetensors`, HF names, parameters first.
+    pub fn tensors_for_save(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self
+            .params
+            .iter()
+            .map(|(n, var)| (n.clone(), var.as_detached_tensor()))
+            .collect();
+        v.extend(self.extra.iter().cloned());
+        v
+    }
+
+    /// Overrides both dropout rates (0 disables dropout, for reproducible checks).
+    pub fn set_dropout(&mut self, p: f64) {
+        self.dropout = DropoutRates {
+            hidden: p,
+            attention: p,
+        };
+    }
+    pub fn dropout_rates(&self) -> DropoutRates {
+        self.dropout
+    }
+
+    /// Restarts the dropout RNG from `seed`: the same seed gives the same masks.
+    pub fn seed_dropout(&mut self, seed: u64) {
+        self.seed = seed;
+        *self.rng.get_mut().unwrap_or_else(|e| e.into_inner()) = Rng::with_stream(seed, 1);
+    }
+    pub fn dropout_state(&self) -> RngState {
+        self.rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state(self.seed)
+    }
+    pub fn restore_dropout_state(&mut self, s: RngState) {
+        self.seed = s.seed;
+        *self.rng.get_mut().unwrap_or_else(|e| e.into_inner()) = Rng::from_state(s);
+    }
+
+    fn drop(&self, x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
+        if !train || p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        ops::dropout(x, p, &mut rng)
+    }
+
+    /// Hidden states `[B, S, H]` of the last layer. `train` turns dropout on.
+    pub fn forward_t(&self, batch: &TokenBatch, train: bool) -> Result<Tensor> {
+        let (b, s) = batch.input_ids.dims2()?;
+        if s > self.cfg.max_position_embeddings {
+            candle_core::bail!(
+                "sequence length {s} exceeds max_position_embeddings {}",
+                self.cfg.max_position_embeddings
+            );
+        }
+        let h = self.cfg.hidden_size;
+        let ids = batch.input_ids.flatten_all()?;
+        let words = self
+            .word
+            .as_tensor()
+            .index_select(&ids, 0)?
+            .reshape((b, s, h))?;
+        let pos_ids = Tensor::arange(0u32, s as u32, &self.device)?;
+        let pos = self.position.as_tensor().index_select(&pos_ids, 0)?;
+        let tt = self
+            .token_type
+            .as_tensor()
+            .index_select(&batch.token_type_ids.flatten_all()?, 0)?
+            .reshape((b, s, h))?;
+        let x = words.broadcast_add(&pos)?.add(&tt)?;
+        let mut x = self.drop(&self.emb_ln.forward(&x)?, self.dropout.hidden, train)?;
+        let mask = ops::additive_attention_mask(&batch.attention_mask, self.dtype)?;
+        for layer in &self.layers {
+            x = self.layer_forward(layer, &x, &mask, train)?;
+        }
+        Ok(x)
+    }
+
+    fn layer_forward(&self, l: &Layer, x: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, s, h) = x.dims3()?;
+        let nh = self.cfg.num_attention_heads;
+        let hd = self.cfg.head_dim();
+        let heads = |t: Tensor| -> Result<Tensor> {
+            t.reshape((b, s, nh, hd))?.transpose(1, 2)?.contiguous()
+        };
+        let q = heads(l.query.forward(x)?)?;
+        let k = heads(l.key.forward(x)?)?;
+        let v = heads(l.value.forward(x)?)?;
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = scores.broadcast_add(mask)?;
+        let probs = self.drop(
+            &ops::softmax_last_dim(&scores)?,
+            self.dropout.attention,
+            train,
+        )?;
+        let ctx = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, s, h))?;
+        let attn = self.drop(&l.attn_out.forward(&ctx)?, self.dropout.hidden, train)?;
+        let x = l.attn_ln.forward(&(attn + x)?)?;
+        let inter = l.intermediate.forward(&x)?;
+        let inter = match self.cfg.hidden_act {
+            HiddenAct::Gelu => inter.gelu_erf()?,
+            HiddenAct::GeluTanh => inter.gelu()?,
+            HiddenAct::Relu => inter.relu()?,
+        };
+        let out = self.drop(&l.output.forward(&inter)?, self.dropout.hidden, train)?;
+        l.out_ln.forward(&(out + x)?)
+    }
+
+    /// Hidden size of the last dim of `forward_t`'s output.
+    pub fn output_dim(&self) -> usize {
+        self.cfg.hidden_size
+    }
+}
+
+/// Standard normal by Box–Muller.
+fn normal(rng: &mut Rng) -> f64 {
+    let u1 = rng.next_f64().max(1e-300);
+    let u2 = rng.next_f64();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}

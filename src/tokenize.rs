@@ -1,0 +1,151 @@
+//! Text → token ids (the model's `tokenizer.json`, truncated to `max_seq_length`, lower-cased
+//! first when `do_lower_case`), and padded [`TokenBatch`] tensors. Depends on tokenizers + candle.
+
+use anyhow::{anyhow, Context, Result};
+use candle_core::{Device, Tensor};
+use std::path::Path;
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+/// One padded batch: every tensor is `[B, S]` u32, right-padded; `lengths[i]` real tokens of row i.
+#[derive(Debug, Clone)]
+pub struct TokenBatch {
+    pub input_ids: Tensor,
+    pub attention_mask: Tensor,
+    pub token_type_ids: Tensor,
+    pub lengths: Vec<usize>,
+}
+
+/// One tokenized text: ids with special tokens, and whether truncation cut it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokenized {
+    pub ids: Vec<u32>,
+    pub truncated: bool,
+}
+
+/// The model's tokenizer with sentence-transformers' Transformer-module settings applied.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    max_seq_length: usize,
+    lowercase: bool,
+    pad_id: u32,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`; `max_seq_length` caps every text (special tokens included).
+    pub fn from_file(
+        path: &Path,
+        max_seq_length: usize,
+        lowercase: bool,
+        fallback_pad_id: u32,
+    ) -> Result<Self> {
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| anyhow!("{}: not a valid tokenizer.json: {e}", path.display()))?;
+        Self::new(inner, max_seq_length, lowercase, fallback_pad_id)
+    }
+
+    pub fn new(
+        mut inner: Tokenizer,
+        max_seq_length: usize,
+        lowercase: bool,
+        fallback_pad_id: u32,
+    ) -> Result<Self> {
+        let pad_id = inner
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| inner.token_to_id("[PAD]"))
+            .unwrap_or(fallback_pad_id);
+        // We pad ourselves (per batch, after sorting by length).
+        inner.with_padding(None);
+        let mut t = Self {
+            inner,
+            max_seq_length,
+            lowercase,
+            pad_id,
+        };
+        t.set_max_seq_length(max_seq_length)?;
+        Ok(t)
+    }
+
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+    pub fn lowercase(&self) -> bool {
+        self.lowercase
+    }
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
+    pub fn set_max_seq_length(&mut self, n: usize) -> Result<()> {
+        self.max_seq_length = n;
+        self.inner
+            .with_truncation(Some(TruncationParams {
+                max_length: n,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| anyhow!("setting truncation to {n} tokens: {e}"))?;
+        Ok(())
+    }
+
+    /// Tokenizes texts (in parallel), without padding. Like sentence-transformers, surrounding
+    /// whitespace is stripped first.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Tokenized>> {
+        let owned: Vec<String>;
+        let inputs: Vec<&str> = if self.lowercase {
+            owned = texts.iter().map(|t| t.trim().to_lowercase()).collect();
+            owned.iter().map(|s| s.as_str()).collect()
+        } else {
+            texts.iter().map(|t| t.trim()).collect()
+        };
+        let enc = self
+            .inner
+            .encode_batch_fast(inputs, true)
+            .map_err(|e| anyhow!("tokenizing: {e}"))?;
+        Ok(enc
+            .into_iter()
+            .map(|e| Tokenized {
+                truncated: !e.get_overflowing().is_empty(),
+                ids: e.get_ids().to_vec(),
+            })
+            .collect())
+    }
+
+    /// Right-pads token id lists into a [`TokenBatch`] on `device`.
+    pub fn pad(&self, items: &[&[u32]], device: &Device) -> Result<TokenBatch> {
+        pad_batch(items, self.pad_id, device)
+    }
+
+    /// Tokenize + pad in one call.
+    pub fn encode(&self, texts: &[&str], device: &Device) -> Result<TokenBatch> {
+        let toks = self.tokenize(texts)?;
+        let refs: Vec<&[u32]> = toks.iter().map(|t| t.ids.as_slice()).collect();
+        self.pad(&refs, device)
+    }
+}
+
+/// Right-pads id lists with `pad_id`; token types are all 0 (single-sentence inputs).
+pub fn pad_batch(items: &[&[u32]], pad_id: u32, device: &Device) -> Result<TokenBatch> {
+    let b = items.len();
+    let s = items.iter().map(|i| i.len()).max().unwrap_or(0).max(1);
+    let mut ids = vec![pad_id; b * s];
+    let mut mask = vec![0u32; b * s];
+    for (r, item) in items.iter().enumerate() {
+        ids[r * s..r * s + item.len()].copy_from_slice(item);
+        mask[r * s..r * s + item.len()]
+            .iter_mut()
+            .for_each(|m| *m = 1);
+    }
+    let input_ids = Tensor::from_vec(ids, (b, s), device).context("building input_ids")?;
+    let attention_mask =
+        Tensor::from_vec(mask, (b, s), device).context("building attention_mask")?;
+    let token_type_ids = input_ids.zeros_like()?;
+    Ok(TokenBatch {
+        input_ids,
+        attention_mask,
+        token_type_ids,
+        lengths: items.iter().map(|i| i.len()).collect(),
+    })
+}
