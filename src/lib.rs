@@ -19,5 +19,6 @@ pub mod fsutil;
 pub mod model;
 pub mod progress;
 pub mod rng;
+pub mod runtime;
 pub mod similarity;
 pub mod tokenize;

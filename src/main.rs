@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    embtune::runtime::tune_allocator();
     let cli = embtune::cli::Cli::parse();
     if let Err(e) = embtune::cli::run(cli) {
         eprintln!("error: {e:#}");

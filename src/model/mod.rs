@@ -171,6 +171,23 @@ impl SentenceEncoder {
         })
     }
 
+    /// Assembles an encoder from parts (e.g. a randomly initialised [`BertModel`] for tests or a
+    /// new model). `config_json` is written as config.json on save.
+    pub fn from_parts(bert: BertModel, tokenizer: TextTokenizer, pooling: PoolingConfig, normalize: bool, config_json: Value, tokenizer_json: PathBuf) -> Self {
+        Self {
+            bert,
+            tokenizer,
+            pooling,
+            dense: Vec::new(),
+            normalize,
+            config_json,
+            st_config: None,
+            tokenizer_files: vec![("tokenizer.json".into(), tokenizer_json)],
+            source: "(in memory)".into(),
+            notices: Vec::new(),
+        }
+    }
+
     /// Embedding dimension after pooling and Dense layers.
     pub fn dim(&self) -> usize {
         self.dense

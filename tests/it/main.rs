@@ -1,1 +1,9 @@
+//! The one integration-test binary: every module below is a group of tests.
 
+mod common;
+
+mod cli;
+mod errors;
+mod gradients;
+mod parity;
+mod save_load;
