@@ -144,3 +144,30 @@ pub fn write_dir_atomic(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) -
     }
     Ok(())
 }
+
+/// Fills a temporary directory inside `target` with `fill`, then renames each of its entries into
+/// `target` (replacing same-named files or directories). Other entries of `target` (logs,
+/// checkpoints) stay. Each entry appears complete; used for a model saved next to run outputs.
+pub fn write_entries_into(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
+    let tmp = target.join(format!(".save.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
+    }
+    fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    if let Err(e) = fill(&tmp) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    for e in fs::read_dir(&tmp).with_context(|| format!("listing {}", tmp.display()))? {
+        let e = e?;
+        let dest = target.join(e.file_name());
+        if dest.is_dir() && e.path().is_dir() {
+            fs::remove_dir_all(&dest).with_context(|| format!("replacing {}", dest.display()))?;
+        }
+        fs::rename(e.path(), &dest).with_context(|| format!("moving {} into place", dest.display()))?;
+    }
+    fs::remove_dir_all(&tmp).ok();
+    sync_dir(target);
+    Ok(())
+}

@@ -3,6 +3,7 @@
 
 pub mod embed;
 pub mod eval;
+pub mod train;
 
 use crate::model::hub::HubOptions;
 use crate::model::pooling::Pooling;
@@ -26,6 +27,8 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Evaluate a model: STS correlation, triplet accuracy or pair classification.
     Eval(eval::EvalArgs),
+    /// Fine-tune a model with a contrastive, triplet, InfoNCE (MNRL), CoSENT or cosine loss.
+    Train(train::TrainArgs),
 }
 
 /// Which model to load and how (shared by every subcommand).
@@ -84,5 +87,6 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Embed(a) => embed::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Train(a) => train::run(a),
     }
 }

@@ -234,6 +234,12 @@ impl SentenceEncoder {
             .with_context(|| format!("saving model to {}", dir.display()))
     }
 
+    /// Saves into an existing directory that also holds other outputs (a training run's
+    /// metrics and checkpoints): each file is complete when it appears.
+    pub fn save_into(&self, dir: &Path) -> Result<()> {
+        crate::fsutil::write_entries_into(dir, |tmp| self.write_files(tmp)).with_context(|| format!("saving model to {}", dir.display()))
+    }
+
     fn write_files(&self, dir: &Path) -> Result<()> {
         use crate::fsutil::write_file_synced;
         let pretty = |v: &Value| serde_json::to_vec_pretty(v).unwrap_or_default();

@@ -5,5 +5,7 @@ mod common;
 mod cli;
 mod errors;
 mod gradients;
+mod losses;
 mod parity;
 mod save_load;
+mod train;

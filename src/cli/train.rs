@@ -1,0 +1,195 @@
+//! `embtune train`: flags → [`TrainConfig`] → [`crate::train::run`].
+
+use super::{parse_delimiter, ModelArgs};
+use crate::data::{DataFormat, ReadOptions};
+use crate::eval::EvalTask;
+use crate::loss::{Distance, LossKind, LossParams};
+use crate::train::data::ColumnSpec;
+use crate::train::schedule::Schedule;
+use crate::train::{EvalSpec, TrainConfig};
+use anyhow::Result;
+use clap::Args;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Training data: CSV/TSV (header row), JSONL, or STS-B with --format stsb (sentence1, sentence2, score/5).
+    #[arg(long, short = 'd')]
+    pub data: PathBuf,
+    /// Data format [default: from the extension].
+    #[arg(long, value_enum)]
+    pub format: Option<DataFormat>,
+    /// Text columns in role order (anchor, positive/second, negatives…), comma-separated
+    /// [default: every column except the label, in file order].
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Option<Vec<String>>,
+    /// Label or score column [default: "label" or "score" when present].
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// CSV/TSV field delimiter (one character, or \t).
+    #[arg(long, value_parser = parse_delimiter)]
+    pub delimiter: Option<u8>,
+    /// Read CSV/TSV quotes as literal text.
+    #[arg(long)]
+    pub no_quoting: bool,
+    /// Loss (see README for the data each expects; infonce = mnrl).
+    #[arg(long, value_enum)]
+    pub loss: LossKind,
+    /// Similarity scale for mnrl/cosent [default: 20].
+    #[arg(long)]
+    pub scale: Option<f64>,
+    /// Margin for contrastive (default 0.5) and triplet (default 5).
+    #[arg(long)]
+    pub margin: Option<f64>,
+    /// Distance for contrastive (default cosine) and triplet (default euclidean).
+    #[arg(long, value_enum)]
+    pub distance: Option<Distance>,
+    /// mnrl: also rank anchors for each positive (symmetric InfoNCE).
+    #[arg(long)]
+    pub symmetric: bool,
+    /// Output directory: the final model (sentence-transformers layout), metrics.jsonl,
+    /// train_config.json, checkpoints/.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (overrides --epochs).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Examples per batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Batches accumulated per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    /// Warmup as a share of all steps (rounded up).
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup_ratio: f64,
+    /// Warmup steps (overrides --warmup-ratio).
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// Learning-rate schedule after warmup.
+    #[arg(long, value_enum, default_value = "linear")]
+    pub schedule: Schedule,
+    /// AdamW decoupled weight decay (not applied to biases and LayerNorm weights).
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Seed for shuffling and dropout.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Keep the file order (reproducible checks).
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Allow a text twice in a batch [default: refused for mnrl, whose in-batch negatives it would corrupt].
+    #[arg(long)]
+    pub allow_duplicates: bool,
+    /// Override the model's dropout rates (0 disables dropout).
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Evaluation data used during training.
+    #[arg(long)]
+    pub eval_data: Option<PathBuf>,
+    /// Evaluation data format [default: from the extension].
+    #[arg(long, value_enum)]
+    pub eval_format: Option<DataFormat>,
+    /// Evaluation task.
+    #[arg(long, value_enum, default_value = "sts")]
+    pub eval_task: EvalTask,
+    /// Evaluation columns (as `eval --columns`).
+    #[arg(long, value_delimiter = ',')]
+    pub eval_columns: Option<Vec<String>>,
+    /// Evaluate every N steps [default: at the end of each epoch].
+    #[arg(long)]
+    pub eval_steps: Option<usize>,
+    /// Keep the best model by the evaluation's primary metric in <output>/best.
+    #[arg(long)]
+    pub save_best: bool,
+    /// Write a checkpoint every N steps.
+    #[arg(long)]
+    pub save_steps: Option<usize>,
+    /// Keep at most K checkpoints (oldest deleted first).
+    #[arg(long)]
+    pub save_total_limit: Option<usize>,
+    /// Log loss, lr, grad-norm and throughput to metrics.jsonl every N steps.
+    #[arg(long, default_value_t = 10)]
+    pub log_steps: usize,
+    /// Continue from a checkpoint directory, or the newest checkpoint of an output directory
+    /// (with the same flags as the original run).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+impl TrainArgs {
+    pub fn into_config(self) -> Result<TrainConfig> {
+        let eval = self.eval_data.map(|data| EvalSpec {
+            data,
+            format: self.eval_format,
+            task: self.eval_task,
+            columns: self.eval_columns,
+            score_scale: None,
+        });
+        let cfg = TrainConfig {
+            model: self.model.into_spec(),
+            data: self.data,
+            format: self.format,
+            read: ReadOptions { quoting: !self.no_quoting, delimiter: self.delimiter },
+            columns: ColumnSpec { text_columns: self.columns, label_column: self.label_column },
+            loss: self.loss,
+            loss_params: LossParams { scale: self.scale, margin: self.margin, distance: self.distance, symmetric: self.symmetric },
+            output: self.output,
+            epochs: self.epochs,
+            max_steps: self.max_steps,
+            batch_size: self.batch_size,
+            grad_accum: self.grad_accum,
+            lr: self.lr,
+            warmup_ratio: self.warmup_ratio,
+            warmup_steps: self.warmup_steps,
+            schedule: self.schedule,
+            weight_decay: self.weight_decay,
+            max_grad_norm: self.max_grad_norm,
+            seed: self.seed,
+            shuffle: !self.no_shuffle,
+            no_duplicates: if self.allow_duplicates { Some(false) } else { None },
+            dropout: self.dropout,
+            eval,
+            eval_steps: self.eval_steps,
+            save_best: self.save_best,
+            save_steps: self.save_steps,
+            save_total_limit: self.save_total_limit,
+            log_steps: self.log_steps,
+            resume: self.resume,
+            progress: !self.quiet && std::io::stderr().is_terminal(),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let cfg = args.into_config()?;
+    let r = crate::train::run(&cfg)?;
+    if let Some(sig) = r.interrupted {
+        std::process::exit(128 + sig);
+    }
+    if let (Some(a), Some(b)) = (r.first_loss, r.last_loss) {
+        eprintln!("trained {} steps: loss {a:.6} → {b:.6}", r.steps);
+    }
+    if let Some(m) = &r.final_eval {
+        eprintln!("final {} = {:.4}", m.primary, m.primary_value());
+    }
+    eprintln!("model saved to {}", r.output.display());
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! CoSENTLoss — data: (sentence1, sentence2) + float score.
+//! With s = scale·cos(u, v): loss = log(1 + Σ_{(i,j): yᵢ < yⱼ} exp(sᵢ − sⱼ)), scale 20 — as
+//! sentence-transformers (logsumexp over the masked pairwise differences with a leading 0).
+
+use super::{expect_columns, need_labels, pairwise_cosine, InputShape, LabelKind, Loss};
+use candle_core::{Tensor, D};
+
+pub struct Cosent {
+    pub scale: f64,
+}
+
+impl Loss for Cosent {
+    fn name(&self) -> &'static str {
+        "cosent"
+    }
+    fn input_shape(&self) -> InputShape {
+        InputShape { min_texts: 2, max_texts: Some(2), label: LabelKind::Score }
+    }
+    fn compute(&self, e: &[Tensor], labels: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        expect_columns(self.name(), e, 2)?;
+        let y: Vec<f32> = need_labels(self.name(), labels)?.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+        let b = y.len();
+        let s = (pairwise_cosine(&e[0], &e[1])? * self.scale)?; // [B]
+        // diff[i, j] = s_i - s_j, kept where y_i < y_j.
+        let diff = s.unsqueeze(1)?.broadcast_sub(&s.unsqueeze(0)?)?;
+        let mut mask = vec![0f32; b * b];
+        for i in 0..b {
+            for j in 0..b {
+                if y[i] < y[j] {
+                    mask[i * b + j] = 1.0;
+                }
+            }
+        }
+        let mask = Tensor::from_vec(mask, (b, b), s.device())?.to_dtype(s.dtype())?;
+        // Masked-out entries get −1e12, as sentence-transformers; exp underflows to exactly 0.
+        let masked = (diff.broadcast_mul(&mask)? + ((mask.ones_like()? - &mask)? * -1e12)?)?.flatten_all()?;
+        let all = Tensor::cat(&[masked.zeros_like()?.narrow(0, 0, 1)?, masked], 0)?;
+        logsumexp(&all)
+    }
+}
+
+/// Stable log Σ exp over a vector (the max is a constant for the gradient).
+pub(crate) fn logsumexp(x: &Tensor) -> candle_core::Result<Tensor> {
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    (x.broadcast_sub(&m)?.exp()?.sum_keepdim(D::Minus1)?.log()? + m)?.squeeze(0)
+}

@@ -1,0 +1,180 @@
+//! Training losses on pooled embeddings: trait [`Loss`], one file per loss, [`build`] is the
+//! registry. Each loss declares the data it needs ([`InputShape`]) so that `train` can refuse
+//! mismatched data before step 1. Defaults are sentence-transformers'.
+//!
+//! Contract: `compute(embeddings, labels)` gets one `[B, D]` tensor per text column, in column
+//! order, and labels `[B]` (f32: 0/1 or a score) when the loss needs them; returns a scalar.
+
+pub mod contrastive;
+pub mod cosent;
+pub mod cosine;
+pub mod mnrl;
+pub mod online_contrastive;
+pub mod triplet;
+
+use anyhow::{bail, Result};
+use candle_core::{Tensor, D};
+use serde::{Deserialize, Serialize};
+
+/// Closed set of losses (`--loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// Pairs + 0/1 label: ½·[y·d² + (1−y)·relu(margin−d)²], mean (ContrastiveLoss).
+    Contrastive,
+    /// Pairs + 0/1 label: contrastive on the batch's hard pairs only, summed (OnlineContrastiveLoss).
+    OnlineContrastive,
+    /// (anchor, positive, negative): relu(d(a,p) − d(a,n) + margin), mean (TripletLoss).
+    Triplet,
+    /// (anchor, positive, [negatives…]): cross-entropy over scaled cosine with in-batch negatives
+    /// (MultipleNegativesRankingLoss / InfoNCE).
+    #[value(alias = "infonce")]
+    Mnrl,
+    /// Pairs + float score: CoSENT ranking loss on scaled cosine (CoSENTLoss).
+    Cosent,
+    /// Pairs + float score: MSE between cosine and score (CosineSimilarityLoss).
+    Cosine,
+}
+
+/// Distance used by contrastive and triplet losses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distance {
+    /// 1 − cosine similarity.
+    Cosine,
+    /// L2 distance (torch's pairwise_distance, eps 1e-6).
+    Euclidean,
+    /// L1 distance (torch's pairwise_distance, eps 1e-6).
+    Manhattan,
+}
+
+/// What a row's label must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LabelKind {
+    None,
+    /// 0 or 1.
+    Binary,
+    /// A finite float (e.g. a similarity score in 0..1).
+    Score,
+}
+
+/// The data a loss accepts: how many text columns, and the label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputShape {
+    pub min_texts: usize,
+    /// None: any number ≥ min (extra hard-negative columns).
+    pub max_texts: Option<usize>,
+    pub label: LabelKind,
+}
+
+impl InputShape {
+    /// A one-line description for error messages.
+    pub fn describe(&self) -> String {
+        let cols = match self.max_texts {
+            Some(m) if m == self.min_texts => format!("{m} text columns"),
+            Some(m) => format!("{}–{m} text columns", self.min_texts),
+            None => format!("{} or more text columns", self.min_texts),
+        };
+        let label = match self.label {
+            LabelKind::None => "no label column".to_string(),
+            LabelKind::Binary => "a 0/1 label column".to_string(),
+            LabelKind::Score => "a numeric score column".to_string(),
+        };
+        format!("{cols} and {label}")
+    }
+
+    /// Checks a dataset's column count and label presence.
+    pub fn check(&self, loss: &str, n_texts: usize, has_label: bool) -> Result<()> {
+        let ok_cols = n_texts >= self.min_texts && self.max_texts.is_none_or(|m| n_texts <= m);
+        let ok_label = has_label == (self.label != LabelKind::None);
+        if !ok_cols || !ok_label {
+            bail!(
+                "loss {loss} expects {}; the data has {n_texts} text column{} and {}",
+                self.describe(),
+                if n_texts == 1 { "" } else { "s" },
+                if has_label { "a label/score column" } else { "no label column" }
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Loss parameters (sentence-transformers' defaults when None).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LossParams {
+    /// Similarity scale for MNRL/CoSENT [default 20].
+    pub scale: Option<f64>,
+    /// Margin [default: contrastive 0.5, triplet 5].
+    pub margin: Option<f64>,
+    /// Distance [default: contrastive cosine, triplet euclidean].
+    pub distance: Option<Distance>,
+    /// MNRL: add the positive→anchor direction.
+    pub symmetric: bool,
+}
+
+/// One loss.
+pub trait Loss: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn input_shape(&self) -> InputShape;
+    /// Scalar loss from one `[B, D]` embedding tensor per text column and labels `[B]` (f32).
+    fn compute(&self, embeddings: &[Tensor], labels: Option<&Tensor>) -> candle_core::Result<Tensor>;
+}
+
+/// The registry.
+pub fn build(kind: LossKind, p: &LossParams) -> Box<dyn Loss> {
+    match kind {
+        LossKind::Contrastive => Box::new(contrastive::Contrastive {
+            margin: p.margin.unwrap_or(0.5),
+            distance: p.distance.unwrap_or(Distance::Cosine),
+        }),
+        LossKind::OnlineContrastive => Box::new(online_contrastive::OnlineContrastive {
+            margin: p.margin.unwrap_or(0.5),
+            distance: p.distance.unwrap_or(Distance::Cosine),
+        }),
+        LossKind::Triplet => Box::new(triplet::Triplet {
+            margin: p.margin.unwrap_or(5.0),
+            distance: p.distance.unwrap_or(Distance::Euclidean),
+        }),
+        LossKind::Mnrl => Box::new(mnrl::Mnrl { scale: p.scale.unwrap_or(20.0), symmetric: p.symmetric }),
+        LossKind::Cosent => Box::new(cosent::Cosent { scale: p.scale.unwrap_or(20.0) }),
+        LossKind::Cosine => Box::new(cosine::CosineSimilarity),
+    }
+}
+
+/// Row-wise L2 normalisation with torch's eps (F.normalize).
+pub fn normalize_rows(x: &Tensor) -> candle_core::Result<Tensor> {
+    let n = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    x.broadcast_div(&n)
+}
+
+/// Cosine similarity of matching rows: `[B, D] × [B, D] → [B]`.
+pub fn pairwise_cosine(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    (normalize_rows(a)? * normalize_rows(b)?)?.sum(D::Minus1)
+}
+
+/// Cosine similarity matrix: `[N, D] × [M, D] → [N, M]`.
+pub fn cosine_matrix(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    normalize_rows(a)?.matmul(&normalize_rows(b)?.t()?)
+}
+
+/// Distance of matching rows `[B]`.
+pub fn pairwise_distance(d: Distance, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    match d {
+        Distance::Cosine => pairwise_cosine(a, b)?.affine(-1.0, 1.0),
+        // torch.nn.functional.pairwise_distance adds eps to the difference.
+        Distance::Euclidean => ((a - b)? + 1e-6)?.sqr()?.sum(D::Minus1)?.sqrt(),
+        Distance::Manhattan => ((a - b)? + 1e-6)?.abs()?.sum(D::Minus1),
+    }
+}
+
+/// Shape check shared by the losses.
+pub(crate) fn expect_columns(name: &str, embeddings: &[Tensor], min: usize) -> candle_core::Result<()> {
+    if embeddings.len() < min {
+        candle_core::bail!("{name}: expected at least {min} embedding columns, got {}", embeddings.len());
+    }
+    Ok(())
+}
+
+pub(crate) fn need_labels<'a>(name: &str, labels: Option<&'a Tensor>) -> candle_core::Result<&'a Tensor> {
+    labels.ok_or_else(|| candle_core::Error::Msg(format!("{name}: labels are required")))
+}

@@ -1,0 +1,161 @@
+//! Fine-tuning: [`TrainConfig`] (resolved from the command line in one step, saved with every
+//! run), the loop (`run.rs`), our AdamW (`optimizer.rs`), schedules, batching, checkpoints and
+//! exact resume. Depends on model, loss, data, eval (evaluation during training).
+
+pub mod batcher;
+pub mod checkpoint;
+pub mod data;
+pub mod optimizer;
+pub mod run;
+pub mod schedule;
+pub mod signals;
+
+pub use run::{run, train, TrainReport};
+
+use crate::data::{DataFormat, ReadOptions};
+use crate::eval::EvalTask;
+use crate::loss::{LossKind, LossParams};
+use crate::model::ModelSpec;
+use anyhow::{bail, Result};
+use data::ColumnSpec;
+use schedule::Schedule;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Evaluation during training.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalSpec {
+    pub data: PathBuf,
+    pub format: Option<DataFormat>,
+    pub task: EvalTask,
+    pub columns: Option<Vec<String>>,
+    pub score_scale: Option<f64>,
+}
+
+/// Everything a training run needs. Defaults are sentence-transformers' / HF's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub model: ModelSpec,
+    pub data: PathBuf,
+    pub format: Option<DataFormat>,
+    pub read: ReadOptions,
+    pub columns: ColumnSpec,
+    pub loss: LossKind,
+    pub loss_params: LossParams,
+    pub output: PathBuf,
+    pub epochs: usize,
+    pub max_steps: Option<usize>,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub lr: f64,
+    pub warmup_ratio: f64,
+    pub warmup_steps: Option<usize>,
+    pub schedule: Schedule,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    pub seed: u64,
+    pub shuffle: bool,
+    /// None: on for losses with in-batch negatives (MNRL).
+    pub no_duplicates: Option<bool>,
+    pub dropout: Option<f64>,
+    pub eval: Option<EvalSpec>,
+    /// None: evaluate at the end of each epoch (when eval data is given).
+    pub eval_steps: Option<usize>,
+    pub save_best: bool,
+    pub save_steps: Option<usize>,
+    pub save_total_limit: Option<usize>,
+    pub log_steps: usize,
+    pub resume: Option<PathBuf>,
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            model: ModelSpec::default(),
+            data: PathBuf::new(),
+            format: None,
+            read: ReadOptions::default(),
+            columns: ColumnSpec::default(),
+            loss: LossKind::Cosent,
+            loss_params: LossParams::default(),
+            output: PathBuf::from("output"),
+            epochs: 1,
+            max_steps: None,
+            batch_size: 16,
+            grad_accum: 1,
+            lr: 2e-5,
+            warmup_ratio: 0.1,
+            warmup_steps: None,
+            schedule: Schedule::Linear,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            seed: 42,
+            shuffle: true,
+            no_duplicates: None,
+            dropout: None,
+            eval: None,
+            eval_steps: None,
+            save_best: false,
+            save_steps: None,
+            save_total_limit: None,
+            log_steps: 10,
+            resume: None,
+            progress: false,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Value checks that need no file.
+    pub fn validate(&self) -> Result<()> {
+        let pos = |name: &str, v: usize| if v == 0 { bail!("{name} must be at least 1") } else { Ok(()) };
+        pos("--batch-size", self.batch_size)?;
+        pos("--grad-accum", self.grad_accum)?;
+        pos("--log-steps", self.log_steps)?;
+        if self.max_steps.is_none() {
+            pos("--epochs", self.epochs)?;
+        }
+        if let Some(s) = self.max_steps {
+            pos("--max-steps", s)?;
+        }
+        for (name, v) in [("--eval-steps", self.eval_steps), ("--save-steps", self.save_steps), ("--save-total-limit", self.save_total_limit)] {
+            if let Some(v) = v {
+                pos(name, v)?;
+            }
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if !(0.0..=1.0).contains(&self.warmup_ratio) {
+            bail!("--warmup-ratio must be in [0, 1], got {}", self.warmup_ratio);
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            bail!("--weight-decay must be ≥ 0, got {}", self.weight_decay);
+        }
+        if !(self.max_grad_norm.is_finite() && self.max_grad_norm >= 0.0) {
+            bail!("--max-grad-norm must be ≥ 0 (0 disables clipping), got {}", self.max_grad_norm);
+        }
+        if let Some(p) = self.dropout {
+            if !(0.0..1.0).contains(&p) {
+                bail!("--dropout must be in [0, 1), got {p}");
+            }
+        }
+        if self.save_best && self.eval.is_none() {
+            bail!("--save-best needs --eval-data");
+        }
+        Ok(())
+    }
+
+    /// The fields that must match for `--resume` to continue the same run.
+    pub fn recipe(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            for k in ["resume", "output", "model", "eval_steps", "save_steps", "save_total_limit", "log_steps", "eval", "save_best"] {
+                o.remove(k);
+            }
+        }
+        v
+    }
+}
