@@ -13,11 +13,19 @@ fn main() -> anyhow::Result<()> {
     embtune::runtime::tune_allocator();
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: &str| -> String {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
     };
     let repeats: usize = arg("--repeats", "3").parse()?;
     let data = arg("--data", "data/stsbenchmark/sts-test.csv");
-    let table = read_table(std::path::Path::new(&data), Some(DataFormat::Stsb), &ReadOptions::default())?;
+    let table = read_table(
+        std::path::Path::new(&data),
+        Some(DataFormat::Stsb),
+        &ReadOptions::default(),
+    )?;
     let mut uniq: Vec<String> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for r in &table.rows {
@@ -29,12 +37,21 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let texts: Vec<&str> = uniq.iter().map(|s| s.as_str()).collect();
-    let mut spec = ModelSpec { model: arg("--model", "sentence-transformers/all-MiniLM-L6-v2"), ..Default::default() };
+    let mut spec = ModelSpec {
+        model: arg("--model", "sentence-transformers/all-MiniLM-L6-v2"),
+        ..Default::default()
+    };
     spec.hub.offline = true;
     let model = SentenceEncoder::load(&spec, &candle_core::Device::Cpu)?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     for bs in [32usize, 128] {
-        let opts = EncodeOptions { batch_size: bs, normalize: true, progress: false };
+        let opts = EncodeOptions {
+            batch_size: bs,
+            normalize: true,
+            progress: false,
+        };
         encode(&model, &texts[..64.min(texts.len())], &opts)?; // warm-up
         let mut secs = Vec::new();
         for _ in 0..repeats {

@@ -18,11 +18,23 @@ fn main() -> anyhow::Result<()> {
         [_, i, o] => (i.clone(), std::path::PathBuf::from(o)),
         _ => anyhow::bail!("usage: stsb_recipes STSB_TRAIN OUT_DIR"),
     };
-    let t = read_table(std::path::Path::new(&input), Some(DataFormat::Stsb), &ReadOptions::default())?;
-    let (c1, c2, cs) = (t.column("sentence1")?, t.column("sentence2")?, t.column("score")?);
+    let t = read_table(
+        std::path::Path::new(&input),
+        Some(DataFormat::Stsb),
+        &ReadOptions::default(),
+    )?;
+    let (c1, c2, cs) = (
+        t.column("sentence1")?,
+        t.column("sentence2")?,
+        t.column("score")?,
+    );
     let mut rows = Vec::new();
     for r in &t.rows {
-        rows.push((t.text(r, c1)?.into_owned(), t.text(r, c2)?.into_owned(), t.number(r, cs)?));
+        rows.push((
+            t.text(r, c1)?.into_owned(),
+            t.text(r, c2)?.into_owned(),
+            t.number(r, cs)?,
+        ));
     }
     std::fs::create_dir_all(&out)?;
     let write = |name: &str, lines: Vec<serde_json::Value>| -> anyhow::Result<()> {
@@ -34,7 +46,12 @@ fn main() -> anyhow::Result<()> {
         Ok(())
     };
     let pos: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].2 >= 4.0).collect();
-    write("mnrl.jsonl", pos.iter().map(|&i| json!({"anchor": rows[i].0, "positive": rows[i].1})).collect())?;
+    write(
+        "mnrl.jsonl",
+        pos.iter()
+            .map(|&i| json!({"anchor": rows[i].0, "positive": rows[i].1}))
+            .collect(),
+    )?;
     let contrastive = rows
         .iter()
         .filter(|r| r.2 >= 4.0 || r.2 <= 1.5)

@@ -165,7 +165,8 @@ pub fn write_entries_into(target: &Path, fill: impl FnOnce(&Path) -> Result<()>)
         if dest.is_dir() && e.path().is_dir() {
             fs::remove_dir_all(&dest).with_context(|| format!("replacing {}", dest.display()))?;
         }
-        fs::rename(e.path(), &dest).with_context(|| format!("moving {} into place", dest.display()))?;
+        fs::rename(e.path(), &dest)
+            .with_context(|| format!("moving {} into place", dest.display()))?;
     }
     fs::remove_dir_all(&tmp).ok();
     sync_dir(target);

@@ -18,6 +18,7 @@ pub mod eval;
 pub mod fsutil;
 pub mod loss;
 pub mod model;
+pub mod pairs;
 pub mod progress;
 pub mod rng;
 pub mod runtime;

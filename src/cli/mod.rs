@@ -3,6 +3,7 @@
 
 pub mod embed;
 pub mod eval;
+pub mod pairs;
 pub mod train;
 
 use crate::model::hub::HubOptions;
@@ -27,6 +28,8 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Evaluate a model: STS correlation, triplet accuracy or pair classification.
     Eval(eval::EvalArgs),
+    /// Build training pairs/triplets from a dataset (thresholds, labels, classes, NLI, negatives), or check a dataset.
+    Pairs(pairs::PairsArgs),
     /// Fine-tune a model with a contrastive, triplet, InfoNCE (MNRL), CoSENT or cosine loss.
     Train(train::TrainArgs),
 }
@@ -88,5 +91,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Embed(a) => embed::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Train(a) => train::run(a),
+        Command::Pairs(a) => pairs::run(a),
     }
 }

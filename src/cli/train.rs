@@ -145,10 +145,21 @@ impl TrainArgs {
             model: self.model.into_spec(),
             data: self.data,
             format: self.format,
-            read: ReadOptions { quoting: !self.no_quoting, delimiter: self.delimiter },
-            columns: ColumnSpec { text_columns: self.columns, label_column: self.label_column },
+            read: ReadOptions {
+                quoting: !self.no_quoting,
+                delimiter: self.delimiter,
+            },
+            columns: ColumnSpec {
+                text_columns: self.columns,
+                label_column: self.label_column,
+            },
             loss: self.loss,
-            loss_params: LossParams { scale: self.scale, margin: self.margin, distance: self.distance, symmetric: self.symmetric },
+            loss_params: LossParams {
+                scale: self.scale,
+                margin: self.margin,
+                distance: self.distance,
+                symmetric: self.symmetric,
+            },
             output: self.output,
             epochs: self.epochs,
             max_steps: self.max_steps,
@@ -162,7 +173,11 @@ impl TrainArgs {
             max_grad_norm: self.max_grad_norm,
             seed: self.seed,
             shuffle: !self.no_shuffle,
-            no_duplicates: if self.allow_duplicates { Some(false) } else { None },
+            no_duplicates: if self.allow_duplicates {
+                Some(false)
+            } else {
+                None
+            },
             dropout: self.dropout,
             eval,
             eval_steps: self.eval_steps,

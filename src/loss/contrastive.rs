@@ -2,7 +2,9 @@
 //! loss = mean(½·[y·d² + (1−y)·relu(margin − d)²]); distance cosine (1 − cos, margin 0.5) by
 //! default, or euclidean / manhattan — as sentence-transformers (size_average=True).
 
-use super::{expect_columns, need_labels, pairwise_distance, Distance, InputShape, LabelKind, Loss};
+use super::{
+    expect_columns, need_labels, pairwise_distance, Distance, InputShape, LabelKind, Loss,
+};
 use candle_core::Tensor;
 
 pub struct Contrastive {
@@ -15,7 +17,11 @@ impl Loss for Contrastive {
         "contrastive"
     }
     fn input_shape(&self) -> InputShape {
-        InputShape { min_texts: 2, max_texts: Some(2), label: LabelKind::Binary }
+        InputShape {
+            min_texts: 2,
+            max_texts: Some(2),
+            label: LabelKind::Binary,
+        }
     }
     fn compute(&self, e: &[Tensor], labels: Option<&Tensor>) -> candle_core::Result<Tensor> {
         expect_columns(self.name(), e, 2)?;

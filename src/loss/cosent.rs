@@ -14,14 +14,20 @@ impl Loss for Cosent {
         "cosent"
     }
     fn input_shape(&self) -> InputShape {
-        InputShape { min_texts: 2, max_texts: Some(2), label: LabelKind::Score }
+        InputShape {
+            min_texts: 2,
+            max_texts: Some(2),
+            label: LabelKind::Score,
+        }
     }
     fn compute(&self, e: &[Tensor], labels: Option<&Tensor>) -> candle_core::Result<Tensor> {
         expect_columns(self.name(), e, 2)?;
-        let y: Vec<f32> = need_labels(self.name(), labels)?.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+        let y: Vec<f32> = need_labels(self.name(), labels)?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1()?;
         let b = y.len();
         let s = (pairwise_cosine(&e[0], &e[1])? * self.scale)?; // [B]
-        // diff[i, j] = s_i - s_j, kept where y_i < y_j.
+                                                                // diff[i, j] = s_i - s_j, kept where y_i < y_j.
         let diff = s.unsqueeze(1)?.broadcast_sub(&s.unsqueeze(0)?)?;
         let mut mask = vec![0f32; b * b];
         for i in 0..b {
@@ -33,7 +39,8 @@ impl Loss for Cosent {
         }
         let mask = Tensor::from_vec(mask, (b, b), s.device())?.to_dtype(s.dtype())?;
         // Masked-out entries get −1e12, as sentence-transformers; exp underflows to exactly 0.
-        let masked = (diff.broadcast_mul(&mask)? + ((mask.ones_like()? - &mask)? * -1e12)?)?.flatten_all()?;
+        let masked = (diff.broadcast_mul(&mask)? + ((mask.ones_like()? - &mask)? * -1e12)?)?
+            .flatten_all()?;
         let all = Tensor::cat(&[masked.zeros_like()?.narrow(0, 0, 1)?, masked], 0)?;
         logsumexp(&all)
     }

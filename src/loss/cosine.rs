@@ -11,7 +11,11 @@ impl Loss for CosineSimilarity {
         "cosine"
     }
     fn input_shape(&self) -> InputShape {
-        InputShape { min_texts: 2, max_texts: Some(2), label: LabelKind::Score }
+        InputShape {
+            min_texts: 2,
+            max_texts: Some(2),
+            label: LabelKind::Score,
+        }
     }
     fn compute(&self, e: &[Tensor], labels: Option<&Tensor>) -> candle_core::Result<Tensor> {
         expect_columns(self.name(), e, 2)?;

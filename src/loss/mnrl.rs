@@ -16,7 +16,13 @@ pub struct Mnrl {
 pub(crate) fn diagonal_cross_entropy(logits: &Tensor) -> candle_core::Result<Tensor> {
     let (b, _) = logits.dims2()?;
     let m = logits.max_keepdim(D::Minus1)?.detach();
-    let lse = (logits.broadcast_sub(&m)?.exp()?.sum_keepdim(D::Minus1)?.log()? + &m)?.squeeze(1)?; // [B]
+    let lse = (logits
+        .broadcast_sub(&m)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + &m)?
+        .squeeze(1)?; // [B]
     let targets = Tensor::arange(0u32, b as u32, logits.device())?.unsqueeze(1)?;
     let picked = logits.gather(&targets, 1)?.squeeze(1)?; // [B]
     (lse - picked)?.mean_all()
@@ -27,7 +33,11 @@ impl Loss for Mnrl {
         "mnrl"
     }
     fn input_shape(&self) -> InputShape {
-        InputShape { min_texts: 2, max_texts: None, label: LabelKind::None }
+        InputShape {
+            min_texts: 2,
+            max_texts: None,
+            label: LabelKind::None,
+        }
     }
     fn compute(&self, e: &[Tensor], _labels: Option<&Tensor>) -> candle_core::Result<Tensor> {
         expect_columns(self.name(), e, 2)?;

@@ -92,7 +92,11 @@ impl InputShape {
                 "loss {loss} expects {}; the data has {n_texts} text column{} and {}",
                 self.describe(),
                 if n_texts == 1 { "" } else { "s" },
-                if has_label { "a label/score column" } else { "no label column" }
+                if has_label {
+                    "a label/score column"
+                } else {
+                    "no label column"
+                }
             );
         }
         Ok(())
@@ -117,7 +121,11 @@ pub trait Loss: Send + Sync {
     fn name(&self) -> &'static str;
     fn input_shape(&self) -> InputShape;
     /// Scalar loss from one `[B, D]` embedding tensor per text column and labels `[B]` (f32).
-    fn compute(&self, embeddings: &[Tensor], labels: Option<&Tensor>) -> candle_core::Result<Tensor>;
+    fn compute(
+        &self,
+        embeddings: &[Tensor],
+        labels: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor>;
 }
 
 /// The registry.
@@ -135,15 +143,24 @@ pub fn build(kind: LossKind, p: &LossParams) -> Box<dyn Loss> {
             margin: p.margin.unwrap_or(5.0),
             distance: p.distance.unwrap_or(Distance::Euclidean),
         }),
-        LossKind::Mnrl => Box::new(mnrl::Mnrl { scale: p.scale.unwrap_or(20.0), symmetric: p.symmetric }),
-        LossKind::Cosent => Box::new(cosent::Cosent { scale: p.scale.unwrap_or(20.0) }),
+        LossKind::Mnrl => Box::new(mnrl::Mnrl {
+            scale: p.scale.unwrap_or(20.0),
+            symmetric: p.symmetric,
+        }),
+        LossKind::Cosent => Box::new(cosent::Cosent {
+            scale: p.scale.unwrap_or(20.0),
+        }),
         LossKind::Cosine => Box::new(cosine::CosineSimilarity),
     }
 }
 
 /// Row-wise L2 normalisation with torch's eps (F.normalize).
 pub fn normalize_rows(x: &Tensor) -> candle_core::Result<Tensor> {
-    let n = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    let n = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
     x.broadcast_div(&n)
 }
 
@@ -168,13 +185,23 @@ pub fn pairwise_distance(d: Distance, a: &Tensor, b: &Tensor) -> candle_core::Re
 }
 
 /// Shape check shared by the losses.
-pub(crate) fn expect_columns(name: &str, embeddings: &[Tensor], min: usize) -> candle_core::Result<()> {
+pub(crate) fn expect_columns(
+    name: &str,
+    embeddings: &[Tensor],
+    min: usize,
+) -> candle_core::Result<()> {
     if embeddings.len() < min {
-        candle_core::bail!("{name}: expected at least {min} embedding columns, got {}", embeddings.len());
+        candle_core::bail!(
+            "{name}: expected at least {min} embedding columns, got {}",
+            embeddings.len()
+        );
     }
     Ok(())
 }
 
-pub(crate) fn need_labels<'a>(name: &str, labels: Option<&'a Tensor>) -> candle_core::Result<&'a Tensor> {
+pub(crate) fn need_labels<'a>(
+    name: &str,
+    labels: Option<&'a Tensor>,
+) -> candle_core::Result<&'a Tensor> {
     labels.ok_or_else(|| candle_core::Error::Msg(format!("{name}: labels are required")))
 }

@@ -15,7 +15,11 @@ impl Loss for Triplet {
         "triplet"
     }
     fn input_shape(&self) -> InputShape {
-        InputShape { min_texts: 3, max_texts: Some(3), label: LabelKind::None }
+        InputShape {
+            min_texts: 3,
+            max_texts: Some(3),
+            label: LabelKind::None,
+        }
     }
     fn compute(&self, e: &[Tensor], _labels: Option<&Tensor>) -> candle_core::Result<Tensor> {
         expect_columns(self.name(), e, 3)?;

@@ -173,7 +173,14 @@ impl SentenceEncoder {
 
     /// Assembles an encoder from parts (e.g. a randomly initialised [`BertModel`] for tests or a
     /// new model). `config_json` is written as config.json on save.
-    pub fn from_parts(bert: BertModel, tokenizer: TextTokenizer, pooling: PoolingConfig, normalize: bool, config_json: Value, tokenizer_json: PathBuf) -> Self {
+    pub fn from_parts(
+        bert: BertModel,
+        tokenizer: TextTokenizer,
+        pooling: PoolingConfig,
+        normalize: bool,
+        config_json: Value,
+        tokenizer_json: PathBuf,
+    ) -> Self {
         Self {
             bert,
             tokenizer,
@@ -237,7 +244,8 @@ impl SentenceEncoder {
     /// Saves into an existing directory that also holds other outputs (a training run's
     /// metrics and checkpoints): each file is complete when it appears.
     pub fn save_into(&self, dir: &Path) -> Result<()> {
-        crate::fsutil::write_entries_into(dir, |tmp| self.write_files(tmp)).with_context(|| format!("saving model to {}", dir.display()))
+        crate::fsutil::write_entries_into(dir, |tmp| self.write_files(tmp))
+            .with_context(|| format!("saving model to {}", dir.display()))
     }
 
     fn write_files(&self, dir: &Path) -> Result<()> {

@@ -6,13 +6,23 @@ use crate::rng::Rng;
 use std::collections::HashSet;
 
 /// Batches of row indices for one epoch.
-pub fn epoch_batches(texts: &[Vec<String>], batch_size: usize, seed: u64, epoch: usize, shuffle: bool, no_duplicates: bool) -> Vec<Vec<usize>> {
+pub fn epoch_batches(
+    texts: &[Vec<String>],
+    batch_size: usize,
+    seed: u64,
+    epoch: usize,
+    shuffle: bool,
+    no_duplicates: bool,
+) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..texts.len()).collect();
     if shuffle {
         Rng::with_stream(seed, 1_000 + epoch as u64).shuffle(&mut order);
     }
     if !no_duplicates {
-        return order.chunks(batch_size.max(1)).map(|c| c.to_vec()).collect();
+        return order
+            .chunks(batch_size.max(1))
+            .map(|c| c.to_vec())
+            .collect();
     }
     let mut remaining = order;
     let mut batches = Vec::new();
@@ -40,7 +50,9 @@ mod tests {
     use super::*;
 
     fn rows(v: &[(&str, &str)]) -> Vec<Vec<String>> {
-        v.iter().map(|(a, b)| vec![a.to_string(), b.to_string()]).collect()
+        v.iter()
+            .map(|(a, b)| vec![a.to_string(), b.to_string()])
+            .collect()
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub fn list(output: &Path) -> Vec<(usize, PathBuf)> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let step = name.strip_prefix("checkpoint-")?.parse::<usize>().ok()?;
-            e.path().join(STATE_FILE).is_file().then(|| (step, e.path()))
+            e.path()
+                .join(STATE_FILE)
+                .is_file()
+                .then(|| (step, e.path()))
         })
         .collect();
     v.sort();
@@ -56,18 +59,26 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
     }
     match list(dir).pop() {
         Some((_, p)) => Ok(p),
-        None => bail!("--resume {}: neither a checkpoint directory nor an output directory with checkpoints", dir.display()),
+        None => bail!(
+            "--resume {}: neither a checkpoint directory nor an output directory with checkpoints",
+            dir.display()
+        ),
     }
 }
 
 pub fn read_state(ckpt: &Path) -> Result<TrainerState> {
     let p = ckpt.join(STATE_FILE);
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not a valid trainer state", p.display()))
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a valid trainer state", p.display()))
 }
 
 /// Writes a checkpoint atomically; `write_parts(dir)` fills model/ and optimizer.safetensors.
-pub fn write(output: &Path, state: &TrainerState, write_parts: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+pub fn write(
+    output: &Path,
+    state: &TrainerState,
+    write_parts: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
     let path = checkpoint_path(output, state.step);
     crate::fsutil::write_dir_atomic(&path, |tmp| {
         write_parts(tmp)?;
@@ -83,7 +94,8 @@ pub fn prune(output: &Path, limit: usize, keep: Option<usize>) -> Result<()> {
     let removable: Vec<&(usize, PathBuf)> = all.iter().filter(|(s, _)| Some(*s) != keep).collect();
     let excess = all.len().saturating_sub(limit);
     for (_, p) in removable.into_iter().take(excess) {
-        std::fs::remove_dir_all(p).with_context(|| format!("removing old checkpoint {}", p.display()))?;
+        std::fs::remove_dir_all(p)
+            .with_context(|| format!("removing old checkpoint {}", p.display()))?;
     }
     Ok(())
 }

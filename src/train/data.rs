@@ -39,35 +39,62 @@ impl TrainSet {
     }
 
     /// Reads and converts a file. STS-B: sentence1, sentence2, score/5.
-    pub fn read(path: &Path, format: Option<DataFormat>, read: &ReadOptions, cols: &ColumnSpec) -> Result<Self> {
+    pub fn read(
+        path: &Path,
+        format: Option<DataFormat>,
+        read: &ReadOptions,
+        cols: &ColumnSpec,
+    ) -> Result<Self> {
         let table = read_table(path, format, read)?;
         let stsb = table.format == DataFormat::Stsb;
         let label_column = match (&cols.label_column, stsb) {
             (Some(c), _) => Some(c.clone()),
             (None, true) => Some("score".to_string()),
-            (None, false) => ["label", "score"].iter().find(|c| table.columns.iter().any(|x| x == *c)).map(|c| c.to_string()),
+            (None, false) => ["label", "score"]
+                .iter()
+                .find(|c| table.columns.iter().any(|x| x == *c))
+                .map(|c| c.to_string()),
         };
         let text_columns: Vec<String> = match (&cols.text_columns, stsb) {
             (Some(c), _) => c.clone(),
             (None, true) => vec!["sentence1".into(), "sentence2".into()],
-            (None, false) => table.columns.iter().filter(|c| Some(*c) != label_column.as_ref()).cloned().collect(),
+            (None, false) => table
+                .columns
+                .iter()
+                .filter(|c| Some(*c) != label_column.as_ref())
+                .cloned()
+                .collect(),
         };
         if text_columns.is_empty() {
             bail!("{}: no text columns", path.display());
         }
-        let idx: Vec<usize> = text_columns.iter().map(|c| table.column(c)).collect::<Result<_>>()?;
+        let idx: Vec<usize> = text_columns
+            .iter()
+            .map(|c| table.column(c))
+            .collect::<Result<_>>()?;
         let lidx = label_column.as_ref().map(|c| table.column(c)).transpose()?;
         let mut texts = Vec::with_capacity(table.len());
         let lines = table.rows.iter().map(|r| r.line).collect();
         let mut labels = lidx.map(|_| Vec::with_capacity(table.len()));
         let scale = if stsb { 5.0 } else { 1.0 };
         for r in &table.rows {
-            texts.push(idx.iter().map(|&c| Ok(table.text(r, c)?.into_owned())).collect::<Result<Vec<_>>>()?);
+            texts.push(
+                idx.iter()
+                    .map(|&c| Ok(table.text(r, c)?.into_owned()))
+                    .collect::<Result<Vec<_>>>()?,
+            );
             if let (Some(c), Some(l)) = (lidx, labels.as_mut()) {
                 l.push((table.number(r, c)? / scale) as f32);
             }
         }
-        Ok(Self { path: path.to_path_buf(), columns: text_columns, label_column, texts, labels, lines })
+        Ok(Self {
+            path: path.to_path_buf(),
+            columns: text_columns,
+            label_column,
+            texts,
+            labels,
+            lines,
+        })
     }
 
     /// Checks labels against what the loss needs (0/1 for binary), naming file, line and field.
@@ -90,4 +117,3 @@ impl TrainSet {
         Ok(())
     }
 }
-

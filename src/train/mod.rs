@@ -110,7 +110,13 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Value checks that need no file.
     pub fn validate(&self) -> Result<()> {
-        let pos = |name: &str, v: usize| if v == 0 { bail!("{name} must be at least 1") } else { Ok(()) };
+        let pos = |name: &str, v: usize| {
+            if v == 0 {
+                bail!("{name} must be at least 1")
+            } else {
+                Ok(())
+            }
+        };
         pos("--batch-size", self.batch_size)?;
         pos("--grad-accum", self.grad_accum)?;
         pos("--log-steps", self.log_steps)?;
@@ -120,7 +126,11 @@ impl TrainConfig {
         if let Some(s) = self.max_steps {
             pos("--max-steps", s)?;
         }
-        for (name, v) in [("--eval-steps", self.eval_steps), ("--save-steps", self.save_steps), ("--save-total-limit", self.save_total_limit)] {
+        for (name, v) in [
+            ("--eval-steps", self.eval_steps),
+            ("--save-steps", self.save_steps),
+            ("--save-total-limit", self.save_total_limit),
+        ] {
             if let Some(v) = v {
                 pos(name, v)?;
             }
@@ -129,13 +139,19 @@ impl TrainConfig {
             bail!("--lr must be a positive number, got {}", self.lr);
         }
         if !(0.0..=1.0).contains(&self.warmup_ratio) {
-            bail!("--warmup-ratio must be in [0, 1], got {}", self.warmup_ratio);
+            bail!(
+                "--warmup-ratio must be in [0, 1], got {}",
+                self.warmup_ratio
+            );
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             bail!("--weight-decay must be ≥ 0, got {}", self.weight_decay);
         }
         if !(self.max_grad_norm.is_finite() && self.max_grad_norm >= 0.0) {
-            bail!("--max-grad-norm must be ≥ 0 (0 disables clipping), got {}", self.max_grad_norm);
+            bail!(
+                "--max-grad-norm must be ≥ 0 (0 disables clipping), got {}",
+                self.max_grad_norm
+            );
         }
         if let Some(p) = self.dropout {
             if !(0.0..1.0).contains(&p) {
@@ -152,7 +168,17 @@ impl TrainConfig {
     pub fn recipe(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
-            for k in ["resume", "output", "model", "eval_steps", "save_steps", "save_total_limit", "log_steps", "eval", "save_best"] {
+            for k in [
+                "resume",
+                "output",
+                "model",
+                "eval_steps",
+                "save_steps",
+                "save_total_limit",
+                "log_steps",
+                "eval",
+                "save_best",
+            ] {
                 o.remove(k);
             }
         }

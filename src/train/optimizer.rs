@@ -21,13 +21,20 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
     }
 }
 
 /// HF's no-decay rule: names containing "bias" or "LayerNorm.weight" (also `.gamma`/`.beta`).
 pub fn decays(name: &str) -> bool {
-    !(name.contains("bias") || name.contains("LayerNorm.weight") || name.contains("LayerNorm.gamma"))
+    !(name.contains("bias")
+        || name.contains("LayerNorm.weight")
+        || name.contains("LayerNorm.gamma"))
 }
 
 struct Slot {
@@ -60,18 +67,29 @@ impl InplaceOp2 for Update<'_> {
     fn name(&self) -> &'static str {
         "adamw-update"
     }
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
         let (CpuStorage::F32(p), CpuStorage::F32(g)) = (s1, s2) else {
             candle_core::bail!("adamw: parameters and gradients must be f32 on CPU");
         };
-        let (Some((p0, p1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+        let (Some((p0, p1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
             candle_core::bail!("adamw: non-contiguous parameter or gradient");
         };
         let p = &mut p[p0..p1];
         let g = &g[g0..g1];
         let mut m = self.slot.m.lock().unwrap_or_else(|e| e.into_inner());
         let mut v = self.slot.v.lock().unwrap_or_else(|e| e.into_inner());
-        let decay = if self.slot.decay { 1.0 - self.lr * self.wd } else { 1.0 };
+        let decay = if self.slot.decay {
+            1.0 - self.lr * self.wd
+        } else {
+            1.0
+        };
         let step = self.lr / self.bc1;
         let (b1, b2, eps, bc2s) = (self.b1, self.b2, self.eps, self.bc2_sqrt);
         const CHUNK: usize = 1 << 16;
@@ -86,7 +104,11 @@ impl InplaceOp2 for Update<'_> {
             }
         };
         use rayon::prelude::*;
-        p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK)).for_each(work);
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .for_each(work);
         Ok(())
     }
 }
@@ -99,7 +121,13 @@ impl AdamW {
                 bail!("AdamW: parameter {name} must be f32 on the CPU");
             }
             let n = var.elem_count();
-            slots.push(Slot { decay: decays(&name), name, var, m: Mutex::new(vec![0.0; n]), v: Mutex::new(vec![0.0; n]) });
+            slots.push(Slot {
+                decay: decays(&name),
+                name,
+                var,
+                m: Mutex::new(vec![0.0; n]),
+                v: Mutex::new(vec![0.0; n]),
+            });
         }
         Ok(Self { cfg, slots, t: 0 })
     }
@@ -123,7 +151,10 @@ impl AdamW {
                 bc1: bc1 as f32,
                 bc2_sqrt: bc2.sqrt() as f32,
             };
-            slot.var.as_tensor().inplace_op2(&g, &up).with_context(|| format!("AdamW update of {}", slot.name))?;
+            slot.var
+                .as_tensor()
+                .inplace_op2(&g, &up)
+                .with_context(|| format!("AdamW update of {}", slot.name))?;
         }
         Ok(())
     }
@@ -139,20 +170,37 @@ impl AdamW {
             let shape = s.var.shape().clone();
             let m = s.m.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let v = s.v.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            tensors.push((format!("m.{}", s.name), Tensor::from_vec(m, shape.clone(), &Device::Cpu)?));
-            tensors.push((format!("v.{}", s.name), Tensor::from_vec(v, shape, &Device::Cpu)?));
+            tensors.push((
+                format!("m.{}", s.name),
+                Tensor::from_vec(m, shape.clone(), &Device::Cpu)?,
+            ));
+            tensors.push((
+                format!("v.{}", s.name),
+                Tensor::from_vec(v, shape, &Device::Cpu)?,
+            ));
         }
         crate::model::weights::save_safetensors(&tensors, path)
     }
 
     pub fn load(&mut self, path: &Path, t: u64) -> Result<()> {
-        let mut map: HashMap<String, Tensor> = candle_core::safetensors::load(path, &Device::Cpu)
-            .with_context(|| format!("{}: unreadable optimizer state", path.display()))?;
+        let mut map: HashMap<String, Tensor> =
+            candle_core::safetensors::load(path, &Device::Cpu)
+                .with_context(|| format!("{}: unreadable optimizer state", path.display()))?;
         for s in &self.slots {
-            for (key, store) in [(format!("m.{}", s.name), &s.m), (format!("v.{}", s.name), &s.v)] {
-                let t = map.remove(&key).with_context(|| format!("{}: missing {key}", path.display()))?;
+            for (key, store) in [
+                (format!("m.{}", s.name), &s.m),
+                (format!("v.{}", s.name), &s.v),
+            ] {
+                let t = map
+                    .remove(&key)
+                    .with_context(|| format!("{}: missing {key}", path.display()))?;
                 if t.dims() != s.var.dims() {
-                    bail!("{}: {key} has shape {:?}, parameter has {:?}", path.display(), t.dims(), s.var.dims());
+                    bail!(
+                        "{}: {key} has shape {:?}, parameter has {:?}",
+                        path.display(),
+                        t.dims(),
+                        s.var.dims()
+                    );
                 }
                 *store.lock().unwrap_or_else(|e| e.into_inner()) = t.flatten_all()?.to_vec1()?;
             }
@@ -171,7 +219,11 @@ mod tests {
     fn matches_torch_adamw_formula() {
         let w = Var::from_tensor(&Tensor::new(&[1.0f32, -2.0], &Device::Cpu).unwrap()).unwrap();
         let b = Var::from_tensor(&Tensor::new(&[0.5f32], &Device::Cpu).unwrap()).unwrap();
-        let mut opt = AdamW::new(vec![("l.weight".into(), w.clone()), ("l.bias".into(), b.clone())], AdamWConfig::default()).unwrap();
+        let mut opt = AdamW::new(
+            vec![("l.weight".into(), w.clone()), ("l.bias".into(), b.clone())],
+            AdamWConfig::default(),
+        )
+        .unwrap();
         let gw = Tensor::new(&[0.1f32, -0.3], &Device::Cpu).unwrap();
         let gb = Tensor::new(&[2.0f32], &Device::Cpu).unwrap();
         opt.step(&[Some(gw), Some(gb)], 1e-3).unwrap();

@@ -55,17 +55,44 @@ fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     let shape = loss.input_shape();
     shape
         .check(loss.name(), n_texts, set.labels.is_some())
-        .with_context(|| format!("{}: columns {:?}{}", cfg.data.display(), set.columns, set.label_column.as_ref().map(|l| format!(" + label {l:?}")).unwrap_or_default()))?;
+        .with_context(|| {
+            format!(
+                "{}: columns {:?}{}",
+                cfg.data.display(),
+                set.columns,
+                set.label_column
+                    .as_ref()
+                    .map(|l| format!(" + label {l:?}"))
+                    .unwrap_or_default()
+            )
+        })?;
     set.check_labels(shape.label)?;
     if cfg.batch_size > set.len() {
-        bail!("--batch-size {} is larger than the training data ({} rows in {})", cfg.batch_size, set.len(), cfg.data.display());
+        bail!(
+            "--batch-size {} is larger than the training data ({} rows in {})",
+            cfg.batch_size,
+            set.len(),
+            cfg.data.display()
+        );
     }
     check_writable(&cfg.output)?;
     let evaluator = match &cfg.eval {
         Some(e) => {
             let t = read_table(&e.data, e.format, &ReadOptions::default())?;
-            let cols = e.columns.clone().unwrap_or_else(|| e.task.default_columns().iter().map(|s| s.to_string()).collect());
-            let scale = e.score_scale.unwrap_or(if t.format == crate::data::DataFormat::Stsb { 5.0 } else { 1.0 });
+            let cols = e.columns.clone().unwrap_or_else(|| {
+                e.task
+                    .default_columns()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            });
+            let scale = e
+                .score_scale
+                .unwrap_or(if t.format == crate::data::DataFormat::Stsb {
+                    5.0
+                } else {
+                    1.0
+                });
             Some(eval::build(e.task, &t, &cols, scale)?)
         }
         None => None,
@@ -81,13 +108,21 @@ fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
         }
         None => None,
     };
-    Ok(Prepared { set, simcse, loss, evaluator, resume })
+    Ok(Prepared {
+        set,
+        simcse,
+        loss,
+        evaluator,
+        resume,
+    })
 }
 
 fn check_writable(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("output directory {} cannot be created", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("output directory {} cannot be created", dir.display()))?;
     let probe = dir.join(format!(".write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"ok").with_context(|| format!("output directory {} is not writable", dir.display()))?;
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("output directory {} is not writable", dir.display()))?;
     std::fs::remove_file(&probe).ok();
     Ok(())
 }
@@ -98,7 +133,14 @@ fn plan(cfg: &TrainConfig, set: &TrainSet) -> Vec<Vec<usize>> {
     let mut batches = Vec::new();
     let mut epoch = 0;
     loop {
-        batches.extend(epoch_batches(&set.texts, cfg.batch_size, cfg.seed, epoch, cfg.shuffle, no_dup));
+        batches.extend(epoch_batches(
+            &set.texts,
+            cfg.batch_size,
+            cfg.seed,
+            epoch,
+            cfg.shuffle,
+            no_dup,
+        ));
         epoch += 1;
         let steps = batches.len().div_ceil(cfg.grad_accum);
         let enough = match cfg.max_steps {
@@ -121,7 +163,13 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     let p = prepare(cfg)?;
     let device = Device::Cpu;
     let spec = match &p.resume {
-        Some((ckpt, _)) => ModelSpec { model: ckpt.join(checkpoint::MODEL_DIR).to_string_lossy().into_owned(), ..Default::default() },
+        Some((ckpt, _)) => ModelSpec {
+            model: ckpt
+                .join(checkpoint::MODEL_DIR)
+                .to_string_lossy()
+                .into_owned(),
+            ..Default::default()
+        },
         None => cfg.model.clone(),
     };
     let mut model = SentenceEncoder::load(&spec, &device)?;
@@ -135,19 +183,42 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
 
     // Tokenize every text once.
     let cols = p.set.n_texts();
-    let flat: Vec<&str> = p.set.texts.iter().flat_map(|r| r.iter().map(|s| s.as_str())).collect();
+    let flat: Vec<&str> = p
+        .set
+        .texts
+        .iter()
+        .flat_map(|r| r.iter().map(|s| s.as_str()))
+        .collect();
     let toks = model.tokenizer.tokenize(&flat)?;
     let tok = |row: usize, col: usize| -> &Tokenized { &toks[row * cols + col] };
 
     let batches = plan(cfg, &p.set);
     let accum = cfg.grad_accum;
-    let total = cfg.max_steps.unwrap_or_else(|| batches.len().div_ceil(accum));
+    let total = cfg
+        .max_steps
+        .unwrap_or_else(|| batches.len().div_ceil(accum));
     let steps_per_epoch = {
         let no_dup = cfg.no_duplicates.unwrap_or(cfg.loss == LossKind::Mnrl);
-        epoch_batches(&p.set.texts, cfg.batch_size, cfg.seed, 0, cfg.shuffle, no_dup).len().div_ceil(accum).max(1)
+        epoch_batches(
+            &p.set.texts,
+            cfg.batch_size,
+            cfg.seed,
+            0,
+            cfg.shuffle,
+            no_dup,
+        )
+        .len()
+        .div_ceil(accum)
+        .max(1)
     };
     let warmup = warmup_steps(total, cfg.warmup_ratio, cfg.warmup_steps);
-    let mut opt = AdamW::new(model.named_vars(), AdamWConfig { weight_decay: cfg.weight_decay, ..Default::default() })?;
+    let mut opt = AdamW::new(
+        model.named_vars(),
+        AdamWConfig {
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?;
     let vars: Vec<_> = model.named_vars().into_iter().map(|(_, v)| v).collect();
 
     let mut start = 0;
@@ -157,30 +228,52 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         model.bert.restore_dropout_state(state.dropout_rng);
         start = state.step;
         best = state.best;
-        eprintln!("resuming from {} at step {start} of {total}", ckpt.display());
+        eprintln!(
+            "resuming from {} at step {start} of {total}",
+            ckpt.display()
+        );
     }
     let metrics_path = cfg.output.join("metrics.jsonl");
     truncate_metrics(&metrics_path, start)?;
-    crate::fsutil::write_atomic(&cfg.output.join("train_config.json"), &serde_json::to_vec_pretty(cfg)?)?;
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).with_context(|| format!("opening {}", metrics_path.display()))?;
+    crate::fsutil::write_atomic(
+        &cfg.output.join("train_config.json"),
+        &serde_json::to_vec_pretty(cfg)?,
+    )?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .with_context(|| format!("opening {}", metrics_path.display()))?;
     eprintln!(
         "training {} on {} rows ({} text column{}{}), {total} steps, batch {}, warmup {warmup}",
         p.loss.name(),
         p.set.len(),
         cols,
         if cols == 1 { "" } else { "s" },
-        if p.simcse { ", SimCSE: each text is its own positive" } else { "" },
+        if p.simcse {
+            ", SimCSE: each text is its own positive"
+        } else {
+            ""
+        },
         cfg.batch_size
     );
 
     signals::install();
-    let enc_opts = EncodeOptions { batch_size: 64, normalize: false, progress: false };
+    let enc_opts = EncodeOptions {
+        batch_size: 64,
+        normalize: false,
+        progress: false,
+    };
     let mut bar = Progress::new("training", (total - start) as u64, cfg.progress);
     let (mut win_loss, mut win_n, mut win_examples) = (0.0f64, 0usize, 0usize);
     let mut win_start = Instant::now();
     let (mut first_loss, mut last_loss, mut final_eval) = (None, None, None);
     let mut interrupted = None;
-    let save_ckpt = |step: usize, best: Option<(f64, usize)>, model: &SentenceEncoder, opt: &AdamW| -> Result<PathBuf> {
+    let save_ckpt = |step: usize,
+                     best: Option<(f64, usize)>,
+                     model: &SentenceEncoder,
+                     opt: &AdamW|
+     -> Result<PathBuf> {
         let state = TrainerState {
             step,
             total_steps: total,
@@ -210,7 +303,9 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         let mut step_loss = 0.0;
         let mut examples = 0;
         for micro in 0..accum {
-            let Some(rows) = batches.get(step * accum + micro) else { break };
+            let Some(rows) = batches.get(step * accum + micro) else {
+                break;
+            };
             examples += rows.len();
             let mut embs = Vec::new();
             for c in 0..if p.simcse { 2 } else { cols } {
@@ -220,7 +315,11 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
                 embs.push(model.embed_batch(&batch, true)?);
             }
             let labels = match &p.set.labels {
-                Some(l) => Some(Tensor::from_vec(rows.iter().map(|&r| l[r]).collect::<Vec<f32>>(), rows.len(), &device)?),
+                Some(l) => Some(Tensor::from_vec(
+                    rows.iter().map(|&r| l[r]).collect::<Vec<f32>>(),
+                    rows.len(),
+                    &device,
+                )?),
                 None => None,
             };
             let l = p.loss.compute(&embs, labels.as_ref())?;
@@ -263,7 +362,8 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             last_loss = Some(mean);
             let line = json!({"step": done, "epoch": done as f64 / steps_per_epoch as f64, "loss": mean, "lr": lr, "grad_norm": norm,
                 "examples_per_sec": win_examples as f64 / secs.max(1e-9)});
-            writeln!(metrics, "{line}").with_context(|| format!("writing {}", metrics_path.display()))?;
+            writeln!(metrics, "{line}")
+                .with_context(|| format!("writing {}", metrics_path.display()))?;
             (win_loss, win_n, win_examples, win_start) = (0.0, 0, 0, Instant::now());
         }
         let eval_now = match cfg.eval_steps {
@@ -273,9 +373,14 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         if let (true, Some(ev)) = (eval_now, &p.evaluator) {
             let m = ev.evaluate(&model, &enc_opts)?;
             let v = m.primary_value();
-            writeln!(metrics, "{}", json!({"step": done, "epoch": done as f64 / steps_per_epoch as f64, "eval": m.to_json()}))?;
+            writeln!(
+                metrics,
+                "{}",
+                json!({"step": done, "epoch": done as f64 / steps_per_epoch as f64, "eval": m.to_json()})
+            )?;
             eprintln!("step {done}: {} = {v:.4}", m.primary);
-            let improved = best.is_none_or(|(b, _)| if m.greater_is_better { v > b } else { v < b });
+            let improved =
+                best.is_none_or(|(b, _)| if m.greater_is_better { v > b } else { v < b });
             if improved {
                 best = Some((v, done));
                 if cfg.save_best {
@@ -293,10 +398,24 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     if interrupted.is_none() {
         model.save_into(&cfg.output)?;
         if cfg.save_best && cfg.output.join("best").is_dir() {
-            eprintln!("best {} at step {}: kept in {}", best.map(|b| b.0).unwrap_or(f64::NAN), best.map(|b| b.1).unwrap_or(0), cfg.output.join("best").display());
+            eprintln!(
+                "best {} at step {}: kept in {}",
+                best.map(|b| b.0).unwrap_or(f64::NAN),
+                best.map(|b| b.1).unwrap_or(0),
+                cfg.output.join("best").display()
+            );
         }
     }
-    let report = TrainReport { steps: total, total_steps: total, first_loss, last_loss, final_eval, best, interrupted, output: cfg.output.clone() };
+    let report = TrainReport {
+        steps: total,
+        total_steps: total,
+        first_loss,
+        last_loss,
+        final_eval,
+        best,
+        interrupted,
+        output: cfg.output.clone(),
+    };
     Ok((report, model))
 }
 
@@ -312,14 +431,22 @@ fn global_norm(grads: &[Option<Tensor>]) -> Result<f64> {
 fn truncate_metrics(path: &Path, keep_upto: usize) -> Result<()> {
     if keep_upto == 0 {
         if path.exists() {
-            std::fs::remove_file(path).with_context(|| format!("removing old {}", path.display()))?;
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing old {}", path.display()))?;
         }
         return Ok(());
     }
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
     let kept: String = text
         .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= keep_upto))
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= keep_upto)
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     crate::fsutil::write_atomic(path, kept.as_bytes())

@@ -8,10 +8,26 @@ fn read_npy(p: &Path) -> (Vec<usize>, Vec<f32>) {
     assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
     let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
-    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
-    let shape_str = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = shape_str.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
-    let data: Vec<f32> = bytes[10 + hlen..].chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let shape_str = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape: Vec<usize> = shape_str
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let data: Vec<f32> = bytes[10 + hlen..]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     (shape, data)
 }
 
@@ -19,15 +35,38 @@ fn read_npy(p: &Path) -> (Vec<usize>, Vec<f32>) {
 fn embed_writes_npy_safetensors_and_jsonl_in_input_order() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in.jsonl");
-    let texts = ["short", "a considerably longer sentence than the first one", "mid length text"];
-    let body: String = texts.iter().map(|t| format!("{}\n", serde_json::json!({"id": 1, "body": t}))).collect();
+    let texts = [
+        "short",
+        "a considerably longer sentence than the first one",
+        "mid length text",
+    ];
+    let body: String = texts
+        .iter()
+        .map(|t| format!("{}\n", serde_json::json!({"id": 1, "body": t})))
+        .collect();
     std::fs::write(&input, body).unwrap();
     let model = common::load_real();
     let want = embtune::encode::encode(&model, &texts, &Default::default()).unwrap();
 
     let npy = tmp.path().join("out.npy");
-    let out = embtune(&["embed", "-m", common::REAL_MODEL, "-i", input.to_str().unwrap(), "--field", "body", "-o", npy.to_str().unwrap(), "--batch-size", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = embtune(&[
+        "embed",
+        "-m",
+        common::REAL_MODEL,
+        "-i",
+        input.to_str().unwrap(),
+        "--field",
+        "body",
+        "-o",
+        npy.to_str().unwrap(),
+        "--batch-size",
+        "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (shape, data) = read_npy(&npy);
     assert_eq!(shape, vec![3, 384]);
     for (a, b) in data.iter().zip(&want.data) {
@@ -35,8 +74,22 @@ fn embed_writes_npy_safetensors_and_jsonl_in_input_order() {
     }
 
     let st = tmp.path().join("out.safetensors");
-    let out = embtune(&["embed", "-m", common::REAL_MODEL, "-i", input.to_str().unwrap(), "--field", "body", "-o", st.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = embtune(&[
+        "embed",
+        "-m",
+        common::REAL_MODEL,
+        "-i",
+        input.to_str().unwrap(),
+        "--field",
+        "body",
+        "-o",
+        st.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t = candle_core::safetensors::load(&st, &candle_core::Device::Cpu).unwrap();
     let e = &t["embeddings"];
     assert_eq!(e.dims(), &[3, 384]);
@@ -44,14 +97,32 @@ fn embed_writes_npy_safetensors_and_jsonl_in_input_order() {
     assert_eq!(v, data);
 
     let jl = tmp.path().join("out.jsonl");
-    let out = embtune(&["embed", "-m", common::REAL_MODEL, "-i", input.to_str().unwrap(), "--field", "body", "-o", jl.to_str().unwrap()]);
+    let out = embtune(&[
+        "embed",
+        "-m",
+        common::REAL_MODEL,
+        "-i",
+        input.to_str().unwrap(),
+        "--field",
+        "body",
+        "-o",
+        jl.to_str().unwrap(),
+    ]);
     assert!(out.status.success());
-    let lines: Vec<serde_json::Value> =
-        std::fs::read_to_string(&jl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3);
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["text"], texts[i]);
-        let emb: Vec<f32> = l["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let emb: Vec<f32> = l["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
         assert_eq!(emb.as_slice(), &data[i * 384..(i + 1) * 384]);
     }
 }
@@ -65,22 +136,55 @@ fn embed_reads_text_and_csv_columns_and_counts_truncation() {
     let long = "word ".repeat(50);
     std::fs::write(&txt, format!("first line\n{long}\nthird\n")).unwrap();
     let out_path = tmp.path().join("o.npy");
-    let out = embtune(&["embed", "-m", model_dir.to_str().unwrap(), "-i", txt.to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = embtune(&[
+        "embed",
+        "-m",
+        model_dir.to_str().unwrap(),
+        "-i",
+        txt.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("1 of 3 texts were longer than max_seq_length"), "{err}");
+    assert!(
+        err.contains("1 of 3 texts were longer than max_seq_length"),
+        "{err}"
+    );
     assert_eq!(read_npy(&out_path).0, vec![3, 32]);
 
     let csv = tmp.path().join("in.csv");
     std::fs::write(&csv, "id,sentence\n1,\"hello, world\"\n2,bye\n").unwrap();
-    let out = embtune(&["embed", "-m", model_dir.to_str().unwrap(), "-i", csv.to_str().unwrap(), "--column", "sentence", "-o", out_path.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = embtune(&[
+        "embed",
+        "-m",
+        model_dir.to_str().unwrap(),
+        "-i",
+        csv.to_str().unwrap(),
+        "--column",
+        "sentence",
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(read_npy(&out_path).0, vec![2, 32]);
 }
 
 fn eval_json(args: &[&str]) -> serde_json::Value {
     let out = embtune(args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -97,7 +201,16 @@ fn eval_triplet_and_binary_tasks_on_real_model() {
         .join("\n"),
     )
     .unwrap();
-    let m = eval_json(&["eval", "-m", common::REAL_MODEL, "-d", trip.to_str().unwrap(), "--task", "triplet", "--json"]);
+    let m = eval_json(&[
+        "eval",
+        "-m",
+        common::REAL_MODEL,
+        "-d",
+        trip.to_str().unwrap(),
+        "--task",
+        "triplet",
+        "--json",
+    ]);
     assert_eq!(m["cosine_accuracy"], 100.0);
     assert_eq!(m["primary_metric"], "cosine_accuracy");
 
@@ -108,7 +221,18 @@ fn eval_triplet_and_binary_tasks_on_real_model() {
          a girl is styling her hair .,a girl is brushing her hair .,1\na plane is taking off .,a man is slicing bread .,0\n",
     )
     .unwrap();
-    let m = eval_json(&["eval", "-m", common::REAL_MODEL, "-d", bin.to_str().unwrap(), "--task", "binary", "--columns", "s1,s2,y", "--json"]);
+    let m = eval_json(&[
+        "eval",
+        "-m",
+        common::REAL_MODEL,
+        "-d",
+        bin.to_str().unwrap(),
+        "--task",
+        "binary",
+        "--columns",
+        "s1,s2,y",
+        "--json",
+    ]);
     assert_eq!(m["cosine_accuracy"], 100.0);
     assert_eq!(m["cosine_ap"], 100.0);
     assert_eq!(m["primary_metric"], "cosine_ap");
@@ -116,7 +240,20 @@ fn eval_triplet_and_binary_tasks_on_real_model() {
     assert!(th > 0.0 && th < 1.0, "{th}");
 
     // Human table by default, primary marked.
-    let out = embtune(&["eval", "-m", common::REAL_MODEL, "-d", bin.to_str().unwrap(), "--task", "binary", "--columns", "s1,s2,y"]);
+    let out = embtune(&[
+        "eval",
+        "-m",
+        common::REAL_MODEL,
+        "-d",
+        bin.to_str().unwrap(),
+        "--task",
+        "binary",
+        "--columns",
+        "s1,s2,y",
+    ]);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("cosine_ap") && table.contains("(primary)"), "{table}");
+    assert!(
+        table.contains("cosine_ap") && table.contains("(primary)"),
+        "{table}"
+    );
 }

@@ -9,8 +9,12 @@ use embtune::model::SentenceEncoder;
 /// A simple loss on sentence embeddings: 1 − mean cosine of the (a, b) pairs.
 fn pair_loss(model: &SentenceEncoder, a: &[&str], b: &[&str], train: bool) -> Tensor {
     let dev = model.device().clone();
-    let ea = model.embed_batch(&model.tokenizer.encode(a, &dev).unwrap(), train).unwrap();
-    let eb = model.embed_batch(&model.tokenizer.encode(b, &dev).unwrap(), train).unwrap();
+    let ea = model
+        .embed_batch(&model.tokenizer.encode(a, &dev).unwrap(), train)
+        .unwrap();
+    let eb = model
+        .embed_batch(&model.tokenizer.encode(b, &dev).unwrap(), train)
+        .unwrap();
     let na = embtune::model::pooling::l2_normalize(&ea).unwrap();
     let nb = embtune::model::pooling::l2_normalize(&eb).unwrap();
     let cos = (na * nb).unwrap().sum(1).unwrap().mean_all().unwrap();
@@ -20,7 +24,10 @@ fn pair_loss(model: &SentenceEncoder, a: &[&str], b: &[&str], train: bool) -> Te
 #[test]
 fn every_real_parameter_gets_a_finite_nonzero_gradient() {
     let model = common::load_real();
-    let a = ["a man is playing a flute .", "a woman is slicing an onion ."];
+    let a = [
+        "a man is playing a flute .",
+        "a woman is slicing an onion .",
+    ];
     let b = ["a man plays the flute .", "someone is cutting vegetables ."];
     let loss = pair_loss(&model, &a, &b, true);
     let grads = loss.backward().unwrap();
@@ -40,7 +47,10 @@ fn every_real_parameter_gets_a_finite_nonzero_gradient() {
             }
         }
     }
-    assert!(bad.is_empty(), "parameters without a usable gradient: {bad:?}");
+    assert!(
+        bad.is_empty(),
+        "parameters without a usable gradient: {bad:?}"
+    );
 }
 
 fn scalar(t: &Tensor) -> f64 {
@@ -61,7 +71,13 @@ fn tiny_encoder_gradients_match_finite_differences() {
     let mut worst: f64 = 0.0;
     let mut checked = 0;
     for (name, var) in model.named_vars() {
-        let g: Vec<f64> = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient")).flatten_all().unwrap().to_vec1().unwrap();
+        let g: Vec<f64> = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let orig: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
         // Word embeddings: only rows of tokens that occur get gradient; pick the largest entries.
         let mut idx: Vec<usize> = (0..g.len()).collect();
@@ -70,7 +86,11 @@ fn tiny_encoder_gradients_match_finite_differences() {
             let fd = central_difference(&model, &var, &orig, k, eps, &a, &b);
             let denom = g[k].abs().max(fd.abs()).max(1e-8);
             let rel = (g[k] - fd).abs() / denom;
-            assert!(rel <= 1e-4, "{name}[{k}]: autograd {} vs finite difference {fd} (rel {rel:e})", g[k]);
+            assert!(
+                rel <= 1e-4,
+                "{name}[{k}]: autograd {} vs finite difference {fd} (rel {rel:e})",
+                g[k]
+            );
             worst = worst.max(rel);
             checked += 1;
         }
@@ -79,17 +99,27 @@ fn tiny_encoder_gradients_match_finite_differences() {
     assert!(worst <= 1e-4);
 }
 
-fn central_difference(model: &SentenceEncoder, var: &Var, orig: &[f64], k: usize, eps: f64, a: &[&str], b: &[&str]) -> f64 {
+fn central_difference(
+    model: &SentenceEncoder,
+    var: &Var,
+    orig: &[f64],
+    k: usize,
+    eps: f64,
+    a: &[&str],
+    b: &[&str],
+) -> f64 {
     let shape = var.as_tensor().shape().clone();
     let eval_at = |delta: f64| {
         let mut v = orig.to_vec();
         v[k] += delta;
-        var.set(&Tensor::from_vec(v, shape.clone(), &Device::Cpu).unwrap()).unwrap();
+        var.set(&Tensor::from_vec(v, shape.clone(), &Device::Cpu).unwrap())
+            .unwrap();
         scalar(&pair_loss(model, a, b, false))
     };
     let plus = eval_at(eps);
     let minus = eval_at(-eps);
-    var.set(&Tensor::from_vec(orig.to_vec(), shape, &Device::Cpu).unwrap()).unwrap();
+    var.set(&Tensor::from_vec(orig.to_vec(), shape, &Device::Cpu).unwrap())
+        .unwrap();
     (plus - minus) / (2.0 * eps)
 }
 
@@ -118,5 +148,9 @@ fn dropout_is_real_seeded_and_off_in_eval_mode() {
     assert_eq!(t1, t1_again, "the same seed must give identical outputs");
 
     model.bert.set_dropout(0.0);
-    assert_eq!(embed(&model, &texts, true), eval1, "dropout 0 makes train mode deterministic");
+    assert_eq!(
+        embed(&model, &texts, true),
+        eval1,
+        "dropout 0 makes train mode deterministic"
+    );
 }

@@ -7,42 +7,89 @@ use embtune::loss::{build, LossKind, LossParams};
 use serde_json::Value;
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Each column embedded as its own padded batch, eval mode, max_seq_length 128 — as the reference.
 #[test]
 fn losses_match_sentence_transformers_on_the_first_16_stsb_pairs() {
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(common::shared().join("reference/loss_reference.json")).unwrap()).unwrap();
+    let r: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::shared().join("reference/loss_reference.json")).unwrap(),
+    )
+    .unwrap();
     let mut spec = common::real_spec();
     spec.max_seq_length = Some(r["max_seq_length"].as_u64().unwrap() as usize);
     let model = embtune::model::SentenceEncoder::load(&spec, &Device::Cpu).unwrap();
     let embed = |texts: &[String]| {
         let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-        model.embed_batch(&model.tokenizer.encode(&refs, &Device::Cpu).unwrap(), false).unwrap()
+        model
+            .embed_batch(&model.tokenizer.encode(&refs, &Device::Cpu).unwrap(), false)
+            .unwrap()
     };
     let s1 = embed(&strings(&r["sentence1"]));
     let s2 = embed(&strings(&r["sentence2"]));
     let neg = embed(&strings(&r["triplet_negatives_sentence2_rotated_by_one"]));
     let f32s = |k: &str| -> Tensor {
-        let v: Vec<f32> = r[k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let v: Vec<f32> = r[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
         Tensor::from_vec(v.clone(), v.len(), &Device::Cpu).unwrap()
     };
     let sim = f32s("similarity_labels_score_div_5");
     let bin = f32s("contrastive_labels_score_ge_2.5");
     let cases: Vec<(&str, LossKind, Vec<Tensor>, Option<&Tensor>)> = vec![
-        ("CoSENTLoss", LossKind::Cosent, vec![s1.clone(), s2.clone()], Some(&sim)),
-        ("CosineSimilarityLoss", LossKind::Cosine, vec![s1.clone(), s2.clone()], Some(&sim)),
-        ("MultipleNegativesRankingLoss", LossKind::Mnrl, vec![s1.clone(), s2.clone()], None),
-        ("ContrastiveLoss", LossKind::Contrastive, vec![s1.clone(), s2.clone()], Some(&bin)),
-        ("TripletLoss", LossKind::Triplet, vec![s1.clone(), s2.clone(), neg.clone()], None),
+        (
+            "CoSENTLoss",
+            LossKind::Cosent,
+            vec![s1.clone(), s2.clone()],
+            Some(&sim),
+        ),
+        (
+            "CosineSimilarityLoss",
+            LossKind::Cosine,
+            vec![s1.clone(), s2.clone()],
+            Some(&sim),
+        ),
+        (
+            "MultipleNegativesRankingLoss",
+            LossKind::Mnrl,
+            vec![s1.clone(), s2.clone()],
+            None,
+        ),
+        (
+            "ContrastiveLoss",
+            LossKind::Contrastive,
+            vec![s1.clone(), s2.clone()],
+            Some(&bin),
+        ),
+        (
+            "TripletLoss",
+            LossKind::Triplet,
+            vec![s1.clone(), s2.clone(), neg.clone()],
+            None,
+        ),
     ];
     for (name, kind, embs, labels) in cases {
         let want = r["losses"][name]["value"].as_f64().unwrap();
-        let got = build(kind, &LossParams::default()).compute(&embs, labels).unwrap().to_scalar::<f32>().unwrap() as f64;
+        let got = build(kind, &LossParams::default())
+            .compute(&embs, labels)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
         // The reference values are rounded to 6 decimals: allow that on top of 1e-4 relative.
         let tol = 1e-4 * want.abs() + 5e-7;
-        assert!((got - want).abs() <= tol, "{name}: {got} vs reference {want}");
+        eprintln!("{name}: embtune {got:.6} vs sentence-transformers {want:.6}");
+        assert!(
+            (got - want).abs() <= tol,
+            "{name}: {got} vs reference {want}"
+        );
     }
 }
 
@@ -59,18 +106,48 @@ fn every_loss_gradient_matches_finite_differences() {
     let (b, d) = (6, 5);
     let score = Tensor::new(&[0.9f64, 0.1, 0.5, 0.7, 0.2, 0.95], &Device::Cpu).unwrap();
     let binary = Tensor::new(&[1f64, 0., 1., 0., 1., 0.], &Device::Cpu).unwrap();
-    let p = |distance: Option<Distance>, margin: Option<f64>, symmetric: bool| LossParams { distance, margin, symmetric, ..Default::default() };
+    let p = |distance: Option<Distance>, margin: Option<f64>, symmetric: bool| LossParams {
+        distance,
+        margin,
+        symmetric,
+        ..Default::default()
+    };
     let cases: Vec<(LossKind, LossParams, usize, Option<&Tensor>)> = vec![
         (LossKind::Cosent, p(None, None, false), 2, Some(&score)),
         (LossKind::Cosine, p(None, None, false), 2, Some(&score)),
         (LossKind::Mnrl, p(None, None, false), 2, None),
         (LossKind::Mnrl, p(None, None, true), 3, None),
-        (LossKind::Contrastive, p(None, None, false), 2, Some(&binary)),
-        (LossKind::Contrastive, p(Some(Distance::Euclidean), Some(2.0), false), 2, Some(&binary)),
-        (LossKind::OnlineContrastive, p(None, Some(1.5), false), 2, Some(&binary)),
+        (
+            LossKind::Contrastive,
+            p(None, None, false),
+            2,
+            Some(&binary),
+        ),
+        (
+            LossKind::Contrastive,
+            p(Some(Distance::Euclidean), Some(2.0), false),
+            2,
+            Some(&binary),
+        ),
+        (
+            LossKind::OnlineContrastive,
+            p(None, Some(1.5), false),
+            2,
+            Some(&binary),
+        ),
         (LossKind::Triplet, p(None, None, false), 3, None),
-        (LossKind::Triplet, p(Some(Distance::Cosine), Some(0.5), false), 3, None),
-        (LossKind::Triplet, p(Some(Distance::Manhattan), Some(4.0), false), 3, None),
+        (
+            LossKind::Triplet,
+            p(Some(Distance::Cosine), Some(0.5), false),
+            3,
+            None,
+        ),
+        (
+            LossKind::Triplet,
+            p(Some(Distance::Manhattan), Some(4.0), false),
+            3,
+            None,
+        ),
     ];
     for (kind, params, cols, labels) in cases {
         let loss = build(kind, &params);
@@ -84,21 +161,30 @@ fn every_loss_gradient_matches_finite_differences() {
         let grads = l.backward().unwrap();
         let mut nonzero = false;
         for (c, v) in vars.iter().enumerate() {
-            let g: Vec<f64> = grads.get(v.as_tensor()).map(|g| g.flatten_all().unwrap().to_vec1().unwrap()).unwrap_or(vec![0.0; b * d]);
+            let g: Vec<f64> = grads
+                .get(v.as_tensor())
+                .map(|g| g.flatten_all().unwrap().to_vec1().unwrap())
+                .unwrap_or(vec![0.0; b * d]);
             let orig: Vec<f64> = v.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
             for k in 0..b * d {
                 let eps = 1e-6;
                 let at = |delta: f64| {
                     let mut x = orig.clone();
                     x[k] += delta;
-                    v.set(&Tensor::from_vec(x, (b, d), &Device::Cpu).unwrap()).unwrap();
+                    v.set(&Tensor::from_vec(x, (b, d), &Device::Cpu).unwrap())
+                        .unwrap();
                     f(&vars).to_scalar::<f64>().unwrap()
                 };
                 let fd = (at(eps) - at(-eps)) / (2.0 * eps);
-                v.set(&Tensor::from_vec(orig.clone(), (b, d), &Device::Cpu).unwrap()).unwrap();
+                v.set(&Tensor::from_vec(orig.clone(), (b, d), &Device::Cpu).unwrap())
+                    .unwrap();
                 // Relative 1e-4, with an absolute floor for round-off of the differences (~1e-9).
                 let tol = 1e-4 * g[k].abs().max(fd.abs()) + 1e-7;
-                assert!((g[k] - fd).abs() <= tol, "{kind:?} {params:?} column {c} [{k}]: autograd {} vs fd {fd}", g[k]);
+                assert!(
+                    (g[k] - fd).abs() <= tol,
+                    "{kind:?} {params:?} column {c} [{k}]: autograd {} vs fd {fd}",
+                    g[k]
+                );
                 nonzero |= g[k].abs() > 1e-6;
             }
         }

@@ -6,6 +6,7 @@ mod cli;
 mod errors;
 mod gradients;
 mod losses;
+mod pairs;
 mod parity;
 mod save_load;
 mod train;

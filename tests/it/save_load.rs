@@ -5,10 +5,22 @@ use embtune::encode::{encode, EncodeOptions};
 use embtune::model::{ModelSpec, SentenceEncoder};
 use serde_json::Value;
 
-const TEXTS: [&str; 4] = ["a man is playing a flute .", "the cat sleeps", "", "a very long sentence about nothing in particular ."];
+const TEXTS: [&str; 4] = [
+    "a man is playing a flute .",
+    "the cat sleeps",
+    "",
+    "a very long sentence about nothing in particular .",
+];
 
 fn local(dir: &std::path::Path) -> SentenceEncoder {
-    SentenceEncoder::load(&ModelSpec { model: dir.to_str().unwrap().into(), ..Default::default() }, &candle_core::Device::Cpu).unwrap()
+    SentenceEncoder::load(
+        &ModelSpec {
+            model: dir.to_str().unwrap().into(),
+            ..Default::default()
+        },
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -32,31 +44,61 @@ fn real_model_round_trip_gives_identical_embeddings_and_every_file() {
         assert!(out.join(f).is_file(), "missing {f}");
     }
     assert!(out.join("2_Normalize").is_dir(), "missing 2_Normalize/");
-    let modules: Value = serde_json::from_str(&std::fs::read_to_string(out.join("modules.json")).unwrap()).unwrap();
-    let types: Vec<&str> = modules.as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
+    let modules: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("modules.json")).unwrap()).unwrap();
+    let types: Vec<&str> = modules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
     assert_eq!(
         types,
-        ["sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling", "sentence_transformers.models.Normalize"]
+        [
+            "sentence_transformers.models.Transformer",
+            "sentence_transformers.models.Pooling",
+            "sentence_transformers.models.Normalize"
+        ]
     );
-    let pool: Value = serde_json::from_str(&std::fs::read_to_string(out.join("1_Pooling/config.json")).unwrap()).unwrap();
+    let pool: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("1_Pooling/config.json")).unwrap())
+            .unwrap();
     assert_eq!(pool["pooling_mode_mean_tokens"], true);
     assert_eq!(pool["pooling_mode"], "mean");
-    let sb: Value = serde_json::from_str(&std::fs::read_to_string(out.join("sentence_bert_config.json")).unwrap()).unwrap();
+    let sb: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("sentence_bert_config.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(sb["max_seq_length"], 256);
 
     // safetensors metadata {"format":"pt"} and HF names without prefix.
     let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    assert_eq!(meta.metadata().as_ref().and_then(|m| m.get("format")).map(|s| s.as_str()), Some("pt"));
+    assert_eq!(
+        meta.metadata()
+            .as_ref()
+            .and_then(|m| m.get("format"))
+            .map(|s| s.as_str()),
+        Some("pt")
+    );
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    assert!(st.names().iter().any(|n| *n == "encoder.layer.5.output.LayerNorm.weight"));
-    assert!(st.names().iter().any(|n| *n == "pooler.dense.weight"), "pooler carried through");
+    assert!(st
+        .names()
+        .iter()
+        .any(|n| *n == "encoder.layer.5.output.LayerNorm.weight"));
+    assert!(
+        st.names().iter().any(|n| *n == "pooler.dense.weight"),
+        "pooler carried through"
+    );
 
     let reloaded = local(&out);
     let opts = EncodeOptions::default();
     let a = encode(&model, &TEXTS, &opts).unwrap();
     let b = encode(&reloaded, &TEXTS, &opts).unwrap();
-    assert_eq!(a.data, b.data, "reloaded model must give identical embeddings");
+    assert_eq!(
+        a.data, b.data,
+        "reloaded model must give identical embeddings"
+    );
 }
 
 #[test]
@@ -69,7 +111,10 @@ fn saving_over_an_existing_model_replaces_it_whole() {
     let second = std::fs::read(out.join("model.safetensors")).unwrap();
     assert_ne!(first, second);
     // No temporary or moved-aside directories are left behind.
-    let leftovers: Vec<String> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let leftovers: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(leftovers, vec!["m".to_string()]);
     let m = local(&out);
     let e = encode(&m, &TEXTS, &EncodeOptions::default()).unwrap();
@@ -86,14 +131,29 @@ fn plain_hf_directory_gets_mean_pooling_with_a_notice() {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
     let m = local(&dir);
-    assert!(m.notices.iter().any(|n| n.contains("mean pooling")), "{:?}", m.notices);
-    assert_eq!(m.pooling.modes, vec![embtune::model::pooling::Pooling::Mean]);
+    assert!(
+        m.notices.iter().any(|n| n.contains("mean pooling")),
+        "{:?}",
+        m.notices
+    );
+    assert_eq!(
+        m.pooling.modes,
+        vec![embtune::model::pooling::Pooling::Mean]
+    );
     assert!(!m.normalize);
     // Without Normalize, mean-pooled embeddings are not unit length; with --normalize they are.
     let e = encode(&m, &TEXTS[..1], &EncodeOptions::default()).unwrap();
     let n: f32 = e.row(0).iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((n - 1.0).abs() > 1e-3);
-    let e = encode(&m, &TEXTS[..1], &EncodeOptions { normalize: true, ..Default::default() }).unwrap();
+    let e = encode(
+        &m,
+        &TEXTS[..1],
+        &EncodeOptions {
+            normalize: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let n: f32 = e.row(0).iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((n - 1.0).abs() < 1e-5);
 }
@@ -101,7 +161,10 @@ fn plain_hf_directory_gets_mean_pooling_with_a_notice() {
 #[test]
 fn pooling_and_max_seq_length_overrides_apply() {
     let mut spec = common::real_spec();
-    spec.pooling = Some(vec![embtune::model::pooling::Pooling::Cls, embtune::model::pooling::Pooling::Max]);
+    spec.pooling = Some(vec![
+        embtune::model::pooling::Pooling::Cls,
+        embtune::model::pooling::Pooling::Max,
+    ]);
     spec.max_seq_length = Some(8);
     let m = SentenceEncoder::load(&spec, &candle_core::Device::Cpu).unwrap();
     assert_eq!(m.dim(), 768);

@@ -2,7 +2,7 @@
 //! embeddings, exact resume (in process, after SIGINT, after SIGKILL), and bad input refused
 //! before step 1.
 
-use crate::common::{self, assert_one_line_error, tiny};
+use crate::common::{assert_one_line_error, tiny};
 use candle_core::Device;
 use embtune::encode::{encode, EncodeOptions};
 use embtune::loss::{build, LossKind, LossParams};
@@ -13,14 +13,25 @@ use std::process::Command;
 
 /// 48 scored pairs over a small vocabulary: similar pairs share words.
 fn write_pairs(path: &Path) {
-    let words = ["cat", "dog", "car", "tree", "sun", "rain", "blue", "red", "fast", "slow", "big", "small"];
+    let words = [
+        "cat", "dog", "car", "tree", "sun", "rain", "blue", "red", "fast", "slow", "big", "small",
+    ];
     let mut rng = embtune::rng::Rng::new(5);
     let mut s = String::from("sentence1\tsentence2\tscore\n");
     for i in 0..48 {
         let a: Vec<&str> = (0..4).map(|_| words[rng.below(words.len())]).collect();
         let similar = i % 2 == 0;
-        let b: Vec<&str> = if similar { a.iter().rev().copied().collect() } else { (0..4).map(|_| words[rng.below(words.len())]).collect() };
-        s.push_str(&format!("{}\t{}\t{}\n", a.join(" "), b.join(" "), if similar { 0.9 } else { 0.1 }));
+        let b: Vec<&str> = if similar {
+            a.iter().rev().copied().collect()
+        } else {
+            (0..4).map(|_| words[rng.below(words.len())]).collect()
+        };
+        s.push_str(&format!(
+            "{}\t{}\t{}\n",
+            a.join(" "),
+            b.join(" "),
+            if similar { 0.9 } else { 0.1 }
+        ));
     }
     std::fs::write(path, s).unwrap();
 }
@@ -39,12 +50,20 @@ fn fixture() -> Fixture {
     tiny::write_tiny_model(&model, 3);
     let data = dir.join("pairs.tsv");
     write_pairs(&data);
-    Fixture { _tmp: tmp, dir, model, data }
+    Fixture {
+        _tmp: tmp,
+        dir,
+        model,
+        data,
+    }
 }
 
 fn config(f: &Fixture, out: &str, steps: usize) -> TrainConfig {
     TrainConfig {
-        model: ModelSpec { model: f.model.to_string_lossy().into_owned(), ..Default::default() },
+        model: ModelSpec {
+            model: f.model.to_string_lossy().into_owned(),
+            ..Default::default()
+        },
         data: f.data.clone(),
         loss: LossKind::Cosent,
         output: f.dir.join(out),
@@ -58,22 +77,38 @@ fn config(f: &Fixture, out: &str, steps: usize) -> TrainConfig {
 
 /// Mean eval-mode loss over the whole file.
 fn data_loss(model_dir: &Path, data: &Path) -> f64 {
-    let m = SentenceEncoder::load(&ModelSpec { model: model_dir.to_string_lossy().into_owned(), ..Default::default() }, &Device::Cpu).unwrap();
-    let set = embtune::train::data::TrainSet::read(data, None, &Default::default(), &Default::default()).unwrap();
+    let m = SentenceEncoder::load(
+        &ModelSpec {
+            model: model_dir.to_string_lossy().into_owned(),
+            ..Default::default()
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
+    let set =
+        embtune::train::data::TrainSet::read(data, None, &Default::default(), &Default::default())
+            .unwrap();
     let col = |c: usize| {
         let t: Vec<&str> = set.texts.iter().map(|r| r[c].as_str()).collect();
-        m.embed_batch(&m.tokenizer.encode(&t, &Device::Cpu).unwrap(), false).unwrap()
+        m.embed_batch(&m.tokenizer.encode(&t, &Device::Cpu).unwrap(), false)
+            .unwrap()
     };
-    let labels = candle_core::Tensor::new(set.labels.clone().unwrap().as_slice(), &Device::Cpu).unwrap();
-    build(LossKind::Cosent, &LossParams::default()).compute(&[col(0), col(1)], Some(&labels)).unwrap().to_scalar::<f32>().unwrap() as f64
+    let labels =
+        candle_core::Tensor::new(set.labels.clone().unwrap().as_slice(), &Device::Cpu).unwrap();
+    build(LossKind::Cosent, &LossParams::default())
+        .compute(&[col(0), col(1)], Some(&labels))
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64
 }
 
 fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let mut t: Vec<(String, Vec<f32>)> = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1().unwrap()))
-        .collect();
+    let mut t: Vec<(String, Vec<f32>)> =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1().unwrap()))
+            .collect();
     t.sort_by(|a, b| a.0.cmp(&b.0));
     t
 }
@@ -88,15 +123,33 @@ fn short_run_lowers_the_loss_and_the_saved_model_reloads_identically() {
     assert!(after < before * 0.9, "loss {before} → {after}");
     assert_eq!(report.steps, 30);
     let texts = ["cat dog", "blue car fast", "rain"];
-    let reloaded = SentenceEncoder::load(&ModelSpec { model: cfg.output.to_string_lossy().into_owned(), ..Default::default() }, &Device::Cpu).unwrap();
+    let reloaded = SentenceEncoder::load(
+        &ModelSpec {
+            model: cfg.output.to_string_lossy().into_owned(),
+            ..Default::default()
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
     let a = encode(&trained, &texts, &EncodeOptions::default()).unwrap();
     let b = encode(&reloaded, &texts, &EncodeOptions::default()).unwrap();
     assert_eq!(a.data, b.data);
     // metrics.jsonl: one line per step, ≥ 6 significant digits of loss, lr 0 at the first update.
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(cfg.output.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(cfg.output.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 30);
     assert_eq!(lines[0]["lr"], 0.0);
-    for k in ["step", "epoch", "loss", "lr", "grad_norm", "examples_per_sec"] {
+    for k in [
+        "step",
+        "epoch",
+        "loss",
+        "lr",
+        "grad_norm",
+        "examples_per_sec",
+    ] {
         assert!(lines[5].get(k).is_some(), "metrics line lacks {k}");
     }
     assert!(cfg.output.join("train_config.json").is_file());
@@ -114,9 +167,15 @@ fn resume_from_a_midway_checkpoint_gives_bitwise_identical_weights() {
     resumed.save_steps = Some(6);
     resumed.resume = Some(ckpt);
     embtune::train::run(&resumed).unwrap();
-    assert!(weights(&straight.output) == weights(&resumed.output), "resumed weights differ");
+    assert!(
+        weights(&straight.output) == weights(&resumed.output),
+        "resumed weights differ"
+    );
     // Metrics after the checkpoint are logged once, by the resumed run.
-    let n = std::fs::read_to_string(resumed.output.join("metrics.jsonl")).unwrap().lines().count();
+    let n = std::fs::read_to_string(resumed.output.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
     assert_eq!(n, 6);
 }
 
@@ -136,9 +195,27 @@ fn a_partial_checkpoint_is_never_resumed_from() {
 
 fn train_cmd(f: &Fixture, out: &Path, steps: usize, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_embtune"));
-    c.args(["train", "-m", f.model.to_str().unwrap(), "-d", f.data.to_str().unwrap(), "--loss", "cosent", "-o", out.to_str().unwrap()])
-        .args(["--max-steps", &steps.to_string(), "--batch-size", "8", "--lr", "1e-3", "-q"])
-        .args(extra);
+    c.args([
+        "train",
+        "-m",
+        f.model.to_str().unwrap(),
+        "-d",
+        f.data.to_str().unwrap(),
+        "--loss",
+        "cosent",
+        "-o",
+        out.to_str().unwrap(),
+    ])
+    .args([
+        "--max-steps",
+        &steps.to_string(),
+        "--batch-size",
+        "8",
+        "--lr",
+        "1e-3",
+        "-q",
+    ])
+    .args(extra);
     c
 }
 
@@ -147,24 +224,44 @@ fn sigint_saves_a_checkpoint_and_resume_matches_the_straight_run() {
     let f = fixture();
     let steps = 400;
     let straight = f.dir.join("straight");
-    assert!(train_cmd(&f, &straight, steps, &[]).output().unwrap().status.success());
+    assert!(train_cmd(&f, &straight, steps, &[])
+        .output()
+        .unwrap()
+        .status
+        .success());
     let out = f.dir.join("interrupted");
-    let mut child = train_cmd(&f, &out, steps, &[]).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    // Wait until training has started (metrics file exists), then interrupt.
+    // --log-steps is not part of the recipe: log every step so we can see training under way.
+    let mut child = train_cmd(&f, &out, steps, &["--log-steps", "1"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let logged = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
     let t0 = std::time::Instant::now();
-    while !out.join("metrics.jsonl").exists() && t0.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    while logged(&out.join("metrics.jsonl")) < 3 && t0.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "exit status after SIGINT");
     let ckpts = embtune::train::checkpoint::list(&out);
     assert_eq!(ckpts.len(), 1, "one checkpoint saved on interrupt");
-    assert!(ckpts[0].0 > 0 && ckpts[0].0 < steps, "interrupted at step {}", ckpts[0].0);
-    let r = train_cmd(&f, &out, steps, &["--resume", out.to_str().unwrap()]).output().unwrap();
+    assert!(
+        ckpts[0].0 > 0 && ckpts[0].0 < steps,
+        "interrupted at step {}",
+        ckpts[0].0
+    );
+    let r = train_cmd(&f, &out, steps, &["--resume", out.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    assert!(weights(&straight) == weights(&out), "weights after SIGINT + resume differ from the straight run");
+    assert!(
+        weights(&straight) == weights(&out),
+        "weights after SIGINT + resume differ from the straight run"
+    );
 }
 
 #[test]
@@ -172,7 +269,11 @@ fn sigkill_at_random_moments_then_resume_matches_the_straight_run() {
     let f = fixture();
     let steps = 300;
     let straight = f.dir.join("straight");
-    assert!(train_cmd(&f, &straight, steps, &["--save-steps", "7"]).output().unwrap().status.success());
+    assert!(train_cmd(&f, &straight, steps, &["--save-steps", "7"])
+        .output()
+        .unwrap()
+        .status
+        .success());
     let out = f.dir.join("killed");
     let mut rng = embtune::rng::Rng::new(2024);
     let mut kills = 0;
@@ -182,26 +283,44 @@ fn sigkill_at_random_moments_then_resume_matches_the_straight_run() {
             cmd.args(["--resume", out.to_str().unwrap()]);
         }
         let mut child = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(400 + rng.below(1200) as u64));
+        std::thread::sleep(std::time::Duration::from_millis(
+            400 + rng.below(1200) as u64,
+        ));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
         }
         child.wait().unwrap();
     }
-    assert!(kills >= 2, "the runs finished before they could be killed; make them longer");
+    assert!(
+        kills >= 2,
+        "the runs finished before they could be killed; make them longer"
+    );
     let mut cmd = train_cmd(&f, &out, steps, &["--save-steps", "7"]);
     if !embtune::train::checkpoint::list(&out).is_empty() {
         cmd.args(["--resume", out.to_str().unwrap()]);
     }
     let r = cmd.output().unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    assert!(weights(&straight) == weights(&out), "weights after {kills} SIGKILLs + resume differ from the straight run");
+    assert!(
+        weights(&straight) == weights(&out),
+        "weights after {kills} SIGKILLs + resume differ from the straight run"
+    );
 }
 
 fn train_err(f: &Fixture, data: &Path, extra: &[&str]) -> std::process::Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_embtune"));
-    c.args(["train", "-m", f.model.to_str().unwrap(), "-d", data.to_str().unwrap(), "-o", f.dir.join("o").to_str().unwrap(), "-q"]).args(extra);
+    c.args([
+        "train",
+        "-m",
+        f.model.to_str().unwrap(),
+        "-d",
+        data.to_str().unwrap(),
+        "-o",
+        f.dir.join("o").to_str().unwrap(),
+        "-q",
+    ])
+    .args(extra);
     c.output().unwrap()
 }
 
@@ -209,7 +328,14 @@ fn train_err(f: &Fixture, data: &Path, extra: &[&str]) -> std::process::Output {
 fn loss_data_mismatch_is_refused_before_training() {
     let f = fixture();
     let out = train_err(&f, &f.data, &["--loss", "triplet"]);
-    assert_one_line_error(&out, &["pairs.tsv", "loss triplet expects 3 text columns and no label column", "2 text columns and a label/score column"]);
+    assert_one_line_error(
+        &out,
+        &[
+            "pairs.tsv",
+            "loss triplet expects 3 text columns and no label column",
+            "2 text columns and a label/score column",
+        ],
+    );
     assert!(!f.dir.join("o/metrics.jsonl").exists());
     let out = train_err(&f, &f.data, &["--loss", "contrastive"]);
     assert_one_line_error(&out, &["pairs.tsv:2", "expected a label 0 or 1"]);
@@ -220,9 +346,20 @@ fn nan_and_non_numeric_scores_are_refused() {
     let f = fixture();
     for (bad, what) in [("nan", "NaN"), ("high", "text")] {
         let p = f.dir.join(format!("bad-{what}.tsv"));
-        std::fs::write(&p, format!("sentence1\tsentence2\tscore\na b\tc d\t0.5\ne f\tg h\t{bad}\n")).unwrap();
+        std::fs::write(
+            &p,
+            format!("sentence1\tsentence2\tscore\na b\tc d\t0.5\ne f\tg h\t{bad}\n"),
+        )
+        .unwrap();
         let out = train_err(&f, &p, &["--loss", "cosent", "--batch-size", "1"]);
-        assert_one_line_error(&out, &[&format!("bad-{what}.tsv:3"), "field \"score\"", "expected a finite number"]);
+        assert_one_line_error(
+            &out,
+            &[
+                &format!("bad-{what}.tsv:3"),
+                "field \"score\"",
+                "expected a finite number",
+            ],
+        );
     }
 }
 
@@ -239,7 +376,13 @@ fn empty_training_file_is_refused() {
 fn batch_larger_than_the_data_is_refused() {
     let f = fixture();
     let out = train_err(&f, &f.data, &["--loss", "cosent", "--batch-size", "100"]);
-    assert_one_line_error(&out, &["--batch-size 100 is larger than the training data (48 rows", "pairs.tsv"]);
+    assert_one_line_error(
+        &out,
+        &[
+            "--batch-size 100 is larger than the training data (48 rows",
+            "pairs.tsv",
+        ],
+    );
 }
 
 #[test]
@@ -249,17 +392,37 @@ fn unwritable_output_directory_is_refused() {
     std::fs::write(&blocker, "x").unwrap();
     let out_dir = blocker.join("out");
     let out = Command::new(env!("CARGO_BIN_EXE_embtune"))
-        .args(["train", "-m", f.model.to_str().unwrap(), "-d", f.data.to_str().unwrap(), "--loss", "cosent", "-o", out_dir.to_str().unwrap(), "-q"])
+        .args([
+            "train",
+            "-m",
+            f.model.to_str().unwrap(),
+            "-d",
+            f.data.to_str().unwrap(),
+            "--loss",
+            "cosent",
+            "-o",
+            out_dir.to_str().unwrap(),
+            "-q",
+        ])
         .output()
         .unwrap();
-    assert_one_line_error(&out, &["output directory", "a-file/out", "cannot be created"]);
+    assert_one_line_error(
+        &out,
+        &["output directory", "a-file/out", "cannot be created"],
+    );
 }
 
 #[test]
 fn mnrl_trains_simcse_style_on_a_single_column() {
     let f = fixture();
     let single = f.dir.join("single.txt");
-    std::fs::write(&single, (0..20).map(|i| format!("text number {i} here\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        &single,
+        (0..20)
+            .map(|i| format!("text number {i} here\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
     let mut cfg = config(&f, "simcse", 3);
     cfg.data = single;
     cfg.loss = LossKind::Mnrl;

@@ -22,7 +22,9 @@ pub fn shared() -> PathBuf {
 }
 
 pub fn stsb(split: &str) -> PathBuf {
-    shared().join("data/stsbenchmark").join(format!("sts-{split}.csv"))
+    shared()
+        .join("data/stsbenchmark")
+        .join(format!("sts-{split}.csv"))
 }
 
 /// Runs scripts/fetch-model.sh once per test process (idempotent), so the real model is in the
@@ -30,15 +32,25 @@ pub fn stsb(split: &str) -> PathBuf {
 pub fn ensure_real_model() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let out = Command::new("bash").arg(repo_root().join("scripts/fetch-model.sh")).output().expect("running fetch-model.sh");
-        assert!(out.status.success(), "fetch-model.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/fetch-model.sh"))
+            .output()
+            .expect("running fetch-model.sh");
+        assert!(
+            out.status.success(),
+            "fetch-model.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     });
 }
 
 /// The real model, resolved offline through the Hub cache.
 pub fn real_spec() -> ModelSpec {
     ensure_real_model();
-    let mut spec = ModelSpec { model: REAL_MODEL.into(), ..Default::default() };
+    let mut spec = ModelSpec {
+        model: REAL_MODEL.into(),
+        ..Default::default()
+    };
     spec.hub.offline = true;
     spec
 }
@@ -59,17 +71,31 @@ pub fn real_model_dir() -> PathBuf {
 /// Runs the embtune binary with `args` (offline).
 pub fn embtune(args: &[&str]) -> Output {
     ensure_real_model();
-    Command::new(env!("CARGO_BIN_EXE_embtune")).args(args).env("HF_HUB_OFFLINE", "1").output().expect("running embtune")
+    Command::new(env!("CARGO_BIN_EXE_embtune"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("running embtune")
 }
 
 /// Asserts the command failed with exactly one error line on stderr that contains every needle.
 pub fn assert_one_line_error(out: &Output, needles: &[&str]) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("note:")).collect();
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("note:"))
+        .collect();
     assert_eq!(lines.len(), 1, "expected a one-line error, got: {err}");
     for n in needles {
-        assert!(lines[0].contains(n), "error {:?} does not mention {n:?}", lines[0]);
+        assert!(
+            lines[0].contains(n),
+            "error {:?} does not mention {n:?}",
+            lines[0]
+        );
     }
     lines[0].to_string()
 }

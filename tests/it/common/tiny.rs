@@ -1,12 +1,12 @@
 //! A tiny random BERT (2 layers, hidden 32) with a character-level WordPiece tokenizer, written
 //! in the sentence-transformers layout. For fast mechanics tests only — never a quality claim.
 
+use candle_core::{DType, Device};
 use embtune::model::bert::BertModel;
 use embtune::model::config::BertConfig;
 use embtune::model::pooling::{Pooling, PoolingConfig};
 use embtune::model::SentenceEncoder;
 use embtune::tokenize::TextTokenizer;
-use candle_core::{DType, Device};
 use std::path::Path;
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
@@ -35,8 +35,14 @@ pub fn tiny_config_json() -> serde_json::Value {
 
 /// Vocabulary: specials, a–z, 0–9, punctuation, and their `##` continuations.
 pub fn tiny_tokenizer() -> Tokenizer {
-    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().map(|s| s.to_string()).collect();
-    let chars: Vec<char> = ('a'..='z').chain('0'..='9').chain(".,!?'\"-".chars()).collect();
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let chars: Vec<char> = ('a'..='z')
+        .chain('0'..='9')
+        .chain(".,!?'\"-".chars())
+        .collect();
     for c in &chars {
         vocab.push(c.to_string());
     }
@@ -46,16 +52,29 @@ pub fn tiny_tokenizer() -> Tokenizer {
     let vocab_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(vocab_file.path(), vocab.join("\n")).unwrap();
     let map = WordPiece::read_file(vocab_file.path().to_str().unwrap()).unwrap();
-    let wp = WordPiece::builder().vocab(map).unk_token("[UNK]".into()).build().unwrap();
+    let wp = WordPiece::builder()
+        .vocab(map)
+        .unk_token("[UNK]".into())
+        .build()
+        .unwrap();
     let mut tok = Tokenizer::new(wp);
-    tok.with_normalizer(Some(BertNormalizer::new(true, true, None, true)));
+    tok.with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
+        .expect("normalizer");
     tok.with_pre_tokenizer(Some(BertPreTokenizer));
-    tok.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), 3), ("[CLS]".into(), 2))));
+    tok.with_post_processor(Some(BertProcessing::new(
+        ("[SEP]".into(), 3),
+        ("[CLS]".into(), 2),
+    )));
     tok
 }
 
 /// A tiny random encoder in memory (f32 or f64), mean pooling, optional Normalize.
-pub fn tiny_encoder(dir_for_tokenizer: &Path, seed: u64, dtype: DType, normalize: bool) -> SentenceEncoder {
+pub fn tiny_encoder(
+    dir_for_tokenizer: &Path,
+    seed: u64,
+    dtype: DType,
+    normalize: bool,
+) -> SentenceEncoder {
     let tok = tiny_tokenizer();
     std::fs::create_dir_all(dir_for_tokenizer).unwrap();
     let tok_path = dir_for_tokenizer.join("tokenizer.json");

@@ -1,0 +1,228 @@
+//! `embtune pairs`: flags → [`PairsConfig`] → [`crate::pairs::run`]; or `--check FILE`.
+
+use super::{parse_delimiter, ModelArgs};
+use crate::data::{read_table, DataFormat, ReadOptions};
+use crate::encode::EncodeOptions;
+use crate::pairs::output::NegativeFormat;
+use crate::pairs::{ColumnMap, NegativeOptions, PairsConfig, Source};
+use anyhow::{bail, Result};
+use clap::Args;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct PairsArgs {
+    /// Input dataset (CSV/TSV with a header, JSONL, STS-B with --format stsb).
+    #[arg(long, short = 'd', required_unless_present = "check")]
+    pub data: Option<PathBuf>,
+    /// Input format [default: from the extension].
+    #[arg(long, value_enum)]
+    pub format: Option<DataFormat>,
+    /// What the rows are: scores, labeled, classes, nli, pairs.
+    #[arg(long, value_enum, required_unless_present = "check")]
+    pub from: Option<Source>,
+    /// Column of each role, comma-separated role=column (e.g. anchor=question,positive=answer)
+    /// [default: the role names: sentence1, sentence2, score, label, text, premise, hypothesis, anchor, positive].
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Vec<String>,
+    /// CSV/TSV field delimiter (one character, or \t).
+    #[arg(long, value_parser = parse_delimiter)]
+    pub delimiter: Option<u8>,
+    /// Read CSV/TSV quotes as literal text.
+    #[arg(long)]
+    pub no_quoting: bool,
+    /// scores: label 1 when score ≥ this.
+    #[arg(long)]
+    pub positive_min: Option<f64>,
+    /// scores: label 0 when score ≤ this (rows in between are dropped and counted).
+    #[arg(long)]
+    pub negative_max: Option<f64>,
+    /// scores/labeled: keep only positives, as (anchor, positive) — for InfoNCE/MNRL.
+    #[arg(long)]
+    pub positives_only: bool,
+    /// classes: triplets per anchor text.
+    #[arg(long, default_value_t = 1)]
+    pub per_anchor: usize,
+    /// pairs: mine hard negatives with --model (default: random negatives).
+    #[arg(long)]
+    pub mine: bool,
+    /// pairs: negatives per anchor.
+    #[arg(long, default_value_t = 1)]
+    pub num_negatives: usize,
+    /// pairs: extra candidate texts (text file, or a file with a "text" column) added to the positives.
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Mining: skip this many of the most similar surviving candidates.
+    #[arg(long, default_value_t = 0)]
+    pub range_min: usize,
+    /// Mining: consider at most this many surviving candidates [default: range-min + num-negatives (+ 10× with a margin or max-score) + positives].
+    #[arg(long)]
+    pub range_max: Option<usize>,
+    /// Mining: drop candidates with cosine above this.
+    #[arg(long)]
+    pub max_score: Option<f64>,
+    /// Mining: drop candidates with cosine below this.
+    #[arg(long)]
+    pub min_score: Option<f64>,
+    /// Mining: drop candidates within this absolute margin of the positive's score (false-negative guard).
+    #[arg(long)]
+    pub margin: Option<f64>,
+    /// Mining: drop candidates above positive − |positive|·this.
+    #[arg(long)]
+    pub relative_margin: Option<f64>,
+    /// pairs: output rows as triplets, one n-tuple per row, or labeled pairs.
+    #[arg(long, value_enum, default_value = "triplet")]
+    pub output_format: NegativeFormat,
+    /// Model for mining and for the token-length part of --check.
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// Override the model's max_seq_length.
+    #[arg(long)]
+    pub max_seq_length: Option<usize>,
+    /// Seed for every random choice.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Output file: .jsonl, .csv or .tsv.
+    #[arg(long, short = 'o', required_unless_present = "check")]
+    pub output: Option<PathBuf>,
+    /// Check a dataset instead of building one: rows, duplicates, leakage, labels, token lengths.
+    #[arg(long, conflicts_with_all = ["from", "output"])]
+    pub check: Option<PathBuf>,
+    /// With --check: evaluation data to test for leakage.
+    #[arg(long)]
+    pub eval_data: Option<PathBuf>,
+    /// With --check: format of --eval-data [default: from the extension].
+    #[arg(long, value_enum)]
+    pub eval_format: Option<DataFormat>,
+    /// With --check: label/score column [default: label, score or gold_label when present].
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// With --check: print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Hide progress bars.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+fn model_spec(
+    model: &Option<String>,
+    max_seq_length: Option<usize>,
+) -> Option<crate::model::ModelSpec> {
+    model.as_ref().map(|m| {
+        let spec = ModelArgs {
+            model: m.clone(),
+            revision: None,
+            cache_dir: None,
+            offline: false,
+            token: None,
+            pooling: None,
+            max_seq_length,
+        };
+        spec.into_spec()
+    })
+}
+
+impl PairsArgs {
+    pub fn into_config(self) -> Result<PairsConfig> {
+        let (Some(data), Some(source), Some(output)) = (self.data, self.from, self.output) else {
+            bail!("--data, --from and --output are required (or use --check FILE)");
+        };
+        if self.mine && self.model.is_none() {
+            bail!("--mine needs --model");
+        }
+        Ok(PairsConfig {
+            data,
+            format: self.format,
+            read: ReadOptions {
+                quoting: !self.no_quoting,
+                delimiter: self.delimiter,
+            },
+            source,
+            columns: ColumnMap::parse(&self.columns)?,
+            positive_min: self.positive_min,
+            negative_max: self.negative_max,
+            positives_only: self.positives_only,
+            per_anchor: self.per_anchor,
+            negatives: NegativeOptions {
+                mined: self.mine,
+                num_negatives: self.num_negatives,
+                range_min: self.range_min,
+                range_max: self.range_max,
+                max_score: self.max_score,
+                min_score: self.min_score,
+                margin: self.margin,
+                relative_margin: self.relative_margin,
+                corpus: self.corpus,
+                format: self.output_format,
+            },
+            model: model_spec(&self.model, self.max_seq_length),
+            seed: self.seed,
+            output,
+            encode: EncodeOptions {
+                batch_size: 64,
+                normalize: true,
+                progress: !self.quiet && std::io::stderr().is_terminal(),
+            },
+        })
+    }
+}
+
+pub fn run(args: PairsArgs) -> Result<()> {
+    if let Some(file) = args.check.clone() {
+        let read = ReadOptions {
+            quoting: !args.no_quoting,
+            delimiter: args.delimiter,
+        };
+        let t = read_table(&file, args.format, &read)?;
+        let eval = args
+            .eval_data
+            .as_ref()
+            .map(|p| read_table(p, args.eval_format, &ReadOptions::default()))
+            .transpose()?;
+        let model = match model_spec(&args.model, args.max_seq_length) {
+            Some(spec) => Some(crate::model::SentenceEncoder::load(
+                &spec,
+                &crate::device::cpu()?,
+            )?),
+            None => None,
+        };
+        let r = crate::pairs::check::check(
+            &t,
+            args.label_column.as_deref(),
+            eval.as_ref(),
+            model.as_ref(),
+        )?;
+        if args.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            print!("{}", r.to_text());
+            if model.is_none() {
+                println!("  (token lengths: pass --model)");
+            }
+        }
+        return Ok(());
+    }
+    let cfg = args.into_config()?;
+    let r = crate::pairs::run(&cfg)?;
+    eprintln!(
+        "read {} rows, wrote {} rows to {} ({} duplicates dropped{})",
+        r.rows_in,
+        r.rows_out,
+        cfg.output.display(),
+        r.duplicates_dropped,
+        if r.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; skipped: {}",
+                r.skipped
+                    .iter()
+                    .map(|(k, v)| format!("{v} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! The dataset check (`embtune pairs --check FILE`, and printed by `train` before step 1): row
+//! count, duplicate rows, texts shared with the evaluation data (leakage), label balance, and the
+//! token-length distribution against max_seq_length with the share that will be truncated.
+
+use crate::data::Table;
+use crate::model::SentenceEncoder;
+use anyhow::Result;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TokenStats {
+    pub max_seq_length: usize,
+    pub texts: usize,
+    pub min: usize,
+    pub median: usize,
+    pub p95: usize,
+    pub max: usize,
+    pub mean: f64,
+    pub truncated: usize,
+    pub truncated_share: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CheckReport {
+    pub file: String,
+    pub rows: usize,
+    pub text_columns: Vec<String>,
+    pub duplicate_rows: usize,
+    /// Distinct texts that also appear in the evaluation data.
+    pub leaked_texts: Option<usize>,
+    pub label_column: Option<String>,
+    /// Label value → count (scores are bucketed to one decimal).
+    pub label_balance: Option<BTreeMap<String, usize>>,
+    pub tokens: Option<TokenStats>,
+}
+
+fn cell_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Text columns: every column but the label (`label_column`, else "label"/"score" if present).
+pub fn check(
+    t: &Table,
+    label_column: Option<&str>,
+    eval: Option<&Table>,
+    model: Option<&SentenceEncoder>,
+) -> Result<CheckReport> {
+    let label = label_column.map(|s| s.to_string()).or_else(|| {
+        ["label", "score", "gold_label"]
+            .iter()
+            .find(|c| t.columns.iter().any(|x| x == *c))
+            .map(|s| s.to_string())
+    });
+    let text_cols: Vec<usize> = (0..t.columns.len())
+        .filter(|&i| Some(&t.columns[i]) != label.as_ref())
+        .collect();
+    let mut seen = HashSet::new();
+    let mut dups = 0;
+    for r in &t.rows {
+        if !seen.insert(serde_json::to_string(&r.cells).unwrap_or_default()) {
+            dups += 1;
+        }
+    }
+    let texts: Vec<String> = t
+        .rows
+        .iter()
+        .flat_map(|r| text_cols.iter().map(|&c| cell_text(&r.cells[c])))
+        .collect();
+    let leaked = eval.map(|e| {
+        let eval_texts: HashSet<String> = e
+            .rows
+            .iter()
+            .flat_map(|r| r.cells.iter().map(cell_text))
+            .collect();
+        texts
+            .iter()
+            .filter(|x| !x.is_empty() && eval_texts.contains(*x))
+            .collect::<HashSet<_>>()
+            .len()
+    });
+    let balance = match &label {
+        Some(l) => {
+            let c = t.column(l)?;
+            let mut m = BTreeMap::new();
+            for r in &t.rows {
+                let key = match &r.cells[c] {
+                    serde_json::Value::Number(n) => n
+                        .as_f64()
+                        .map(|x| {
+                            if x.fract() == 0.0 {
+                                format!("{x}")
+                            } else {
+                                format!("{:.1}", x)
+                            }
+                        })
+                        .unwrap_or_default(),
+                    v => {
+                        let s = cell_text(v);
+                        s.parse::<f64>()
+                            .ok()
+                            .filter(|x| x.fract() != 0.0)
+                            .map(|x| format!("{x:.1}"))
+                            .unwrap_or(s)
+                    }
+                };
+                *m.entry(key).or_insert(0) += 1;
+            }
+            Some(m)
+        }
+        None => None,
+    };
+    let tokens = match model {
+        Some(m) => {
+            let uniq: Vec<&str> = texts
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let mut no_trunc = m.tokenizer.clone();
+            no_trunc.set_max_seq_length(1 << 20)?;
+            let mut lens: Vec<usize> = no_trunc
+                .tokenize(&uniq)?
+                .iter()
+                .map(|t| t.ids.len())
+                .collect();
+            lens.sort_unstable();
+            let n = lens.len().max(1);
+            let msl = m.tokenizer.max_seq_length();
+            let truncated = lens.iter().filter(|l| **l > msl).count();
+            Some(TokenStats {
+                max_seq_length: msl,
+                texts: lens.len(),
+                min: lens.first().copied().unwrap_or(0),
+                median: lens.get(lens.len() / 2).copied().unwrap_or(0),
+                p95: lens
+                    .get((lens.len() * 95 / 100).min(lens.len().saturating_sub(1)))
+                    .copied()
+                    .unwrap_or(0),
+                max: lens.last().copied().unwrap_or(0),
+                mean: lens.iter().sum::<usize>() as f64 / n as f64,
+                truncated,
+                truncated_share: truncated as f64 / n as f64,
+            })
+        }
+        None => None,
+    };
+    Ok(CheckReport {
+        file: t.path.display().to_string(),
+        rows: t.len(),
+        text_columns: text_cols.iter().map(|&c| t.columns[c].clone()).collect(),
+        duplicate_rows: dups,
+        leaked_texts: leaked,
+        label_column: label,
+        label_balance: balance,
+        tokens,
+    })
+}
+
+impl CheckReport {
+    /// A short human summary.
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "dataset check: {}\n  rows: {} (text columns: {})\n  duplicate rows: {}\n",
+            self.file,
+            self.rows,
+            self.text_columns.join(", "),
+            self.duplicate_rows
+        );
+        if let Some(l) = self.leaked_texts {
+            s.push_str(&format!("  texts also in the evaluation data: {l}\n"));
+        }
+        if let (Some(c), Some(b)) = (&self.label_column, &self.label_balance) {
+            let parts: Vec<String> = b
+                .iter()
+                .take(12)
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            s.push_str(&format!(
+                "  labels ({c}): {}{}\n",
+                parts.join(", "),
+                if b.len() > 12 { ", …" } else { "" }
+            ));
+        }
+        if let Some(t) = &self.tokens {
+            s.push_str(&format!(
+                "  tokens per text: min {} median {} p95 {} max {} (mean {:.1}); {} of {} texts ({:.2} %) exceed max_seq_length {} and will be truncated\n",
+                t.min, t.median, t.p95, t.max, t.mean, t.truncated, t.texts, 100.0 * t.truncated_share, t.max_seq_length
+            ));
+        }
+        s
+    }
+}
