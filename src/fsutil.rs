@@ -55,6 +55,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Fsyncs a finished temporary file and renames it to `path`.
+pub fn commit_temp(tmp: &Path, path: &Path) -> Result<()> {
+    fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    fs::rename(tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    sync_dir(&parent_dir(path));
+    Ok(())
+}
+
 /// Streams into a temporary file and renames it into place on [`AtomicFile::commit`];
 /// dropped without commit, the temporary file is removed and `path` is untouched.
 pub struct AtomicFile {

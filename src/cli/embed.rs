@@ -25,6 +25,9 @@ pub struct EmbedArgs {
     /// CSV/TSV column holding the text [default: text].
     #[arg(long)]
     pub column: Option<String>,
+    /// Split of a Hub dataset given as hf://datasets/<org>/<name>[/<config>][@<revision>] [default: train].
+    #[arg(long)]
+    pub split: Option<String>,
     /// CSV/TSV field delimiter (one character, or \t) [default: , for csv, tab for tsv].
     #[arg(long, value_parser = parse_delimiter)]
     pub delimiter: Option<u8>,
@@ -58,6 +61,7 @@ impl EmbedArgs {
             read: ReadOptions {
                 quoting: !self.no_quoting,
                 delimiter: self.delimiter,
+                split: self.split.clone(),
             },
             output: self.output,
             encode: EncodeOptions {

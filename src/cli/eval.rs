@@ -30,6 +30,9 @@ pub struct EvalArgs {
     /// Divide gold scores by this [default: 5 for --format stsb, else 1].
     #[arg(long)]
     pub score_scale: Option<f64>,
+    /// Split of a Hub dataset given as hf://datasets/<org>/<name>[/<config>][@<revision>] [default: train].
+    #[arg(long)]
+    pub split: Option<String>,
     /// CSV/TSV field delimiter (one character, or \t).
     #[arg(long, value_parser = parse_delimiter)]
     pub delimiter: Option<u8>,
@@ -67,6 +70,7 @@ impl EvalArgs {
             read: ReadOptions {
                 quoting: !self.no_quoting,
                 delimiter: self.delimiter,
+                split: self.split.clone(),
             },
             encode: EncodeOptions {
                 batch_size: self.batch_size,

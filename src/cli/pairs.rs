@@ -25,6 +25,9 @@ pub struct PairsArgs {
     /// [default: the role names: sentence1, sentence2, score, label, text, premise, hypothesis, anchor, positive].
     #[arg(long, value_delimiter = ',')]
     pub columns: Vec<String>,
+    /// Split of a Hub dataset given as hf://datasets/<org>/<name>[/<config>][@<revision>] [default: train].
+    #[arg(long)]
+    pub split: Option<String>,
     /// CSV/TSV field delimiter (one character, or \t).
     #[arg(long, value_parser = parse_delimiter)]
     pub delimiter: Option<u8>,
@@ -137,6 +140,7 @@ impl PairsArgs {
             read: ReadOptions {
                 quoting: !self.no_quoting,
                 delimiter: self.delimiter,
+                split: self.split.clone(),
             },
             source,
             columns: ColumnMap::parse(&self.columns)?,
@@ -173,6 +177,7 @@ pub fn run(args: PairsArgs) -> Result<()> {
         let read = ReadOptions {
             quoting: !args.no_quoting,
             delimiter: args.delimiter,
+            split: args.split.clone(),
         };
         let t = read_table(&file, args.format, &read)?;
         let eval = args
@@ -189,6 +194,7 @@ pub fn run(args: PairsArgs) -> Result<()> {
         };
         let r = crate::pairs::check::check(
             &t,
+            None,
             args.label_column.as_deref(),
             eval.as_ref(),
             model.as_ref(),

@@ -29,6 +29,9 @@ pub struct TrainArgs {
     /// Label or score column [default: "label" or "score" when present].
     #[arg(long)]
     pub label_column: Option<String>,
+    /// Split of a Hub dataset given as hf://datasets/<org>/<name>[/<config>][@<revision>] [default: train].
+    #[arg(long)]
+    pub split: Option<String>,
     /// CSV/TSV field delimiter (one character, or \t).
     #[arg(long, value_parser = parse_delimiter)]
     pub delimiter: Option<u8>,
@@ -148,6 +151,7 @@ impl TrainArgs {
             read: ReadOptions {
                 quoting: !self.no_quoting,
                 delimiter: self.delimiter,
+                split: self.split.clone(),
             },
             columns: ColumnSpec {
                 text_columns: self.columns,

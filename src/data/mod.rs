@@ -2,6 +2,8 @@
 //! names the file and line (and field), and says what was expected.
 //! Depends only on csv and serde_json.
 
+pub mod hub;
+pub mod parquet;
 pub mod read;
 
 pub use read::{read_table, ReadOptions};
@@ -27,6 +29,8 @@ pub enum DataFormat {
     /// STS benchmark files: tab-separated genre, file, year, id, score (0–5), sentence1,
     /// sentence2, no header, quotes are literal text.
     Stsb,
+    /// Apache Parquet (also what `hf://datasets/...` resolves to).
+    Parquet,
 }
 
 impl DataFormat {
@@ -42,8 +46,9 @@ impl DataFormat {
             "csv" => DataFormat::Csv,
             "tsv" | "tab" => DataFormat::Tsv,
             "jsonl" | "ndjson" => DataFormat::Jsonl,
+            "parquet" => DataFormat::Parquet,
             _ => bail!(
-                "{}: cannot tell the format from the extension {ext:?}; pass --format text|csv|tsv|jsonl|stsb",
+                "{}: cannot tell the format from the extension {ext:?}; pass --format text|csv|tsv|jsonl|stsb|parquet",
                 path.display()
             ),
         })

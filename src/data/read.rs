@@ -12,6 +12,9 @@ pub struct ReadOptions {
     pub quoting: bool,
     /// Field delimiter for csv/tsv (default `,` / tab).
     pub delimiter: Option<u8>,
+    /// Split of a Hub dataset (`hf://datasets/...`), default "train".
+    #[serde(default)]
+    pub split: Option<String>,
 }
 
 impl Default for ReadOptions {
@@ -19,16 +22,27 @@ impl Default for ReadOptions {
         Self {
             quoting: true,
             delimiter: None,
+            split: None,
         }
     }
 }
 
 /// Reads a whole file; `format` None means "from the extension". An empty dataset is an error.
 pub fn read_table(path: &Path, format: Option<DataFormat>, opts: &ReadOptions) -> Result<Table> {
+    if let Some(spec) = path.to_str().filter(|s| s.starts_with(super::hub::PREFIX)) {
+        return read_hub(spec, opts);
+    }
     let format = match format {
         Some(f) => f,
         None => DataFormat::from_path(path)?,
     };
+    if format == DataFormat::Parquet {
+        let t = super::parquet::read(path)?;
+        if t.rows.is_empty() {
+            bail!("{}: no data rows", path.display());
+        }
+        return Ok(t);
+    }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let text = utf8(&bytes, path)?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -36,6 +50,7 @@ pub fn read_table(path: &Path, format: Option<DataFormat>, opts: &ReadOptions) -
         DataFormat::Text => text_lines(text),
         DataFormat::Jsonl => jsonl(text, path)?,
         DataFormat::Stsb => stsb(text, path)?,
+        DataFormat::Parquet => unreachable!("handled above"),
         DataFormat::Csv | DataFormat::Tsv => {
             let default = if format == DataFormat::Csv {
                 b','
@@ -213,4 +228,39 @@ fn delimited(text: &str, path: &Path, delim: u8, quoting: bool) -> Result<(Vec<S
         });
     }
     Ok((header, rows))
+}
+
+/// A Hub dataset split: its parquet files, concatenated (columns must agree).
+fn read_hub(spec: &str, opts: &ReadOptions) -> Result<Table> {
+    let r = super::hub::DatasetRef::parse(spec)?;
+    let split = opts.split.as_deref().unwrap_or("train");
+    let files = super::hub::resolve(&r, split, &Default::default())?;
+    let mut table: Option<Table> = None;
+    for f in files {
+        let t = super::parquet::read(&f)?;
+        match table.as_mut() {
+            None => table = Some(t),
+            Some(acc) => {
+                if acc.columns != t.columns {
+                    bail!(
+                        "{}: columns {:?} differ from the first file's {:?}",
+                        f.display(),
+                        t.columns,
+                        acc.columns
+                    );
+                }
+                let offset = acc.rows.len();
+                acc.rows.extend(t.rows.into_iter().map(|mut row| {
+                    row.line += offset;
+                    row
+                }));
+            }
+        }
+    }
+    let mut t = table.with_context(|| format!("{spec}: no parquet files"))?;
+    if t.rows.is_empty() {
+        bail!("{spec} (split {split}): no data rows");
+    }
+    t.path = std::path::PathBuf::from(format!("{spec}[{split}]"));
+    Ok(t)
 }

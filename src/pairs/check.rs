@@ -43,9 +43,11 @@ fn cell_text(v: &serde_json::Value) -> String {
     }
 }
 
-/// Text columns: every column but the label (`label_column`, else "label"/"score" if present).
+/// Text columns: `text_columns`, else every column but the label (`label_column`, else
+/// "label"/"score"/"gold_label" if present).
 pub fn check(
     t: &Table,
+    text_columns: Option<&[String]>,
     label_column: Option<&str>,
     eval: Option<&Table>,
     model: Option<&SentenceEncoder>,
@@ -56,13 +58,25 @@ pub fn check(
             .find(|c| t.columns.iter().any(|x| x == *c))
             .map(|s| s.to_string())
     });
-    let text_cols: Vec<usize> = (0..t.columns.len())
-        .filter(|&i| Some(&t.columns[i]) != label.as_ref())
-        .collect();
+    let text_cols: Vec<usize> = match text_columns {
+        Some(names) => names.iter().map(|n| t.column(n)).collect::<Result<_>>()?,
+        None => (0..t.columns.len())
+            .filter(|&i| Some(&t.columns[i]) != label.as_ref())
+            .collect(),
+    };
+    let label_idx = match &label {
+        Some(l) => Some(t.column(l)?),
+        None => None,
+    };
     let mut seen = HashSet::new();
     let mut dups = 0;
     for r in &t.rows {
-        if !seen.insert(serde_json::to_string(&r.cells).unwrap_or_default()) {
+        let key: Vec<&serde_json::Value> = text_cols
+            .iter()
+            .chain(label_idx.iter())
+            .map(|&c| &r.cells[c])
+            .collect();
+        if !seen.insert(serde_json::to_string(&key).unwrap_or_default()) {
             dups += 1;
         }
     }
@@ -84,34 +98,7 @@ pub fn check(
             .len()
     });
     let balance = match &label {
-        Some(l) => {
-            let c = t.column(l)?;
-            let mut m = BTreeMap::new();
-            for r in &t.rows {
-                let key = match &r.cells[c] {
-                    serde_json::Value::Number(n) => n
-                        .as_f64()
-                        .map(|x| {
-                            if x.fract() == 0.0 {
-                                format!("{x}")
-                            } else {
-                                format!("{:.1}", x)
-                            }
-                        })
-                        .unwrap_or_default(),
-                    v => {
-                        let s = cell_text(v);
-                        s.parse::<f64>()
-                            .ok()
-                            .filter(|x| x.fract() != 0.0)
-                            .map(|x| format!("{x:.1}"))
-                            .unwrap_or(s)
-                    }
-                };
-                *m.entry(key).or_insert(0) += 1;
-            }
-            Some(m)
-        }
+        Some(l) => Some(label_balance(t, t.column(l)?)),
         None => None,
     };
     let tokens = match model {
@@ -160,6 +147,47 @@ pub fn check(
         label_balance: balance,
         tokens,
     })
+}
+
+/// Counts per label; numeric labels with more than 10 distinct values (scores) are binned into
+/// 5 equal-width ranges.
+fn label_balance(t: &Table, c: usize) -> BTreeMap<String, usize> {
+    let vals: Vec<String> = t.rows.iter().map(|r| cell_text(&r.cells[c])).collect();
+    let nums: Option<Vec<f64>> = vals
+        .iter()
+        .map(|v| v.trim().parse::<f64>().ok().filter(|x| x.is_finite()))
+        .collect();
+    let mut m = BTreeMap::new();
+    match nums {
+        Some(xs) => {
+            let mut distinct: Vec<f64> = xs.clone();
+            distinct.sort_by(|a, b| a.total_cmp(b));
+            distinct.dedup();
+            if distinct.len() <= 10 {
+                for x in xs {
+                    *m.entry(format!("{x}")).or_insert(0) += 1;
+                }
+            } else {
+                let (lo, hi) = (distinct[0], distinct[distinct.len() - 1]);
+                let w = (hi - lo) / 5.0;
+                for x in xs {
+                    let k = (((x - lo) / w) as usize).min(4);
+                    *m.entry(format!(
+                        "{:.2}–{:.2}",
+                        lo + k as f64 * w,
+                        lo + (k + 1) as f64 * w
+                    ))
+                    .or_insert(0) += 1;
+                }
+            }
+        }
+        None => {
+            for v in vals {
+                *m.entry(v).or_insert(0) += 1;
+            }
+        }
+    }
+    m
 }
 
 impl CheckReport {

@@ -27,6 +27,7 @@ pub enum OutputKind {
     Jsonl,
     Csv,
     Tsv,
+    Parquet,
 }
 
 impl OutputKind {
@@ -40,7 +41,11 @@ impl OutputKind {
             Some("jsonl") | Some("ndjson") => Ok(Self::Jsonl),
             Some("csv") => Ok(Self::Csv),
             Some("tsv") => Ok(Self::Tsv),
-            _ => bail!("{}: output must end in .jsonl, .csv or .tsv", p.display()),
+            Some("parquet") => Ok(Self::Parquet),
+            _ => bail!(
+                "{}: output must end in .jsonl, .csv, .tsv or .parquet",
+                p.display()
+            ),
         }
     }
 }
@@ -75,6 +80,17 @@ impl Rows {
     }
 
     pub fn write(&self, path: &Path, kind: OutputKind) -> Result<()> {
+        if kind == OutputKind::Parquet {
+            let tmp = crate::fsutil::temp_sibling(path);
+            let file = std::fs::File::create(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            let res = crate::data::parquet::write(path, &self.columns, &self.rows, file)
+                .and_then(|_| crate::fsutil::commit_temp(&tmp, path));
+            if res.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            return res;
+        }
         let mut f = AtomicFile::create(path)?;
         let ctx = || format!("writing {}", path.display());
         match kind {
@@ -106,6 +122,7 @@ impl Rows {
                 }
                 w.flush().with_context(ctx)?;
             }
+            OutputKind::Parquet => unreachable!("written above"),
         }
         f.commit()
     }

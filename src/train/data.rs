@@ -1,7 +1,7 @@
 //! Training examples: text columns (anchor, positive/second, negatives…) plus an optional label or
 //! score, read from any `DataFormat` and checked against the loss before step 1.
 
-use crate::data::{read_table, DataFormat, ReadOptions};
+use crate::data::{read_table, DataFormat, ReadOptions, Table};
 use crate::loss::LabelKind;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
@@ -45,7 +45,12 @@ impl TrainSet {
         read: &ReadOptions,
         cols: &ColumnSpec,
     ) -> Result<Self> {
-        let table = read_table(path, format, read)?;
+        Self::from_table(&read_table(path, format, read)?, cols)
+    }
+
+    /// Converts an already-read table (see [`TrainSet::read`]).
+    pub fn from_table(table: &Table, cols: &ColumnSpec) -> Result<Self> {
+        let path = table.path.as_path();
         let stsb = table.format == DataFormat::Stsb;
         let label_column = match (&cols.label_column, stsb) {
             (Some(c), _) => Some(c.clone()),

@@ -39,6 +39,8 @@ pub struct TrainReport {
 
 /// Everything prepared before step 1; fails fast on bad data or outputs.
 struct Prepared {
+    table: crate::data::Table,
+    eval_table: Option<crate::data::Table>,
     set: TrainSet,
     simcse: bool,
     loss: Box<dyn Loss>,
@@ -49,7 +51,8 @@ struct Prepared {
 fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     cfg.validate()?;
     let loss = loss::build(cfg.loss, &cfg.loss_params);
-    let set = TrainSet::read(&cfg.data, cfg.format, &cfg.read, &cfg.columns)?;
+    let table = read_table(&cfg.data, cfg.format, &cfg.read)?;
+    let set = TrainSet::from_table(&table, &cfg.columns)?;
     let simcse = set.n_texts() == 1 && cfg.loss == LossKind::Mnrl;
     let n_texts = if simcse { 2 } else { set.n_texts() };
     let shape = loss.input_shape();
@@ -93,9 +96,13 @@ fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
                 } else {
                     1.0
                 });
-            Some(eval::build(e.task, &t, &cols, scale)?)
+            Some((eval::build(e.task, &t, &cols, scale)?, t))
         }
         None => None,
+    };
+    let (evaluator, eval_table) = match evaluator {
+        Some((ev, t)) => (Some(ev), Some(t)),
+        None => (None, None),
     };
     let resume = match &cfg.resume {
         Some(dir) => {
@@ -109,6 +116,8 @@ fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
         None => None,
     };
     Ok(Prepared {
+        table,
+        eval_table,
         set,
         simcse,
         loss,
@@ -180,6 +189,15 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         model.bert.set_dropout(d);
     }
     model.bert.seed_dropout(cfg.seed);
+    let label_col = p.set.label_column.clone();
+    let report = crate::pairs::check::check(
+        &p.table,
+        Some(&p.set.columns),
+        label_col.as_deref(),
+        p.eval_table.as_ref(),
+        Some(&model),
+    )?;
+    eprint!("{}", report.to_text());
 
     // Tokenize every text once.
     let cols = p.set.n_texts();

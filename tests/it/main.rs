@@ -3,6 +3,7 @@
 mod common;
 
 mod cli;
+mod datasets;
 mod errors;
 mod gradients;
 mod losses;
