@@ -4,7 +4,7 @@
 //! - contrastive.jsonl: (sentence1, sentence2, label) with 1 if score ≥ 4.0, 0 if score ≤ 1.5
 //! - triplet.jsonl: (anchor, positive, negative), negative = sentence2 of a random other pair
 //!
-//! cargo run --release --example stsb_recipes -- data/stsbenchmark/sts-train.csv OUT_DIR
+//! cargo run --release --example stsb_recipes -- data/stsbenchmark/sts-train.csv OUT_DIR [SEED=42]
 //! (Pair building becomes `embtune pairs` in the pairs issue.)
 
 use embtune::data::{read_table, DataFormat, ReadOptions};
@@ -14,9 +14,10 @@ use std::io::Write;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let (input, out) = match args.as_slice() {
-        [_, i, o] => (i.clone(), std::path::PathBuf::from(o)),
-        _ => anyhow::bail!("usage: stsb_recipes STSB_TRAIN OUT_DIR"),
+    let (input, out, seed) = match args.as_slice() {
+        [_, i, o] => (i.clone(), std::path::PathBuf::from(o), 42),
+        [_, i, o, s] => (i.clone(), std::path::PathBuf::from(o), s.parse()?),
+        _ => anyhow::bail!("usage: stsb_recipes STSB_TRAIN OUT_DIR [SEED]"),
     };
     let t = read_table(
         std::path::Path::new(&input),
@@ -58,7 +59,7 @@ fn main() -> anyhow::Result<()> {
         .map(|r| json!({"sentence1": r.0, "sentence2": r.1, "label": if r.2 >= 4.0 { 1 } else { 0 }}))
         .collect();
     write("contrastive.jsonl", contrastive)?;
-    let mut rng = Rng::new(42);
+    let mut rng = Rng::new(seed);
     let triplets = pos
         .iter()
         .map(|&i| {

@@ -2,11 +2,15 @@
 # Fine-tunes all-MiniLM-L6-v2 on STS-B train with each recipe of ../shared/reference/cpu_finetune_runs.json
 # (seed 42, 1 epoch, batch 16 (MNRL 32), lr 2e-5, 10 % warmup, linear decay, max_seq_length 128,
 # dropout 0.1, plain random batches as the reference), evaluates on STS-B dev and test, and writes
-# results/stsb.md (and .json). Usage: scripts/reproduce-stsb.sh [OUT_DIR] [recipe ...]
+# results/stsb.md (and .json). Usage: [SEED=42] scripts/reproduce-stsb.sh [OUT_DIR] [recipe ...]
+# Another SEED (shuffle, dropout and the drawn triplet negatives) writes results/stsb-seed<SEED>.md.
+# REUSE=1 keeps recipes whose result.json already exists in OUT_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-out/reproduce-stsb}"; shift || true
 RECIPES=("$@"); [[ ${#RECIPES[@]} -gt 0 ]] || RECIPES=(cosent cosine mnrl contrastive triplet)
+SEED="${SEED:-42}"
+RESULT=results/stsb; [[ "$SEED" == 42 ]] || RESULT="results/stsb-seed$SEED"
 cargo build --release --locked --bin embtune --example stsb_recipes
 bash scripts/fetch-model.sh
 export HF_HUB_OFFLINE=1
@@ -14,10 +18,12 @@ BIN=target/release/embtune
 MODEL=sentence-transformers/all-MiniLM-L6-v2
 STS=data/stsbenchmark
 mkdir -p "$OUT" results
-target/release/examples/stsb_recipes "$STS/sts-train.csv" "$OUT/data"
+target/release/examples/stsb_recipes "$STS/sts-train.csv" "$OUT/data" "$SEED"
 
-common=(--model "$MODEL" --max-seq-length 128 --epochs 1 --lr 2e-5 --warmup-ratio 0.1 --seed 42 --allow-duplicates -q)
+common=(--model "$MODEL" --max-seq-length 128 --epochs 1 --lr 2e-5 --warmup-ratio 0.1 --seed "$SEED" --allow-duplicates -q)
 for r in "${RECIPES[@]}"; do
+  # REUSE=1: keep recipes already finished in OUT_DIR (e.g. to rebuild the table).
+  if [[ -n "${REUSE:-}" && -f "$OUT/$r/result.json" ]]; then echo "== $r (reused)"; continue; fi
   case "$r" in
     cosent)      args=(--data "$STS/sts-train.csv" --format stsb --loss cosent --batch-size 16) ;;
     cosine)      args=(--data "$STS/sts-train.csv" --format stsb --loss cosine --batch-size 16) ;;
@@ -44,9 +50,9 @@ json.dump(res, open(f"{d}/result.json", "w"))
 PY
 done
 
-python3 - "$OUT" "../shared/reference/cpu_finetune_runs.json" "${RECIPES[@]}" <<'PY'
+python3 - "$OUT" "../shared/reference/cpu_finetune_runs.json" "$RESULT" "$SEED" "${RECIPES[@]}" <<'PY'
 import json, os, sys, platform
-out, ref_path, recipes = sys.argv[1], sys.argv[2], sys.argv[3:]
+out, ref_path, result, seed, recipes = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 ref = json.load(open(ref_path)) if os.path.exists(ref_path) else {}
 rows, js = [], {}
 for r in recipes:
@@ -58,13 +64,13 @@ for r in recipes:
     rows.append(f"| {r} | {res['steps']} | {res['dev']:.2f} | {fmt(pd)} | {res['test']:.2f} | {fmt(pt)} | {delta} | {res['train_seconds']:.0f} |")
     js[r] = {**res, "python_dev": pd, "python_test": pt}
 md = ["# STS-B fine-tuning: embtune vs Python sentence-transformers", "",
-      "all-MiniLM-L6-v2, seed 42, 1 epoch, lr 2e-5, 10 % warmup, linear decay, max_seq_length 128, dropout 0.1;",
+      f"all-MiniLM-L6-v2, seed {seed}, 1 epoch, lr 2e-5, 10 % warmup, linear decay, max_seq_length 128, dropout 0.1;",
       "Spearman ×100 of cosine similarity on STS-B (base model: dev 86.72, test 82.03).",
       "Produced by `scripts/reproduce-stsb.sh`; Python numbers from `../shared/reference/cpu_finetune_runs.json`.", "",
       "| recipe | steps | dev | dev (Python) | test | test (Python) | test Δ | train s (incl. load) |",
       "|---|---:|---:|---:|---:|---:|---:|---:|", *rows, "",
       f"Machine: {platform.machine()}, {os.cpu_count()} cores. Training seconds are wall time on a possibly shared machine: not a speed claim."]
-open("results/stsb.md", "w").write("\n".join(md) + "\n")
-json.dump(js, open("results/stsb.json", "w"), indent=2)
+open(f"{result}.md", "w").write("\n".join(md) + "\n")
+json.dump(js, open(f"{result}.json", "w"), indent=2)
 print("\n".join(md))
 PY

@@ -65,7 +65,7 @@ pub fn encode(model: &SentenceEncoder, texts: &[&str], opts: &EncodeOptions) -> 
     for chunk in order.chunks(bs) {
         let ids: Vec<&[u32]> = chunk.iter().map(|&i| toks[i].ids.as_slice()).collect();
         let batch = model.tokenizer.pad(&ids, model.device())?;
-        let mut emb = model.embed_batch(&batch, false)?;
+        let mut emb = model.embed_inference(&batch)?;
         if opts.normalize && !model.normalize {
             emb = crate::model::pooling::l2_normalize(&emb)?;
         }

@@ -12,6 +12,16 @@ use crate::tokenize::TokenBatch;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use std::sync::Mutex;
 
+/// A parameter as a tensor: tracked for autograd, or detached (inference: no graph is kept, so
+/// activations are freed as soon as they are used).
+fn param(v: &Var, grad: bool) -> Tensor {
+    if grad {
+        v.as_tensor().clone()
+    } else {
+        v.as_detached_tensor()
+    }
+}
+
 /// `y = x · Wᵀ + b` on the last dim; `weight: [out, in]`, `bias: [out]`.
 #[derive(Clone)]
 struct Linear {
@@ -20,14 +30,14 @@ struct Linear {
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let last = *dims.last().unwrap_or(&0);
         let rows = x.elem_count() / last.max(1);
         let y = x
             .reshape((rows, last))?
-            .matmul(&self.weight.as_tensor().t()?)?;
-        let y = y.broadcast_add(self.bias.as_tensor())?;
+            .matmul(&param(&self.weight, grad).t()?)?;
+        let y = y.broadcast_add(&param(&self.bias, grad))?;
         let mut out = dims;
         if let Some(l) = out.last_mut() {
             *l = self.weight.dim(0)?;
@@ -44,8 +54,8 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::layer_norm(x, self.weight.as_tensor(), self.bias.as_tensor(), self.eps)
+    fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
+        ops::layer_norm(x, &param(&self.weight, grad), &param(&self.bias, grad), self.eps)
     }
 }
 
@@ -255,8 +265,17 @@ impl BertModel {
         ops::dropout(x, p, &mut rng)
     }
 
-    /// Hidden states `[B, S, H]` of the last layer. `train` turns dropout on.
+    /// Hidden states `[B, S, H]` of the last layer, tracked for autograd. `train` turns dropout on.
     pub fn forward_t(&self, batch: &TokenBatch, train: bool) -> Result<Tensor> {
+        self.forward_pass(batch, train, true)
+    }
+
+    /// Eval-mode hidden states without an autograd graph (inference: less memory, less work).
+    pub fn forward_inference(&self, batch: &TokenBatch) -> Result<Tensor> {
+        self.forward_pass(batch, false, false)
+    }
+
+    fn forward_pass(&self, batch: &TokenBatch, train: bool, grad: bool) -> Result<Tensor> {
         let (b, s) = batch.input_ids.dims2()?;
         if s > self.cfg.max_position_embeddings {
             candle_core::bail!(
@@ -266,37 +285,33 @@ impl BertModel {
         }
         let h = self.cfg.hidden_size;
         let ids = batch.input_ids.flatten_all()?;
-        let words = self
-            .word
-            .as_tensor()
+        let words = param(&self.word, grad)
             .index_select(&ids, 0)?
             .reshape((b, s, h))?;
         let pos_ids = Tensor::arange(0u32, s as u32, &self.device)?;
-        let pos = self.position.as_tensor().index_select(&pos_ids, 0)?;
-        let tt = self
-            .token_type
-            .as_tensor()
+        let pos = param(&self.position, grad).index_select(&pos_ids, 0)?;
+        let tt = param(&self.token_type, grad)
             .index_select(&batch.token_type_ids.flatten_all()?, 0)?
             .reshape((b, s, h))?;
         let x = words.broadcast_add(&pos)?.add(&tt)?;
-        let mut x = self.drop(&self.emb_ln.forward(&x)?, self.dropout.hidden, train)?;
+        let mut x = self.drop(&self.emb_ln.forward(&x, grad)?, self.dropout.hidden, train)?;
         let mask = ops::additive_attention_mask(&batch.attention_mask, self.dtype)?;
         for layer in &self.layers {
-            x = self.layer_forward(layer, &x, &mask, train)?;
+            x = self.layer_forward(layer, &x, &mask, train, grad)?;
         }
         Ok(x)
     }
 
-    fn layer_forward(&self, l: &Layer, x: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+    fn layer_forward(&self, l: &Layer, x: &Tensor, mask: &Tensor, train: bool, grad: bool) -> Result<Tensor> {
         let (b, s, h) = x.dims3()?;
         let nh = self.cfg.num_attention_heads;
         let hd = self.cfg.head_dim();
         let heads = |t: Tensor| -> Result<Tensor> {
             t.reshape((b, s, nh, hd))?.transpose(1, 2)?.contiguous()
         };
-        let q = heads(l.query.forward(x)?)?;
-        let k = heads(l.key.forward(x)?)?;
-        let v = heads(l.value.forward(x)?)?;
+        let q = heads(l.query.forward(x, grad)?)?;
+        let k = heads(l.key.forward(x, grad)?)?;
+        let v = heads(l.value.forward(x, grad)?)?;
         let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
         let scores = scores.broadcast_add(mask)?;
         let probs = self.drop(
@@ -309,16 +324,16 @@ impl BertModel {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, s, h))?;
-        let attn = self.drop(&l.attn_out.forward(&ctx)?, self.dropout.hidden, train)?;
-        let x = l.attn_ln.forward(&(attn + x)?)?;
-        let inter = l.intermediate.forward(&x)?;
+        let attn = self.drop(&l.attn_out.forward(&ctx, grad)?, self.dropout.hidden, train)?;
+        let x = l.attn_ln.forward(&(attn + x)?, grad)?;
+        let inter = l.intermediate.forward(&x, grad)?;
         let inter = match self.cfg.hidden_act {
             HiddenAct::Gelu => inter.gelu_erf()?,
             HiddenAct::GeluTanh => inter.gelu()?,
             HiddenAct::Relu => inter.relu()?,
         };
-        let out = self.drop(&l.output.forward(&inter)?, self.dropout.hidden, train)?;
-        l.out_ln.forward(&(out + x)?)
+        let out = self.drop(&l.output.forward(&inter, grad)?, self.dropout.hidden, train)?;
+        l.out_ln.forward(&(out + x)?, grad)
     }
 
     /// Hidden size of the last dim of `forward_t`'s output.

@@ -87,10 +87,12 @@ impl Dense {
     }
 
     /// `[B, in] → [B, out]`.
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut y = x.matmul(&self.weight.as_tensor().t()?)?;
+    /// `grad` false uses detached weights (inference, no autograd graph).
+    pub fn forward(&self, x: &Tensor, grad: bool) -> candle_core::Result<Tensor> {
+        let t = |v: &Var| if grad { v.as_tensor().clone() } else { v.as_detached_tensor() };
+        let mut y = x.matmul(&t(&self.weight).t()?)?;
         if let Some(b) = &self.bias {
-            y = y.broadcast_add(b.as_tensor())?;
+            y = y.broadcast_add(&t(b))?;
         }
         match self.act {
             Activation::Identity => Ok(y),

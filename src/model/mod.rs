@@ -220,14 +220,20 @@ impl SentenceEncoder {
         v
     }
 
-    /// Sentence embeddings `[B, D]` of a token batch; `train` turns dropout on.
+    /// Sentence embeddings `[B, D]` of a token batch, tracked for autograd; `train` turns dropout on.
     pub fn embed_batch(&self, batch: &TokenBatch, train: bool) -> candle_core::Result<Tensor> {
-        let hidden = self.bert.forward_t(batch, train)?;
-        let mut x = self
-            .pooling
-            .forward(&hidden, &batch.attention_mask, &batch.lengths)?;
+        self.head(&self.bert.forward_t(batch, train)?, batch, true)
+    }
+
+    /// Eval-mode embeddings `[B, D]` without an autograd graph (what `encode` uses).
+    pub fn embed_inference(&self, batch: &TokenBatch) -> candle_core::Result<Tensor> {
+        self.head(&self.bert.forward_inference(batch)?, batch, false)
+    }
+
+    fn head(&self, hidden: &Tensor, batch: &TokenBatch, grad: bool) -> candle_core::Result<Tensor> {
+        let mut x = self.pooling.forward(hidden, &batch.attention_mask, &batch.lengths)?;
         for d in &self.dense {
-            x = d.forward(&x)?;
+            x = d.forward(&x, grad)?;
         }
         if self.normalize {
             x = pooling::l2_normalize(&x)?;
