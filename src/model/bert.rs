@@ -55,7 +55,12 @@ struct LayerNorm {
 
 impl LayerNorm {
     fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
-        ops::layer_norm(x, &param(&self.weight, grad), &param(&self.bias, grad), self.eps)
+        ops::layer_norm(
+            x,
+            &param(&self.weight, grad),
+            &param(&self.bias, grad),
+            self.eps,
+        )
     }
 }
 
@@ -302,7 +307,14 @@ impl BertModel {
         Ok(x)
     }
 
-    fn layer_forward(&self, l: &Layer, x: &Tensor, mask: &Tensor, train: bool, grad: bool) -> Result<Tensor> {
+    fn layer_forward(
+        &self,
+        l: &Layer,
+        x: &Tensor,
+        mask: &Tensor,
+        train: bool,
+        grad: bool,
+    ) -> Result<Tensor> {
         let (b, s, h) = x.dims3()?;
         let nh = self.cfg.num_attention_heads;
         let hd = self.cfg.head_dim();

@@ -89,7 +89,13 @@ impl Dense {
     /// `[B, in] → [B, out]`.
     /// `grad` false uses detached weights (inference, no autograd graph).
     pub fn forward(&self, x: &Tensor, grad: bool) -> candle_core::Result<Tensor> {
-        let t = |v: &Var| if grad { v.as_tensor().clone() } else { v.as_detached_tensor() };
+        let t = |v: &Var| {
+            if grad {
+                v.as_tensor().clone()
+            } else {
+                v.as_detached_tensor()
+            }
+        };
         let mut y = x.matmul(&t(&self.weight).t()?)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&t(b))?;

@@ -231,7 +231,9 @@ impl SentenceEncoder {
     }
 
     fn head(&self, hidden: &Tensor, batch: &TokenBatch, grad: bool) -> candle_core::Result<Tensor> {
-        let mut x = self.pooling.forward(hidden, &batch.attention_mask, &batch.lengths)?;
+        let mut x = self
+            .pooling
+            .forward(hidden, &batch.attention_mask, &batch.lengths)?;
         for d in &self.dense {
             x = d.forward(&x, grad)?;
         }

@@ -6,6 +6,7 @@ pub mod batcher;
 pub mod checkpoint;
 pub mod data;
 pub mod optimizer;
+mod prepare;
 pub mod run;
 pub mod schedule;
 pub mod signals;

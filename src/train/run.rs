@@ -4,14 +4,15 @@
 
 use super::batcher::epoch_batches;
 use super::checkpoint::{self, TrainerState};
-use super::data::TrainSet;
+use super::prepare::{plan, prepare, Prepared};
+
 use super::optimizer::{AdamW, AdamWConfig};
 use super::schedule::{lr_at, warmup_steps};
 use super::{signals, TrainConfig};
-use crate::data::{read_table, ReadOptions};
+
 use crate::encode::EncodeOptions;
-use crate::eval::{self, Evaluator, Metrics};
-use crate::loss::{self, Loss, LossKind};
+use crate::eval::Metrics;
+use crate::loss::LossKind;
 use crate::model::{ModelSpec, SentenceEncoder};
 use crate::progress::Progress;
 use crate::tokenize::Tokenized;
@@ -35,131 +36,6 @@ pub struct TrainReport {
     /// Some(signal) when stopped by SIGINT/SIGTERM after saving a checkpoint.
     pub interrupted: Option<i32>,
     pub output: PathBuf,
-}
-
-/// Everything prepared before step 1; fails fast on bad data or outputs.
-struct Prepared {
-    table: crate::data::Table,
-    eval_table: Option<crate::data::Table>,
-    set: TrainSet,
-    simcse: bool,
-    loss: Box<dyn Loss>,
-    evaluator: Option<Box<dyn Evaluator>>,
-    resume: Option<(PathBuf, TrainerState)>,
-}
-
-fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
-    cfg.validate()?;
-    let loss = loss::build(cfg.loss, &cfg.loss_params);
-    let table = read_table(&cfg.data, cfg.format, &cfg.read)?;
-    let set = TrainSet::from_table(&table, &cfg.columns)?;
-    let simcse = set.n_texts() == 1 && cfg.loss == LossKind::Mnrl;
-    let n_texts = if simcse { 2 } else { set.n_texts() };
-    let shape = loss.input_shape();
-    shape
-        .check(loss.name(), n_texts, set.labels.is_some())
-        .with_context(|| {
-            format!(
-                "{}: columns {:?}{}",
-                cfg.data.display(),
-                set.columns,
-                set.label_column
-                    .as_ref()
-                    .map(|l| format!(" + label {l:?}"))
-                    .unwrap_or_default()
-            )
-        })?;
-    set.check_labels(shape.label)?;
-    if cfg.batch_size > set.len() {
-        bail!(
-            "--batch-size {} is larger than the training data ({} rows in {})",
-            cfg.batch_size,
-            set.len(),
-            cfg.data.display()
-        );
-    }
-    check_writable(&cfg.output)?;
-    let evaluator = match &cfg.eval {
-        Some(e) => {
-            let t = read_table(&e.data, e.format, &ReadOptions::default())?;
-            let cols = e.columns.clone().unwrap_or_else(|| {
-                e.task
-                    .default_columns()
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-            });
-            let scale = e
-                .score_scale
-                .unwrap_or(if t.format == crate::data::DataFormat::Stsb {
-                    5.0
-                } else {
-                    1.0
-                });
-            Some((eval::build(e.task, &t, &cols, scale)?, t))
-        }
-        None => None,
-    };
-    let (evaluator, eval_table) = match evaluator {
-        Some((ev, t)) => (Some(ev), Some(t)),
-        None => (None, None),
-    };
-    let resume = match &cfg.resume {
-        Some(dir) => {
-            let ckpt = checkpoint::resolve(dir)?;
-            let state = checkpoint::read_state(&ckpt)?;
-            if state.recipe != cfg.recipe() {
-                bail!("--resume {}: the checkpoint was made with a different recipe (data, loss or hyperparameters); resume with the same flags", ckpt.display());
-            }
-            Some((ckpt, state))
-        }
-        None => None,
-    };
-    Ok(Prepared {
-        table,
-        eval_table,
-        set,
-        simcse,
-        loss,
-        evaluator,
-        resume,
-    })
-}
-
-fn check_writable(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("output directory {} cannot be created", dir.display()))?;
-    let probe = dir.join(format!(".write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"ok")
-        .with_context(|| format!("output directory {} is not writable", dir.display()))?;
-    std::fs::remove_file(&probe).ok();
-    Ok(())
-}
-
-/// The optimizer steps of the whole run: batches of rows, epoch after epoch.
-fn plan(cfg: &TrainConfig, set: &TrainSet) -> Vec<Vec<usize>> {
-    let no_dup = cfg.no_duplicates.unwrap_or(cfg.loss == LossKind::Mnrl);
-    let mut batches = Vec::new();
-    let mut epoch = 0;
-    loop {
-        batches.extend(epoch_batches(
-            &set.texts,
-            cfg.batch_size,
-            cfg.seed,
-            epoch,
-            cfg.shuffle,
-            no_dup,
-        ));
-        epoch += 1;
-        let steps = batches.len().div_ceil(cfg.grad_accum);
-        let enough = match cfg.max_steps {
-            Some(m) => steps >= m,
-            None => epoch >= cfg.epochs,
-        };
-        if enough {
-            return batches;
-        }
-    }
 }
 
 /// Runs (or resumes) a training run.
@@ -317,53 +193,13 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             interrupted = Some(sig);
             break;
         }
-        let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
-        let mut step_loss = 0.0;
-        let mut examples = 0;
-        for micro in 0..accum {
-            let Some(rows) = batches.get(step * accum + micro) else {
-                break;
-            };
-            examples += rows.len();
-            let mut embs = Vec::new();
-            for c in 0..if p.simcse { 2 } else { cols } {
-                let col = if p.simcse { 0 } else { c };
-                let ids: Vec<&[u32]> = rows.iter().map(|&r| tok(r, col).ids.as_slice()).collect();
-                let batch = model.tokenizer.pad(&ids, &device)?;
-                embs.push(model.embed_batch(&batch, true)?);
-            }
-            let labels = match &p.set.labels {
-                Some(l) => Some(Tensor::from_vec(
-                    rows.iter().map(|&r| l[r]).collect::<Vec<f32>>(),
-                    rows.len(),
-                    &device,
-                )?),
-                None => None,
-            };
-            let l = p.loss.compute(&embs, labels.as_ref())?;
-            let lv = l.to_scalar::<f32>()? as f64;
-            if !lv.is_finite() {
-                bail!("loss is {lv} at step {step}; lower --lr or check the data");
-            }
-            step_loss += lv / accum as f64;
-            let l = if accum > 1 { (l / accum as f64)? } else { l };
-            let grads = l.backward()?;
-            for (a, v) in acc.iter_mut().zip(&vars) {
-                if let Some(g) = grads.get(v.as_tensor()) {
-                    *a = Some(match a.take() {
-                        Some(prev) => (prev + g)?,
-                        None => g.clone(),
-                    });
-                }
-            }
-        }
-        let norm = global_norm(&acc)?;
-        if cfg.max_grad_norm > 0.0 && norm > cfg.max_grad_norm {
-            let coef = cfg.max_grad_norm / (norm + 1e-6);
-            for g in acc.iter_mut().flatten() {
-                *g = (&*g * coef)?;
-            }
-        }
+        let micro: Vec<&[usize]> = (0..accum)
+            .filter_map(|m| batches.get(step * accum + m).map(|b| b.as_slice()))
+            .collect();
+        let (mut acc, step_loss, examples) =
+            accumulate(&model, &p, &micro, &tok, &vars, &device)
+                .with_context(|| format!("training step {}", step + 1))?;
+        let norm = clip(&mut acc, cfg.max_grad_norm)?;
         let lr = lr_at(cfg.schedule, cfg.lr, step, warmup, total);
         opt.step(&acc, lr)?;
         drop(acc);
@@ -435,6 +271,69 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         output: cfg.output.clone(),
     };
     Ok((report, model))
+}
+
+/// Forward + backward over the micro-batches of one optimizer step: summed gradients (each
+/// micro-batch's loss divided by their count), the mean loss, and the number of examples.
+fn accumulate<'a>(
+    model: &SentenceEncoder,
+    p: &Prepared,
+    micro: &[&[usize]],
+    tok: &impl Fn(usize, usize) -> &'a Tokenized,
+    vars: &[candle_core::Var],
+    device: &Device,
+) -> Result<(Vec<Option<Tensor>>, f64, usize)> {
+    let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
+    let (mut step_loss, mut examples) = (0.0, 0);
+    let n = micro.len().max(1) as f64;
+    let columns = if p.simcse { 2 } else { p.set.n_texts() };
+    for rows in micro {
+        examples += rows.len();
+        let mut embs = Vec::with_capacity(columns);
+        for c in 0..columns {
+            // SimCSE: the same texts twice, two dropout masks.
+            let col = if p.simcse { 0 } else { c };
+            let ids: Vec<&[u32]> = rows.iter().map(|&r| tok(r, col).ids.as_slice()).collect();
+            embs.push(model.embed_batch(&model.tokenizer.pad(&ids, device)?, true)?);
+        }
+        let labels = match &p.set.labels {
+            Some(l) => Some(Tensor::from_vec(
+                rows.iter().map(|&r| l[r]).collect::<Vec<f32>>(),
+                rows.len(),
+                device,
+            )?),
+            None => None,
+        };
+        let l = p.loss.compute(&embs, labels.as_ref())?;
+        let lv = l.to_scalar::<f32>()? as f64;
+        if !lv.is_finite() {
+            bail!("loss is {lv}; lower --lr or check the data");
+        }
+        step_loss += lv / n;
+        let l = if micro.len() > 1 { (l / n)? } else { l };
+        let grads = l.backward()?;
+        for (a, v) in acc.iter_mut().zip(vars) {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                *a = Some(match a.take() {
+                    Some(prev) => (prev + g)?,
+                    None => g.clone(),
+                });
+            }
+        }
+    }
+    Ok((acc, step_loss, examples))
+}
+
+/// Global-norm clipping as torch's clip_grad_norm_ (0 disables); returns the norm before clipping.
+fn clip(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
+    let norm = global_norm(grads)?;
+    if max_norm > 0.0 && norm > max_norm {
+        let coef = max_norm / (norm + 1e-6);
+        for g in grads.iter_mut().flatten() {
+            *g = (&*g * coef)?;
+        }
+    }
+    Ok(norm)
 }
 
 fn global_norm(grads: &[Option<Tensor>]) -> Result<f64> {

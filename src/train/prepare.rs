@@ -1,0 +1,137 @@
+//! Everything before step 1: the data read and checked against the loss, the evaluator, the
+//! output directory probed, the checkpoint to resume from, and the plan of batches. Fails fast.
+
+use super::batcher::epoch_batches;
+use super::checkpoint::{self, TrainerState};
+use super::data::TrainSet;
+use super::TrainConfig;
+use crate::data::{read_table, ReadOptions};
+use crate::eval::{self, Evaluator};
+use crate::loss::{self, Loss, LossKind};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// Everything prepared before step 1; fails fast on bad data or outputs.
+pub(super) struct Prepared {
+    pub(super) table: crate::data::Table,
+    pub(super) eval_table: Option<crate::data::Table>,
+    pub(super) set: TrainSet,
+    pub(super) simcse: bool,
+    pub(super) loss: Box<dyn Loss>,
+    pub(super) evaluator: Option<Box<dyn Evaluator>>,
+    pub(super) resume: Option<(PathBuf, TrainerState)>,
+}
+
+pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
+    cfg.validate()?;
+    let loss = loss::build(cfg.loss, &cfg.loss_params);
+    let table = read_table(&cfg.data, cfg.format, &cfg.read)?;
+    let set = TrainSet::from_table(&table, &cfg.columns)?;
+    let simcse = set.n_texts() == 1 && cfg.loss == LossKind::Mnrl;
+    let n_texts = if simcse { 2 } else { set.n_texts() };
+    let shape = loss.input_shape();
+    shape
+        .check(loss.name(), n_texts, set.labels.is_some())
+        .with_context(|| {
+            format!(
+                "{}: columns {:?}{}",
+                cfg.data.display(),
+                set.columns,
+                set.label_column
+                    .as_ref()
+                    .map(|l| format!(" + label {l:?}"))
+                    .unwrap_or_default()
+            )
+        })?;
+    set.check_labels(shape.label)?;
+    if cfg.batch_size > set.len() {
+        bail!(
+            "--batch-size {} is larger than the training data ({} rows in {})",
+            cfg.batch_size,
+            set.len(),
+            cfg.data.display()
+        );
+    }
+    check_writable(&cfg.output)?;
+    let evaluator = match &cfg.eval {
+        Some(e) => {
+            let t = read_table(&e.data, e.format, &ReadOptions::default())?;
+            let cols = e.columns.clone().unwrap_or_else(|| {
+                e.task
+                    .default_columns()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            });
+            let scale = e
+                .score_scale
+                .unwrap_or(if t.format == crate::data::DataFormat::Stsb {
+                    5.0
+                } else {
+                    1.0
+                });
+            Some((eval::build(e.task, &t, &cols, scale)?, t))
+        }
+        None => None,
+    };
+    let (evaluator, eval_table) = match evaluator {
+        Some((ev, t)) => (Some(ev), Some(t)),
+        None => (None, None),
+    };
+    let resume = match &cfg.resume {
+        Some(dir) => {
+            let ckpt = checkpoint::resolve(dir)?;
+            let state = checkpoint::read_state(&ckpt)?;
+            if state.recipe != cfg.recipe() {
+                bail!("--resume {}: the checkpoint was made with a different recipe (data, loss or hyperparameters); resume with the same flags", ckpt.display());
+            }
+            Some((ckpt, state))
+        }
+        None => None,
+    };
+    Ok(Prepared {
+        table,
+        eval_table,
+        set,
+        simcse,
+        loss,
+        evaluator,
+        resume,
+    })
+}
+
+fn check_writable(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("output directory {} cannot be created", dir.display()))?;
+    let probe = dir.join(format!(".write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("output directory {} is not writable", dir.display()))?;
+    std::fs::remove_file(&probe).ok();
+    Ok(())
+}
+
+/// The optimizer steps of the whole run: batches of rows, epoch after epoch.
+pub(super) fn plan(cfg: &TrainConfig, set: &TrainSet) -> Vec<Vec<usize>> {
+    let no_dup = cfg.no_duplicates.unwrap_or(cfg.loss == LossKind::Mnrl);
+    let mut batches = Vec::new();
+    let mut epoch = 0;
+    loop {
+        batches.extend(epoch_batches(
+            &set.texts,
+            cfg.batch_size,
+            cfg.seed,
+            epoch,
+            cfg.shuffle,
+            no_dup,
+        ));
+        epoch += 1;
+        let steps = batches.len().div_ceil(cfg.grad_accum);
+        let enough = match cfg.max_steps {
+            Some(m) => steps >= m,
+            None => epoch >= cfg.epochs,
+        };
+        if enough {
+            return batches;
+        }
+    }
+}
