@@ -23,5 +23,6 @@ pub mod progress;
 pub mod rng;
 pub mod runtime;
 pub mod similarity;
+pub mod similarity_cmd;
 pub mod tokenize;
 pub mod train;

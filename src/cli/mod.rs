@@ -4,6 +4,7 @@
 pub mod embed;
 pub mod eval;
 pub mod pairs;
+pub mod similarity;
 pub mod train;
 
 use crate::model::hub::HubOptions;
@@ -30,6 +31,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Build training pairs/triplets from a dataset (thresholds, labels, classes, NLI, negatives), or check a dataset.
     Pairs(pairs::PairsArgs),
+    /// Cosine of two texts, or the nearest texts of a corpus for a query.
+    Similarity(similarity::SimilarityArgs),
     /// Fine-tune a model with a contrastive, triplet, InfoNCE (MNRL), CoSENT or cosine loss.
     Train(train::TrainArgs),
 }
@@ -92,5 +95,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Train(a) => train::run(a),
         Command::Pairs(a) => pairs::run(a),
+        Command::Similarity(a) => similarity::run(a),
     }
 }

@@ -10,4 +10,5 @@ mod losses;
 mod pairs;
 mod parity;
 mod save_load;
+mod similarity;
 mod train;

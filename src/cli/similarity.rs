@@ -1,0 +1,58 @@
+//! `embtune similarity`: two texts → cosine; `--query` + `--corpus` → the top-k nearest texts.
+
+use super::ModelArgs;
+use crate::encode::EncodeOptions;
+use crate::similarity_cmd::{run as run_similarity, Answer, SimilarityConfig};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct SimilarityArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Two texts to compare.
+    pub texts: Vec<String>,
+    /// Query to search the corpus with.
+    #[arg(long, requires = "corpus")]
+    pub query: Option<String>,
+    /// Corpus: a text file (one per line) or CSV/TSV/JSONL/Parquet with a "text" column (else the
+    /// first column). Embedded once, cached in <corpus>.embtune-cache/.
+    #[arg(long, requires = "query")]
+    pub corpus: Option<PathBuf>,
+    /// Hits to print.
+    #[arg(long, default_value_t = 10)]
+    pub top_k: usize,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: SimilarityArgs) -> Result<()> {
+    let cfg = SimilarityConfig {
+        model: a.model.into_spec(),
+        texts: a.texts,
+        query: a.query,
+        corpus: a.corpus,
+        top_k: a.top_k,
+        encode: EncodeOptions {
+            batch_size: a.batch_size.max(1),
+            normalize: true,
+            progress: false,
+        },
+    };
+    match run_similarity(&cfg)? {
+        Answer::Pair(c) if a.json => println!("{}", serde_json::json!({"cosine": c})),
+        Answer::Pair(c) => println!("{c:.6}"),
+        Answer::Hits(h) if a.json => println!("{}", serde_json::to_string(&h)?),
+        Answer::Hits(h) => {
+            for hit in h {
+                println!("{:>3}  {:.4}  {}", hit.rank, hit.score, hit.text);
+            }
+        }
+    }
+    Ok(())
+}
