@@ -430,3 +430,113 @@ fn mnrl_trains_simcse_style_on_a_single_column() {
     let r = embtune::train::run(&cfg).unwrap();
     assert!(r.last_loss.unwrap().is_finite());
 }
+
+#[test]
+fn save_total_limit_keeps_the_newest_checkpoints() {
+    let f = fixture();
+    let mut cfg = config(&f, "out", 8);
+    cfg.save_steps = Some(2);
+    cfg.save_total_limit = Some(2);
+    embtune::train::run(&cfg).unwrap();
+    let steps: Vec<usize> = embtune::train::checkpoint::list(&cfg.output)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(steps, vec![4, 6]);
+}
+
+#[test]
+fn evaluation_during_training_is_logged_and_save_best_keeps_the_best() {
+    let f = fixture();
+    let mut cfg = config(&f, "out", 6);
+    cfg.eval = Some(embtune::train::EvalSpec {
+        data: f.data.clone(),
+        format: None,
+        task: embtune::eval::EvalTask::Sts,
+        columns: None,
+        score_scale: None,
+    });
+    cfg.eval_steps = Some(2);
+    cfg.save_best = true;
+    let r = embtune::train::run(&cfg).unwrap();
+    let evals: Vec<serde_json::Value> = std::fs::read_to_string(cfg.output.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("eval").is_some())
+        .collect();
+    assert_eq!(
+        evals
+            .iter()
+            .map(|v| v["step"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![2, 4, 6]
+    );
+    let scores: Vec<f64> = evals
+        .iter()
+        .map(|v| v["eval"]["spearman_cosine"].as_f64().unwrap())
+        .collect();
+    let (best, at) = r.best.unwrap();
+    let max = scores.iter().cloned().fold(f64::MIN, f64::max);
+    assert_eq!(best, max);
+    assert_eq!(
+        at as u64,
+        evals[scores.iter().position(|s| *s == max).unwrap()]["step"]
+            .as_u64()
+            .unwrap()
+    );
+    // The kept best model scores exactly the best value.
+    let m = SentenceEncoder::load(
+        &ModelSpec {
+            model: cfg.output.join("best").to_string_lossy().into_owned(),
+            ..Default::default()
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
+    let t = embtune::data::read_table(&f.data, None, &Default::default()).unwrap();
+    let ev = embtune::eval::build(
+        embtune::eval::EvalTask::Sts,
+        &t,
+        &["sentence1".into(), "sentence2".into(), "score".into()],
+        1.0,
+    )
+    .unwrap();
+    assert_eq!(
+        ev.evaluate(&m, &EncodeOptions::default())
+            .unwrap()
+            .primary_value(),
+        best
+    );
+}
+
+/// Without dropout, MSE-based CosineSimilarityLoss over 2 micro-batches of 4 equals one batch of 8.
+#[test]
+fn gradient_accumulation_matches_the_larger_batch() {
+    let f = fixture();
+    let run = |name: &str, batch: usize, accum: usize| {
+        let mut cfg = config(&f, name, 3);
+        cfg.loss = LossKind::Cosine;
+        cfg.batch_size = batch;
+        cfg.grad_accum = accum;
+        cfg.dropout = Some(0.0);
+        cfg.max_grad_norm = 0.0;
+        embtune::train::run(&cfg).unwrap();
+        weights(&cfg.output)
+    };
+    let a = run("accum", 4, 2);
+    let b = run("big", 8, 1);
+    let mut worst = 0f32;
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        for (x, y) in va.iter().zip(vb) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    assert!(worst < 1e-5, "max weight difference {worst}");
+    let c = run("small", 4, 1);
+    assert!(
+        a.iter().zip(&c).any(|(x, y)| x.1 != y.1),
+        "accumulation must differ from the small batch alone"
+    );
+}
