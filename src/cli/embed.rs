@@ -1,7 +1,7 @@
 //! `embtune embed`: flags → [`EmbedConfig`] → [`crate::embed::run`].
 
-use super::{parse_delimiter, ModelArgs};
-use crate::data::{DataFormat, ReadOptions};
+use super::{InputArgs, ModelArgs};
+
 use crate::embed::EmbedConfig;
 use crate::encode::EncodeOptions;
 use anyhow::Result;
@@ -16,24 +16,14 @@ pub struct EmbedArgs {
     /// Input file: text (one per line), JSONL, CSV or TSV.
     #[arg(long, short = 'i')]
     pub input: PathBuf,
-    /// Input format [default: from the extension: .txt, .jsonl, .csv, .tsv].
-    #[arg(long, value_enum)]
-    pub format: Option<DataFormat>,
+    #[command(flatten)]
+    pub reader: InputArgs,
     /// JSONL field holding the text [default: text].
     #[arg(long)]
     pub field: Option<String>,
     /// CSV/TSV column holding the text [default: text].
     #[arg(long)]
     pub column: Option<String>,
-    /// Split of a Hub dataset given as hf://datasets/<org>/<name>[/<config>][@<revision>] [default: train].
-    #[arg(long)]
-    pub split: Option<String>,
-    /// CSV/TSV field delimiter (one character, or \t) [default: , for csv, tab for tsv].
-    #[arg(long, value_parser = parse_delimiter)]
-    pub delimiter: Option<u8>,
-    /// Read CSV/TSV quotes as literal text instead of quoting.
-    #[arg(long)]
-    pub no_quoting: bool,
     /// Output file: .npy (float32 [N, D]), .safetensors (tensor "embeddings") or .jsonl.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
@@ -56,13 +46,9 @@ impl EmbedArgs {
         Ok(EmbedConfig {
             model: self.model.into_spec(),
             input: self.input,
-            format: self.format,
+            format: self.reader.format,
             column: self.field.or(self.column),
-            read: ReadOptions {
-                quoting: !self.no_quoting,
-                delimiter: self.delimiter,
-                split: self.split.clone(),
-            },
+            read: self.reader.read_options(),
             output: self.output,
             encode: EncodeOptions {
                 batch_size: self.batch_size,

@@ -1,7 +1,7 @@
 //! `embtune eval`: flags → [`EvalConfig`] → [`crate::eval::job::run`] → table or JSON.
 
-use super::{parse_delimiter, ModelArgs};
-use crate::data::{DataFormat, ReadOptions};
+use super::{InputArgs, ModelArgs};
+
 use crate::encode::EncodeOptions;
 use crate::eval::job::EvalConfig;
 use crate::eval::EvalTask;
@@ -17,9 +17,8 @@ pub struct EvalArgs {
     /// Evaluation data: CSV/TSV (header row), JSONL, or an STS-B file with --format stsb.
     #[arg(long, short = 'd')]
     pub data: PathBuf,
-    /// Data format [default: from the extension].
-    #[arg(long, value_enum)]
-    pub format: Option<DataFormat>,
+    #[command(flatten)]
+    pub reader: InputArgs,
     /// sts: score pairs; triplet: anchor/positive/negative; binary: 0/1-labeled pairs.
     #[arg(long, value_enum, default_value = "sts")]
     pub task: EvalTask,
@@ -30,15 +29,6 @@ pub struct EvalArgs {
     /// Divide gold scores by this [default: 5 for --format stsb, else 1].
     #[arg(long)]
     pub score_scale: Option<f64>,
-    /// Split of a Hub dataset given as hf://datasets/<org>/<name>[/<config>][@<revision>] [default: train].
-    #[arg(long)]
-    pub split: Option<String>,
-    /// CSV/TSV field delimiter (one character, or \t).
-    #[arg(long, value_parser = parse_delimiter)]
-    pub delimiter: Option<u8>,
-    /// Read CSV/TSV quotes as literal text instead of quoting.
-    #[arg(long)]
-    pub no_quoting: bool,
     /// Texts per forward pass.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -63,15 +53,11 @@ impl EvalArgs {
         Ok(EvalConfig {
             model: self.model.into_spec(),
             data: self.data,
-            format: self.format,
+            format: self.reader.format,
             task: self.task,
             columns: self.columns,
             score_scale: self.score_scale,
-            read: ReadOptions {
-                quoting: !self.no_quoting,
-                delimiter: self.delimiter,
-                split: self.split.clone(),
-            },
+            read: self.reader.read_options(),
             encode: EncodeOptions {
                 batch_size: self.batch_size,
                 normalize: false,

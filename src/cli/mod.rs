@@ -7,6 +7,7 @@ pub mod pairs;
 pub mod similarity;
 pub mod train;
 
+use crate::data::{DataFormat, ReadOptions};
 use crate::model::hub::HubOptions;
 use crate::model::pooling::Pooling;
 use crate::model::ModelSpec;
@@ -75,6 +76,33 @@ impl ModelArgs {
             },
             pooling: self.pooling,
             max_seq_length: self.max_seq_length,
+        }
+    }
+}
+
+/// How to read the input dataset (shared by embed, eval, train and pairs).
+#[derive(Debug, Clone, Args)]
+pub struct InputArgs {
+    /// Input format [default: from the extension: .txt, .csv, .tsv, .jsonl, .parquet; or stsb].
+    #[arg(long, value_enum)]
+    pub format: Option<DataFormat>,
+    /// Split of a Hub dataset given as hf://datasets/<org>/<name>[/<config>][@<revision>] [default: train].
+    #[arg(long)]
+    pub split: Option<String>,
+    /// CSV/TSV field delimiter (one character, or \t) [default: , for csv, tab for tsv].
+    #[arg(long, value_parser = parse_delimiter)]
+    pub delimiter: Option<u8>,
+    /// Read CSV/TSV quotes as literal text instead of quoting.
+    #[arg(long)]
+    pub no_quoting: bool,
+}
+
+impl InputArgs {
+    pub fn read_options(&self) -> ReadOptions {
+        ReadOptions {
+            quoting: !self.no_quoting,
+            delimiter: self.delimiter,
+            split: self.split.clone(),
         }
     }
 }

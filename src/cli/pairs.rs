@@ -1,6 +1,6 @@
 //! `embtune pairs`: flags → [`PairsConfig`] → [`crate::pairs::run`]; or `--check FILE`.
 
-use super::{parse_delimiter, ModelArgs};
+use super::{InputArgs, ModelArgs};
 use crate::data::{read_table, DataFormat, ReadOptions};
 use crate::encode::EncodeOptions;
 use crate::pairs::output::NegativeFormat;
@@ -15,9 +15,8 @@ pub struct PairsArgs {
     /// Input dataset (CSV/TSV with a header, JSONL, STS-B with --format stsb).
     #[arg(long, short = 'd', required_unless_present = "check")]
     pub data: Option<PathBuf>,
-    /// Input format [default: from the extension].
-    #[arg(long, value_enum)]
-    pub format: Option<DataFormat>,
+    #[command(flatten)]
+    pub reader: InputArgs,
     /// What the rows are: scores, labeled, classes, nli, pairs.
     #[arg(long, value_enum, required_unless_present = "check")]
     pub from: Option<Source>,
@@ -25,15 +24,6 @@ pub struct PairsArgs {
     /// [default: the role names: sentence1, sentence2, score, label, text, premise, hypothesis, anchor, positive].
     #[arg(long, value_delimiter = ',')]
     pub columns: Vec<String>,
-    /// Split of a Hub dataset given as hf://datasets/<org>/<name>[/<config>][@<revision>] [default: train].
-    #[arg(long)]
-    pub split: Option<String>,
-    /// CSV/TSV field delimiter (one character, or \t).
-    #[arg(long, value_parser = parse_delimiter)]
-    pub delimiter: Option<u8>,
-    /// Read CSV/TSV quotes as literal text.
-    #[arg(long)]
-    pub no_quoting: bool,
     /// scores: label 1 when score ≥ this.
     #[arg(long)]
     pub positive_min: Option<f64>,
@@ -136,12 +126,8 @@ impl PairsArgs {
         }
         Ok(PairsConfig {
             data,
-            format: self.format,
-            read: ReadOptions {
-                quoting: !self.no_quoting,
-                delimiter: self.delimiter,
-                split: self.split.clone(),
-            },
+            format: self.reader.format,
+            read: self.reader.read_options(),
             source,
             columns: ColumnMap::parse(&self.columns)?,
             positive_min: self.positive_min,
@@ -174,12 +160,8 @@ impl PairsArgs {
 
 pub fn run(args: PairsArgs) -> Result<()> {
     if let Some(file) = args.check.clone() {
-        let read = ReadOptions {
-            quoting: !args.no_quoting,
-            delimiter: args.delimiter,
-            split: args.split.clone(),
-        };
-        let t = read_table(&file, args.format, &read)?;
+        let read = args.reader.read_options();
+        let t = read_table(&file, args.reader.format, &read)?;
         let eval = args
             .eval_data
             .as_ref()

@@ -1,7 +1,7 @@
 //! `embtune train`: flags → [`TrainConfig`] → [`crate::train::run`].
 
-use super::{parse_delimiter, ModelArgs};
-use crate::data::{DataFormat, ReadOptions};
+use super::{InputArgs, ModelArgs};
+use crate::data::DataFormat;
 use crate::eval::EvalTask;
 use crate::loss::{Distance, LossKind, LossParams};
 use crate::train::data::ColumnSpec;
@@ -19,9 +19,8 @@ pub struct TrainArgs {
     /// Training data: CSV/TSV (header row), JSONL, or STS-B with --format stsb (sentence1, sentence2, score/5).
     #[arg(long, short = 'd')]
     pub data: PathBuf,
-    /// Data format [default: from the extension].
-    #[arg(long, value_enum)]
-    pub format: Option<DataFormat>,
+    #[command(flatten)]
+    pub reader: InputArgs,
     /// Text columns in role order (anchor, positive/second, negatives…), comma-separated
     /// [default: every column except the label, in file order].
     #[arg(long, value_delimiter = ',')]
@@ -29,15 +28,6 @@ pub struct TrainArgs {
     /// Label or score column [default: "label" or "score" when present].
     #[arg(long)]
     pub label_column: Option<String>,
-    /// Split of a Hub dataset given as hf://datasets/<org>/<name>[/<config>][@<revision>] [default: train].
-    #[arg(long)]
-    pub split: Option<String>,
-    /// CSV/TSV field delimiter (one character, or \t).
-    #[arg(long, value_parser = parse_delimiter)]
-    pub delimiter: Option<u8>,
-    /// Read CSV/TSV quotes as literal text.
-    #[arg(long)]
-    pub no_quoting: bool,
     /// Loss (see README for the data each expects; infonce = mnrl).
     #[arg(long, value_enum)]
     pub loss: LossKind,
@@ -147,12 +137,8 @@ impl TrainArgs {
         let cfg = TrainConfig {
             model: self.model.into_spec(),
             data: self.data,
-            format: self.format,
-            read: ReadOptions {
-                quoting: !self.no_quoting,
-                delimiter: self.delimiter,
-                split: self.split.clone(),
-            },
+            format: self.reader.format,
+            read: self.reader.read_options(),
             columns: ColumnSpec {
                 text_columns: self.columns,
                 label_column: self.label_column,
