@@ -25,4 +25,4 @@ $BIN eval --model "$OUT/model" --data "$STS/sts-test.csv" --format stsb --task s
 echo "== 4/4 embed: the STS-B test sentence1 column with the fine-tuned model"
 cut -f6 "$STS/sts-test.csv" > "$OUT/sentences.txt"
 $BIN embed --model "$OUT/model" --input "$OUT/sentences.txt" --output "$OUT/sentences.npy"
-echo "quickstart: model in $OUT/model (loads in sentence-transformers), results in $OUT/"
+echo "quickstart: model in $OUT/model (sentence-transformers layout), results in $OUT/"
