@@ -177,6 +177,7 @@ impl TrainArgs {
             log_steps: self.log_steps,
             resume: self.resume,
             progress: !self.quiet && std::io::stderr().is_terminal(),
+            log_lines: !self.quiet && !std::io::stderr().is_terminal(),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -67,8 +67,12 @@ pub struct TrainConfig {
     pub save_total_limit: Option<usize>,
     pub log_steps: usize,
     pub resume: Option<PathBuf>,
+    /// Progress bar on stderr (a terminal).
     #[serde(skip)]
     pub progress: bool,
+    /// Plain progress lines on stderr at each log step (stderr is not a terminal, e.g. CI logs).
+    #[serde(skip)]
+    pub log_lines: bool,
 }
 
 impl Default for TrainConfig {
@@ -104,6 +108,7 @@ impl Default for TrainConfig {
             log_steps: 10,
             resume: None,
             progress: false,
+            log_lines: false,
         }
     }
 }

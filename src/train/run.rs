@@ -218,6 +218,12 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
                 "examples_per_sec": win_examples as f64 / secs.max(1e-9)});
             writeln!(metrics, "{line}")
                 .with_context(|| format!("writing {}", metrics_path.display()))?;
+            if cfg.log_lines {
+                eprintln!(
+                    "step {done}/{total}  loss {mean:.6}  lr {lr:.3e}  grad-norm {norm:.3}  {:.1} examples/s",
+                    win_examples as f64 / secs.max(1e-9)
+                );
+            }
             (win_loss, win_n, win_examples, win_start) = (0.0, 0, 0, Instant::now());
         }
         let eval_now = match cfg.eval_steps {
