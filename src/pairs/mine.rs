@@ -132,7 +132,7 @@ pub fn top_k(
     corpus: &Embeddings,
     k: usize,
     chunk: usize,
-) -> Vec<Vec<(f32, usize)>> {
+) -> candle_core::Result<Vec<Vec<(f32, usize)>>> {
     #[derive(PartialEq)]
     struct MinItem(f32, usize);
     impl Eq for MinItem {}
@@ -151,30 +151,45 @@ pub fn top_k(
         .map(|_| BinaryHeap::with_capacity(k + 1))
         .collect();
     let d = anchors.dim;
+    let dev = candle_core::Device::Cpu;
+    const ANCHOR_CHUNK: usize = 1024;
     for start in (0..corpus.len()).step_by(chunk.max(1)) {
         let end = (start + chunk).min(corpus.len());
-        for (i, heap) in heaps.iter_mut().enumerate() {
-            let a = anchors.row(i);
-            for j in start..end {
-                let b = &corpus.data[j * d..(j + 1) * d];
-                let s: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-                if heap.len() < k {
-                    heap.push(MinItem(s, j));
-                } else if heap.peek().is_some_and(|m| s > m.0) {
-                    heap.pop();
-                    heap.push(MinItem(s, j));
+        // Scores of an anchor chunk against a corpus chunk as one matrix product (memory:
+        // ANCHOR_CHUNK × chunk floats).
+        let c = candle_core::Tensor::from_slice(
+            &corpus.data[start * d..end * d],
+            (end - start, d),
+            &dev,
+        )?
+        .t()?;
+        for a0 in (0..anchors.len()).step_by(ANCHOR_CHUNK) {
+            let a1 = (a0 + ANCHOR_CHUNK).min(anchors.len());
+            let a =
+                candle_core::Tensor::from_slice(&anchors.data[a0 * d..a1 * d], (a1 - a0, d), &dev)?;
+            let scores: Vec<Vec<f32>> = a.matmul(&c)?.to_vec2()?;
+            for (i, row) in scores.into_iter().enumerate() {
+                let heap = &mut heaps[a0 + i];
+                for (off, s) in row.into_iter().enumerate() {
+                    let j = start + off;
+                    if heap.len() < k {
+                        heap.push(MinItem(s, j));
+                    } else if heap.peek().is_some_and(|m| s > m.0) {
+                        heap.pop();
+                        heap.push(MinItem(s, j));
+                    }
                 }
             }
         }
     }
-    heaps
+    Ok(heaps
         .into_iter()
         .map(|h| {
             let mut v: Vec<(f32, usize)> = h.into_iter().map(|m| (m.0, m.1)).collect();
             v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             v
         })
-        .collect()
+        .collect())
 }
 
 fn mine(model: &SentenceEncoder, g: &Grouped, cfg: &PairsConfig) -> Result<Vec<Vec<usize>>> {
@@ -198,7 +213,7 @@ fn mine(model: &SentenceEncoder, g: &Grouped, cfg: &PairsConfig) -> Result<Vec<V
         );
     }
     let k = (range_max + max_pos + 1).min(ce.len());
-    let cands = top_k(&ae, &ce, k, 4096);
+    let cands = top_k(&ae, &ce, k, 4096)?;
     let dot = |i: usize, j: usize| -> f64 {
         ae.row(i)
             .iter()
