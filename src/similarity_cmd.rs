@@ -2,7 +2,6 @@
 //! query. The corpus is embedded once and cached next to it (`<corpus>.embtune-cache/<key>.npy`,
 //! the key hashing the model, its pooling/length settings and the corpus bytes).
 
-use crate::data::{read_table, DataFormat, ReadOptions};
 use crate::encode::{encode, Embeddings, EncodeOptions};
 use crate::model::{ModelSpec, SentenceEncoder};
 use crate::similarity::cosine;
@@ -117,18 +116,7 @@ pub fn run(cfg: &SimilarityConfig) -> Result<Answer> {
             Ok(Answer::Pair(cosine(e.row(0), e.row(1))))
         }
         (Some(q), Some(corpus), []) => {
-            let t = read_table(corpus, None, &ReadOptions::default())
-                .or_else(|_| read_table(corpus, Some(DataFormat::Text), &ReadOptions::default()))?;
-            let col = t.column(if t.columns.iter().any(|c| c == "text") {
-                "text"
-            } else {
-                &t.columns[0]
-            })?;
-            let texts: Vec<String> = t
-                .rows
-                .iter()
-                .map(|r| Ok(t.text(r, col)?.into_owned()))
-                .collect::<Result<_>>()?;
+            let texts = crate::data::read_corpus_texts(corpus)?;
             let model = SentenceEncoder::load(&cfg.model, &crate::device::cpu()?)?;
             let ce = corpus_embeddings(&model, corpus, &texts, &opts)?;
             let qe = encode(&model, &[q.as_str()], &opts)?;

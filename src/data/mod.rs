@@ -55,6 +55,22 @@ impl DataFormat {
     }
 }
 
+/// The texts of a corpus file: a file with a known extension is read in that format (its
+/// `text` column, else its first column); any other file is one text per line.
+pub fn read_corpus_texts(path: &Path) -> Result<Vec<String>> {
+    let format = DataFormat::from_path(path).unwrap_or(DataFormat::Text);
+    let t = read_table(path, Some(format), &ReadOptions::default())?;
+    let col = t.column(if t.columns.iter().any(|c| c == "text") {
+        "text"
+    } else {
+        &t.columns[0]
+    })?;
+    t.rows
+        .iter()
+        .map(|r| Ok(t.text(r, col)?.into_owned()))
+        .collect()
+}
+
 /// One data row: its 1-based line number in the file and its cells, aligned with `Table::columns`
 /// (`Value::Null` where a JSONL object lacks the key).
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! The `eval` job: read a dataset, build the task's evaluator, encode, score.
 
-use super::{build, EvalTask, Metrics};
+use super::{build_with_defaults, EvalTask, Metrics};
 use crate::data::{read_table, DataFormat, ReadOptions};
 use crate::encode::EncodeOptions;
 use crate::model::{ModelSpec, SentenceEncoder};
@@ -23,39 +23,10 @@ pub struct EvalConfig {
     pub encode: EncodeOptions,
 }
 
-impl EvalConfig {
-    /// The columns in effect (STS-B files always use sentence1, sentence2, score).
-    pub fn resolved_columns(&self) -> Vec<String> {
-        match &self.columns {
-            Some(c) => c.clone(),
-            None => self
-                .task
-                .default_columns()
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        }
-    }
-
-    pub fn resolved_scale(&self) -> f64 {
-        self.score_scale
-            .unwrap_or(if self.format == Some(DataFormat::Stsb) {
-                5.0
-            } else {
-                1.0
-            })
-    }
-}
-
 /// Runs the evaluation; data errors come before the model is loaded.
 pub fn run(cfg: &EvalConfig) -> Result<Metrics> {
     let table = read_table(&cfg.data, cfg.format, &cfg.read)?;
-    let evaluator = build(
-        cfg.task,
-        &table,
-        &cfg.resolved_columns(),
-        cfg.resolved_scale(),
-    )?;
+    let evaluator = build_with_defaults(cfg.task, &table, cfg.columns.as_deref(), cfg.score_scale)?;
     let model = SentenceEncoder::load(&cfg.model, &crate::device::cpu()?)?;
     for n in &model.notices {
         eprintln!("note: {n}");

@@ -113,6 +113,31 @@ pub fn build(
     })
 }
 
+/// [`build`] with the defaults filled in: the task's default columns, and scores divided by 5
+/// for STS-B files (their scores run 0–5), else by 1.
+pub fn build_with_defaults(
+    task: EvalTask,
+    table: &Table,
+    columns: Option<&[String]>,
+    score_scale: Option<f64>,
+) -> Result<Box<dyn Evaluator>> {
+    let cols: Vec<String> = match columns {
+        Some(c) => c.to_vec(),
+        None => task
+            .default_columns()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let stsb = table.format == crate::data::DataFormat::Stsb;
+    build(
+        task,
+        table,
+        &cols,
+        score_scale.unwrap_or(if stsb { 5.0 } else { 1.0 }),
+    )
+}
+
 /// Encodes the distinct texts once and maps each text to its row of the result.
 pub(crate) struct UniqueEmbeddings {
     pub emb: Embeddings,

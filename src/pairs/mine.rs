@@ -10,7 +10,7 @@
 
 use super::output::{NegativeFormat, Rows};
 use super::{PairsConfig, PairsReport};
-use crate::data::{read_table, DataFormat, Table};
+use crate::data::Table;
 use crate::encode::{encode, Embeddings};
 use crate::model::SentenceEncoder;
 use crate::rng::Rng;
@@ -69,17 +69,7 @@ fn read_corpus(cfg: &PairsConfig) -> Result<Vec<String>> {
     let Some(p) = &cfg.negatives.corpus else {
         return Ok(Vec::new());
     };
-    let t = read_table(p, None, &Default::default())
-        .or_else(|_| read_table(p, Some(DataFormat::Text), &Default::default()))?;
-    let col = t.column(if t.columns.iter().any(|c| c == "text") {
-        "text"
-    } else {
-        &t.columns[0]
-    })?;
-    t.rows
-        .iter()
-        .map(|r| Ok(t.text(r, col)?.into_owned()))
-        .collect()
+    crate::data::read_corpus_texts(p)
 }
 
 /// `--from pairs`: adds negatives, random or mined.

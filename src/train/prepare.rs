@@ -56,21 +56,8 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     let evaluator = match &cfg.eval {
         Some(e) => {
             let t = read_table(&e.data, e.format, &ReadOptions::default())?;
-            let cols = e.columns.clone().unwrap_or_else(|| {
-                e.task
-                    .default_columns()
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-            });
-            let scale = e
-                .score_scale
-                .unwrap_or(if t.format == crate::data::DataFormat::Stsb {
-                    5.0
-                } else {
-                    1.0
-                });
-            Some((eval::build(e.task, &t, &cols, scale)?, t))
+            let ev = eval::build_with_defaults(e.task, &t, e.columns.as_deref(), e.score_scale)?;
+            Some((ev, t))
         }
         None => None,
     };
