@@ -1,9 +1,202 @@
-//! Device selection; the only `cfg(feature = "cuda")` site outside ops. CPU for now.
+//! Device and precision selection: `--device cpu|cuda[:N]|auto`, `--dtype f32|bf16|f16`,
+//! `--tf32`, resolved once into a candle `Device`. The only `cfg(feature = "cuda")` site outside
+//! the CUDA ops (`cuda_ops.rs`) and the optimizer's device moments.
 
-use anyhow::Result;
-use candle_core::Device;
+use anyhow::{bail, Result};
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
 
-/// The compute device for this run.
+/// Where to run. `auto` (the default) picks the first CUDA GPU when this binary was built with
+/// the `cuda` feature and a GPU is present, else the CPU — as sentence-transformers does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            _ => match s.strip_prefix("cuda:") {
+                Some(n) => n
+                    .parse()
+                    .map(Self::Cuda)
+                    .map_err(|_| format!("expected cuda:<index>, got {s:?}")),
+                None => Err(format!(
+                    "expected cpu, cuda, cuda:<index> or auto, got {s:?}"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => write!(f, "auto"),
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// Compute precision of the encoder. Master weights, the loss and the optimizer stay f32
+/// (mixed precision, as torch autocast); LayerNorm statistics and softmax run in f32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::Bf16 => DType::BF16,
+            Self::F16 => DType::F16,
+        }
+    }
+}
+
+/// Device, precision and matmul settings of a run (part of `ModelSpec`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputeSpec {
+    pub device: DeviceChoice,
+    pub dtype: Precision,
+    /// Let f32 matrix products use TF32 tensor cores on CUDA (faster, ~1e-3 relative error).
+    pub tf32: bool,
+}
+
+/// True when this binary was built with the `cuda` feature.
+pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
+
+/// The CPU device.
 pub fn cpu() -> Result<Device> {
     Ok(Device::Cpu)
+}
+
+/// Resolves the device of a run and applies the TF32 setting.
+pub fn resolve(spec: &ComputeSpec) -> Result<Device> {
+    let dev = match spec.device {
+        DeviceChoice::Cpu => Device::Cpu,
+        DeviceChoice::Auto => auto()?,
+        DeviceChoice::Cuda(n) => cuda(n)?,
+    };
+    set_tf32(spec.tf32 && dev.is_cuda());
+    Ok(dev)
+}
+
+#[cfg(feature = "cuda")]
+fn auto() -> Result<Device> {
+    if candle_core::utils::cuda_is_available() {
+        // A driver without a usable GPU falls back to the CPU, as sentence-transformers does.
+        if let Ok(d) = Device::new_cuda(0) {
+            return Ok(d);
+        }
+    }
+    Ok(Device::Cpu)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn auto() -> Result<Device> {
+    Ok(Device::Cpu)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(n: usize) -> Result<Device> {
+    Device::new_cuda(n).map_err(|e| {
+        anyhow::anyhow!("--device cuda:{n}: no usable CUDA GPU {n} ({e}); check the NVIDIA driver (nvidia-smi) and LD_LIBRARY_PATH for the CUDA 13 libraries")
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(n: usize) -> Result<Device> {
+    bail!("--device cuda:{n}: this embtune binary was built without CUDA support; build it with `cargo build --release --features cuda` (see scripts/build-cuda.sh)")
+}
+
+#[cfg(feature = "cuda")]
+fn set_tf32(on: bool) {
+    candle_core::cuda::set_gemm_reduced_precision_f32(on);
+}
+
+#[cfg(not(feature = "cuda"))]
+fn set_tf32(_on: bool) {}
+
+/// Refuses precisions a device cannot run well: f16/bf16 only on CUDA (candle's CPU half
+/// precision matmul is slower than f32 and would only lose accuracy).
+pub fn check_precision(spec: &ComputeSpec, dev: &Device) -> Result<()> {
+    if spec.dtype != Precision::F32 && !dev.is_cuda() {
+        bail!(
+            "--dtype {:?} needs a CUDA device; on the CPU use --dtype f32",
+            spec.dtype
+        );
+    }
+    Ok(())
+}
+
+/// Whether CUDA runs use embtune's own kernels (fused LayerNorm/softmax with backwards, the
+/// embedding gather/scatter, dropout masks, clipping on the device). On by default;
+/// `EMBTUNE_CUDA_FUSED=0` falls back to candle's composed ops, which `check-device` first
+/// verified on an H100 (scripts/gpu-check.sh checks both paths).
+pub fn fast_cuda_kernels() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(
+            std::env::var("EMBTUNE_CUDA_FUSED").as_deref(),
+            Ok("0") | Ok("false") | Ok("off")
+        )
+    })
+}
+
+/// A short description of the device for logs and reports.
+pub fn describe(dev: &Device) -> String {
+    match dev.location() {
+        candle_core::DeviceLocation::Cpu => {
+            format!("cpu ({} threads)", rayon::current_num_threads())
+        }
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_choices() {
+        assert_eq!("cpu".parse::<DeviceChoice>(), Ok(DeviceChoice::Cpu));
+        assert_eq!("CUDA".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!("cuda:3".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(3)));
+        assert_eq!("auto".parse::<DeviceChoice>(), Ok(DeviceChoice::Auto));
+        assert!("cuda:x".parse::<DeviceChoice>().is_err());
+        assert!("tpu".parse::<DeviceChoice>().is_err());
+        assert_eq!(DeviceChoice::Cuda(2).to_string(), "cuda:2");
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_is_a_clear_error() {
+        let spec = ComputeSpec {
+            device: DeviceChoice::Cuda(0),
+            ..Default::default()
+        };
+        let e = resolve(&spec).unwrap_err().to_string();
+        assert!(e.contains("built without CUDA support"), "{e}");
+        let auto = resolve(&ComputeSpec::default()).unwrap();
+        assert!(auto.is_cpu());
+    }
 }

@@ -74,7 +74,7 @@ pub fn read_texts(cfg: &EmbedConfig) -> Result<Vec<String>> {
 pub fn run(cfg: &EmbedConfig) -> Result<EmbedReport> {
     let out_format = OutputFormat::from_path(&cfg.output)?;
     let texts = read_texts(cfg)?;
-    let model = SentenceEncoder::load(&cfg.model, &candle_core::Device::Cpu)?;
+    let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
     for n in &model.notices {
         eprintln!("note: {n}");
     }

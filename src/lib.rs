@@ -8,9 +8,14 @@
 //! - `data` — datasets into tables (text, CSV/TSV, JSONL, STS-B).
 //! - `encode` — batched, length-sorted inference.
 //! - `tokenize`, `similarity`, `rng`, `fsutil`, `progress`, `device` — leaves.
+//! - `cuda_ops` (feature `cuda`) — our CUDA kernels: fused AdamW, sums of squares.
 
+pub mod bench;
 pub mod cli;
+#[cfg(feature = "cuda")]
+pub mod cuda_ops;
 pub mod data;
+pub mod devcheck;
 pub mod device;
 pub mod embed;
 pub mod encode;

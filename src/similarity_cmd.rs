@@ -111,13 +111,13 @@ pub fn run(cfg: &SimilarityConfig) -> Result<Answer> {
     opts.normalize = true;
     match (&cfg.query, &cfg.corpus, cfg.texts.as_slice()) {
         (None, None, [a, b]) => {
-            let model = SentenceEncoder::load(&cfg.model, &crate::device::cpu()?)?;
+            let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
             let e = encode(&model, &[a.as_str(), b.as_str()], &opts)?;
             Ok(Answer::Pair(cosine(e.row(0), e.row(1))))
         }
         (Some(q), Some(corpus), []) => {
             let texts = crate::data::read_corpus_texts(corpus)?;
-            let model = SentenceEncoder::load(&cfg.model, &crate::device::cpu()?)?;
+            let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
             let ce = corpus_embeddings(&model, corpus, &texts, &opts)?;
             let qe = encode(&model, &[q.as_str()], &opts)?;
             let mut scored: Vec<(f64, usize)> = (0..texts.len())

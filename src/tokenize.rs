@@ -13,6 +13,9 @@ pub struct TokenBatch {
     pub attention_mask: Tensor,
     pub token_type_ids: Tensor,
     pub lengths: Vec<usize>,
+    /// Every token type id is 0 (single-sentence inputs): the encoder may add token-type row 0
+    /// by broadcasting instead of a gather.
+    pub single_segment: bool,
 }
 
 /// One tokenized text: ids with special tokens, and whether truncation cut it.
@@ -147,5 +150,6 @@ pub fn pad_batch(items: &[&[u32]], pad_id: u32, device: &Device) -> Result<Token
         attention_mask,
         token_type_ids,
         lengths: items.iter().map(|i| i.len()).collect(),
+        single_segment: true,
     })
 }

@@ -1,6 +1,7 @@
 //! Command-line types (clap) live only here: one file per subcommand, each turning its `Args`
 //! into the library's config in one function, then calling the library's `run`.
 
+pub mod bench;
 pub mod embed;
 pub mod eval;
 pub mod pairs;
@@ -8,6 +9,7 @@ pub mod similarity;
 pub mod train;
 
 use crate::data::{DataFormat, ReadOptions};
+use crate::device::{ComputeSpec, DeviceChoice, Precision};
 use crate::model::hub::HubOptions;
 use crate::model::pooling::Pooling;
 use crate::model::ModelSpec;
@@ -36,6 +38,10 @@ pub enum Command {
     Similarity(similarity::SimilarityArgs),
     /// Fine-tune a model with a contrastive, triplet, InfoNCE (MNRL), CoSENT or cosine loss.
     Train(train::TrainArgs),
+    /// Measure encode or training throughput on this machine (one JSON line).
+    Bench(bench::BenchArgs),
+    /// Compare a CUDA device against the CPU: embeddings, losses, gradients, optimizer, dropout.
+    CheckDevice(bench::CheckDeviceArgs),
 }
 
 /// Which model to load and how (shared by every subcommand).
@@ -62,6 +68,34 @@ pub struct ModelArgs {
     /// Override the model's max_seq_length, in tokens (special tokens included); longer texts are truncated.
     #[arg(long)]
     pub max_seq_length: Option<usize>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+}
+
+/// Where and in which precision the model runs (part of every command that loads a model).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ComputeArgs {
+    /// Device: cpu, cuda, cuda:N, or auto = the first CUDA GPU when this binary is built with
+    /// the cuda feature and one is present, else the CPU.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Compute precision of the encoder on CUDA: f32, bf16 or f16 (mixed precision: weights,
+    /// loss and optimizer stay f32).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: Precision,
+    /// Allow TF32 tensor-core matrix products for f32 on CUDA (faster; ~1e-3 relative error).
+    #[arg(long)]
+    pub tf32: bool,
+}
+
+impl ComputeArgs {
+    pub fn spec(&self) -> ComputeSpec {
+        ComputeSpec {
+            device: self.device,
+            dtype: self.dtype,
+            tf32: self.tf32,
+        }
+    }
 }
 
 impl ModelArgs {
@@ -76,6 +110,7 @@ impl ModelArgs {
             },
             pooling: self.pooling,
             max_seq_length: self.max_seq_length,
+            compute: self.compute.spec(),
         }
     }
 }
@@ -124,5 +159,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Pairs(a) => pairs::run(a),
         Command::Similarity(a) => similarity::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::CheckDevice(a) => bench::run_check(a),
     }
 }

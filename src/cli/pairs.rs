@@ -1,6 +1,6 @@
 //! `embtune pairs`: flags → [`PairsConfig`] → [`crate::pairs::run`]; or `--check FILE`.
 
-use super::{InputArgs, ModelArgs};
+use super::{ComputeArgs, InputArgs, ModelArgs};
 use crate::data::{read_table, DataFormat, ReadOptions};
 use crate::encode::EncodeOptions;
 use crate::pairs::output::NegativeFormat;
@@ -72,6 +72,8 @@ pub struct PairsArgs {
     /// Override the model's max_seq_length.
     #[arg(long)]
     pub max_seq_length: Option<usize>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Seed for every random choice.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -101,6 +103,7 @@ pub struct PairsArgs {
 fn model_spec(
     model: &Option<String>,
     max_seq_length: Option<usize>,
+    compute: &ComputeArgs,
 ) -> Option<crate::model::ModelSpec> {
     model.as_ref().map(|m| {
         let spec = ModelArgs {
@@ -111,6 +114,7 @@ fn model_spec(
             token: None,
             pooling: None,
             max_seq_length,
+            compute: compute.clone(),
         };
         spec.into_spec()
     })
@@ -146,7 +150,7 @@ impl PairsArgs {
                 corpus: self.corpus,
                 format: self.output_format,
             },
-            model: model_spec(&self.model, self.max_seq_length),
+            model: model_spec(&self.model, self.max_seq_length, &self.compute),
             seed: self.seed,
             output,
             encode: EncodeOptions {
@@ -167,11 +171,8 @@ pub fn run(args: PairsArgs) -> Result<()> {
             .as_ref()
             .map(|p| read_table(p, args.eval_format, &ReadOptions::default()))
             .transpose()?;
-        let model = match model_spec(&args.model, args.max_seq_length) {
-            Some(spec) => Some(crate::model::SentenceEncoder::load(
-                &spec,
-                &crate::device::cpu()?,
-            )?),
+        let model = match model_spec(&args.model, args.max_seq_length, &args.compute) {
+            Some(spec) => Some(crate::model::SentenceEncoder::load_on_spec_device(&spec)?),
             None => None,
         };
         let r = crate::pairs::check::check(

@@ -71,6 +71,24 @@ pub fn read_corpus_texts(path: &Path) -> Result<Vec<String>> {
         .collect()
 }
 
+/// The distinct sentences (sentence1 then sentence2 of each row, first occurrence kept, in file
+/// order) of an STS-B-format file: what the encode benchmarks embed.
+pub fn read_unique_stsb_sentences(path: &Path) -> Result<Vec<String>> {
+    let t = read_table(path, Some(DataFormat::Stsb), &ReadOptions::default())?;
+    let (c1, c2) = (t.column("sentence1")?, t.column("sentence2")?);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for row in &t.rows {
+        for c in [c1, c2] {
+            let s = t.text(row, c)?.into_owned();
+            if seen.insert(s.clone()) {
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// One data row: its 1-based line number in the file and its cells, aligned with `Table::columns`
 /// (`Value::Null` where a JSONL object lacks the key).
 #[derive(Debug, Clone)]

@@ -27,7 +27,7 @@ pub struct EvalConfig {
 pub fn run(cfg: &EvalConfig) -> Result<Metrics> {
     let table = read_table(&cfg.data, cfg.format, &cfg.read)?;
     let evaluator = build_with_defaults(cfg.task, &table, cfg.columns.as_deref(), cfg.score_scale)?;
-    let model = SentenceEncoder::load(&cfg.model, &crate::device::cpu()?)?;
+    let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
     for n in &model.notices {
         eprintln!("note: {n}");
     }

@@ -22,22 +22,15 @@ impl Loss for Cosent {
     }
     fn compute(&self, e: &[Tensor], labels: Option<&Tensor>) -> candle_core::Result<Tensor> {
         expect_columns(self.name(), e, 2)?;
-        let y: Vec<f32> = need_labels(self.name(), labels)?
-            .to_dtype(candle_core::DType::F32)?
-            .to_vec1()?;
-        let b = y.len();
+        let y = need_labels(self.name(), labels)?.to_dtype(candle_core::DType::F32)?;
         let s = (pairwise_cosine(&e[0], &e[1])? * self.scale)?; // [B]
-                                                                // diff[i, j] = s_i - s_j, kept where y_i < y_j.
+                                                                // diff[i, j] = s_i - s_j, kept where y_i < y_j (the mask is built on the device: no
+                                                                // copy of the labels to the host, so a GPU step never waits here).
         let diff = s.unsqueeze(1)?.broadcast_sub(&s.unsqueeze(0)?)?;
-        let mut mask = vec![0f32; b * b];
-        for i in 0..b {
-            for j in 0..b {
-                if y[i] < y[j] {
-                    mask[i * b + j] = 1.0;
-                }
-            }
-        }
-        let mask = Tensor::from_vec(mask, (b, b), s.device())?.to_dtype(s.dtype())?;
+        let mask = y
+            .unsqueeze(1)?
+            .broadcast_lt(&y.unsqueeze(0)?)?
+            .to_dtype(s.dtype())?;
         // Masked-out entries get −1e12, as sentence-transformers; exp underflows to exactly 0.
         let masked = (diff.broadcast_mul(&mask)? + ((mask.ones_like()? - &mask)? * -1e12)?)?
             .flatten_all()?;

@@ -12,13 +12,19 @@ use crate::tokenize::TokenBatch;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use std::sync::Mutex;
 
-/// A parameter as a tensor: tracked for autograd, or detached (inference: no graph is kept, so
-/// activations are freed as soon as they are used).
-fn param(v: &Var, grad: bool) -> Tensor {
-    if grad {
+/// A parameter as a tensor in the compute dtype: tracked for autograd, or detached (inference:
+/// no graph is kept, so activations are freed as soon as they are used). Master weights stay f32;
+/// the cast is part of the graph, so gradients come back to them in f32 (mixed precision).
+fn param(v: &Var, grad: bool, dtype: DType) -> Result<Tensor> {
+    let t = if grad {
         v.as_tensor().clone()
     } else {
         v.as_detached_tensor()
+    };
+    if t.dtype() == dtype {
+        Ok(t)
+    } else {
+        t.to_dtype(dtype)
     }
 }
 
@@ -31,13 +37,14 @@ struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
+        let dt = x.dtype();
         let dims = x.dims().to_vec();
         let last = *dims.last().unwrap_or(&0);
         let rows = x.elem_count() / last.max(1);
         let y = x
             .reshape((rows, last))?
-            .matmul(&param(&self.weight, grad).t()?)?;
-        let y = y.broadcast_add(&param(&self.bias, grad))?;
+            .matmul(&param(&self.weight, grad, dt)?.t()?)?;
+        let y = y.broadcast_add(&param(&self.bias, grad, dt)?)?;
         let mut out = dims;
         if let Some(l) = out.last_mut() {
             *l = self.weight.dim(0)?;
@@ -54,11 +61,28 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
+    /// `x` in the compute dtype; statistics in f32 (see `ops::layer_norm`). On CUDA one fused
+    /// kernel: candle's for inference, ours with a hand-written backward for training
+    /// (`fused.rs`); the CPU keeps the composed version.
     fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
+        let dt = x.dtype();
+        if x.device().is_cuda() {
+            let w = param(&self.weight, grad, DType::F32)?;
+            let b = param(&self.bias, grad, DType::F32)?;
+            let x32 = x.to_dtype(DType::F32)?;
+            let y = if !grad {
+                candle_nn::ops::layer_norm(&x32, &w, &b, self.eps as f32)?
+            } else if crate::device::fast_cuda_kernels() {
+                super::fused::layer_norm(&x32, &w, &b, self.eps)?
+            } else {
+                ops::layer_norm(&x32, &w, &b, self.eps)?
+            };
+            return y.to_dtype(dt);
+        }
         ops::layer_norm(
             x,
-            &param(&self.weight, grad),
-            &param(&self.bias, grad),
+            &param(&self.weight, grad, dt)?,
+            &param(&self.bias, grad, dt)?,
             self.eps,
         )
     }
@@ -97,7 +121,10 @@ pub struct BertModel {
     dropout: DropoutRates,
     seed: u64,
     rng: Mutex<Rng>,
+    /// Dtype of the stored (master) weights: f32 for loaded models.
     dtype: DType,
+    /// Dtype the encoder computes in (`--dtype`); the output is in the weights' dtype.
+    compute: DType,
     device: Device,
 }
 
@@ -202,6 +229,7 @@ impl BertModel {
             seed: 0,
             rng: Mutex::new(Rng::with_stream(0, 1)),
             dtype,
+            compute: dtype,
             device,
         })
     }
@@ -214,6 +242,15 @@ impl BertModel {
     }
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+    /// The dtype the encoder computes in.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
+    }
+    /// Computes in `dtype` (bf16/f16 mixed precision: weights stay in their stored dtype and are
+    /// cast on the fly, LayerNorm and softmax run in f32, the output is f32).
+    pub fn set_compute_dtype(&mut self, dtype: DType) {
+        self.compute = dtype;
     }
     pub fn device(&self) -> &Device {
         &self.device
@@ -267,6 +304,13 @@ impl BertModel {
             return Ok(x.clone());
         }
         let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        if x.device().is_cuda() {
+            // The mask is made on the GPU from one seed drawn from our seeded RNG: reproducible
+            // from the run's seed, and the RNG state in a checkpoint resumes the sequence.
+            let seed = rng.next_u64();
+            drop(rng);
+            return ops::dropout_on_device(x, p, seed);
+        }
         ops::dropout(x, p, &mut rng)
     }
 
@@ -289,22 +333,41 @@ impl BertModel {
             );
         }
         let h = self.cfg.hidden_size;
-        let ids = batch.input_ids.flatten_all()?;
-        let words = param(&self.word, grad)
-            .index_select(&ids, 0)?
+        let dt = self.dtype;
+        let cuda = self.device.is_cuda();
+        // Embedding sums in the stored dtype (f32): gathering rows is cheap, and the embedding
+        // LayerNorm then hands the compute dtype to the layers.
+        let words = ops::embedding_rows(&param(&self.word, grad, dt)?, &batch.input_ids)?
             .reshape((b, s, h))?;
-        let pos_ids = Tensor::arange(0u32, s as u32, &self.device)?;
-        let pos = param(&self.position, grad).index_select(&pos_ids, 0)?;
-        let tt = param(&self.token_type, grad)
-            .index_select(&batch.token_type_ids.flatten_all()?, 0)?
-            .reshape((b, s, h))?;
-        let x = words.broadcast_add(&pos)?.add(&tt)?;
-        let mut x = self.drop(&self.emb_ln.forward(&x, grad)?, self.dropout.hidden, train)?;
-        let mask = ops::additive_attention_mask(&batch.attention_mask, self.dtype)?;
+        let x = if cuda && crate::device::fast_cuda_kernels() {
+            // Same values as the gathers below, with cheap backwards on the GPU: positions
+            // 0..s are a narrow; single-segment token types are row 0, broadcast.
+            let x = words.broadcast_add(&param(&self.position, grad, dt)?.narrow(0, 0, s)?)?;
+            if batch.single_segment {
+                x.broadcast_add(&param(&self.token_type, grad, dt)?.narrow(0, 0, 1)?)?
+            } else {
+                let tt = ops::embedding_rows(
+                    &param(&self.token_type, grad, dt)?,
+                    &batch.token_type_ids,
+                )?;
+                x.add(&tt.reshape((b, s, h))?)?
+            }
+        } else {
+            let pos_ids = Tensor::arange(0u32, s as u32, &self.device)?;
+            let pos = param(&self.position, grad, dt)?.index_select(&pos_ids, 0)?;
+            let tt = param(&self.token_type, grad, dt)?
+                .index_select(&batch.token_type_ids.flatten_all()?, 0)?
+                .reshape((b, s, h))?;
+            words.broadcast_add(&pos)?.add(&tt)?
+        };
+        let x = self.emb_ln.forward(&x, grad)?.to_dtype(self.compute)?;
+        let mut x = self.drop(&x, self.dropout.hidden, train)?;
+        let mask = ops::additive_attention_mask(&batch.attention_mask, self.compute)?;
         for layer in &self.layers {
             x = self.layer_forward(layer, &x, &mask, train, grad)?;
         }
-        Ok(x)
+        // Back to the weights' dtype (f32; f64 for the gradient-check model).
+        x.to_dtype(self.dtype)
     }
 
     fn layer_forward(
@@ -326,11 +389,7 @@ impl BertModel {
         let v = heads(l.value.forward(x, grad)?)?;
         let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
         let scores = scores.broadcast_add(mask)?;
-        let probs = self.drop(
-            &ops::softmax_last_dim(&scores)?,
-            self.dropout.attention,
-            train,
-        )?;
+        let probs = self.drop(&softmax(&scores, grad)?, self.dropout.attention, train)?;
         let ctx = probs
             .matmul(&v)?
             .transpose(1, 2)?
@@ -352,6 +411,23 @@ impl BertModel {
     pub fn output_dim(&self) -> usize {
         self.cfg.hidden_size
     }
+}
+
+/// Softmax over the last dim in f32 (half precision inputs are cast up and the result cast
+/// back). On CUDA one fused kernel (candle's for inference, ours with a backward for training);
+/// the CPU keeps the composed version.
+fn softmax(x: &Tensor, grad: bool) -> Result<Tensor> {
+    let dt = x.dtype();
+    let x32 = match dt {
+        DType::F16 | DType::BF16 => x.to_dtype(DType::F32)?,
+        _ => x.clone(),
+    };
+    let y = match (x.device().is_cuda(), grad) {
+        (true, false) => candle_nn::ops::softmax_last_dim(&x32)?,
+        (true, true) if crate::device::fast_cuda_kernels() => super::fused::softmax_last_dim(&x32)?,
+        _ => ops::softmax_last_dim(&x32)?,
+    };
+    y.to_dtype(dt)
 }
 
 /// Standard normal by Box–Muller.

@@ -5,6 +5,7 @@
 pub mod bert;
 pub mod config;
 pub mod dense;
+pub mod fused;
 pub mod hub;
 pub mod ops;
 pub mod pooling;
@@ -34,6 +35,9 @@ pub struct ModelSpec {
     pub pooling: Option<Vec<Pooling>>,
     /// Overrides the model's max_seq_length (tokens, special tokens included).
     pub max_seq_length: Option<usize>,
+    /// Device, compute precision and TF32 (`--device`, `--dtype`, `--tf32`).
+    #[serde(default)]
+    pub compute: crate::device::ComputeSpec,
 }
 
 /// Default when neither the model nor the user sets max_seq_length (BERT's position limit
@@ -59,6 +63,13 @@ pub struct SentenceEncoder {
 }
 
 impl SentenceEncoder {
+    /// Loads a model onto the device and precision of `spec.compute` (see `device::resolve`).
+    pub fn load_on_spec_device(spec: &ModelSpec) -> Result<Self> {
+        let dev = crate::device::resolve(&spec.compute)?;
+        crate::device::check_precision(&spec.compute, &dev)?;
+        Self::load(spec, &dev)
+    }
+
     /// Loads a model, checking every file it reads (errors name the file).
     pub fn load(spec: &ModelSpec, device: &Device) -> Result<Self> {
         let src = ModelSource::parse(&spec.model, spec.hub.clone())?;
@@ -103,7 +114,8 @@ impl SentenceEncoder {
                 checked.ignored_heads.len()
             ));
         }
-        let bert = BertModel::from_weights(cfg.clone(), checked)?;
+        let mut bert = BertModel::from_weights(cfg.clone(), checked)?;
+        bert.set_compute_dtype(spec.compute.dtype.dtype());
         let max_len = spec
             .max_seq_length
             .or(stack.max_seq_length)

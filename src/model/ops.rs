@@ -56,6 +56,34 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
     x.mul(&mask)
 }
 
+/// Inverted dropout on a GPU: the mask is made on the device by a counter-based hash of
+/// `(seed, index)` (one kernel, no generator state to save), so the same seed gives the same mask.
+pub fn dropout_on_device(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() && crate::device::fast_cuda_kernels() {
+        return x.mul(&crate::cuda_ops::dropout_mask(x, p, seed)?);
+    }
+    // Composed fallback: the device generator, re-seeded for this mask.
+    x.device().set_seed(seed)?;
+    let u = Tensor::rand(0f32, 1f32, x.shape(), x.device())?;
+    let mask = (u.ge(p)?.to_dtype(x.dtype())? * (1.0 / (1.0 - p)))?;
+    x.mul(&mask)
+}
+
+/// Rows `ids` (any shape, flattened) of `table: [V, H]` → `[N, H]`. On CUDA a gather whose
+/// backward scatter-adds in parallel (`cuda_ops::embedding`); elsewhere `index_select`.
+pub fn embedding_rows(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if table.device().is_cuda() && table.dtype() == DType::F32 && crate::device::fast_cuda_kernels()
+    {
+        return crate::cuda_ops::embedding(table, ids);
+    }
+    table.index_select(&ids.flatten_all()?, 0)
+}
+
 /// The value added to attention scores at padded keys: far below any real score, yet finite in
 /// every dtype so that `score + mask` never overflows to -inf (f16 tops out at 65504).
 pub fn mask_value(dtype: DType) -> f64 {

@@ -89,7 +89,7 @@ pub fn add_negatives(
             .model
             .as_ref()
             .context("hard-negative mining needs --model")?;
-        let model = SentenceEncoder::load(spec, &crate::device::cpu()?)?;
+        let model = SentenceEncoder::load_on_spec_device(spec)?;
         mine(&model, &g, cfg)?
     } else {
         random(&g, n, cfg.seed)
@@ -123,6 +123,17 @@ pub fn top_k(
     k: usize,
     chunk: usize,
 ) -> candle_core::Result<Vec<Vec<(f32, usize)>>> {
+    top_k_on(&candle_core::Device::Cpu, anchors, corpus, k, chunk)
+}
+
+/// [`top_k`] with the score matrix products on `dev` (the model's device when mining).
+pub fn top_k_on(
+    dev: &candle_core::Device,
+    anchors: &Embeddings,
+    corpus: &Embeddings,
+    k: usize,
+    chunk: usize,
+) -> candle_core::Result<Vec<Vec<(f32, usize)>>> {
     #[derive(PartialEq)]
     struct MinItem(f32, usize);
     impl Eq for MinItem {}
@@ -141,7 +152,6 @@ pub fn top_k(
         .map(|_| BinaryHeap::with_capacity(k + 1))
         .collect();
     let d = anchors.dim;
-    let dev = candle_core::Device::Cpu;
     const ANCHOR_CHUNK: usize = 1024;
     for start in (0..corpus.len()).step_by(chunk.max(1)) {
         let end = (start + chunk).min(corpus.len());
@@ -150,13 +160,13 @@ pub fn top_k(
         let c = candle_core::Tensor::from_slice(
             &corpus.data[start * d..end * d],
             (end - start, d),
-            &dev,
+            dev,
         )?
         .t()?;
         for a0 in (0..anchors.len()).step_by(ANCHOR_CHUNK) {
             let a1 = (a0 + ANCHOR_CHUNK).min(anchors.len());
             let a =
-                candle_core::Tensor::from_slice(&anchors.data[a0 * d..a1 * d], (a1 - a0, d), &dev)?;
+                candle_core::Tensor::from_slice(&anchors.data[a0 * d..a1 * d], (a1 - a0, d), dev)?;
             let scores: Vec<Vec<f32>> = a.matmul(&c)?.to_vec2()?;
             for (i, row) in scores.into_iter().enumerate() {
                 let heap = &mut heaps[a0 + i];
@@ -203,7 +213,7 @@ fn mine(model: &SentenceEncoder, g: &Grouped, cfg: &PairsConfig) -> Result<Vec<V
         );
     }
     let k = (range_max + max_pos + 1).min(ce.len());
-    let cands = top_k(&ae, &ce, k, 4096)?;
+    let cands = top_k_on(model.device(), &ae, &ce, k, 4096)?;
     let dot = |i: usize, j: usize| -> f64 {
         ae.row(i)
             .iter()

@@ -11,7 +11,7 @@ pub mod run;
 pub mod schedule;
 pub mod signals;
 
-pub use run::{run, train, TrainReport};
+pub use run::{run, train, Throughput, TrainReport, WARM_STEPS};
 
 use crate::data::{DataFormat, ReadOptions};
 use crate::eval::EvalTask;

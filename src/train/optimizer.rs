@@ -2,8 +2,10 @@
 //! temporaries per parameter per step — DESIGN.md). torch.optim.AdamW semantics: decoupled weight
 //! decay `p ← p·(1 − lr·wd)`, moments with bias correction, `p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)`.
 //! Two groups as HF/sentence-transformers: no decay for biases and LayerNorm weights. The update
-//! runs in place on each parameter's storage (a candle in-place op), threaded over chunks.
-//! Moments save to / load from safetensors for exact resume.
+//! runs in place on each parameter's storage (a candle in-place op), threaded over chunks on the
+//! CPU; on CUDA it is one fused kernel per parameter with the moments in GPU memory
+//! (`cuda_ops`). Gradient clipping folds into the update as a gradient scale.
+//! Moments save to / load from safetensors for exact resume (the same file from either device).
 
 use anyhow::{bail, Context, Result};
 use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor, Var};
@@ -37,12 +39,61 @@ pub fn decays(name: &str) -> bool {
         || name.contains("LayerNorm.gamma"))
 }
 
+/// The factor every gradient is multiplied by before the update (global-norm clipping).
+#[derive(Debug, Clone, Copy)]
+pub enum GradScale<'a> {
+    Host(f64),
+    /// A one-element f32 tensor on the parameters' device.
+    Device(&'a Tensor),
+}
+
+/// A parameter's moments: host vectors (CPU parameters) or GPU buffers (CUDA parameters).
+enum Moments {
+    Host {
+        m: Mutex<Vec<f32>>,
+        v: Mutex<Vec<f32>>,
+    },
+    #[cfg(feature = "cuda")]
+    Cuda(Mutex<crate::cuda_ops::DeviceMoments>),
+}
+
 struct Slot {
     name: String,
     var: Var,
     decay: bool,
-    m: Mutex<Vec<f32>>,
-    v: Mutex<Vec<f32>>,
+    moments: Moments,
+}
+
+impl Slot {
+    fn host_moments(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        match &self.moments {
+            Moments::Host { m, v } => Ok((
+                m.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                v.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            )),
+            #[cfg(feature = "cuda")]
+            Moments::Cuda(d) => Ok(d
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .to_host(self.var.as_tensor())?),
+        }
+    }
+
+    fn set_host_moments(&self, mv: Vec<f32>, vv: Vec<f32>) -> Result<()> {
+        match &self.moments {
+            Moments::Host { m, v } => {
+                *m.lock().unwrap_or_else(|e| e.into_inner()) = mv;
+                *v.lock().unwrap_or_else(|e| e.into_inner()) = vv;
+            }
+            #[cfg(feature = "cuda")]
+            Moments::Cuda(d) => {
+                d.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .load(self.var.as_tensor(), &mv, &vv)?
+            }
+        }
+        Ok(())
+    }
 }
 
 pub struct AdamW {
@@ -53,7 +104,10 @@ pub struct AdamW {
 }
 
 struct Update<'a> {
-    slot: &'a Slot,
+    m: &'a Mutex<Vec<f32>>,
+    v: &'a Mutex<Vec<f32>>,
+    decay: bool,
+    gscale: f32,
     lr: f32,
     wd: f32,
     b1: f32,
@@ -83,9 +137,10 @@ impl InplaceOp2 for Update<'_> {
         };
         let p = &mut p[p0..p1];
         let g = &g[g0..g1];
-        let mut m = self.slot.m.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v = self.slot.v.lock().unwrap_or_else(|e| e.into_inner());
-        let decay = if self.slot.decay {
+        let mut m = self.m.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v = self.v.lock().unwrap_or_else(|e| e.into_inner());
+        let gscale = self.gscale;
+        let decay = if self.decay {
             1.0 - self.lr * self.wd
         } else {
             1.0
@@ -95,7 +150,8 @@ impl InplaceOp2 for Update<'_> {
         const CHUNK: usize = 1 << 16;
         let work = |(((p, g), m), v): (((&mut [f32], &[f32]), &mut [f32]), &mut [f32])| {
             for i in 0..p.len() {
-                let gi = g[i];
+                // Same rounding as scaling the gradient tensor first (clipping).
+                let gi = if gscale == 1.0 { g[i] } else { g[i] * gscale };
                 let mi = b1 * m[i] + (1.0 - b1) * gi;
                 let vi = b2 * v[i] + (1.0 - b2) * gi * gi;
                 m[i] = mi;
@@ -117,16 +173,27 @@ impl AdamW {
     pub fn new(params: Vec<(String, Var)>, cfg: AdamWConfig) -> Result<Self> {
         let mut slots = Vec::new();
         for (name, var) in params {
-            if var.dtype() != DType::F32 || !matches!(var.device(), Device::Cpu) {
-                bail!("AdamW: parameter {name} must be f32 on the CPU");
+            if var.dtype() != DType::F32 {
+                bail!("AdamW: parameter {name} must be f32 (master weights)");
             }
             let n = var.elem_count();
+            let moments = match var.device() {
+                Device::Cpu => Moments::Host {
+                    m: Mutex::new(vec![0.0; n]),
+                    v: Mutex::new(vec![0.0; n]),
+                },
+                #[cfg(feature = "cuda")]
+                Device::Cuda(_) => Moments::Cuda(Mutex::new(
+                    crate::cuda_ops::DeviceMoments::zeros(var.as_tensor())?,
+                )),
+                #[allow(unreachable_patterns)]
+                _ => bail!("AdamW: parameter {name} is on an unsupported device"),
+            };
             slots.push(Slot {
                 decay: decays(&name),
                 name,
                 var,
-                m: Mutex::new(vec![0.0; n]),
-                v: Mutex::new(vec![0.0; n]),
+                moments,
             });
         }
         Ok(Self { cfg, slots, t: 0 })
@@ -134,15 +201,71 @@ impl AdamW {
 
     /// One update with learning rate `lr`; `grads[i]` is the gradient of parameter i (None: skip).
     pub fn step(&mut self, grads: &[Option<Tensor>], lr: f64) -> Result<()> {
+        self.step_scaled(grads, lr, 1.0)
+    }
+
+    /// [`AdamW::step`] with every gradient multiplied by `gscale` first (global-norm clipping).
+    pub fn step_scaled(&mut self, grads: &[Option<Tensor>], lr: f64, gscale: f64) -> Result<()> {
+        self.step_with(grads, lr, GradScale::Host(gscale))
+    }
+
+    /// One update; the gradient scale is a host number or (GPU) a one-element f32 tensor on the
+    /// device, so that clipping computed there needs no copy to the host.
+    pub fn step_with(&mut self, grads: &[Option<Tensor>], lr: f64, scale: GradScale) -> Result<()> {
         self.t += 1;
         let t = self.t as i32;
         let bc1 = 1.0 - self.cfg.beta1.powi(t);
         let bc2 = 1.0 - self.cfg.beta2.powi(t);
+        let mut host_scale = None;
+        #[cfg(feature = "cuda")]
+        let mut dev_scale: Option<Tensor> = None;
         for (slot, g) in self.slots.iter().zip(grads) {
             let Some(g) = g else { continue };
+            let (m, v) = match &slot.moments {
+                Moments::Host { m, v } => (m, v),
+                #[cfg(feature = "cuda")]
+                Moments::Cuda(mom) => {
+                    let sc = match (&dev_scale, scale) {
+                        (Some(t), _) => t.clone(),
+                        (None, GradScale::Device(t)) => t.clone(),
+                        (None, GradScale::Host(x)) => {
+                            let t = Tensor::new(&[x as f32], g.device())?;
+                            dev_scale = Some(t.clone());
+                            t
+                        }
+                    };
+                    let decay = if slot.decay {
+                        1.0 - lr * self.cfg.weight_decay
+                    } else {
+                        1.0
+                    };
+                    let s = crate::cuda_ops::AdamWStep {
+                        decay: decay as f32,
+                        step: (lr / bc1) as f32,
+                        b1: self.cfg.beta1 as f32,
+                        b2: self.cfg.beta2 as f32,
+                        eps: self.cfg.eps as f32,
+                        bc2_sqrt: bc2.sqrt() as f32,
+                    };
+                    crate::cuda_ops::adamw_update(slot.var.as_tensor(), g, mom, s, &sc)
+                        .with_context(|| format!("AdamW update of {}", slot.name))?;
+                    continue;
+                }
+            };
+            let gscale = match (host_scale, scale) {
+                (Some(x), _) | (None, GradScale::Host(x)) => x,
+                (None, GradScale::Device(t)) => {
+                    let x = t.flatten_all()?.to_vec1::<f32>()?[0] as f64;
+                    host_scale = Some(x);
+                    x
+                }
+            };
             let g = g.contiguous()?;
             let up = Update {
-                slot,
+                m,
+                v,
+                decay: slot.decay,
+                gscale: gscale as f32,
                 lr: lr as f32,
                 wd: self.cfg.weight_decay as f32,
                 b1: self.cfg.beta1 as f32,
@@ -168,8 +291,7 @@ impl AdamW {
         let mut tensors = Vec::new();
         for s in &self.slots {
             let shape = s.var.shape().clone();
-            let m = s.m.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let v = s.v.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let (m, v) = s.host_moments()?;
             tensors.push((
                 format!("m.{}", s.name),
                 Tensor::from_vec(m, shape.clone(), &Device::Cpu)?,
@@ -187,10 +309,8 @@ impl AdamW {
             candle_core::safetensors::load(path, &Device::Cpu)
                 .with_context(|| format!("{}: unreadable optimizer state", path.display()))?;
         for s in &self.slots {
-            for (key, store) in [
-                (format!("m.{}", s.name), &s.m),
-                (format!("v.{}", s.name), &s.v),
-            ] {
+            let mut mv = Vec::with_capacity(2);
+            for key in [format!("m.{}", s.name), format!("v.{}", s.name)] {
                 let t = map
                     .remove(&key)
                     .with_context(|| format!("{}: missing {key}", path.display()))?;
@@ -202,8 +322,11 @@ impl AdamW {
                         s.var.dims()
                     );
                 }
-                *store.lock().unwrap_or_else(|e| e.into_inner()) = t.flatten_all()?.to_vec1()?;
+                mv.push(t.flatten_all()?.to_vec1::<f32>()?);
             }
+            let v = mv.pop().unwrap_or_default();
+            let m = mv.pop().unwrap_or_default();
+            s.set_host_moments(m, v)?;
         }
         self.t = t;
         Ok(())
@@ -234,6 +357,32 @@ mod tests {
         assert!((got[1] as f64 - exp(-2.0, -0.3)).abs() < 1e-6, "{got:?}");
         let gotb: Vec<f32> = b.as_tensor().to_vec1().unwrap();
         assert!((gotb[0] as f64 - (0.5 - 1e-3)).abs() < 1e-6, "{gotb:?}");
+    }
+
+    /// Clipping folded into the update (`step_scaled`) is bitwise the same as scaling the
+    /// gradient tensors first, as the training loop used to do.
+    #[test]
+    fn scaled_step_equals_scaling_gradients_first() {
+        let init = [0.3f32, -1.2, 2.5, 0.0, 7.0];
+        let g = [0.7f32, -0.01, 3.0, 1e-6, -2.0];
+        let coef = 0.37f64;
+        let run = |scaled_inside: bool| -> Vec<f32> {
+            let w = Var::from_tensor(&Tensor::new(&init, &Device::Cpu).unwrap()).unwrap();
+            let mut opt =
+                AdamW::new(vec![("w.weight".into(), w.clone())], AdamWConfig::default()).unwrap();
+            for _ in 0..3 {
+                let gt = Tensor::new(&g, &Device::Cpu).unwrap();
+                if scaled_inside {
+                    opt.step_scaled(&[Some(gt)], 1e-2, coef).unwrap();
+                } else {
+                    opt.step(&[Some((gt * coef).unwrap())], 1e-2).unwrap();
+                }
+            }
+            w.as_tensor().to_vec1().unwrap()
+        };
+        let (a, b) = (run(true), run(false));
+        assert_eq!(a, b);
+        assert_ne!(a, init.to_vec());
     }
 
     #[test]

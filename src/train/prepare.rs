@@ -26,7 +26,21 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     cfg.validate()?;
     let loss = loss::build(cfg.loss, &cfg.loss_params);
     let table = read_table(&cfg.data, cfg.format, &cfg.read)?;
-    let set = TrainSet::from_table(&table, &cfg.columns)?;
+    let mut set = TrainSet::from_table(&table, &cfg.columns)?;
+    if cfg.columns.label_column.is_none()
+        && loss.input_shape().label == loss::LabelKind::None
+        && set.labels.is_some()
+    {
+        // sentence-transformers hands a "label"/"score" column to every loss and the losses
+        // without labels ignore it; do the same for a column found by default, and say so.
+        eprintln!(
+            "note: {} takes no label; ignoring column {:?}",
+            loss.name(),
+            set.label_column.as_deref().unwrap_or("")
+        );
+        set.labels = None;
+        set.label_column = None;
+    }
     let simcse = set.n_texts() == 1 && cfg.loss == LossKind::Mnrl;
     let n_texts = if simcse { 2 } else { set.n_texts() };
     let shape = loss.input_shape();

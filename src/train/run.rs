@@ -36,6 +36,26 @@ pub struct TrainReport {
     /// Some(signal) when stopped by SIGINT/SIGTERM after saving a checkpoint.
     pub interrupted: Option<i32>,
     pub output: PathBuf,
+    /// Speed of the optimizer steps after the first [`WARM_STEPS`] of this process (None when
+    /// there were no more): what `embtune bench train` reports.
+    pub throughput: Option<Throughput>,
+}
+
+/// Steps excluded from [`TrainReport::throughput`] (allocator, kernel loading, caches).
+pub const WARM_STEPS: usize = 3;
+
+/// Examples and optimizer steps per second over a timed stretch of training.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Throughput {
+    pub steps: usize,
+    pub examples: usize,
+    pub seconds: f64,
+}
+
+impl Throughput {
+    pub fn examples_per_sec(&self) -> f64 {
+        self.examples as f64 / self.seconds.max(1e-12)
+    }
 }
 
 /// Runs (or resumes) a training run.
@@ -46,13 +66,15 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
 /// [`run`], also returning the trained model as it is in memory at the end.
 pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     let p = prepare(cfg)?;
-    let device = Device::Cpu;
+    let device = crate::device::resolve(&cfg.model.compute)?;
+    crate::device::check_precision(&cfg.model.compute, &device)?;
     let spec = match &p.resume {
         Some((ckpt, _)) => ModelSpec {
             model: ckpt
                 .join(checkpoint::MODEL_DIR)
                 .to_string_lossy()
                 .into_owned(),
+            compute: cfg.model.compute,
             ..Default::default()
         },
         None => cfg.model.clone(),
@@ -139,7 +161,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         .open(&metrics_path)
         .with_context(|| format!("opening {}", metrics_path.display()))?;
     eprintln!(
-        "training {} on {} rows ({} text column{}{}), {total} steps, batch {}, warmup {warmup}",
+        "training {} on {} rows ({} text column{}{}), {total} steps, batch {}, warmup {warmup}, on {} ({:?})",
         p.loss.name(),
         p.set.len(),
         cols,
@@ -149,7 +171,9 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         } else {
             ""
         },
-        cfg.batch_size
+        cfg.batch_size,
+        crate::device::describe(&device),
+        cfg.model.compute.dtype,
     );
 
     signals::install();
@@ -163,6 +187,10 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     let mut win_start = Instant::now();
     let (mut first_loss, mut last_loss, mut final_eval) = (None, None, None);
     let mut interrupted = None;
+    let timed_from = start + WARM_STEPS;
+    let mut pending = PendingLosses::default();
+    let mut step_loss = f64::NAN;
+    let (mut timer, mut timed_examples, mut timed_steps) = (None::<Instant>, 0usize, 0usize);
     let save_ckpt = |step: usize,
                      best: Option<(f64, usize)>,
                      model: &SentenceEncoder,
@@ -193,23 +221,42 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             interrupted = Some(sig);
             break;
         }
+        if step == timed_from {
+            device.synchronize()?;
+            timer = Some(Instant::now());
+        }
         let micro: Vec<&[usize]> = (0..accum)
             .filter_map(|m| batches.get(step * accum + m).map(|b| b.as_slice()))
             .collect();
-        let (mut acc, step_loss, examples) =
-            accumulate(&model, &p, &micro, &tok, &vars, &device)
-                .with_context(|| format!("training step {}", step + 1))?;
-        let norm = clip(&mut acc, cfg.max_grad_norm)?;
+        let (acc, micro_losses, examples) = accumulate(&model, &p, &micro, &tok, &vars, &device)
+            .with_context(|| format!("training step {}", step + 1))?;
         let lr = lr_at(cfg.schedule, cfg.lr, step, warmup, total);
-        opt.step(&acc, lr)?;
+        let norm = clip_and_step(&mut opt, &acc, lr, cfg.max_grad_norm)?;
         drop(acc);
+        if timer.is_some() {
+            timed_examples += examples;
+            timed_steps += 1;
+        }
         let done = step + 1;
-        win_loss += step_loss;
-        win_n += 1;
+        pending.steps.push((done, micro_losses));
+        let log_now = done % cfg.log_steps == 0 || done == total;
+        let eval_now = match cfg.eval_steps {
+            Some(n) => done % n == 0 || done == total,
+            None => done % steps_per_epoch == 0 || done == total,
+        };
+        let save_now = cfg.save_steps.is_some_and(|n| done % n == 0) && done < total;
+        if !device.is_cuda() || log_now || eval_now || save_now || cfg.progress {
+            for l in pending.flush()? {
+                win_loss += l;
+                win_n += 1;
+                step_loss = l;
+            }
+        }
         win_examples += examples;
         bar.inc(1);
         bar.set_message(format!("loss {:.4} lr {lr:.2e}", step_loss));
-        if done % cfg.log_steps == 0 || done == total {
+        if log_now {
+            let norm = norm.value()?;
             let secs = win_start.elapsed().as_secs_f64();
             let mean = win_loss / win_n as f64;
             first_loss.get_or_insert(mean);
@@ -226,10 +273,6 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             }
             (win_loss, win_n, win_examples, win_start) = (0.0, 0, 0, Instant::now());
         }
-        let eval_now = match cfg.eval_steps {
-            Some(n) => done % n == 0 || done == total,
-            None => done % steps_per_epoch == 0 || done == total,
-        };
         if let (true, Some(ev)) = (eval_now, &p.evaluator) {
             let m = ev.evaluate(&model, &enc_opts)?;
             let v = m.primary_value();
@@ -249,10 +292,16 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             }
             final_eval = Some(m);
         }
-        if cfg.save_steps.is_some_and(|n| done % n == 0) && done < total {
+        if save_now {
             save_ckpt(done, best, &model, &opt)?;
         }
     }
+    device.synchronize()?;
+    let throughput = timer.map(|t| Throughput {
+        steps: timed_steps,
+        examples: timed_examples,
+        seconds: t.elapsed().as_secs_f64(),
+    });
     bar.finish();
     metrics.flush()?;
     if interrupted.is_none() {
@@ -275,6 +324,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         best,
         interrupted,
         output: cfg.output.clone(),
+        throughput,
     };
     Ok((report, model))
 }
@@ -288,9 +338,10 @@ fn accumulate<'a>(
     tok: &impl Fn(usize, usize) -> &'a Tokenized,
     vars: &[candle_core::Var],
     device: &Device,
-) -> Result<(Vec<Option<Tensor>>, f64, usize)> {
+) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>, usize)> {
     let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
-    let (mut step_loss, mut examples) = (0.0, 0);
+    let mut losses = Vec::with_capacity(micro.len());
+    let mut examples = 0;
     let n = micro.len().max(1) as f64;
     let columns = if p.simcse { 2 } else { p.set.n_texts() };
     for rows in micro {
@@ -311,11 +362,7 @@ fn accumulate<'a>(
             None => None,
         };
         let l = p.loss.compute(&embs, labels.as_ref())?;
-        let lv = l.to_scalar::<f32>()? as f64;
-        if !lv.is_finite() {
-            bail!("loss is {lv}; lower --lr or check the data");
-        }
-        step_loss += lv / n;
+        losses.push(l.detach());
         let l = if micro.len() > 1 { (l / n)? } else { l };
         let grads = l.backward()?;
         for (a, v) in acc.iter_mut().zip(vars) {
@@ -327,27 +374,119 @@ fn accumulate<'a>(
             }
         }
     }
-    Ok((acc, step_loss, examples))
+    Ok((acc, losses, examples))
 }
 
-/// Global-norm clipping as torch's clip_grad_norm_ (0 disables); returns the norm before clipping.
-fn clip(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
-    let norm = global_norm(grads)?;
-    if max_norm > 0.0 && norm > max_norm {
-        let coef = max_norm / (norm + 1e-6);
-        for g in grads.iter_mut().flatten() {
-            *g = (&*g * coef)?;
+/// Loss values not yet copied to the host. On the CPU they are read after every step; on a GPU
+/// only when needed (log, evaluation, checkpoint, end), so steps queue without waiting.
+#[derive(Default)]
+struct PendingLosses {
+    /// Per optimizer step: its step number and the loss of each micro-batch.
+    steps: Vec<(usize, Vec<Tensor>)>,
+}
+
+impl PendingLosses {
+    /// Mean micro-batch loss of each pending step (in order); an error on a non-finite loss.
+    fn flush(&mut self) -> Result<Vec<f64>> {
+        if self.steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all: Vec<Tensor> = self
+            .steps
+            .iter()
+            .flat_map(|(_, l)| l.iter().map(|t| t.flatten_all()))
+            .collect::<candle_core::Result<_>>()?;
+        let vals: Vec<f32> = Tensor::cat(&all, 0)?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1()?;
+        let mut out = Vec::with_capacity(self.steps.len());
+        let mut k = 0;
+        for (step, l) in self.steps.drain(..) {
+            let n = l.len().max(1) as f64;
+            let mut s = 0.0;
+            for _ in 0..l.len() {
+                let lv = vals[k] as f64;
+                k += 1;
+                if !lv.is_finite() {
+                    bail!("training step {step}: loss is {lv}; lower --lr or check the data");
+                }
+                s += lv / n;
+            }
+            out.push(s);
+        }
+        Ok(out)
+    }
+}
+
+/// The gradient norm of the last step: on the host, or (GPU) still on the device.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+enum GradNorm {
+    Host(f64),
+    Device(Tensor),
+}
+
+impl GradNorm {
+    fn value(&self) -> Result<f64> {
+        Ok(match self {
+            GradNorm::Host(v) => *v,
+            GradNorm::Device(t) => t.flatten_all()?.to_vec1::<f32>()?[0] as f64,
+        })
+    }
+}
+
+/// Global-norm clipping (torch's clip_grad_norm_, 0 disables) folded into the AdamW update.
+/// On a GPU the norm and the factor stay on the device (no wait for the host); on the CPU
+/// the norm is computed on the host as before.
+fn clip_and_step(
+    opt: &mut AdamW,
+    grads: &[Option<Tensor>],
+    lr: f64,
+    max_norm: f64,
+) -> Result<GradNorm> {
+    #[cfg(feature = "cuda")]
+    if let Some(g) = grads.iter().flatten().next() {
+        if g.device().is_cuda() && crate::device::fast_cuda_kernels() {
+            let gs: Vec<&Tensor> = grads.iter().flatten().collect();
+            let (norm, scale) = crate::cuda_ops::clip_scale_device(&gs, max_norm)?;
+            opt.step_with(
+                grads,
+                lr,
+                crate::train::optimizer::GradScale::Device(&scale),
+            )?;
+            return Ok(GradNorm::Device(norm));
         }
     }
-    Ok(norm)
+    let (norm, gscale) = clip_scale(grads, max_norm)?;
+    opt.step_scaled(grads, lr, gscale)?;
+    Ok(GradNorm::Host(norm))
 }
 
+/// Global gradient norm and the factor that clips it to `max_norm` (torch's
+/// clip_grad_norm_: `max_norm / (norm + 1e-6)` when above; 1 otherwise). The factor is applied
+/// inside the optimizer update.
+pub fn clip_scale(grads: &[Option<Tensor>], max_norm: f64) -> Result<(f64, f64)> {
+    let norm = global_norm(grads)?;
+    let scale = if max_norm > 0.0 && norm > max_norm {
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
+    };
+    Ok((norm, scale))
+}
+
+/// √(Σ‖g‖²) with each tensor's sum of squares in f32 and the total in f64; on CUDA all sums
+/// come back in one copy.
 fn global_norm(grads: &[Option<Tensor>]) -> Result<f64> {
-    let mut s = 0.0f64;
-    for g in grads.iter().flatten() {
-        s += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-    }
-    Ok(s.sqrt())
+    let gs: Vec<&Tensor> = grads.iter().flatten().collect();
+    let sums: Vec<f32> = match gs.first() {
+        #[cfg(feature = "cuda")]
+        Some(g) if g.device().is_cuda() => crate::cuda_ops::sums_of_squares(&gs)?,
+        _ => gs
+            .iter()
+            .map(|g| g.sqr()?.sum_all()?.to_scalar::<f32>())
+            .collect::<candle_core::Result<_>>()?,
+    };
+    Ok(sums.iter().map(|&s| s as f64).sum::<f64>().sqrt())
 }
 
 /// On resume, drops metric lines logged after the checkpoint (they will be logged again).

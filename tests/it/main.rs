@@ -4,6 +4,7 @@ mod common;
 
 mod cli;
 mod datasets;
+mod device;
 mod errors;
 mod gradients;
 mod losses;

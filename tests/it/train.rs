@@ -333,7 +333,7 @@ fn loss_data_mismatch_is_refused_before_training() {
         &[
             "pairs.tsv",
             "loss triplet expects 3 text columns and no label column",
-            "2 text columns and a label/score column",
+            "the data has 2 text columns",
         ],
     );
     assert!(!f.dir.join("o/metrics.jsonl").exists());

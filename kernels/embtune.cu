@@ -1,0 +1,149 @@
+// embtune's own CUDA kernels (compiled to PTX by build.rs with the `cuda` feature, loaded at
+// run time by src/cuda_ops.rs). Grid-stride loops, no dependencies beyond the CUDA headers.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+// Sum of squares of g[0..n), added into *out (one float per tensor; the caller zeroes it).
+extern "C" __global__ void embtune_sumsq_f32(const float* __restrict__ g,
+                                             const unsigned long long n, float* out) {
+  __shared__ float part[32];
+  float s = 0.0f;
+  for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (unsigned long long)blockDim.x * gridDim.x) {
+    const float x = g[i];
+    s += x * x;
+  }
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffff, s, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) part[warp] = s;
+  __syncthreads();
+  if (warp == 0) {
+    s = (lane < (blockDim.x + 31) / 32) ? part[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffff, s, o);
+    if (lane == 0) atomicAdd(out, s);
+  }
+}
+
+// Embedding rows: out[i, :] = table[ids[i], :] (table [V, H], ids [N], out [N, H]).
+extern "C" __global__ void embtune_gather_f32(const float* __restrict__ table,
+                                              const unsigned int* __restrict__ ids,
+                                              float* __restrict__ out, const unsigned long long n,
+                                              const unsigned long long h) {
+  for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n * h;
+       i += (unsigned long long)blockDim.x * gridDim.x) {
+    const unsigned long long row = i / h, col = i % h;
+    out[i] = table[(unsigned long long)ids[row] * h + col];
+  }
+}
+
+// Backward of the gather: grad_table[ids[i], :] += grad[i, :], in parallel over all N*H
+// elements with atomic adds (candle's index_add loops over the ids serially).
+extern "C" __global__ void embtune_scatter_add_f32(const float* __restrict__ grad,
+                                                   const unsigned int* __restrict__ ids,
+                                                   float* out, const unsigned long long n,
+                                                   const unsigned long long h) {
+  for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n * h;
+       i += (unsigned long long)blockDim.x * gridDim.x) {
+    const unsigned long long row = i / h, col = i % h;
+    atomicAdd(&out[(unsigned long long)ids[row] * h + col], grad[i]);
+  }
+}
+
+// Counter-based random bits: splitmix64 of (seed, index). Same seed, same mask.
+__device__ __forceinline__ unsigned int embtune_hash(unsigned long long seed,
+                                                     unsigned long long i) {
+  unsigned long long z = seed + (i + 1) * 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  z ^= z >> 31;
+  return (unsigned int)(z >> 32);
+}
+
+// Inverted-dropout masks: scale where the random bits exceed `threshold` (= p·2³²), else 0.
+#define EMBTUNE_DROPOUT_MASK(NAME, T, CONV)                                                      \
+  extern "C" __global__ void NAME(T* __restrict__ out, const unsigned long long n,               \
+                                  const unsigned long long seed, const unsigned int threshold,   \
+                                  const float scale) {                                           \
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; \
+         i += (unsigned long long)blockDim.x * gridDim.x) {                                      \
+      out[i] = CONV(embtune_hash(seed, i) > threshold ? scale : 0.0f);                           \
+    }                                                                                            \
+  }
+#define EMBTUNE_ID(x) (x)
+EMBTUNE_DROPOUT_MASK(embtune_dropout_mask_f32, float, EMBTUNE_ID)
+EMBTUNE_DROPOUT_MASK(embtune_dropout_mask_bf16, __nv_bfloat16, __float2bfloat16)
+EMBTUNE_DROPOUT_MASK(embtune_dropout_mask_f16, __half, __float2half)
+
+// AdamW, torch.optim.AdamW semantics (decoupled decay, bias correction), updating the parameter
+// and both moments in place. The gradient is multiplied by *gscale_ptr first (global-norm
+// clipping, computed on the GPU, so the step needs no copy to the host).
+extern "C" __global__ void embtune_adamw_f32(
+    float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+    float* __restrict__ v, const unsigned long long n, const float decay, const float step,
+    const float b1, const float b2, const float eps, const float bc2_sqrt,
+    const float* __restrict__ gscale_ptr) {
+  const float gscale = *gscale_ptr;
+  for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (unsigned long long)blockDim.x * gridDim.x) {
+    const float gi = g[i] * gscale;
+    const float mi = b1 * m[i] + (1.0f - b1) * gi;
+    const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * decay - step * mi / (sqrtf(vi) / bc2_sqrt + eps);
+  }
+}
+
+// Warp-wide sum and max (all 32 lanes active).
+__device__ __forceinline__ float embtune_warp_sum(float s) {
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
+  return s;
+}
+__device__ __forceinline__ float embtune_warp_max(float s) {
+  for (int o = 16; o > 0; o >>= 1) s = fmaxf(s, __shfl_xor_sync(0xffffffff, s, o));
+  return s;
+}
+
+// LayerNorm over the last dim (torch semantics, biased variance), one warp per row, f32.
+extern "C" __global__ void embtune_layer_norm_f32(const float* __restrict__ x,
+                                                  const float* __restrict__ w,
+                                                  const float* __restrict__ b,
+                                                  float* __restrict__ y,
+                                                  const unsigned long long rows,
+                                                  const unsigned int h, const float eps) {
+  const unsigned long long row =
+      ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  const unsigned int lane = threadIdx.x % 32;
+  if (row >= rows) return;  // whole warps leave together
+  const float* xr = x + row * h;
+  float s = 0.0f;
+  for (unsigned int j = lane; j < h; j += 32) s += xr[j];
+  const float mean = embtune_warp_sum(s) / h;
+  float v = 0.0f;
+  for (unsigned int j = lane; j < h; j += 32) {
+    const float d = xr[j] - mean;
+    v += d * d;
+  }
+  const float rstd = 1.0f / sqrtf(embtune_warp_sum(v) / h + eps);
+  float* yr = y + row * h;
+  for (unsigned int j = lane; j < h; j += 32) yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+}
+
+// Softmax over the last dim, one warp per row, f32.
+extern "C" __global__ void embtune_softmax_f32(const float* __restrict__ x, float* __restrict__ y,
+                                               const unsigned long long rows,
+                                               const unsigned int n) {
+  const unsigned long long row =
+      ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  const unsigned int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const float* xr = x + row * n;
+  float m = -INFINITY;
+  for (unsigned int j = lane; j < n; j += 32) m = fmaxf(m, xr[j]);
+  m = embtune_warp_max(m);
+  float s = 0.0f;
+  for (unsigned int j = lane; j < n; j += 32) s += expf(xr[j] - m);
+  s = embtune_warp_sum(s);
+  float* yr = y + row * n;
+  for (unsigned int j = lane; j < n; j += 32) yr[j] = expf(xr[j] - m) / s;
+}

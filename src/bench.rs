@@ -1,0 +1,147 @@
+//! Throughput measurements behind `embtune bench`: encode (sentences/s over a fixed number of
+//! texts) and train (examples/s of the real training loop, after its warm-up steps). Used by
+//! scripts/bench.sh and scripts/gpu-check.sh; the numbers are compared with the Python
+//! reference measured on the same machine, never asserted in tests.
+
+use crate::data::DataFormat;
+use crate::encode::{encode, EncodeOptions};
+use crate::loss::LossKind;
+use crate::model::{ModelSpec, SentenceEncoder};
+use crate::train::data::ColumnSpec;
+use crate::train::{TrainConfig, WARM_STEPS};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One encode measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct EncodeResult {
+    pub job: &'static str,
+    pub device: String,
+    pub dtype: String,
+    pub tf32: bool,
+    pub batch_size: usize,
+    pub sentences: usize,
+    pub seconds: f64,
+    pub sentences_per_sec: f64,
+}
+
+/// Encodes `n` texts (the given ones repeated in order) at `batch_size`, after one warm-up pass
+/// over the first two batches. Sentences per second of the timed pass (tokenization included,
+/// as in sentence-transformers' `encode`).
+pub fn encode_throughput(
+    spec: &ModelSpec,
+    texts: &[String],
+    n: usize,
+    batch_size: usize,
+) -> Result<EncodeResult> {
+    if texts.is_empty() || n == 0 {
+        bail!("bench encode: no texts");
+    }
+    let model = SentenceEncoder::load_on_spec_device(spec)?;
+    let all: Vec<&str> = texts.iter().cycle().take(n).map(|s| s.as_str()).collect();
+    let opts = EncodeOptions {
+        batch_size,
+        normalize: true,
+        progress: false,
+    };
+    let warm = (2 * batch_size).min(all.len());
+    encode(&model, &all[..warm], &opts)?;
+    model.device().synchronize()?;
+    let t = Instant::now();
+    let emb = encode(&model, &all, &opts)?;
+    model.device().synchronize()?;
+    let seconds = t.elapsed().as_secs_f64();
+    if emb.len() != n {
+        bail!("bench encode: got {} embeddings for {n} texts", emb.len());
+    }
+    Ok(EncodeResult {
+        job: "encode",
+        device: crate::device::describe(model.device()),
+        dtype: format!("{:?}", spec.compute.dtype).to_lowercase(),
+        tf32: spec.compute.tf32,
+        batch_size,
+        sentences: n,
+        seconds,
+        sentences_per_sec: n as f64 / seconds,
+    })
+}
+
+/// One training measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainResult {
+    pub job: &'static str,
+    pub loss: String,
+    pub device: String,
+    pub dtype: String,
+    pub tf32: bool,
+    pub batch_size: usize,
+    pub steps: usize,
+    pub examples: usize,
+    pub seconds: f64,
+    pub pairs_per_sec: f64,
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+}
+
+/// Runs the real training loop (dropout on, AdamW, clipping, linear schedule) for
+/// `WARM_STEPS + steps` optimizer steps on STS-B-format pairs (sentence1, sentence2; CoSENT and
+/// cosine also use the score) and reports the examples per second of the `steps` timed ones.
+pub fn train_throughput(
+    spec: &ModelSpec,
+    stsb_train: &Path,
+    loss: LossKind,
+    batch_size: usize,
+    steps: usize,
+) -> Result<TrainResult> {
+    let out = scratch_dir()?;
+    let uses_score = matches!(loss, LossKind::Cosent | LossKind::Cosine);
+    let cfg = TrainConfig {
+        model: spec.clone(),
+        data: stsb_train.to_path_buf(),
+        format: Some(DataFormat::Stsb),
+        columns: ColumnSpec {
+            text_columns: Some(vec!["sentence1".into(), "sentence2".into()]),
+            label_column: uses_score.then(|| "score".into()),
+        },
+        loss,
+        output: out.clone(),
+        batch_size,
+        max_steps: Some(WARM_STEPS + steps.max(1)),
+        log_steps: usize::MAX / 2,
+        ..Default::default()
+    };
+    let r = crate::train::train(&cfg).map(|(r, _)| r);
+    let _ = std::fs::remove_dir_all(&out);
+    let r = r?;
+    let tp = r
+        .throughput
+        .context("bench train: no timed steps (is the data smaller than one batch?)")?;
+    Ok(TrainResult {
+        job: "train",
+        loss: format!("{loss:?}").to_lowercase(),
+        device: crate::device::describe(&crate::device::resolve(&spec.compute)?),
+        dtype: format!("{:?}", spec.compute.dtype).to_lowercase(),
+        tf32: spec.compute.tf32,
+        batch_size,
+        steps: tp.steps,
+        examples: tp.examples,
+        seconds: tp.seconds,
+        pairs_per_sec: tp.examples_per_sec(),
+        first_loss: r.first_loss,
+        last_loss: r.last_loss,
+    })
+}
+
+/// A fresh directory under the system temp dir for a benchmark run's outputs.
+fn scratch_dir() -> Result<PathBuf> {
+    let base = std::env::temp_dir();
+    for i in 0..1000u32 {
+        let p = base.join(format!("embtune-bench-{}-{i}", std::process::id()));
+        if std::fs::create_dir(&p).is_ok() {
+            return Ok(p);
+        }
+    }
+    bail!("cannot create a scratch directory in {}", base.display())
+}

@@ -1,0 +1,498 @@
+//! Our CUDA kernels (kernels/embtune.cu, PTX built by build.rs) behind candle in-place ops:
+//! the fused AdamW update (one launch per parameter instead of ~14 elementwise ops) with its
+//! moments kept on the GPU and its clipping factor read from device memory; sums of squares for
+//! the global gradient norm; the embedding gather with a parallel scatter-add backward; dropout
+//! masks; the forwards of the fused LayerNorm and softmax (`model::fused`). Compiled only with
+//! the `cuda` feature.
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::WrapErr;
+use candle_core::{CudaStorage, DType, InplaceOp2, Layout, Result, Tensor};
+use std::sync::Mutex;
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/embtune.ptx"));
+const MODULE: &str = "embtune";
+const THREADS: u32 = 256;
+
+fn launch_cfg(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(THREADS as usize).clamp(1, 4096) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// AdamW first and second moments of one parameter, in GPU memory.
+pub struct DeviceMoments {
+    m: CudaSlice<f32>,
+    v: CudaSlice<f32>,
+}
+
+impl DeviceMoments {
+    /// Zero moments for a parameter of `n` elements on `t`'s device.
+    pub fn zeros(like: &Tensor) -> Result<Self> {
+        let dev = like.device().as_cuda_device()?;
+        let n = like.elem_count();
+        Ok(Self {
+            m: dev.alloc_zeros::<f32>(n)?,
+            v: dev.alloc_zeros::<f32>(n)?,
+        })
+    }
+
+    /// Both moments copied to the host (for checkpoints).
+    pub fn to_host(&self, like: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
+        let dev = like.device().as_cuda_device()?;
+        Ok((dev.clone_dtoh(&self.m)?, dev.clone_dtoh(&self.v)?))
+    }
+
+    /// Replaces both moments with host values (resume).
+    pub fn load(&mut self, like: &Tensor, m: &[f32], v: &[f32]) -> Result<()> {
+        let dev = like.device().as_cuda_device()?;
+        if m.len() != self.m.len() || v.len() != self.v.len() {
+            candle_core::bail!("optimizer moments have the wrong length");
+        }
+        self.m = dev.clone_htod(m)?;
+        self.v = dev.clone_htod(v)?;
+        Ok(())
+    }
+}
+
+/// Scalars of one AdamW update (see `train::optimizer`).
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWStep {
+    pub decay: f32,
+    pub step: f32,
+    pub b1: f32,
+    pub b2: f32,
+    pub eps: f32,
+    pub bc2_sqrt: f32,
+}
+
+struct SumSq {
+    index: usize,
+}
+
+impl InplaceOp2 for SumSq {
+    fn name(&self) -> &'static str {
+        "embtune-sumsq-cuda"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &mut candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<()> {
+        candle_core::bail!("embtune-sumsq-cuda: tensor on the CPU")
+    }
+    fn cuda_fwd(
+        &self,
+        out: &mut CudaStorage,
+        _: &Layout,
+        g: &CudaStorage,
+        gl: &Layout,
+    ) -> Result<()> {
+        let Some((g0, g1)) = gl.contiguous_offsets() else {
+            candle_core::bail!("sumsq: non-contiguous gradient");
+        };
+        let dev = out.device.clone();
+        let func = dev.get_or_load_custom_func("embtune_sumsq_f32", MODULE, PTX)?;
+        let gs = g.as_cuda_slice::<f32>()?.slice(g0..g1);
+        let mut o = out
+            .as_cuda_slice_mut::<f32>()?
+            .slice_mut(self.index..self.index + 1);
+        let n64 = (g1 - g0) as u64;
+        let mut b = func.builder();
+        b.arg(&gs);
+        b.arg(&n64);
+        b.arg(&mut o);
+        // SAFETY: matches the kernel's signature; `o` is one float.
+        unsafe { b.launch(launch_cfg(g1 - g0)) }.w()?;
+        Ok(())
+    }
+}
+
+/// Sum of squares of each tensor (f32, on one CUDA device), with a single copy to the host.
+pub fn sums_of_squares(tensors: &[&Tensor]) -> Result<Vec<f32>> {
+    let Some(first) = tensors.first() else {
+        return Ok(Vec::new());
+    };
+    let out = Tensor::zeros(tensors.len(), DType::F32, first.device())?;
+    for (i, t) in tensors.iter().enumerate() {
+        let t = if t.dtype() == DType::F32 {
+            t.contiguous()?
+        } else {
+            t.to_dtype(DType::F32)?.contiguous()?
+        };
+        out.inplace_op2(&t, &SumSq { index: i })?;
+    }
+    out.to_vec1()
+}
+
+/// Embedding lookup `table[ids]` (`table: [V, H]` f32, `ids: [N]` u32 → `[N, H]`) whose backward
+/// scatter-adds with atomics, parallel over all N·H elements. candle's `index_select` backward
+/// (`index_add`) loops over the ids serially in each thread, which made the word-embedding
+/// gradient the largest cost of a training step on the GPU (it grows with tokens per batch).
+struct Embedding;
+
+impl candle_core::CustomOp2 for Embedding {
+    fn name(&self) -> &'static str {
+        "embtune-embedding-cuda"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        candle_core::bail!("embtune-embedding-cuda: tensors on the CPU")
+    }
+    fn cuda_fwd(
+        &self,
+        table: &CudaStorage,
+        tl: &Layout,
+        ids: &CudaStorage,
+        il: &Layout,
+    ) -> Result<(CudaStorage, candle_core::Shape)> {
+        let (Some((t0, t1)), Some((i0, i1))) = (tl.contiguous_offsets(), il.contiguous_offsets())
+        else {
+            candle_core::bail!("embedding: non-contiguous table or ids");
+        };
+        let (_, h) = tl.shape().dims2()?;
+        let n = i1 - i0;
+        let dev = table.device.clone();
+        let func = dev.get_or_load_custom_func("embtune_gather_f32", MODULE, PTX)?;
+        let ts = table.as_cuda_slice::<f32>()?.slice(t0..t1);
+        let is = ids.as_cuda_slice::<u32>()?.slice(i0..i1);
+        // SAFETY: every element is written by the kernel below.
+        let out = unsafe { dev.alloc::<f32>(n * h)? };
+        let (n64, h64) = (n as u64, h as u64);
+        let mut b = func.builder();
+        b.arg(&ts);
+        b.arg(&is);
+        b.arg(&out);
+        b.arg(&n64);
+        b.arg(&h64);
+        // SAFETY: matches the kernel's signature; out holds n·h floats, ids index rows of table.
+        unsafe { b.launch(launch_cfg(n * h)) }.w()?;
+        Ok((CudaStorage::wrap_cuda_slice(out, dev), (n, h).into()))
+    }
+    fn bwd(
+        &self,
+        table: &Tensor,
+        ids: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = Tensor::zeros(table.shape(), DType::F32, table.device())?;
+        g.inplace_op3(
+            &grad.to_dtype(DType::F32)?.contiguous()?,
+            &ids.contiguous()?,
+            &ScatterAdd,
+        )?;
+        Ok((Some(g), None))
+    }
+}
+
+struct ScatterAdd;
+
+impl candle_core::InplaceOp3 for ScatterAdd {
+    fn name(&self) -> &'static str {
+        "embtune-scatter-add-cuda"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &mut candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<()> {
+        candle_core::bail!("embtune-scatter-add-cuda: tensors on the CPU")
+    }
+    fn cuda_fwd(
+        &self,
+        out: &mut CudaStorage,
+        ol: &Layout,
+        grad: &CudaStorage,
+        gl: &Layout,
+        ids: &CudaStorage,
+        il: &Layout,
+    ) -> Result<()> {
+        let (Some((o0, o1)), Some((g0, g1)), Some((i0, i1))) = (
+            ol.contiguous_offsets(),
+            gl.contiguous_offsets(),
+            il.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("scatter-add: non-contiguous input");
+        };
+        let n = i1 - i0;
+        let h = (g1 - g0) / n.max(1);
+        let dev = out.device.clone();
+        let func = dev.get_or_load_custom_func("embtune_scatter_add_f32", MODULE, PTX)?;
+        let gs = grad.as_cuda_slice::<f32>()?.slice(g0..g1);
+        let is = ids.as_cuda_slice::<u32>()?.slice(i0..i1);
+        let mut os = out.as_cuda_slice_mut::<f32>()?.slice_mut(o0..o1);
+        let (n64, h64) = (n as u64, h as u64);
+        let mut b = func.builder();
+        b.arg(&gs);
+        b.arg(&is);
+        b.arg(&mut os);
+        b.arg(&n64);
+        b.arg(&h64);
+        // SAFETY: matches the kernel's signature; grad is n·h floats, ids index rows of out.
+        unsafe { b.launch(launch_cfg(n * h)) }.w()?;
+        Ok(())
+    }
+}
+
+/// `table[ids]` on CUDA with a fast backward (see [`Embedding`]). `ids` are u32, any shape.
+pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let flat = ids.flatten_all()?.to_dtype(DType::U32)?.contiguous()?;
+    let table = if table.dtype() == DType::F32 {
+        table.contiguous()?
+    } else {
+        table.to_dtype(DType::F32)?.contiguous()?
+    };
+    table.apply_op2(&flat, Embedding)
+}
+
+struct DropoutMask {
+    seed: u64,
+    p: f64,
+}
+
+impl candle_core::InplaceOp1 for DropoutMask {
+    fn name(&self) -> &'static str {
+        "embtune-dropout-mask-cuda"
+    }
+    fn cpu_fwd(&self, _: &mut candle_core::CpuStorage, _: &Layout) -> Result<()> {
+        candle_core::bail!("embtune-dropout-mask-cuda: tensor on the CPU")
+    }
+    fn cuda_fwd(&self, s: &mut CudaStorage, l: &Layout) -> Result<()> {
+        let Some((o0, o1)) = l.contiguous_offsets() else {
+            candle_core::bail!("dropout mask: non-contiguous output");
+        };
+        let dev = s.device.clone();
+        let n64 = (o1 - o0) as u64;
+        let threshold = (self.p * u32::MAX as f64) as u32;
+        let scale = (1.0 / (1.0 - self.p)) as f32;
+        macro_rules! go {
+            ($t:ty, $name:expr) => {{
+                let func = dev.get_or_load_custom_func($name, MODULE, PTX)?;
+                let mut os = s.as_cuda_slice_mut::<$t>()?.slice_mut(o0..o1);
+                let mut b = func.builder();
+                b.arg(&mut os);
+                b.arg(&n64);
+                b.arg(&self.seed);
+                b.arg(&threshold);
+                b.arg(&scale);
+                // SAFETY: matches the kernel's signature; os holds n elements.
+                unsafe { b.launch(launch_cfg(o1 - o0)) }.w()?;
+            }};
+        }
+        match s.dtype() {
+            DType::F32 => go!(f32, "embtune_dropout_mask_f32"),
+            DType::BF16 => go!(half::bf16, "embtune_dropout_mask_bf16"),
+            DType::F16 => go!(half::f16, "embtune_dropout_mask_f16"),
+            d => candle_core::bail!("dropout mask: unsupported dtype {d:?}"),
+        }
+        Ok(())
+    }
+}
+
+/// An inverted-dropout mask (`1/(1-p)` where kept, 0 where dropped) of `like`'s shape, dtype and
+/// device, drawn by a counter-based hash of `(seed, index)`: one kernel, no generator state.
+pub fn dropout_mask(like: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
+    let m = Tensor::zeros(like.shape(), like.dtype(), like.device())?;
+    m.inplace_op1(&DropoutMask { seed, p })?;
+    Ok(m)
+}
+
+struct AdamWOp<'a> {
+    moments: &'a Mutex<DeviceMoments>,
+    s: AdamWStep,
+}
+
+impl candle_core::InplaceOp3 for AdamWOp<'_> {
+    fn name(&self) -> &'static str {
+        "embtune-adamw-cuda"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &mut candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<()> {
+        candle_core::bail!("embtune-adamw-cuda: parameter on the CPU")
+    }
+    fn cuda_fwd(
+        &self,
+        p: &mut CudaStorage,
+        pl: &Layout,
+        g: &CudaStorage,
+        gl: &Layout,
+        sc: &CudaStorage,
+        scl: &Layout,
+    ) -> Result<()> {
+        let (Some((p0, p1)), Some((g0, g1)), Some((c0, c1))) = (
+            pl.contiguous_offsets(),
+            gl.contiguous_offsets(),
+            scl.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("adamw: non-contiguous parameter, gradient or scale");
+        };
+        let n = p1 - p0;
+        if g1 - g0 != n || c1 - c0 != 1 {
+            candle_core::bail!("adamw: gradient or scale has the wrong size");
+        }
+        let dev = p.device.clone();
+        let func = dev.get_or_load_custom_func("embtune_adamw_f32", MODULE, PTX)?;
+        let gs = g.as_cuda_slice::<f32>()?.slice(g0..g1);
+        let cs = sc.as_cuda_slice::<f32>()?.slice(c0..c1);
+        let mut mom = self.moments.lock().unwrap_or_else(|e| e.into_inner());
+        let DeviceMoments { m, v } = &mut *mom;
+        let mut ps = p.as_cuda_slice_mut::<f32>()?.slice_mut(p0..p1);
+        let n64 = n as u64;
+        let s = self.s;
+        let mut b = func.builder();
+        b.arg(&mut ps);
+        b.arg(&gs);
+        b.arg(m);
+        b.arg(v);
+        b.arg(&n64);
+        b.arg(&s.decay);
+        b.arg(&s.step);
+        b.arg(&s.b1);
+        b.arg(&s.b2);
+        b.arg(&s.eps);
+        b.arg(&s.bc2_sqrt);
+        b.arg(&cs);
+        // SAFETY: matches the kernel's signature; all buffers hold n floats, the scale one.
+        unsafe { b.launch(launch_cfg(n)) }.w()?;
+        Ok(())
+    }
+}
+
+/// One fused AdamW update of `param` (an f32 CUDA tensor, updated in place) with `grad`
+/// multiplied by `gscale` (a one-element f32 tensor on the device: the clipping factor).
+pub fn adamw_update(
+    param: &Tensor,
+    grad: &Tensor,
+    moments: &Mutex<DeviceMoments>,
+    s: AdamWStep,
+    gscale: &Tensor,
+) -> Result<()> {
+    let grad = if grad.dtype() == DType::F32 {
+        grad.contiguous()?
+    } else {
+        grad.to_dtype(DType::F32)?.contiguous()?
+    };
+    param.inplace_op3(&grad, gscale, &AdamWOp { moments, s })
+}
+
+/// Global gradient norm and clipping factor as one-element device tensors (no host copy):
+/// `scale = min(1, max_norm / (norm + 1e-6))`, or 1 when `max_norm` is 0.
+pub fn clip_scale_device(grads: &[&Tensor], max_norm: f64) -> Result<(Tensor, Tensor)> {
+    let Some(first) = grads.first() else {
+        candle_core::bail!("clip: no gradients");
+    };
+    let sums = Tensor::zeros(grads.len(), DType::F32, first.device())?;
+    for (i, t) in grads.iter().enumerate() {
+        let t = if t.dtype() == DType::F32 {
+            t.contiguous()?
+        } else {
+            t.to_dtype(DType::F32)?.contiguous()?
+        };
+        sums.inplace_op2(&t, &SumSq { index: i })?;
+    }
+    let norm = sums.sum_keepdim(0)?.sqrt()?;
+    let scale = if max_norm > 0.0 {
+        ((norm.clone() + 1e-6)?.recip()? * max_norm)?.minimum(1.0)?
+    } else {
+        norm.ones_like()?
+    };
+    Ok((norm, scale))
+}
+
+fn warp_per_row_cfg(rows: usize) -> LaunchConfig {
+    let warps_per_block = (THREADS / 32) as usize;
+    LaunchConfig {
+        grid_dim: (rows.div_ceil(warps_per_block).max(1) as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Forward of `model::fused::LayerNormOp` on CUDA (f32, contiguous).
+pub fn layer_norm_fwd(
+    x: &CudaStorage,
+    xl: &Layout,
+    w: &CudaStorage,
+    wl: &Layout,
+    b: &CudaStorage,
+    bl: &Layout,
+    eps: f32,
+) -> Result<(CudaStorage, candle_core::Shape)> {
+    let (Some((x0, x1)), Some((w0, w1)), Some((b0, b1))) = (
+        xl.contiguous_offsets(),
+        wl.contiguous_offsets(),
+        bl.contiguous_offsets(),
+    ) else {
+        candle_core::bail!("layer norm: non-contiguous input");
+    };
+    let h = xl.dims().last().copied().unwrap_or(1).max(1);
+    if w1 - w0 != h || b1 - b0 != h {
+        candle_core::bail!("layer norm: weight/bias size does not match the last dim {h}");
+    }
+    let rows = (x1 - x0) / h;
+    let dev = x.device.clone();
+    let func = dev.get_or_load_custom_func("embtune_layer_norm_f32", MODULE, PTX)?;
+    let xs = x.as_cuda_slice::<f32>()?.slice(x0..x1);
+    let ws = w.as_cuda_slice::<f32>()?.slice(w0..w1);
+    let bs = b.as_cuda_slice::<f32>()?.slice(b0..b1);
+    // SAFETY: every element is written by the kernel.
+    let out = unsafe { dev.alloc::<f32>(x1 - x0)? };
+    let (rows64, h32) = (rows as u64, h as u32);
+    let mut bld = func.builder();
+    bld.arg(&xs);
+    bld.arg(&ws);
+    bld.arg(&bs);
+    bld.arg(&out);
+    bld.arg(&rows64);
+    bld.arg(&h32);
+    bld.arg(&eps);
+    // SAFETY: matches the kernel's signature and sizes.
+    unsafe { bld.launch(warp_per_row_cfg(rows)) }.w()?;
+    Ok((CudaStorage::wrap_cuda_slice(out, dev), xl.shape().clone()))
+}
+
+/// Forward of `model::fused::SoftmaxOp` on CUDA (f32, contiguous).
+pub fn softmax_fwd(x: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, candle_core::Shape)> {
+    let Some((x0, x1)) = xl.contiguous_offsets() else {
+        candle_core::bail!("softmax: non-contiguous input");
+    };
+    let n = xl.dims().last().copied().unwrap_or(1).max(1);
+    let rows = (x1 - x0) / n;
+    let dev = x.device.clone();
+    let func = dev.get_or_load_custom_func("embtune_softmax_f32", MODULE, PTX)?;
+    let xs = x.as_cuda_slice::<f32>()?.slice(x0..x1);
+    // SAFETY: every element is written by the kernel.
+    let out = unsafe { dev.alloc::<f32>(x1 - x0)? };
+    let (rows64, n32) = (rows as u64, n as u32);
+    let mut bld = func.builder();
+    bld.arg(&xs);
+    bld.arg(&out);
+    bld.arg(&rows64);
+    bld.arg(&n32);
+    // SAFETY: matches the kernel's signature and sizes.
+    unsafe { bld.launch(warp_per_row_cfg(rows)) }.w()?;
+    Ok((CudaStorage::wrap_cuda_slice(out, dev), xl.shape().clone()))
+}
