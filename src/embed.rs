@@ -97,7 +97,7 @@ pub fn write_embeddings(
     texts: &[&str],
 ) -> Result<()> {
     let mut f = AtomicFile::create(path)?;
-    let w = f.writer();
+    let w = f.writer()?;
     let ctx = || format!("writing {}", path.display());
     match format {
         OutputFormat::Npy => {

@@ -86,12 +86,17 @@ impl AtomicFile {
         })
     }
 
-    pub fn writer(&mut self) -> &mut std::io::BufWriter<fs::File> {
-        self.file.as_mut().expect("AtomicFile used after commit")
+    pub fn writer(&mut self) -> Result<&mut std::io::BufWriter<fs::File>> {
+        self.file
+            .as_mut()
+            .with_context(|| format!("{}: already committed", self.path.display()))
     }
 
     pub fn commit(mut self) -> Result<()> {
-        let w = self.file.take().expect("AtomicFile committed twice");
+        let w = self
+            .file
+            .take()
+            .with_context(|| format!("{}: already committed", self.path.display()))?;
         let f = w
             .into_inner()
             .map_err(|e| e.into_error())

@@ -1,6 +1,6 @@
 //! The `similarity` job: the cosine of two texts, or the top-k nearest texts of a corpus for a
 //! query. The corpus is embedded once and cached next to it (`<corpus>.embtune-cache/<key>.npy`,
-//! the key hashing the model, its pooling/length settings and the corpus bytes).
+//! the key hashing the model, its pooling/length settings, compute precision and the corpus bytes).
 
 use crate::encode::{encode, Embeddings, EncodeOptions};
 use crate::model::{ModelSpec, SentenceEncoder};
@@ -45,11 +45,12 @@ fn fnv64(bytes: &[u8], mut h: u64) -> u64 {
 
 pub fn cache_path(corpus: &Path, model: &SentenceEncoder, bytes: &[u8]) -> PathBuf {
     let settings = format!(
-        "{}|{:?}|{}|{}",
+        "{}|{:?}|{}|{}|{:?}",
         model.source,
         model.pooling.modes,
         model.tokenizer.max_seq_length(),
-        model.normalize
+        model.normalize,
+        model.bert.compute_dtype()
     );
     let key = fnv64(bytes, fnv64(settings.as_bytes(), 0xcbf29ce484222325));
     let name = corpus

@@ -55,7 +55,9 @@ pub struct SentenceEncoder {
     config_json: Value,
     st_config: Option<Value>,
     /// Tokenizer files to copy on save: (file name, local path).
-    tokenizer_files: Vec<(String, PathBuf)>,
+    /// Tokenizer files to write on save: (file name, contents), read at load — the directory
+    /// loaded from may be gone by then (e.g. a checkpoint pruned after a resume).
+    tokenizer_files: Vec<(String, Vec<u8>)>,
     /// Where the model came from (for messages and saved configs).
     pub source: String,
     /// Notices for the user (e.g. "no modules.json: mean pooling").
@@ -131,7 +133,9 @@ impl SentenceEncoder {
         let mut tokenizer_files = Vec::new();
         for name in st_format::TOKENIZER_FILES {
             if let Some(p) = src.optional(&st_format::file_in(&tdir, name))? {
-                tokenizer_files.push((name.to_string(), p));
+                let bytes =
+                    std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+                tokenizer_files.push((name.to_string(), bytes));
             }
         }
         let mut pooling = match &stack.pooling {
@@ -192,8 +196,10 @@ impl SentenceEncoder {
         normalize: bool,
         config_json: Value,
         tokenizer_json: PathBuf,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        let bytes = std::fs::read(&tokenizer_json)
+            .with_context(|| format!("reading {}", tokenizer_json.display()))?;
+        Ok(Self {
             bert,
             tokenizer,
             pooling,
@@ -201,10 +207,10 @@ impl SentenceEncoder {
             normalize,
             config_json,
             st_config: None,
-            tokenizer_files: vec![("tokenizer.json".into(), tokenizer_json)],
+            tokenizer_files: vec![("tokenizer.json".into(), bytes)],
             source: "(in memory)".into(),
             notices: Vec::new(),
-        }
+        })
     }
 
     /// Embedding dimension after pooling and Dense layers.
@@ -276,9 +282,8 @@ impl SentenceEncoder {
             &dir.join("model.safetensors"),
         )?;
         write_file_synced(&dir.join("config.json"), &pretty(&self.config_json))?;
-        for (name, src) in &self.tokenizer_files {
-            let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
-            write_file_synced(&dir.join(name), &bytes)?;
+        for (name, bytes) in &self.tokenizer_files {
+            write_file_synced(&dir.join(name), bytes)?;
         }
         let mut modules = vec![
             json!({"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}),

@@ -95,7 +95,7 @@ impl Rows {
         let ctx = || format!("writing {}", path.display());
         match kind {
             OutputKind::Jsonl => {
-                let w = f.writer();
+                let w = f.writer()?;
                 for r in &self.rows {
                     let obj: serde_json::Map<String, Value> = self
                         .columns
@@ -111,7 +111,7 @@ impl Rows {
                 let delim = if kind == OutputKind::Csv { b',' } else { b'\t' };
                 let mut w = csv::WriterBuilder::new()
                     .delimiter(delim)
-                    .from_writer(f.writer());
+                    .from_writer(f.writer()?);
                 w.write_record(&self.columns).with_context(ctx)?;
                 for r in &self.rows {
                     w.write_record(r.iter().map(|v| match v {

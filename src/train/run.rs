@@ -149,6 +149,9 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             ckpt.display()
         );
     }
+    for line in checkpoint::clean_stale(&cfg.output)? {
+        eprintln!("note: checkpoints: {line}");
+    }
     let metrics_path = cfg.output.join("metrics.jsonl");
     truncate_metrics(&metrics_path, start)?;
     crate::fsutil::write_atomic(

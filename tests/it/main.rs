@@ -7,6 +7,7 @@ mod datasets;
 mod device;
 mod errors;
 mod gradients;
+mod lint;
 mod losses;
 mod pairs;
 mod parity;

@@ -193,6 +193,73 @@ fn a_partial_checkpoint_is_never_resumed_from() {
     assert!(chosen.ends_with("checkpoint-3"), "{}", chosen.display());
 }
 
+/// Every checkpoint carries a manifest (size + sha256 of each file); `--resume` verifies it: a
+/// damaged newest checkpoint is skipped for the previous one, and naming it directly is an
+/// error that says which file is wrong.
+#[test]
+fn damaged_checkpoints_are_detected_by_their_manifest() {
+    use embtune::train::checkpoint::{resolve, verify};
+    let f = fixture();
+    let mut cfg = config(&f, "out", 6);
+    cfg.save_steps = Some(2);
+    embtune::train::run(&cfg).unwrap();
+    let c2 = cfg.output.join("checkpoints/checkpoint-2");
+    let c4 = cfg.output.join("checkpoints/checkpoint-4");
+    verify(&c2).unwrap();
+    verify(&c4).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c4.join("manifest.json")).unwrap()).unwrap();
+    let paths: Vec<&str> = m
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    for p in [
+        "optimizer.safetensors",
+        "trainer_state.json",
+        "model/model.safetensors",
+        "model/config.json",
+    ] {
+        assert!(paths.contains(&p), "{p} not in {paths:?}");
+    }
+    // One flipped byte in the optimizer moments.
+    let opt = c4.join("optimizer.safetensors");
+    let mut bytes = std::fs::read(&opt).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&opt, &bytes).unwrap();
+    let e = format!("{:#}", resolve(&c4).unwrap_err());
+    assert!(
+        e.contains("optimizer.safetensors") && e.contains("sha256"),
+        "{e}"
+    );
+    assert!(resolve(&cfg.output).unwrap().ends_with("checkpoint-2"));
+    // A truncated model file, and a stray file.
+    let w = c2.join("model/model.safetensors");
+    let len = std::fs::metadata(&w).unwrap().len();
+    let fh = std::fs::OpenOptions::new().write(true).open(&w).unwrap();
+    fh.set_len(len - 10).unwrap();
+    let e = format!("{:#}", verify(&c2).unwrap_err());
+    assert!(
+        e.contains("model/model.safetensors") && e.contains("bytes"),
+        "{e}"
+    );
+    let e = format!("{:#}", resolve(&cfg.output).unwrap_err());
+    assert!(
+        e.contains("no checkpoint there passes its manifest check"),
+        "{e}"
+    );
+    let c6 = cfg.output.join("checkpoints/checkpoint-6");
+    assert!(
+        !c6.exists(),
+        "the final step writes the model, not a checkpoint"
+    );
+    std::fs::write(c2.join("stray.txt"), "x").unwrap();
+    let e = format!("{:#}", verify(&c2).unwrap_err());
+    assert!(e.contains("stray.txt"), "{e}");
+}
+
 fn train_cmd(f: &Fixture, out: &Path, steps: usize, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_embtune"));
     c.args([
@@ -266,37 +333,66 @@ fn sigint_saves_a_checkpoint_and_resume_matches_the_straight_run() {
 
 #[test]
 fn sigkill_at_random_moments_then_resume_matches_the_straight_run() {
+    // The kill test of issue 7: ≥ 20 SIGKILLs at random moments of a run that writes a
+    // checkpoint every 2 steps (so many kills land inside a checkpoint write), a resume after
+    // each; every checkpoint left behind must verify against its manifest, and the final weights
+    // must equal the uninterrupted run's bitwise.
     let f = fixture();
-    let steps = 300;
+    let steps = 1500;
+    let every = ["--save-steps", "2", "--save-total-limit", "3"];
     let straight = f.dir.join("straight");
-    assert!(train_cmd(&f, &straight, steps, &["--save-steps", "7"])
+    assert!(train_cmd(&f, &straight, steps, &every)
         .output()
         .unwrap()
         .status
         .success());
     let out = f.dir.join("killed");
     let mut rng = embtune::rng::Rng::new(2024);
-    let mut kills = 0;
-    for round in 0..4 {
-        let mut cmd = train_cmd(&f, &out, steps, &["--save-steps", "7"]);
-        if round > 0 && !embtune::train::checkpoint::list(&out).is_empty() {
+    let (mut kills, mut mid_write) = (0, 0);
+    for _round in 0..80 {
+        if kills >= 20 {
+            break;
+        }
+        let mut cmd = train_cmd(&f, &out, steps, &every);
+        if !embtune::train::checkpoint::list(&out).is_empty() {
             cmd.args(["--resume", out.to_str().unwrap()]);
         }
-        let mut child = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(
-            400 + rng.below(1200) as u64,
+            100 + rng.below(300) as u64,
         ));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
+            child.wait().unwrap();
+            let mark = format!(".tmp-{}", child.id());
+            let tmp_left = std::fs::read_dir(out.join("checkpoints"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(&mark));
+            mid_write += tmp_left as usize;
+        } else {
+            let o = child.wait_with_output().unwrap();
+            assert!(
+                o.status.success(),
+                "round after {kills} kills failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            break; // finished before the kill: nothing left to interrupt
         }
-        child.wait().unwrap();
+        for (_, c) in embtune::train::checkpoint::list(&out) {
+            embtune::train::checkpoint::verify(&c)
+                .unwrap_or_else(|e| panic!("after kill {kills}: {e:#}"));
+        }
     }
+    eprintln!("kill test: {kills} SIGKILLs, {mid_write} of them during a checkpoint write");
     assert!(
-        kills >= 2,
-        "the runs finished before they could be killed; make them longer"
+        kills >= 20,
+        "only {kills} kills: the runs finished too soon; make them longer"
     );
-    let mut cmd = train_cmd(&f, &out, steps, &["--save-steps", "7"]);
+    assert!(mid_write >= 1, "no kill landed inside a checkpoint write");
+    let mut cmd = train_cmd(&f, &out, steps, &every);
     if !embtune::train::checkpoint::list(&out).is_empty() {
         cmd.args(["--resume", out.to_str().unwrap()]);
     }

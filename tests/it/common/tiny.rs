@@ -85,7 +85,7 @@ pub fn tiny_encoder(
     let bert = BertModel::random(cfg, seed, dtype, &Device::Cpu).unwrap();
     let text_tok = TextTokenizer::from_file(&tok_path, 32, false, 0).unwrap();
     let pooling = PoolingConfig::new(vec![Pooling::Mean], 32);
-    SentenceEncoder::from_parts(bert, text_tok, pooling, normalize, cfg_json, tok_path)
+    SentenceEncoder::from_parts(bert, text_tok, pooling, normalize, cfg_json, tok_path).unwrap()
 }
 
 /// Writes a tiny model directory in the sentence-transformers layout and returns nothing;
