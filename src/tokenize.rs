@@ -18,6 +18,9 @@ pub struct TokenBatch {
     pub single_segment: bool,
 }
 
+/// Bytes of text kept per token of max_seq_length before tokenizing (see `tokenize`).
+pub const MAX_CHARS_PER_TOKEN: usize = 100;
+
 /// One tokenized text: ids with special tokens, and whether truncation cut it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tokenized {
@@ -94,14 +97,35 @@ impl TextTokenizer {
     }
 
     /// Tokenizes texts (in parallel), without padding. Like sentence-transformers, surrounding
-    /// whitespace is stripped first.
+    /// whitespace is stripped first. A text longer than [`MAX_CHARS_PER_TOKEN`] × max_seq_length
+    /// bytes is cut there first (and counted as truncated): the tokenizer's work stays bounded on
+    /// a huge line, and nothing that fits in max_seq_length tokens is lost (a WordPiece token
+    /// covers at most 100 characters).
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Tokenized>> {
+        let cap = self
+            .max_seq_length
+            .saturating_mul(MAX_CHARS_PER_TOKEN)
+            .max(1);
+        let cut: Vec<(&str, bool)> = texts
+            .iter()
+            .map(|t| {
+                let t = t.trim();
+                if t.len() <= cap {
+                    return (t, false);
+                }
+                let mut end = cap;
+                while !t.is_char_boundary(end) {
+                    end -= 1;
+                }
+                (&t[..end], true)
+            })
+            .collect();
         let owned: Vec<String>;
         let inputs: Vec<&str> = if self.lowercase {
-            owned = texts.iter().map(|t| t.trim().to_lowercase()).collect();
+            owned = cut.iter().map(|(t, _)| t.to_lowercase()).collect();
             owned.iter().map(|s| s.as_str()).collect()
         } else {
-            texts.iter().map(|t| t.trim()).collect()
+            cut.iter().map(|(t, _)| *t).collect()
         };
         let enc = self
             .inner
@@ -109,8 +133,9 @@ impl TextTokenizer {
             .map_err(|e| anyhow!("tokenizing: {e}"))?;
         Ok(enc
             .into_iter()
-            .map(|e| Tokenized {
-                truncated: !e.get_overflowing().is_empty(),
+            .zip(&cut)
+            .map(|(e, (_, pre_cut))| Tokenized {
+                truncated: *pre_cut || !e.get_overflowing().is_empty(),
                 ids: e.get_ids().to_vec(),
             })
             .collect())

@@ -204,10 +204,19 @@ fn delimited(text: &str, path: &Path, delim: u8, quoting: bool) -> Result<(Vec<S
             );
         }
     }
+    // Line numbers from byte offsets (the csv crate's own line count stays at 1 with CRLF ends).
+    let newlines: Vec<usize> = text
+        .bytes()
+        .enumerate()
+        .filter(|(_, b)| *b == b'\n')
+        .map(|(i, _)| i)
+        .collect();
+    // (With CRLF ends a record's offset can point at the \n of the previous line's \r\n.)
+    let line_of = |byte: u64| newlines.partition_point(|&n| (n as u64) <= byte) + 1;
     let mut rows = Vec::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| {
-            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            let line = e.position().map(|p| line_of(p.byte())).unwrap_or(0);
             match e.kind() {
                 csv::ErrorKind::UnequalLengths {
                     expected_len, len, ..
@@ -218,7 +227,7 @@ fn delimited(text: &str, path: &Path, delim: u8, quoting: bool) -> Result<(Vec<S
                 _ => anyhow::anyhow!("{}:{line}: {e}", path.display()),
             }
         })?;
-        let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
+        let line = rec.position().map(|p| line_of(p.byte())).unwrap_or(0);
         if rec.iter().all(|f| f.is_empty()) {
             continue;
         }

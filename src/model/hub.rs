@@ -131,11 +131,45 @@ impl ModelSource {
         match self {
             ModelSource::Local(dir) => {
                 let p = dir.join(name);
-                Ok(p.is_file().then_some(p))
+                if !p.is_file() {
+                    return Ok(None);
+                }
+                // A snapshot of the Hub cache links its files to ../../blobs: the repo folder is
+                // the boundary there; anywhere else it is the model directory itself.
+                let in_snapshot = dir
+                    .parent()
+                    .and_then(|s| s.file_name())
+                    .is_some_and(|n| n == "snapshots");
+                let root = match (in_snapshot, dir.parent().and_then(|s| s.parent())) {
+                    (true, Some(repo)) => repo.to_path_buf(),
+                    _ => dir.clone(),
+                };
+                contained(&root, &p)?;
+                Ok(Some(p))
             }
             ModelSource::Hub { repo_id, opts } => hub_file(repo_id, opts, name),
         }
     }
+}
+
+/// Refuses a file whose real location (symbolic links followed) is outside `root`: a model
+/// directory we did not write must not make us read other files of the machine.
+fn contained(root: &Path, file: &Path) -> Result<()> {
+    let real_root = root
+        .canonicalize()
+        .with_context(|| format!("resolving {}", root.display()))?;
+    let real = file
+        .canonicalize()
+        .with_context(|| format!("resolving {}", file.display()))?;
+    if !real.starts_with(&real_root) {
+        bail!(
+            "{}: a symbolic link to {}, outside the model directory {}; refusing to read it",
+            file.display(),
+            real.display(),
+            root.display()
+        );
+    }
+    Ok(())
 }
 
 /// Looks in the cache first (refs/<revision> → snapshots/<commit>/<file>, or a commit hash given
@@ -145,6 +179,8 @@ fn hub_file(repo_id: &str, opts: &HubOptions, name: &str) -> Result<Option<PathB
     let repo_dir = cache.join(format!("models--{}", repo_id.replace('/', "--")));
     let rev = opts.revision();
     if let Some(p) = cached(&repo_dir, rev, name) {
+        // Snapshot files link into the repo's blobs/; a link leading elsewhere is refused.
+        contained(&repo_dir, &p)?;
         return Ok(Some(p));
     }
     if opts.offline {

@@ -58,6 +58,21 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
             )
         })?;
     set.check_labels(shape.label)?;
+    if cfg.loss == LossKind::Cosine {
+        // The target of CosineSimilarityLoss is a cosine: a score outside [-1, 1] is almost
+        // always an unscaled one (STS-B's 0–5), which would train towards impossible values.
+        if let Some(labels) = &set.labels {
+            if let Some(i) = labels.iter().position(|y| !(-1.0..=1.0).contains(y)) {
+                bail!(
+                    "{}:{}: field {:?}: cosine loss needs scores in [-1, 1], got {}; scale them (divide 0–5 STS scores by 5, or use --format stsb)",
+                    set.path.display(),
+                    set.lines.get(i).copied().unwrap_or(0),
+                    set.label_column.as_deref().unwrap_or("label"),
+                    labels[i]
+                );
+            }
+        }
+    }
     if cfg.batch_size > set.len() {
         bail!(
             "--batch-size {} is larger than the training data ({} rows in {})",

@@ -78,6 +78,14 @@ pub fn embtune(args: &[&str]) -> Output {
         .expect("running embtune")
 }
 
+/// The embtune binary as a `Command` (offline), for tests that set more than arguments.
+pub fn embtune_cmd_offline() -> Command {
+    ensure_real_model();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_embtune"));
+    c.env("HF_HUB_OFFLINE", "1");
+    c
+}
+
 /// Asserts the command failed with exactly one error line on stderr that contains every needle.
 pub fn assert_one_line_error(out: &Output, needles: &[&str]) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
