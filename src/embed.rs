@@ -49,6 +49,18 @@ pub struct EmbedConfig {
     pub read: ReadOptions,
     pub output: PathBuf,
     pub encode: EncodeOptions,
+    /// Inputs longer than this are encoded in chunks kept in `<output>.parts/` (resumable).
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: usize,
+    /// Continue an interrupted run from its finished chunks.
+    #[serde(default)]
+    pub resume: bool,
+}
+
+pub const DEFAULT_CHUNK_ROWS: usize = 50_000;
+
+fn default_chunk_rows() -> usize {
+    DEFAULT_CHUNK_ROWS
 }
 
 /// What a finished `embed` run did.
@@ -58,6 +70,8 @@ pub struct EmbedReport {
     pub dim: usize,
     pub truncated: usize,
     pub output: PathBuf,
+    /// Chunks reused from an interrupted run (`--resume`).
+    pub resumed_chunks: usize,
 }
 
 /// Reads the text column of the input (one text per row, in file order).
@@ -79,13 +93,41 @@ pub fn run(cfg: &EmbedConfig) -> Result<EmbedReport> {
         eprintln!("note: {n}");
     }
     let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-    let emb = encode(&model, &refs, &cfg.encode)?;
+    let parts = crate::embed_parts::parts_dir(&cfg.output);
+    let chunked = refs.len() > cfg.chunk_rows || cfg.resume || parts.exists();
+    let (emb, resumed_chunks) = if chunked {
+        let input = std::fs::read(&cfg.input).unwrap_or_default();
+        let settings = serde_json::json!({
+            "input": cfg.input,
+            "model": cfg.model,
+            "column": cfg.column,
+            "normalize": cfg.encode.normalize,
+            "format": cfg.format,
+        });
+        let key =
+            crate::embed_parts::job_key(&input, &settings, refs.len(), cfg.chunk_rows, model.dim());
+        crate::embed_parts::encode_in_parts(
+            &model,
+            &refs,
+            &cfg.encode,
+            &parts,
+            &key,
+            cfg.chunk_rows,
+            cfg.resume,
+        )?
+    } else {
+        (encode(&model, &refs, &cfg.encode)?, 0)
+    };
     write_embeddings(&cfg.output, out_format, &emb, &refs)?;
+    if chunked {
+        std::fs::remove_dir_all(&parts).with_context(|| format!("removing {}", parts.display()))?;
+    }
     Ok(EmbedReport {
         rows: emb.len(),
         dim: emb.dim,
         truncated: emb.truncated,
         output: cfg.output.clone(),
+        resumed_chunks,
     })
 }
 

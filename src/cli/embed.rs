@@ -36,6 +36,14 @@ pub struct EmbedArgs {
     /// Hide the progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Inputs with more rows than this are encoded in chunks, each kept in <output>.parts/ as
+    /// soon as it is done, so an interrupted run can be continued with --resume.
+    #[arg(long, default_value_t = crate::embed::DEFAULT_CHUNK_ROWS)]
+    pub chunk_rows: usize,
+    /// Continue an interrupted run: reuse the finished chunks in <output>.parts/ (same input,
+    /// model and settings) and encode only the rest.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 impl EmbedArgs {
@@ -55,6 +63,8 @@ impl EmbedArgs {
                 normalize: self.normalize,
                 progress: !self.quiet && std::io::stderr().is_terminal(),
             },
+            chunk_rows: self.chunk_rows.max(1),
+            resume: self.resume,
         })
     }
 }
@@ -62,6 +72,12 @@ impl EmbedArgs {
 pub fn run(args: EmbedArgs) -> Result<()> {
     let cfg = args.into_config()?;
     let r = crate::embed::run(&cfg)?;
+    if r.resumed_chunks > 0 {
+        eprintln!(
+            "resumed: {} finished chunk(s) of {} rows reused",
+            r.resumed_chunks, cfg.chunk_rows
+        );
+    }
     eprintln!(
         "wrote {} embeddings of dimension {} to {}",
         r.rows,
