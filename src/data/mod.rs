@@ -111,15 +111,28 @@ impl Table {
     pub fn column(&self, name: &str) -> Result<usize> {
         match self.columns.iter().position(|c| c == name) {
             Some(i) => Ok(i),
-            None => bail!(
-                "{}: missing column {name:?}; the file has columns: {}",
-                self.path.display(),
-                if self.columns.is_empty() {
-                    "(none)".to_string()
-                } else {
-                    self.columns.join(", ")
-                }
-            ),
+            None => {
+                // A CSV/TSV without a header row: its first data row became the column names.
+                let headerless = matches!(self.format, DataFormat::Csv | DataFormat::Tsv)
+                    && self
+                        .columns
+                        .iter()
+                        .any(|c| c.trim().parse::<f64>().is_ok() || c.contains(' '));
+                bail!(
+                    "{}: missing column {name:?}; the file has columns: {}{}",
+                    self.path.display(),
+                    if self.columns.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        self.columns.join(", ")
+                    },
+                    if headerless {
+                        " (the first row looks like data: CSV/TSV files need a header row naming the columns)"
+                    } else {
+                        ""
+                    }
+                )
+            }
         }
     }
 

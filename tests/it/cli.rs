@@ -267,31 +267,53 @@ fn embed_resumes_from_finished_chunks_after_a_kill() {
     tiny::write_tiny_model(&m, 5);
     let input = tmp.path().join("in.txt");
     let text: String = (0..8_000)
-        .map(|i| format!("sentence {i} with a few words and a number {}\n", i * 7919 % 1000))
+        .map(|i| {
+            format!(
+                "sentence {i} with a few words and a number {}\n",
+                i * 7919 % 1000
+            )
+        })
         .collect();
     std::fs::write(&input, text).unwrap();
     let run = |out: &Path, extra: &[&str]| {
         let mut c = common::embtune_cmd_offline();
-        c.args(["embed", "-m", m.to_str().unwrap(), "-i", input.to_str().unwrap(), "-o"])
-            .arg(out)
-            .args(["--chunk-rows", "400", "-q"])
-            .args(extra);
+        c.args([
+            "embed",
+            "-m",
+            m.to_str().unwrap(),
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+        ])
+        .arg(out)
+        .args(["--chunk-rows", "400", "-q"])
+        .args(extra);
         c
     };
     let straight = tmp.path().join("straight.npy");
     assert!(run(&straight, &[]).output().unwrap().status.success());
     let out = tmp.path().join("out.npy");
     let parts = tmp.path().join("out.npy.parts");
-    let mut child = run(&out, &[]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = run(&out, &[])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let t0 = std::time::Instant::now();
     loop {
         let n = std::fs::read_dir(&parts)
-            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".bin")).count())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".bin"))
+                    .count()
+            })
             .unwrap_or(0);
         if n >= 3 {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "finished before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
         assert!(t0.elapsed().as_secs() < 120, "no chunk appeared");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
@@ -302,7 +324,10 @@ fn embed_resumes_from_finished_chunks_after_a_kill() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(r.status.success(), "{err}");
     assert!(err.contains("resumed: "), "{err}");
-    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&straight).unwrap());
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&straight).unwrap()
+    );
     assert!(!parts.exists(), "parts left after a finished run");
     // Parts of another job are refused with --resume.
     std::fs::create_dir_all(&parts).unwrap();

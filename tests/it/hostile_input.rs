@@ -246,3 +246,23 @@ fn mixed_quoting_in_csv() {
     );
     assert_eq!(jsonl_rows(&f)[0]["text"], "it\"s fine");
 }
+
+/// A CSV without a header row: the error says the first row looks like data.
+#[test]
+fn a_missing_header_row_is_named() {
+    let f = fx();
+    let p = write(
+        &f,
+        "nohead.csv",
+        b"a cat sits,a dog runs,0.5\nsun,moon,0.1\n",
+    );
+    assert_one_line_error(
+        &embed(&f, &p, &["--column", "text"]),
+        &[
+            "nohead.csv",
+            "missing column \"text\"",
+            "first row looks like data",
+            "header row",
+        ],
+    );
+}
