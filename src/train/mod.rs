@@ -3,6 +3,7 @@
 //! exact resume. Depends on model, loss, data, eval (evaluation during training).
 
 pub mod batcher;
+pub mod card;
 pub mod checkpoint;
 pub mod data;
 pub mod optimizer;

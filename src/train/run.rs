@@ -65,6 +65,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
 
 /// [`run`], also returning the trained model as it is in memory at the end.
 pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
+    let wall = Instant::now();
     let p = prepare(cfg)?;
     let device = crate::device::resolve(&cfg.model.compute)?;
     crate::device::check_precision(&cfg.model.compute, &device)?;
@@ -329,6 +330,25 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         output: cfg.output.clone(),
         throughput,
     };
+    if report.interrupted.is_none() {
+        let card = super::card::CardInput {
+            model: &model,
+            rows: p.set.len(),
+            columns: &p.set.columns,
+            label_column: p.set.label_column.as_deref(),
+            examples: (0..p.set.len().min(3))
+                .map(|i| {
+                    (
+                        p.set.texts[i].clone(),
+                        p.set.labels.as_ref().and_then(|l| l.get(i).copied()),
+                    )
+                })
+                .collect(),
+            device: crate::device::describe(&device),
+            wall_seconds: wall.elapsed().as_secs_f64(),
+        };
+        super::card::write(cfg, &report, &card)?;
+    }
     Ok((report, model))
 }
 

@@ -636,3 +636,64 @@ fn gradient_accumulation_matches_the_larger_batch() {
         "accumulation must differ from the small batch alone"
     );
 }
+
+/// The output directory gets a model card: base model, stack, data with examples, loss, the
+/// non-default hyperparameters, the loss table from metrics.jsonl, the evaluation table filled
+/// from this run, and usage snippets.
+#[test]
+fn a_model_card_is_written_with_this_runs_numbers() {
+    let f = fixture();
+    let mut cfg = config(&f, "out", 6);
+    cfg.eval = Some(embtune::train::EvalSpec {
+        data: f.data.clone(),
+        format: None,
+        task: embtune::eval::EvalTask::Sts,
+        columns: None,
+        score_scale: None,
+    });
+    cfg.eval_steps = Some(3);
+    let r = embtune::train::run(&cfg).unwrap();
+    let card = std::fs::read_to_string(cfg.output.join("README.md")).unwrap();
+    let ev = r.final_eval.unwrap();
+    let spearman = ev.get("spearman_cosine").unwrap();
+    for needle in [
+        format!("base_model: {}", f.model.display()),
+        "`CoSENTLoss` (`--loss cosent`)".to_string(),
+        "Pooling (mean) → Normalize".to_string(),
+        "48 rows; text columns `sentence1`, `sentence2`, label `score`".to_string(),
+        "`lr`: 0.001".to_string(),
+        "`batch_size`: 8".to_string(),
+        format!("| spearman_cosine (primary) | {spearman:.4} |"),
+        "from sentence_transformers import SentenceTransformer".to_string(),
+        "text-embeddings-inference".to_string(),
+    ] {
+        assert!(card.contains(&needle), "card lacks {needle:?}:\n{card}");
+    }
+    // The loss table is metrics.jsonl's.
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(cfg.output.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let row = format!(
+        "| 1 | {:.3} | {:.4} |",
+        first["epoch"].as_f64().unwrap(),
+        first["loss"].as_f64().unwrap()
+    );
+    assert!(card.contains(&row), "card lacks {row:?}:\n{card}");
+    // An example row of the data.
+    let line2 = std::fs::read_to_string(&f.data)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let first_text = line2.split('\t').next().unwrap();
+    assert!(
+        card.contains(first_text),
+        "card lacks the first example {first_text:?}"
+    );
+}

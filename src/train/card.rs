@@ -1,0 +1,264 @@
+//! The model card: `README.md` in a training run's output directory, in the style of the cards
+//! sentence-transformers writes — base model, module stack, data (rows, columns, examples), loss,
+//! the hyperparameters that differ from the defaults, the training-loss table (from
+//! metrics.jsonl), evaluation results, hardware and wall time, versions, and usage snippets for
+//! embtune, Python sentence-transformers and text-embeddings-inference.
+
+use super::run::TrainReport;
+use super::TrainConfig;
+use crate::loss::LossKind;
+use crate::model::SentenceEncoder;
+use anyhow::Result;
+use serde_json::Value;
+use std::fmt::Write;
+use std::path::Path;
+
+/// What the card needs from the run besides the config and the report.
+pub struct CardInput<'a> {
+    pub model: &'a SentenceEncoder,
+    pub rows: usize,
+    pub columns: &'a [String],
+    pub label_column: Option<&'a str>,
+    /// The first few rows (texts of each column, label).
+    pub examples: Vec<(Vec<String>, Option<f32>)>,
+    pub device: String,
+    pub wall_seconds: f64,
+}
+
+/// sentence-transformers' class for each loss.
+pub fn st_loss_class(k: LossKind) -> &'static str {
+    match k {
+        LossKind::Contrastive => "ContrastiveLoss",
+        LossKind::OnlineContrastive => "OnlineContrastiveLoss",
+        LossKind::Triplet => "TripletLoss",
+        LossKind::Mnrl => "MultipleNegativesRankingLoss",
+        LossKind::Cosent => "CoSENTLoss",
+        LossKind::Cosine => "CosineSimilarityLoss",
+    }
+}
+
+/// Config fields whose values differ from `TrainConfig::default()` (paths and I/O excluded).
+fn non_default(cfg: &TrainConfig) -> Vec<(String, String)> {
+    let (Ok(Value::Object(a)), Ok(Value::Object(d))) = (
+        serde_json::to_value(cfg),
+        serde_json::to_value(TrainConfig::default()),
+    ) else {
+        return Vec::new();
+    };
+    let skip = [
+        "model", "data", "output", "resume", "read", "format", "eval",
+    ];
+    a.iter()
+        .filter(|(k, v)| !skip.contains(&k.as_str()) && d.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect()
+}
+
+fn md_cell(s: &str) -> String {
+    let s = s.replace('|', "\\|").replace('\n', " ");
+    if s.chars().count() > 80 {
+        format!("{}…", s.chars().take(80).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// The card's Markdown.
+pub fn render(cfg: &TrainConfig, report: &TrainReport, inp: &CardInput) -> String {
+    let base = &cfg.model.model;
+    let m = inp.model;
+    let name = report
+        .output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "---\nlibrary_name: sentence-transformers\npipeline_tag: sentence-similarity\ntags:\n- sentence-transformers\n- sentence-similarity\n- feature-extraction\n- embtune\nbase_model: {base}\n---\n"
+    );
+    let _ = writeln!(
+        s,
+        "# {name}\n\nA sentence-transformers model fine-tuned from `{base}` with embtune \
+         ({} loss). It maps sentences to a {}-dimensional vector space for semantic similarity, search, clustering and classification.\n",
+        st_loss_class(cfg.loss),
+        m.dim()
+    );
+    let _ = writeln!(s, "## Model\n\n- Base model: `{base}`");
+    let _ = writeln!(
+        s,
+        "- Module stack: Transformer (BERT, {} layers, hidden {}, max_seq_length {}) → Pooling ({}){}{}",
+        m.bert.config().num_hidden_layers,
+        m.bert.hidden_size(),
+        m.tokenizer.max_seq_length(),
+        m.pooling
+            .modes
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if m.dense.is_empty() {
+            String::new()
+        } else {
+            format!(" → {} Dense", m.dense.len())
+        },
+        if m.normalize { " → Normalize" } else { "" }
+    );
+    let _ = writeln!(s, "- Output: {} dimensions, cosine similarity\n", m.dim());
+
+    let _ = writeln!(s, "## Training data\n");
+    let _ = writeln!(
+        s,
+        "`{}`: {} rows; text columns {}{}.\n",
+        cfg.data.display(),
+        inp.rows,
+        inp.columns
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        inp.label_column
+            .map(|l| format!(", label `{l}`"))
+            .unwrap_or_default()
+    );
+    if !inp.examples.is_empty() {
+        let mut head: Vec<String> = inp.columns.to_vec();
+        if let Some(l) = inp.label_column {
+            head.push(l.to_string());
+        }
+        let _ = writeln!(s, "| {} |", head.join(" | "));
+        let _ = writeln!(s, "|{}", "---|".repeat(head.len()));
+        for (texts, label) in &inp.examples {
+            let mut cells: Vec<String> = texts.iter().map(|t| md_cell(t)).collect();
+            if let Some(l) = label {
+                cells.push(format!("{l}"));
+            }
+            let _ = writeln!(s, "| {} |", cells.join(" | "));
+        }
+        s.push('\n');
+    }
+
+    let _ = writeln!(s, "## Training\n");
+    let params: Vec<String> = match serde_json::to_value(&cfg.loss_params) {
+        Ok(Value::Object(o)) => o
+            .iter()
+            .filter(|(_, v)| !v.is_null() && **v != Value::Bool(false))
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let _ = writeln!(
+        s,
+        "- Loss: `{}` (`--loss {}`){}",
+        st_loss_class(cfg.loss),
+        clap::ValueEnum::to_possible_value(&cfg.loss)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default(),
+        if params.is_empty() {
+            " with sentence-transformers' default parameters".to_string()
+        } else {
+            format!(", {}", params.join(", "))
+        }
+    );
+    let _ = writeln!(
+        s,
+        "- Steps: {} of {} (batch {}, {} epoch(s) requested), learning rate {}, warmup ratio {}, {:?} schedule",
+        report.steps,
+        report.total_steps,
+        cfg.batch_size,
+        cfg.epochs,
+        cfg.lr,
+        cfg.warmup_ratio,
+        cfg.schedule
+    );
+    let nd = non_default(cfg);
+    if !nd.is_empty() {
+        let _ = writeln!(s, "- Non-default hyperparameters:");
+        for (k, v) in nd {
+            let _ = writeln!(s, "  - `{k}`: {v}");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "- Hardware: {}; wall time {:.1} s\n",
+        inp.device, inp.wall_seconds
+    );
+
+    let losses = read_losses(&report.output.join("metrics.jsonl"));
+    if !losses.is_empty() {
+        let _ = writeln!(
+            s,
+            "### Training loss\n\n| step | epoch | loss |\n|---:|---:|---:|"
+        );
+        let stride = losses.len().div_ceil(20).max(1);
+        for (i, (step, epoch, loss)) in losses.iter().enumerate() {
+            if i % stride == 0 || i + 1 == losses.len() {
+                let _ = writeln!(s, "| {step} | {epoch:.3} | {loss:.4} |");
+            }
+        }
+        s.push('\n');
+    }
+    if let Some(ev) = &report.final_eval {
+        let _ = writeln!(s, "## Evaluation\n");
+        if let Some(e) = &cfg.eval {
+            let task = format!("{:?}", e.task).to_lowercase();
+            let _ = writeln!(
+                s,
+                "On `{}` (task {task}) after the last step:\n",
+                e.data.display()
+            );
+        }
+        let _ = writeln!(s, "| metric | value |\n|---|---:|");
+        for (k, v) in &ev.values {
+            let mark = if *k == ev.primary { " (primary)" } else { "" };
+            let _ = writeln!(s, "| {k}{mark} | {v:.4} |");
+        }
+        if let Some((b, step)) = report.best {
+            let _ = writeln!(s, "\nBest {}: {b:.4} at step {step}.", ev.primary);
+        }
+        s.push('\n');
+    }
+
+    let _ = writeln!(
+        s,
+        "## Usage\n\nembtune:\n\n```bash\nembtune embed --model {name} --input sentences.txt --output embeddings.npy\nembtune similarity --model {name} \"A man is eating food.\" \"A man is eating a meal.\"\n```\n"
+    );
+    let _ = writeln!(
+        s,
+        "Python (sentence-transformers):\n\n```python\nfrom sentence_transformers import SentenceTransformer\nmodel = SentenceTransformer(\"path/to/{name}\")\nembeddings = model.encode([\"A man is eating food.\", \"A man is eating a meal.\"])\nprint(model.similarity(embeddings, embeddings))\n```\n"
+    );
+    let _ = writeln!(
+        s,
+        "text-embeddings-inference:\n\n```bash\ndocker run -p 8080:80 -v $PWD/{name}:/data/model ghcr.io/huggingface/text-embeddings-inference:cpu-latest --model-id /data/model\ncurl 127.0.0.1:8080/embed -X POST -d '{{\"inputs\": \"A man is eating food.\"}}' -H 'Content-Type: application/json'\n```\n"
+    );
+    let _ = writeln!(
+        s,
+        "## Versions\n\n- embtune {}\n- candle 0.11.1\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    s
+}
+
+/// (step, epoch, loss) of every loss line of metrics.jsonl.
+fn read_losses(p: &Path) -> Vec<(u64, f64, f64)> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| {
+            Some((
+                v["step"].as_u64()?,
+                v["epoch"].as_f64()?,
+                v["loss"].as_f64()?,
+            ))
+        })
+        .collect()
+}
+
+/// Writes the card to `<output>/README.md` (atomically).
+pub fn write(cfg: &TrainConfig, report: &TrainReport, inp: &CardInput) -> Result<()> {
+    crate::fsutil::write_atomic(
+        &report.output.join("README.md"),
+        render(cfg, report, inp).as_bytes(),
+    )
+}
