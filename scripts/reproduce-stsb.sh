@@ -20,21 +20,17 @@ STS=data/stsbenchmark
 mkdir -p "$OUT" results
 target/release/examples/stsb_recipes "$STS/sts-train.csv" "$OUT/data" "$SEED"
 
-common=(--model "$MODEL" --max-seq-length 128 --epochs 1 --lr 2e-5 --warmup-ratio 0.1 --seed "$SEED" --allow-duplicates -q)
+# The recipes live in data/recipes/<name>.toml (embtune train --config); here only the seed, the
+# place of the generated data and the output change.
 for r in "${RECIPES[@]}"; do
   # REUSE=1: keep recipes already finished in OUT_DIR (e.g. to rebuild the table).
   if [[ -n "${REUSE:-}" && -f "$OUT/$r/result.json" ]]; then echo "== $r (reused)"; continue; fi
-  case "$r" in
-    cosent)      args=(--data "$STS/sts-train.csv" --format stsb --loss cosent --batch-size 16) ;;
-    cosine)      args=(--data "$STS/sts-train.csv" --format stsb --loss cosine --batch-size 16) ;;
-    mnrl)        args=(--data "$OUT/data/mnrl.jsonl" --columns anchor,positive --loss mnrl --batch-size 32) ;;
-    contrastive) args=(--data "$OUT/data/contrastive.jsonl" --columns sentence1,sentence2 --label-column label --loss contrastive --batch-size 16) ;;
-    triplet)     args=(--data "$OUT/data/triplet.jsonl" --columns anchor,positive,negative --loss triplet --batch-size 16) ;;
-    *) echo "unknown recipe $r" >&2; exit 2 ;;
-  esac
+  [[ -f "data/recipes/$r.toml" ]] || { echo "unknown recipe $r (no data/recipes/$r.toml)" >&2; exit 2; }
+  args=(--config "data/recipes/$r.toml" --seed "$SEED")
+  case "$r" in mnrl|contrastive|triplet) args+=(--data "$OUT/data/$r.jsonl") ;; esac
   echo "== $r"
   start=$(date +%s.%N)
-  $BIN train "${common[@]}" "${args[@]}" --output "$OUT/$r"
+  $BIN train "${args[@]}" --output "$OUT/$r"
   end=$(date +%s.%N)
   for split in dev test; do
     $BIN eval --model "$OUT/$r" --data "$STS/sts-$split.csv" --format stsb --task sts --json -q > "$OUT/$r/eval-$split.json"

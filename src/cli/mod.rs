@@ -2,6 +2,7 @@
 //! into the library's config in one function, then calling the library's `run`.
 
 pub mod bench;
+pub mod config_file;
 pub mod embed;
 pub mod eval;
 pub mod pairs;

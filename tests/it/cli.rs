@@ -338,3 +338,99 @@ fn embed_resumes_from_finished_chunks_after_a_kill() {
     assert!(r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("discarding the parts"));
 }
+
+/// `--config recipe.toml`: the file's flags apply, the command line's win, `--print-config`
+/// round-trips, unknown keys are named, and the shipped recipes all parse.
+#[test]
+fn config_files_flags_precedence_and_print_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    tiny::write_tiny_model(&m, 2);
+    let data = tmp.path().join("d.tsv");
+    let rows: String = (0..24)
+        .map(|i| format!("a sentence {i}\tanother one {i}\t0.{}\n", i % 10))
+        .collect();
+    std::fs::write(&data, format!("sentence1\tsentence2\tscore\n{rows}")).unwrap();
+    let recipe = tmp.path().join("r.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "model = {:?}\ndata = {:?}\nloss = \"cosent\"\nbatch_size = 8\nlr = 1e-3\nmax-steps = 2\nquiet = true\n",
+            m.to_str().unwrap(),
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("o");
+    let r = embtune(&[
+        "train",
+        "--config",
+        recipe.to_str().unwrap(),
+        "--lr",
+        "5e-4",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["batch_size"], 8, "from the file");
+    assert_eq!(cfg["lr"], 5e-4, "the command line wins");
+    assert_eq!(cfg["max_steps"], 2);
+    // --print-config prints every resolved flag; feeding it back gives the same text.
+    let p1 = embtune(&[
+        "train",
+        "--config",
+        recipe.to_str().unwrap(),
+        "-o",
+        "x",
+        "--print-config",
+    ]);
+    assert!(
+        p1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&p1.stderr)
+    );
+    let text = String::from_utf8(p1.stdout).unwrap();
+    assert!(
+        text.contains("batch-size = 8")
+            && text.contains("seed = 42")
+            && text.contains("loss = \"cosent\""),
+        "{text}"
+    );
+    let printed = tmp.path().join("printed.toml");
+    std::fs::write(&printed, &text).unwrap();
+    let p2 = embtune(&[
+        "train",
+        "--config",
+        printed.to_str().unwrap(),
+        "--print-config",
+    ]);
+    assert_eq!(String::from_utf8(p2.stdout).unwrap(), text);
+    // Unknown keys and wrong switch values name the file and the key.
+    std::fs::write(&recipe, "model = \"m\"\nbatchsize = 8\n").unwrap();
+    let e = embtune(&["train", "--config", recipe.to_str().unwrap()]);
+    common::assert_one_line_error(&e, &["r.toml", "unknown key \"batchsize\"", "batch-size"]);
+    std::fs::write(&recipe, "quiet = 3\n").unwrap();
+    let e = embtune(&["train", "--config", recipe.to_str().unwrap()]);
+    common::assert_one_line_error(&e, &["r.toml", "\"quiet\" is a switch"]);
+    // The recipes behind scripts/reproduce-stsb.sh parse.
+    for r in ["cosent", "cosine", "mnrl", "contrastive", "triplet"] {
+        let p = common::repo_root().join(format!("data/recipes/{r}.toml"));
+        let o = embtune(&[
+            "train",
+            "--config",
+            p.to_str().unwrap(),
+            "-o",
+            "x",
+            "--print-config",
+        ]);
+        assert!(
+            o.status.success(),
+            "{r}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("loss = \"{r}\"")));
+    }
+}

@@ -1,0 +1,187 @@
+//! `--config FILE.toml` and `--print-config` for every subcommand. The file's keys are the
+//! subcommand's long flag names (`batch-size` or `batch_size`), its values their values (true
+//! for a switch, arrays for comma lists); they are placed before the command line's own flags,
+//! and a flag given on the command line wins (the command is parsed with args_override_self).
+//! `--print-config` prints every resolved flag as TOML — a file `--config` accepts — and exits.
+
+use anyhow::{bail, Context, Result};
+use clap::{ArgAction, ArgMatches, Command};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// The argument list after `--config` is expanded, and whether `--print-config` was asked.
+pub struct Expanded {
+    pub args: Vec<OsString>,
+    pub print_config: bool,
+}
+
+/// The command with repeated flags allowed (the last one wins).
+pub fn command() -> Command {
+    <super::Cli as clap::CommandFactory>::command().mut_subcommands(|s| s.args_override_self(true))
+}
+
+/// Takes `--config FILE` / `--config=FILE` and `--print-config` out of `args` and puts the
+/// file's flags right after the subcommand name.
+pub fn expand(args: Vec<OsString>) -> Result<Expanded> {
+    let mut out: Vec<OsString> = Vec::with_capacity(args.len());
+    let (mut config, mut print_config) = (None::<PathBuf>, false);
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        if s == "--print-config" {
+            print_config = true;
+        } else if s == "--config" {
+            let f = it.next().context("--config needs a file")?;
+            config = Some(PathBuf::from(f));
+        } else if let Some(f) = s.strip_prefix("--config=") {
+            config = Some(PathBuf::from(f));
+        } else {
+            out.push(a);
+        }
+    }
+    let Some(path) = config else {
+        return Ok(Expanded {
+            args: out,
+            print_config,
+        });
+    };
+    // The subcommand: the first argument after the program name that is not a flag.
+    let Some(pos) = out
+        .iter()
+        .skip(1)
+        .position(|a| !a.to_string_lossy().starts_with('-'))
+        .map(|p| p + 1)
+    else {
+        bail!(
+            "--config {}: give a subcommand (embed, eval, train, pairs, …)",
+            path.display()
+        );
+    };
+    let sub_name = out[pos].to_string_lossy().into_owned();
+    let cmd = command();
+    let Some(sub) = cmd.find_subcommand(&sub_name) else {
+        // Let clap report the unknown subcommand.
+        return Ok(Expanded {
+            args: out,
+            print_config,
+        });
+    };
+    let injected = file_args(&path, sub)?;
+    let mut args: Vec<OsString> = out[..=pos].to_vec();
+    args.extend(injected);
+    args.extend(out[pos + 1..].iter().cloned());
+    Ok(Expanded { args, print_config })
+}
+
+/// A TOML file → `--flag value` arguments, each key checked against the subcommand's flags.
+fn file_args(path: &PathBuf, sub: &Command) -> Result<Vec<OsString>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("{}: not a valid TOML file", path.display()))?;
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let flag = key.replace('_', "-");
+        let Some(arg) = sub
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag.as_str()))
+        else {
+            let valid: Vec<&str> = sub.get_arguments().filter_map(|a| a.get_long()).collect();
+            bail!(
+                "{}: unknown key {key:?} for `embtune {}`; the keys are its flags: {}",
+                path.display(),
+                sub.get_name(),
+                valid.join(", ")
+            );
+        };
+        let switch = matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse);
+        let item = |v: &toml::Value| -> Result<String> {
+            Ok(match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => bail!(
+                    "{}: key {key:?}: expected a string, number, boolean or array",
+                    path.display()
+                ),
+            })
+        };
+        match (&value, switch) {
+            (toml::Value::Boolean(true), true) => out.push(format!("--{flag}").into()),
+            (toml::Value::Boolean(false), true) => {}
+            (_, true) => bail!(
+                "{}: key {key:?} is a switch: expected true or false",
+                path.display()
+            ),
+            (toml::Value::Array(a), false) => {
+                let parts = a.iter().map(&item).collect::<Result<Vec<_>>>()?;
+                out.push(format!("--{flag}").into());
+                out.push(parts.join(",").into());
+            }
+            (v, false) => {
+                out.push(format!("--{flag}").into());
+                out.push(item(v)?.into());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every flag of the parsed subcommand with its resolved value (defaults included) as TOML.
+pub fn print(matches: &ArgMatches) -> Result<String> {
+    let cmd = command();
+    let Some((name, sub_m)) = matches.subcommand() else {
+        bail!("--print-config needs a subcommand");
+    };
+    let Some(sub) = cmd.find_subcommand(name) else {
+        bail!("unknown subcommand {name}");
+    };
+    let mut table = toml::Table::new();
+    for arg in sub.get_arguments() {
+        let (Some(long), id) = (arg.get_long(), arg.get_id().as_str()) else {
+            continue;
+        };
+        if matches!(long, "help" | "version" | "token") {
+            continue; // never write a secret into a recipe
+        }
+        match arg.get_action() {
+            ArgAction::SetTrue | ArgAction::SetFalse => {
+                if let Ok(Some(b)) = sub_m.try_get_one::<bool>(id) {
+                    table.insert(long.to_string(), toml::Value::Boolean(*b));
+                }
+            }
+            _ => {
+                let Ok(Some(raw)) = sub_m.try_get_raw(id) else {
+                    continue;
+                };
+                let vals: Vec<toml::Value> = raw.map(|v| scalar(&v.to_string_lossy())).collect();
+                let multi = arg.get_value_delimiter().is_some()
+                    || matches!(arg.get_action(), ArgAction::Append);
+                let v = if multi {
+                    toml::Value::Array(vals)
+                } else {
+                    match vals.into_iter().next() {
+                        Some(v) => v,
+                        None => continue,
+                    }
+                };
+                table.insert(long.to_string(), v);
+            }
+        }
+    }
+    Ok(toml::to_string(&table)?)
+}
+
+/// A raw flag value as the most specific TOML scalar it reads as.
+fn scalar(s: &str) -> toml::Value {
+    if let Ok(i) = s.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(f) = s.parse::<f64>() {
+        if f.is_finite() && s.contains(['.', 'e', 'E']) {
+            return toml::Value::Float(f);
+        }
+    }
+    toml::Value::String(s.to_string())
+}
