@@ -15,9 +15,14 @@ pub struct Expanded {
     pub print_config: bool,
 }
 
+/// What `--help` says about these two flags (they are handled before clap parses).
+pub const HELP: &str = "Recipes: --config FILE.toml takes this command's flags from a TOML file (keys are the flag names; flags given here win); --print-config prints every resolved flag as TOML and exits.";
+
 /// The command with repeated flags allowed (the last one wins).
 pub fn command() -> Command {
-    <super::Cli as clap::CommandFactory>::command().mut_subcommands(|s| s.args_override_self(true))
+    <super::Cli as clap::CommandFactory>::command()
+        .after_help(HELP)
+        .mut_subcommands(|s| s.args_override_self(true).after_help(HELP))
 }
 
 /// Takes `--config FILE` / `--config=FILE` and `--print-config` out of `args` and puts the
