@@ -6,7 +6,6 @@ use crate::embed::EmbedConfig;
 use crate::encode::EncodeOptions;
 use anyhow::Result;
 use clap::Args;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -61,7 +60,7 @@ impl EmbedArgs {
             encode: EncodeOptions {
                 batch_size: self.batch_size,
                 normalize: self.normalize,
-                progress: !self.quiet && std::io::stderr().is_terminal(),
+                progress: !self.quiet,
             },
             chunk_rows: self.chunk_rows.max(1),
             resume: self.resume,

@@ -7,7 +7,6 @@ use crate::eval::job::EvalConfig;
 use crate::eval::EvalTask;
 use anyhow::Result;
 use clap::Args;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -61,7 +60,7 @@ impl EvalArgs {
             encode: EncodeOptions {
                 batch_size: self.batch_size,
                 normalize: false,
-                progress: !self.quiet && std::io::stderr().is_terminal(),
+                progress: !self.quiet,
             },
         })
     }

@@ -7,7 +7,6 @@ use crate::pairs::output::NegativeFormat;
 use crate::pairs::{ColumnMap, NegativeOptions, PairsConfig, Source};
 use anyhow::{bail, Result};
 use clap::Args;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -156,7 +155,7 @@ impl PairsArgs {
             encode: EncodeOptions {
                 batch_size: 64,
                 normalize: true,
-                progress: !self.quiet && std::io::stderr().is_terminal(),
+                progress: !self.quiet,
             },
         })
     }

@@ -434,3 +434,40 @@ fn config_files_flags_precedence_and_print_config() {
         assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("loss = \"{r}\"")));
     }
 }
+
+/// Without a terminal, long loops print plain progress lines (every EMBTUNE_PROGRESS_EVERY
+/// seconds, 30 by default); `-q` silences them.
+#[test]
+fn plain_progress_lines_when_stderr_is_not_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    tiny::write_tiny_model(&m, 3);
+    let input = tmp.path().join("in.txt");
+    std::fs::write(
+        &input,
+        (0..200).map(|i| format!("text {i}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let run = |quiet: bool| {
+        let mut c = common::embtune_cmd_offline();
+        c.env("EMBTUNE_PROGRESS_EVERY", "0")
+            .args([
+                "embed",
+                "-m",
+                m.to_str().unwrap(),
+                "-i",
+                input.to_str().unwrap(),
+                "-o",
+            ])
+            .arg(tmp.path().join("o.npy"))
+            .args(["--batch-size", "50"]);
+        if quiet {
+            c.arg("-q");
+        }
+        String::from_utf8(c.output().unwrap().stderr).unwrap()
+    };
+    let err = run(false);
+    assert!(err.contains("encoding: 200/200"), "{err}");
+    assert!(err.contains("encoding: 50/200"), "{err}");
+    assert!(!run(true).contains("encoding:"));
+}
