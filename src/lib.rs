@@ -26,6 +26,7 @@ pub mod loss;
 pub mod model;
 pub mod pairs;
 pub mod progress;
+pub mod report;
 pub mod rng;
 pub mod runtime;
 pub mod similarity;

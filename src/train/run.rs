@@ -348,6 +348,8 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             wall_seconds: wall.elapsed().as_secs_f64(),
         };
         super::card::write(cfg, &report, &card)?;
+        let title = format!("embtune training report: {}", cfg.output.display());
+        crate::report::write_train_report(&cfg.output, &title)?;
     }
     Ok((report, model))
 }

@@ -697,3 +697,72 @@ fn a_model_card_is_written_with_this_runs_numbers() {
         "card lacks the first example {first_text:?}"
     );
 }
+
+/// report.html and the SVG charts come from metrics.jsonl: the loss polyline has one point per
+/// logged step, its highest loss is its highest point, and the evaluation chart has one point
+/// per evaluation.
+#[test]
+fn the_training_report_plots_this_runs_metrics() {
+    let f = fixture();
+    let mut cfg = config(&f, "out", 8);
+    cfg.eval = Some(embtune::train::EvalSpec {
+        data: f.data.clone(),
+        format: None,
+        task: embtune::eval::EvalTask::Sts,
+        columns: None,
+        score_scale: None,
+    });
+    cfg.eval_steps = Some(4);
+    embtune::train::run(&cfg).unwrap();
+    let metrics: Vec<serde_json::Value> = std::fs::read_to_string(cfg.output.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let losses: Vec<f64> = metrics.iter().filter_map(|v| v["loss"].as_f64()).collect();
+    assert_eq!(losses.len(), 8);
+    let points = |svg: &str, series: &str| -> Vec<(f64, f64)> {
+        let tag = format!("data-series=\"{series}\"");
+        let at = svg
+            .find(&tag)
+            .unwrap_or_else(|| panic!("no series {series}"));
+        let rest = &svg[at..];
+        let p0 = rest.find("points=\"").unwrap() + 8;
+        let p1 = p0 + rest[p0..].find('"').unwrap();
+        rest[p0..p1]
+            .split(' ')
+            .map(|xy| {
+                let (x, y) = xy.split_once(',').unwrap();
+                (x.parse().unwrap(), y.parse().unwrap())
+            })
+            .collect()
+    };
+    let loss_svg = std::fs::read_to_string(cfg.output.join("loss.svg")).unwrap();
+    let pts = points(&loss_svg, "loss");
+    assert_eq!(pts.len(), losses.len());
+    assert!(
+        pts.windows(2).all(|w| w[0].0 < w[1].0),
+        "x grows with the step"
+    );
+    let argmax = |v: &[f64]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0
+    };
+    let ys: Vec<f64> = pts.iter().map(|p| -p.1).collect(); // SVG y grows downwards
+    assert_eq!(argmax(&ys), argmax(&losses));
+    assert_eq!(points(&loss_svg, "smoothed (EMA 0.8)").len(), losses.len());
+    let eval_svg = std::fs::read_to_string(cfg.output.join("eval.svg")).unwrap();
+    assert_eq!(points(&eval_svg, "spearman_cosine").len(), 2);
+    for name in ["lr.svg", "grad_norm.svg"] {
+        assert!(cfg.output.join(name).is_file(), "{name}");
+    }
+    let html = std::fs::read_to_string(cfg.output.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("training loss") && html.contains("evaluation"));
+    assert!(
+        !html.contains("<script") && !html.contains("src="),
+        "the report must be self-contained"
+    );
+}
