@@ -75,6 +75,17 @@ fn config(f: &Fixture, out: &str, steps: usize) -> TrainConfig {
     }
 }
 
+/// Evaluation during training: STS on the training file itself.
+fn sts_eval_on_train_data(cfg: &mut TrainConfig, f: &Fixture) {
+    cfg.eval = Some(embtune::train::EvalSpec {
+        data: f.data.clone(),
+        format: None,
+        task: embtune::eval::EvalTask::Sts,
+        columns: None,
+        score_scale: None,
+    });
+}
+
 /// Mean eval-mode loss over the whole file.
 fn data_loss(model_dir: &Path, data: &Path) -> f64 {
     let m = SentenceEncoder::load(
@@ -545,13 +556,7 @@ fn save_total_limit_keeps_the_newest_checkpoints() {
 fn evaluation_during_training_is_logged_and_save_best_keeps_the_best() {
     let f = fixture();
     let mut cfg = config(&f, "out", 6);
-    cfg.eval = Some(embtune::train::EvalSpec {
-        data: f.data.clone(),
-        format: None,
-        task: embtune::eval::EvalTask::Sts,
-        columns: None,
-        score_scale: None,
-    });
+    sts_eval_on_train_data(&mut cfg, &f);
     cfg.eval_steps = Some(2);
     cfg.save_best = true;
     let r = embtune::train::run(&cfg).unwrap();
@@ -644,13 +649,7 @@ fn gradient_accumulation_matches_the_larger_batch() {
 fn a_model_card_is_written_with_this_runs_numbers() {
     let f = fixture();
     let mut cfg = config(&f, "out", 6);
-    cfg.eval = Some(embtune::train::EvalSpec {
-        data: f.data.clone(),
-        format: None,
-        task: embtune::eval::EvalTask::Sts,
-        columns: None,
-        score_scale: None,
-    });
+    sts_eval_on_train_data(&mut cfg, &f);
     cfg.eval_steps = Some(3);
     let r = embtune::train::run(&cfg).unwrap();
     let card = std::fs::read_to_string(cfg.output.join("README.md")).unwrap();
@@ -705,13 +704,7 @@ fn a_model_card_is_written_with_this_runs_numbers() {
 fn the_training_report_plots_this_runs_metrics() {
     let f = fixture();
     let mut cfg = config(&f, "out", 8);
-    cfg.eval = Some(embtune::train::EvalSpec {
-        data: f.data.clone(),
-        format: None,
-        task: embtune::eval::EvalTask::Sts,
-        columns: None,
-        score_scale: None,
-    });
+    sts_eval_on_train_data(&mut cfg, &f);
     cfg.eval_steps = Some(4);
     embtune::train::run(&cfg).unwrap();
     let metrics: Vec<serde_json::Value> = std::fs::read_to_string(cfg.output.join("metrics.jsonl"))
