@@ -15,6 +15,12 @@ const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/embtune.ptx"));
 const MODULE: &str = "embtune";
 const THREADS: u32 = 256;
 
+/// Start and end offsets of a contiguous layout (our kernels take plain arrays).
+fn span(l: &Layout, what: &str) -> Result<(usize, usize)> {
+    l.contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{what}: expected a contiguous tensor")))
+}
+
 fn launch_cfg(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(THREADS as usize).clamp(1, 4096) as u32;
     LaunchConfig {
@@ -94,9 +100,7 @@ impl InplaceOp2 for SumSq {
         g: &CudaStorage,
         gl: &Layout,
     ) -> Result<()> {
-        let Some((g0, g1)) = gl.contiguous_offsets() else {
-            candle_core::bail!("sumsq: non-contiguous gradient");
-        };
+        let (g0, g1) = span(gl, "sumsq")?;
         let dev = out.device.clone();
         let func = dev.get_or_load_custom_func("embtune_sumsq_f32", MODULE, PTX)?;
         let gs = g.as_cuda_slice::<f32>()?.slice(g0..g1);
@@ -157,10 +161,7 @@ impl candle_core::CustomOp2 for Embedding {
         ids: &CudaStorage,
         il: &Layout,
     ) -> Result<(CudaStorage, candle_core::Shape)> {
-        let (Some((t0, t1)), Some((i0, i1))) = (tl.contiguous_offsets(), il.contiguous_offsets())
-        else {
-            candle_core::bail!("embedding: non-contiguous table or ids");
-        };
+        let ((t0, t1), (i0, i1)) = (span(tl, "embedding")?, span(il, "embedding")?);
         let (_, h) = tl.shape().dims2()?;
         let n = i1 - i0;
         let dev = table.device.clone();
@@ -223,13 +224,11 @@ impl candle_core::InplaceOp3 for ScatterAdd {
         ids: &CudaStorage,
         il: &Layout,
     ) -> Result<()> {
-        let (Some((o0, o1)), Some((g0, g1)), Some((i0, i1))) = (
-            ol.contiguous_offsets(),
-            gl.contiguous_offsets(),
-            il.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("scatter-add: non-contiguous input");
-        };
+        let ((o0, o1), (g0, g1), (i0, i1)) = (
+            span(ol, "scatter-add")?,
+            span(gl, "scatter-add")?,
+            span(il, "scatter-add")?,
+        );
         let n = i1 - i0;
         let h = (g1 - g0) / n.max(1);
         let dev = out.device.clone();
@@ -274,9 +273,7 @@ impl candle_core::InplaceOp1 for DropoutMask {
         candle_core::bail!("embtune-dropout-mask-cuda: tensor on the CPU")
     }
     fn cuda_fwd(&self, s: &mut CudaStorage, l: &Layout) -> Result<()> {
-        let Some((o0, o1)) = l.contiguous_offsets() else {
-            candle_core::bail!("dropout mask: non-contiguous output");
-        };
+        let (o0, o1) = span(l, "dropout mask")?;
         let dev = s.device.clone();
         let n64 = (o1 - o0) as u64;
         let threshold = (self.p * u32::MAX as f64) as u32;
@@ -342,13 +339,8 @@ impl candle_core::InplaceOp3 for AdamWOp<'_> {
         sc: &CudaStorage,
         scl: &Layout,
     ) -> Result<()> {
-        let (Some((p0, p1)), Some((g0, g1)), Some((c0, c1))) = (
-            pl.contiguous_offsets(),
-            gl.contiguous_offsets(),
-            scl.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("adamw: non-contiguous parameter, gradient or scale");
-        };
+        let ((p0, p1), (g0, g1), (c0, c1)) =
+            (span(pl, "adamw")?, span(gl, "adamw")?, span(scl, "adamw")?);
         let n = p1 - p0;
         if g1 - g0 != n || c1 - c0 != 1 {
             candle_core::bail!("adamw: gradient or scale has the wrong size");
@@ -441,13 +433,11 @@ pub fn layer_norm_fwd(
     bl: &Layout,
     eps: f32,
 ) -> Result<(CudaStorage, candle_core::Shape)> {
-    let (Some((x0, x1)), Some((w0, w1)), Some((b0, b1))) = (
-        xl.contiguous_offsets(),
-        wl.contiguous_offsets(),
-        bl.contiguous_offsets(),
-    ) else {
-        candle_core::bail!("layer norm: non-contiguous input");
-    };
+    let ((x0, x1), (w0, w1), (b0, b1)) = (
+        span(xl, "layer norm")?,
+        span(wl, "layer norm")?,
+        span(bl, "layer norm")?,
+    );
     let h = xl.dims().last().copied().unwrap_or(1).max(1);
     if w1 - w0 != h || b1 - b0 != h {
         candle_core::bail!("layer norm: weight/bias size does not match the last dim {h}");
@@ -476,9 +466,7 @@ pub fn layer_norm_fwd(
 
 /// Forward of `model::fused::SoftmaxOp` on CUDA (f32, contiguous).
 pub fn softmax_fwd(x: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, candle_core::Shape)> {
-    let Some((x0, x1)) = xl.contiguous_offsets() else {
-        candle_core::bail!("softmax: non-contiguous input");
-    };
+    let (x0, x1) = span(xl, "softmax")?;
     let n = xl.dims().last().copied().unwrap_or(1).max(1);
     let rows = (x1 - x0) / n;
     let dev = x.device.clone();
