@@ -303,3 +303,144 @@ pub fn write_train_report(output: &Path, title: &str) -> Result<()> {
     html.push_str("</body></html>\n");
     crate::fsutil::write_atomic(&output.join("report.html"), html.as_bytes())
 }
+
+/// A scatter plot (one circle per point) as an SVG document.
+pub fn scatter_chart(title: &str, x_label: &str, y_label: &str, pts: &[(f64, f64)]) -> String {
+    // The line chart's frame and axes for these points (an invisible polyline), then circles.
+    let ser = [Series {
+        name: String::new(),
+        points: pts.to_vec(),
+        color: "none",
+    }];
+    let f = Frame::new(&ser);
+    let mut s = line_chart(title, x_label, &ser).replace("</svg>\n", "");
+    let _ = write!(
+        s,
+        r#"<text x="14" y="{0}" transform="rotate(-90 14 {0})" text-anchor="middle">{1}</text><g data-series="points" fill="{2}" fill-opacity="0.45">"#,
+        H / 2.0,
+        esc(y_label),
+        COLORS[0]
+    );
+    for &(x, y) in pts.iter().filter(|(x, y)| x.is_finite() && y.is_finite()) {
+        let (a, b) = f.px(x, y);
+        let _ = write!(s, r#"<circle cx="{a:.2}" cy="{b:.2}" r="2"/>"#);
+    }
+    s.push_str("</g></svg>\n");
+    s
+}
+
+/// Histograms of two samples on shared bins (e.g. cosine of positive and of negative pairs).
+pub fn histogram_chart(title: &str, a: (&str, &[f64]), b: (&str, &[f64]), bins: usize) -> String {
+    let all = a.1.iter().chain(b.1).copied().filter(|v| v.is_finite());
+    let (lo, hi) = all.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
+    let (lo, hi) = if lo > hi {
+        (0.0, 1.0)
+    } else if hi - lo < 1e-12 {
+        (lo - 0.5, hi + 0.5)
+    } else {
+        (lo, hi)
+    };
+    let count = |v: &[f64]| -> Vec<usize> {
+        let mut c = vec![0usize; bins];
+        for x in v.iter().filter(|x| x.is_finite()) {
+            let i = (((x - lo) / (hi - lo)) * bins as f64).floor() as usize;
+            c[i.min(bins - 1)] += 1;
+        }
+        c
+    };
+    let (ca, cb) = (count(a.1), count(b.1));
+    let width = (hi - lo) / bins as f64;
+    let top = ca.iter().chain(&cb).copied().max().unwrap_or(1).max(1) as f64;
+    // Frame: x = cosine, y = count (0..top), drawn as step outlines via the line chart.
+    let step = |c: &[usize]| -> Vec<(f64, f64)> {
+        let mut p = vec![(lo, 0.0)];
+        for (i, &n) in c.iter().enumerate() {
+            let x0 = lo + i as f64 * width;
+            p.push((x0, n as f64));
+            p.push((x0 + width, n as f64));
+        }
+        p.push((hi, 0.0));
+        p
+    };
+    let mut s = line_chart(
+        title,
+        "cosine similarity",
+        &[
+            Series {
+                name: a.0.to_string(),
+                points: step(&ca),
+                color: COLORS[2],
+            },
+            Series {
+                name: b.0.to_string(),
+                points: step(&cb),
+                color: COLORS[3],
+            },
+            Series {
+                name: String::new(),
+                points: vec![(lo, top)],
+                color: "none",
+            },
+        ],
+    );
+    let counts = |c: &[usize]| {
+        c.iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    s = s.replace(
+        "</svg>\n",
+        &format!(
+            "<desc data-bins=\"{bins}\" data-lo=\"{lo}\" data-hi=\"{hi}\" data-counts-a=\"{}\" data-counts-b=\"{}\"/></svg>\n",
+            counts(&ca),
+            counts(&cb)
+        ),
+    );
+    s
+}
+
+/// `eval --report DIR`: the task's plot (`scatter.svg` for STS, `histogram.svg` for pair
+/// classification and triplets) and `report.html` with the metrics table.
+pub fn write_eval_report(dir: &Path, title: &str, m: &crate::eval::Metrics) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (name, svg) = match &m.points {
+        Some(crate::eval::EvalPoints::Scatter { gold, pred }) => {
+            let pts: Vec<(f64, f64)> = gold.iter().copied().zip(pred.iter().copied()).collect();
+            (
+                "scatter.svg",
+                scatter_chart(
+                    "predicted cosine vs gold score",
+                    "gold score",
+                    "cosine similarity",
+                    &pts,
+                ),
+            )
+        }
+        Some(crate::eval::EvalPoints::Split { pos, neg }) => (
+            "histogram.svg",
+            histogram_chart(
+                "cosine similarity of positives and negatives",
+                ("positives", pos),
+                ("negatives", neg),
+                30,
+            ),
+        ),
+        None => ("", String::new()),
+    };
+    let mut html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>body{{font-family:sans-serif;max-width:700px;margin:2em auto}}td{{padding:2px 12px}}svg{{display:block;margin:1em 0;border:1px solid #ddd}}</style></head><body><h1>{0}</h1><table>",
+        esc(title)
+    );
+    for (k, v) in &m.values {
+        let mark = if *k == m.primary { " (primary)" } else { "" };
+        let _ = write!(html, "<tr><td>{}{mark}</td><td>{v:.4}</td></tr>", esc(k));
+    }
+    html.push_str("</table>");
+    if !name.is_empty() {
+        crate::fsutil::write_atomic(&dir.join(name), svg.as_bytes())?;
+        html.push_str(&svg);
+    }
+    html.push_str("</body></html>\n");
+    crate::fsutil::write_atomic(&dir.join("report.html"), html.as_bytes())
+}

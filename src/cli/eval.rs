@@ -34,6 +34,10 @@ pub struct EvalArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write report.html and a plot into this directory: predicted cosine vs gold score
+    /// (sts, scatter.svg), or the cosine of positives vs negatives (binary/triplet, histogram.svg).
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
     /// Hide the progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -68,8 +72,17 @@ impl EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let json = args.json;
+    let report = args.report.clone();
     let cfg = args.into_config()?;
     let m = crate::eval::job::run(&cfg)?;
+    if let Some(dir) = report {
+        let title = format!(
+            "embtune eval: {} on {}",
+            cfg.model.model,
+            cfg.data.display()
+        );
+        crate::report::write_eval_report(&dir, &title, &m)?;
+    }
     if json {
         println!("{}", m.to_json());
     } else {

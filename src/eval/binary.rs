@@ -59,10 +59,22 @@ impl BinaryEvaluator {
             ("cosine_recall".to_string(), 100.0 * r),
             ("cosine_ap".to_string(), 100.0 * ap),
         ];
+        let split = |want: bool| -> Vec<f64> {
+            scores
+                .iter()
+                .zip(&self.labels)
+                .filter(|(_, l)| **l == want)
+                .map(|(s, _)| *s)
+                .collect()
+        };
         Metrics {
             values,
             primary: "cosine_ap".into(),
             greater_is_better: true,
+            points: Some(super::EvalPoints::Split {
+                pos: split(true),
+                neg: split(false),
+            }),
         }
     }
 }

@@ -44,6 +44,18 @@ pub struct Metrics {
     pub values: Vec<(String, f64)>,
     pub primary: String,
     pub greater_is_better: bool,
+    /// Per-example cosine similarities behind the numbers (for `eval --report` plots).
+    #[serde(skip)]
+    pub points: Option<EvalPoints>,
+}
+
+/// The cosine similarities an evaluation computed, for plots.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalPoints {
+    /// STS: gold score and predicted cosine of each pair.
+    Scatter { gold: Vec<f64>, pred: Vec<f64> },
+    /// Pair classification / triplets: cosines of positive and of negative pairs.
+    Split { pos: Vec<f64>, neg: Vec<f64> },
 }
 
 impl Metrics {

@@ -52,10 +52,19 @@ impl StsEvaluator {
                 100.0 * spearman(&self.scores, &sims),
             ));
         }
+        let pred = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| SimilarityFn::Cosine.score(x, y))
+            .collect();
         Metrics {
             values,
             primary: "spearman_cosine".into(),
             greater_is_better: true,
+            points: Some(super::EvalPoints::Scatter {
+                gold: self.scores.clone(),
+                pred,
+            }),
         }
     }
 }

@@ -57,10 +57,15 @@ impl Evaluator for TripletEvaluator {
                 (format!("{}_accuracy", f.name()), 100.0 * hits as f64 / n)
             })
             .collect();
+        let cos = |x: &str, y: &str| SimilarityFn::Cosine.score(u.get(x), u.get(y));
         Ok(Metrics {
             values,
             primary: "cosine_accuracy".into(),
             greater_is_better: true,
+            points: Some(super::EvalPoints::Split {
+                pos: self.triplets.iter().map(|[a, p, _]| cos(a, p)).collect(),
+                neg: self.triplets.iter().map(|[a, _, n]| cos(a, n)).collect(),
+            }),
         })
     }
 }

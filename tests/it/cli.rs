@@ -471,3 +471,69 @@ fn plain_progress_lines_when_stderr_is_not_a_terminal() {
     assert!(err.contains("encoding: 50/200"), "{err}");
     assert!(!run(true).contains("encoding:"));
 }
+
+/// `eval --report DIR`: STS gets a scatter plot with one point per pair; pair classification gets
+/// histograms of positive and negative cosines whose counts add up to the pairs of each label.
+#[test]
+fn eval_report_plots_every_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    tiny::write_tiny_model(&m, 4);
+    let sts = tmp.path().join("sts.csv");
+    let rows: String = (0..40)
+        .map(|i| {
+            format!(
+                "a sentence {i},another sentence {},{}\n",
+                i * 3 % 40,
+                (i % 6) as f64 / 5.0
+            )
+        })
+        .collect();
+    std::fs::write(&sts, format!("sentence1,sentence2,score\n{rows}")).unwrap();
+    let dir = tmp.path().join("rep");
+    let o = embtune(&[
+        "eval",
+        "-m",
+        m.to_str().unwrap(),
+        "-d",
+        sts.to_str().unwrap(),
+        "--report",
+        dir.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let svg = std::fs::read_to_string(dir.join("scatter.svg")).unwrap();
+    assert_eq!(svg.matches("<circle").count(), 40);
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("spearman_cosine (primary)") && html.contains("<circle"));
+    let bin = tmp.path().join("bin.csv");
+    let rows: String = (0..30)
+        .map(|i| format!("text {i},other {},{}\n", (i * 7) % 30, (i % 3 == 0) as u8))
+        .collect();
+    std::fs::write(&bin, format!("sentence1,sentence2,label\n{rows}")).unwrap();
+    let dir2 = tmp.path().join("rep2");
+    let o = embtune(&[
+        "eval",
+        "-m",
+        m.to_str().unwrap(),
+        "-d",
+        bin.to_str().unwrap(),
+        "--task",
+        "binary",
+        "--report",
+        dir2.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let svg = std::fs::read_to_string(dir2.join("histogram.svg")).unwrap();
+    let counts = |attr: &str| -> usize {
+        let at = svg.find(attr).unwrap() + attr.len() + 2;
+        let end = at + svg[at..].find('"').unwrap();
+        svg[at..end]
+            .split(' ')
+            .map(|n| n.parse::<usize>().unwrap())
+            .sum()
+    };
+    assert_eq!(counts("data-counts-a"), 10, "positives");
+    assert_eq!(counts("data-counts-b"), 20, "negatives");
+}
