@@ -4,9 +4,7 @@
 #   .gpu/embtune-cuda.xz   the CUDA build, stripped and xz-compressed (~9 MB)
 #   .gpu/model/            all-MiniLM-L6-v2 with float16 weights (45 MB; loaded back as f32)
 #   .gpu/gpu_anchor.json   the Python reference numbers
-# Then, on the GPU machine, from the repository root (carry .gpu):
-#   mkdir -p dist && xz -dc .gpu/embtune-cuda.xz > dist/embtune-cuda && chmod +x dist/embtune-cuda \
-#     && MODEL=.gpu/model REF=.gpu/gpu_anchor.json OUT=$OUT bash scripts/gpu-check.sh
+# Then, on the GPU machine, from the repository root (carry .gpu): bash scripts/gpu-on-device.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build-cuda.sh
