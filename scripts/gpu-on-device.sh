@@ -9,4 +9,6 @@ xz -dc .gpu/embtune-cuda.xz > dist/embtune-cuda 2>/dev/null \
   || python3 -c "import lzma,sys; sys.stdout.buffer.write(lzma.open('.gpu/embtune-cuda.xz').read())" > dist/embtune-cuda
 chmod +x dist/embtune-cuda
 export PYTHONUNBUFFERED=1
-MODEL=.gpu/model REF=.gpu/gpu_anchor.json OUT="${OUT:-gpu-check-out}" bash scripts/gpu-check.sh 2>&1 | tee "${OUT:-gpu-check-out}/log.txt"
+out="${OUT:-gpu-check-out}"
+mkdir -p "$out"
+MODEL=.gpu/model REF=.gpu/gpu_anchor.json OUT="$out" bash scripts/gpu-check.sh 2>&1 | tee "$out/log.txt"
