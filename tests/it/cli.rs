@@ -346,11 +346,7 @@ fn config_files_flags_precedence_and_print_config() {
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("m");
     tiny::write_tiny_model(&m, 2);
-    let data = tmp.path().join("d.tsv");
-    let rows: String = (0..24)
-        .map(|i| format!("a sentence {i}\tanother one {i}\t0.{}\n", i % 10))
-        .collect();
-    std::fs::write(&data, format!("sentence1\tsentence2\tscore\n{rows}")).unwrap();
+    let data = common::scored_pairs_tsv(tmp.path(), 24);
     let recipe = tmp.path().join("r.toml");
     std::fs::write(
         &recipe,
@@ -379,14 +375,17 @@ fn config_files_flags_precedence_and_print_config() {
     assert_eq!(cfg["lr"], 5e-4, "the command line wins");
     assert_eq!(cfg["max_steps"], 2);
     // --print-config prints every resolved flag; feeding it back gives the same text.
-    let p1 = embtune(&[
-        "train",
-        "--config",
-        recipe.to_str().unwrap(),
-        "-o",
-        "x",
-        "--print-config",
-    ]);
+    let print_config = |p: &Path| {
+        embtune(&[
+            "train",
+            "--config",
+            p.to_str().unwrap(),
+            "-o",
+            "x",
+            "--print-config",
+        ])
+    };
+    let p1 = print_config(&recipe);
     assert!(
         p1.status.success(),
         "{}",
@@ -418,14 +417,7 @@ fn config_files_flags_precedence_and_print_config() {
     // The recipes behind scripts/reproduce-stsb.sh parse.
     for r in ["cosent", "cosine", "mnrl", "contrastive", "triplet"] {
         let p = common::repo_root().join(format!("data/recipes/{r}.toml"));
-        let o = embtune(&[
-            "train",
-            "--config",
-            p.to_str().unwrap(),
-            "-o",
-            "x",
-            "--print-config",
-        ]);
+        let o = print_config(&p);
         assert!(
             o.status.success(),
             "{r}: {}",

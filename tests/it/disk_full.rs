@@ -69,11 +69,7 @@ fn training_on_a_full_disk_fails_cleanly_and_keeps_the_previous_model() {
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("m");
     tiny::write_tiny_model(&m, 1);
-    let data = tmp.path().join("d.tsv");
-    let rows: String = (0..16)
-        .map(|i| format!("a sentence {i}\tanother one {i}\t0.{}\n", i % 10))
-        .collect();
-    std::fs::write(&data, format!("sentence1\tsentence2\tscore\n{rows}")).unwrap();
+    let data = crate::common::scored_pairs_tsv(tmp.path(), 16);
     let o = tmp.path().join("o");
     let args = |steps: &str| -> Vec<String> {
         [

@@ -78,6 +78,16 @@ pub fn embtune(args: &[&str]) -> Output {
         .expect("running embtune")
 }
 
+/// A TSV of `n` scored pairs (sentence1, sentence2, score in 0..1) for tiny-model training.
+pub fn scored_pairs_tsv(dir: &Path, n: usize) -> PathBuf {
+    let p = dir.join("d.tsv");
+    let rows: String = (0..n)
+        .map(|i| format!("a sentence {i}\tanother one {i}\t0.{}\n", i % 10))
+        .collect();
+    std::fs::write(&p, format!("sentence1\tsentence2\tscore\n{rows}")).unwrap();
+    p
+}
+
 /// The embtune binary as a `Command` (offline), for tests that set more than arguments.
 pub fn embtune_cmd_offline() -> Command {
     ensure_real_model();
