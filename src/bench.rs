@@ -25,6 +25,10 @@ pub struct EncodeResult {
     pub sentences: usize,
     pub seconds: f64,
     pub sentences_per_sec: f64,
+    /// Tokens of the texts (special tokens included, truncated at max_seq_length).
+    pub real_tokens: usize,
+    /// Tokens computed: each batch (length-sorted, as `encode` does) padded to its longest text.
+    pub padded_tokens: usize,
 }
 
 /// Encodes `n` texts (the given ones repeated in order) at `batch_size`, after one warm-up pass
@@ -56,6 +60,7 @@ pub fn encode_throughput(
     if emb.len() != n {
         bail!("bench encode: got {} embeddings for {n} texts", emb.len());
     }
+    let (real_tokens, padded_tokens) = token_counts(&model, &all, batch_size)?;
     Ok(EncodeResult {
         job: "encode",
         device: crate::device::describe(model.device()),
@@ -65,6 +70,66 @@ pub fn encode_throughput(
         sentences: n,
         seconds,
         sentences_per_sec: n as f64 / seconds,
+        real_tokens,
+        padded_tokens,
+    })
+}
+
+/// Real and padded token counts of encoding `texts` in length-sorted batches of `batch_size`.
+fn token_counts(
+    model: &SentenceEncoder,
+    texts: &[&str],
+    batch_size: usize,
+) -> Result<(usize, usize)> {
+    let mut lens: Vec<usize> = model
+        .tokenizer
+        .tokenize(texts)?
+        .iter()
+        .map(|t| t.ids.len())
+        .collect();
+    lens.sort_unstable_by(|a, b| b.cmp(a));
+    let real = lens.iter().sum();
+    let padded = lens.chunks(batch_size.max(1)).map(|c| c[0] * c.len()).sum();
+    Ok((real, padded))
+}
+
+/// The hardware yardstick: f32 GFLOP/s of an `n×n · n×n` product through candle (the `gemm`
+/// crate on the CPU), best of three rounds of ten after three warm-up products.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatmulResult {
+    pub job: &'static str,
+    pub device: String,
+    pub n: usize,
+    pub gflops: f64,
+}
+
+pub fn matmul_throughput(spec: &ModelSpec, n: usize) -> Result<MatmulResult> {
+    use candle_core::{DType, Tensor};
+    let dev = crate::device::resolve(&spec.compute)?;
+    let a = Tensor::randn(0f32, 1f32, (n, n), &dev)?;
+    let b = Tensor::randn(0f32, 1f32, (n, n), &dev)?;
+    for _ in 0..3 {
+        a.matmul(&b)?;
+    }
+    dev.synchronize()?;
+    let reps = 10;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t = Instant::now();
+        for _ in 0..reps {
+            let c = a.matmul(&b)?;
+            if c.dtype() != DType::F32 {
+                bail!("bench matmul: unexpected dtype");
+            }
+        }
+        dev.synchronize()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(MatmulResult {
+        job: "matmul",
+        device: crate::device::describe(&dev),
+        n,
+        gflops: 2.0 * (n as f64).powi(3) * reps as f64 / best / 1e9,
     })
 }
 

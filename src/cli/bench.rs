@@ -13,6 +13,8 @@ pub enum BenchJob {
     Encode,
     /// Pairs per second of the real training loop (dropout on), after its warm-up steps.
     Train,
+    /// f32 GFLOP/s of an n×n matrix product (the hardware yardstick; --n sets n, default 2048).
+    Matmul,
 }
 
 #[derive(Debug, Args)]
@@ -34,7 +36,8 @@ pub struct BenchArgs {
     /// train: timed optimizer steps (after 3 warm-up steps).
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
-    /// encode: number of texts (the unique sentences repeated) [default: each unique sentence once].
+    /// encode: number of texts (the unique sentences repeated) [default: each unique sentence
+    /// once]; matmul: the matrix size [default: 2048].
     #[arg(long)]
     pub n: Option<usize>,
 }
@@ -61,6 +64,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             a.loss,
             a.batch_size,
             a.steps,
+        )?)?,
+        BenchJob::Matmul => serde_json::to_string(&crate::bench::matmul_throughput(
+            &spec,
+            a.n.unwrap_or(2048),
         )?)?,
     };
     println!("{line}");
