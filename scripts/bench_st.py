@@ -11,6 +11,10 @@ Jobs (all on all-MiniLM-L6-v2 as the Hub cache holds it, HF_HUB_OFFLINE=1):
   cold   --text T --output F.npy                import, load, encode one text, save (timed by
                                                 the driver from launch to exit)
   matmul --n N                                  f32 N×N·N×N GFLOP/s (the hardware yardstick)
+  tokens --data sts-test.csv --train-data sts-train.csv --batch-sizes 32,128
+                                                token counts for the driver's FLOP accounting
+                                                (the model's tokenizer.json through the tokenizers
+                                                package; no torch, nothing timed)
 """
 
 import argparse
@@ -151,6 +155,63 @@ def job_cold(a):
     return {"job": "cold", "dim": int(emb.shape[1])}
 
 
+def job_tokens(a):
+    """Token counts (special tokens included) for scripts/bench.py's FLOP accounting.
+
+    encode: the unique sentences of --data, truncated at the model's max_seq_length; per batch
+    size, the padded tokens and sum(len_i * S_batch) of length-sorted batches (longest first, as
+    `embtune bench encode` counts them) for the attention term. train: mean tokens of
+    sentence1 + sentence2 over the rows of --train-data, truncated at 128 (the max_seq_length
+    job_train sets)."""
+    from huggingface_hub import hf_hub_download
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(hf_hub_download(a.model, "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    with open(hf_hub_download(a.model, "sentence_bert_config.json"), encoding="utf-8") as f:
+        max_len = int(json.load(f)["max_seq_length"])
+
+    def lengths(texts, cap):
+        lens = [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=True)]
+        return [min(n, cap) for n in lens], sum(n > cap for n in lens)
+
+    texts = unique_sentences(a.data)
+    lens, cut = lengths(texts, max_len)
+    lens.sort(reverse=True)
+    by_batch = {}
+    for b in [int(x) for x in a.batch_sizes.split(",") if x]:
+        padded = attn = 0
+        for i in range(0, len(lens), b):
+            chunk = lens[i : i + b]
+            padded += chunk[0] * len(chunk)
+            attn += chunk[0] * sum(chunk)
+        by_batch[str(b)] = {"padded_tokens": padded, "real_x_padded_len": attn}
+    out = {
+        "job": "tokens",
+        "encode": {
+            "data": a.data,
+            "sentences": len(texts),
+            "max_seq_length": max_len,
+            "truncated": cut,
+            "real_tokens": sum(lens),
+            "by_batch_size": by_batch,
+        },
+    }
+    if a.train_data:
+        rows = stsb(a.train_data)
+        l1, c1 = lengths([r[1] for r in rows], 128)
+        l2, c2 = lengths([r[2] for r in rows], 128)
+        out["train"] = {
+            "data": a.train_data,
+            "pairs": len(rows),
+            "max_seq_length": 128,
+            "truncated": c1 + c2,
+            "tokens_per_pair": (sum(l1) + sum(l2)) / len(rows),
+        }
+    return out
+
+
 def job_matmul(a):
     import torch
 
@@ -174,9 +235,11 @@ def job_matmul(a):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("job", choices=["encode", "train", "cold", "matmul"])
+    p.add_argument("job", choices=["encode", "train", "cold", "matmul", "tokens"])
     p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
     p.add_argument("--data")
+    p.add_argument("--train-data", help="tokens: STS-B train pairs for tokens per pair")
+    p.add_argument("--batch-sizes", default="32,128", help="tokens: encode batch sizes")
     p.add_argument("--loss", default="cosent")
     p.add_argument("-b", "--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=20)
@@ -186,12 +249,19 @@ def main():
     p.add_argument("--n", type=int, default=2048)
     p.add_argument("--scratch", default=os.environ.get("TMPDIR", "/tmp"))
     a = p.parse_args()
-    if a.job != "cold":
+    if a.job not in ("cold", "tokens"):
         import torch
 
         # Thread counts equal on both sides: torch's intra-op pool = embtune's pool size.
         torch.set_num_threads(a.threads)
-    r = {"encode": job_encode, "train": job_train, "cold": job_cold, "matmul": job_matmul}[a.job](a)
+    jobs = {
+        "encode": job_encode,
+        "train": job_train,
+        "cold": job_cold,
+        "matmul": job_matmul,
+        "tokens": job_tokens,
+    }
+    r = jobs[a.job](a)
     if a.job != "cold":
         json.dump(r, sys.stdout)
         sys.stdout.write("\n")

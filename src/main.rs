@@ -5,6 +5,7 @@ use clap::FromArgMatches;
 
 fn main() {
     embtune::runtime::tune_allocator();
+    embtune::runtime::tune_threads();
     if let Err(e) = run() {
         eprintln!("error: {e:#}");
         std::process::exit(1);

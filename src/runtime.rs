@@ -17,3 +17,18 @@ pub fn tune_allocator() {
         libc::mallopt(-1, 1024 * 1024 * 1024);
     }
 }
+
+/// candle's element-wise CPU ops run on its own thread pool, whose workers spin ~25,000 times
+/// before sleeping after every op. On the CPU fast path (`model::cpu_ops`) nearly all work runs
+/// on rayon's pool (our kernels and the matrix products), so those spinning workers only steal
+/// cores from it: perf showed ~11 % of training samples in that spin loop, and one pool thread
+/// (`CANDLE_NUM_THREADS=1`) measured 24 → 29 CoSENT pairs/s. The few element-wise ops left run
+/// on the calling thread. Applied only when the user has not set `CANDLE_NUM_THREADS`, and
+/// only before candle's pool starts (first element-wise op), i.e. first thing in `main`.
+pub fn tune_threads() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY (edition 2021: set_var is safe): called at the top of main, before any thread
+        // of ours or candle's exists.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}

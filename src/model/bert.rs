@@ -63,7 +63,7 @@ struct LayerNorm {
 impl LayerNorm {
     /// `x` in the compute dtype; statistics in f32 (see `ops::layer_norm`). On CUDA one fused
     /// kernel: candle's for inference, ours with a hand-written backward for training
-    /// (`fused.rs`); the CPU keeps the composed version.
+    /// (`fused.rs`); the CPU fast path uses `add_forward`, else the composed version.
     fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
         let dt = x.dtype();
         if x.device().is_cuda() {
@@ -83,6 +83,19 @@ impl LayerNorm {
             x,
             &param(&self.weight, grad, dt)?,
             &param(&self.bias, grad, dt)?,
+            self.eps,
+        )
+    }
+}
+
+impl LayerNorm {
+    /// `LayerNorm(a + r)` in one op on the CPU fast path.
+    fn add_forward(&self, a: &Tensor, r: &Tensor, grad: bool) -> Result<Tensor> {
+        super::cpu_ops::add_layer_norm(
+            a,
+            r,
+            &param(&self.weight, grad, DType::F32)?,
+            &param(&self.bias, grad, DType::F32)?,
             self.eps,
         )
     }
@@ -299,9 +312,29 @@ impl BertModel {
         *self.rng.get_mut().unwrap_or_else(|e| e.into_inner()) = Rng::from_state(s);
     }
 
+    /// The CPU fast path (`cpu_ops.rs`): f32 weights and compute on the CPU, unless
+    /// `EMBTUNE_CPU_FUSED=0`.
+    fn cpu_fast(&self) -> bool {
+        matches!(self.device, Device::Cpu)
+            && self.dtype == DType::F32
+            && self.compute == DType::F32
+            && super::cpu_ops::enabled()
+    }
+
+    /// A dropout seed from the model's RNG (masks made from it by a counter-based hash).
+    fn next_seed(&self) -> u64 {
+        self.rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_u64()
+    }
+
     fn drop(&self, x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
         if !train || p <= 0.0 {
             return Ok(x.clone());
+        }
+        if self.cpu_fast() {
+            return super::cpu_ops::dropout(x, p, self.next_seed());
         }
         let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
         if x.device().is_cuda() {
@@ -339,6 +372,7 @@ impl BertModel {
         // LayerNorm then hands the compute dtype to the layers.
         let words = ops::embedding_rows(&param(&self.word, grad, dt)?, &batch.input_ids)?
             .reshape((b, s, h))?;
+        let fast = self.cpu_fast();
         let x = if cuda && crate::device::fast_cuda_kernels() {
             // Same values as the gathers below, with cheap backwards on the GPU: positions
             // 0..s are a narrow; single-segment token types are row 0, broadcast.
@@ -358,11 +392,33 @@ impl BertModel {
             let tt = param(&self.token_type, grad, dt)?
                 .index_select(&batch.token_type_ids.flatten_all()?, 0)?
                 .reshape((b, s, h))?;
-            words.broadcast_add(&pos)?.add(&tt)?
+            if fast {
+                // (words + positions) + token types, and the norm, in one op.
+                self.emb_ln
+                    .add_forward(&words.broadcast_add(&pos)?, &tt, grad)?
+            } else {
+                words.broadcast_add(&pos)?.add(&tt)?
+            }
         };
-        let x = self.emb_ln.forward(&x, grad)?.to_dtype(self.compute)?;
+        let x = if fast {
+            x
+        } else {
+            self.emb_ln.forward(&x, grad)?.to_dtype(self.compute)?
+        };
         let mut x = self.drop(&x, self.dropout.hidden, train)?;
-        let mask = ops::additive_attention_mask(&batch.attention_mask, self.compute)?;
+        let mask = if fast {
+            let keep = batch
+                .attention_mask
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            AttnMask::Keep(std::sync::Arc::new(keep))
+        } else {
+            AttnMask::Additive(ops::additive_attention_mask(
+                &batch.attention_mask,
+                self.compute,
+            )?)
+        };
         for layer in &self.layers {
             x = self.layer_forward(layer, &x, &mask, train, grad)?;
         }
@@ -374,10 +430,14 @@ impl BertModel {
         &self,
         l: &Layer,
         x: &Tensor,
-        mask: &Tensor,
+        mask: &AttnMask,
         train: bool,
         grad: bool,
     ) -> Result<Tensor> {
+        let mask = match mask {
+            AttnMask::Keep(keep) => return self.layer_forward_cpu(l, x, keep, train, grad),
+            AttnMask::Additive(m) => m,
+        };
         let (b, s, h) = x.dims3()?;
         let nh = self.cfg.num_attention_heads;
         let hd = self.cfg.head_dim();
@@ -407,10 +467,59 @@ impl BertModel {
         l.out_ln.forward(&(out + x)?, grad)
     }
 
+    /// One layer on the CPU fast path: the same computation with the attention core, bias +
+    /// GELU, LayerNorm and dropout as single ops with hand-written backwards (`cpu_ops.rs`).
+    fn layer_forward_cpu(
+        &self,
+        l: &Layer,
+        x: &Tensor,
+        keep: &std::sync::Arc<Vec<f32>>,
+        train: bool,
+        grad: bool,
+    ) -> Result<Tensor> {
+        use super::cpu_ops;
+        let lin = |m: &Linear, x: &Tensor| {
+            cpu_ops::linear(
+                x,
+                &param(&m.weight, grad, DType::F32)?,
+                &param(&m.bias, grad, DType::F32)?,
+            )
+        };
+        // q, k and v in one product: x is packed once and the product is 3× wider.
+        let w = |m: &Linear| param(&m.weight, grad, DType::F32);
+        let b = |m: &Linear| param(&m.bias, grad, DType::F32);
+        let (q, k, v) = (&l.query, &l.key, &l.value);
+        let qkv = cpu_ops::linear(
+            x,
+            &Tensor::cat(&[w(q)?, w(k)?, w(v)?], 0)?,
+            &Tensor::cat(&[b(q)?, b(k)?, b(v)?], 0)?,
+        )?;
+        let p_att = self.dropout.attention;
+        let drop = (train && p_att > 0.0).then(|| (p_att, self.next_seed()));
+        let heads = self.cfg.num_attention_heads;
+        let ctx = cpu_ops::attention(&qkv, keep.clone(), heads, drop)?;
+        let attn = self.drop(&lin(&l.attn_out, &ctx)?, self.dropout.hidden, train)?;
+        let x = l.attn_ln.add_forward(&attn, x, grad)?;
+        let inter = match self.cfg.hidden_act {
+            HiddenAct::Gelu => cpu_ops::gelu(&lin(&l.intermediate, &x)?)?,
+            HiddenAct::GeluTanh => lin(&l.intermediate, &x)?.gelu()?,
+            HiddenAct::Relu => lin(&l.intermediate, &x)?.relu()?,
+        };
+        let out = self.drop(&lin(&l.output, &inter)?, self.dropout.hidden, train)?;
+        l.out_ln.add_forward(&out, &x, grad)
+    }
+
     /// Hidden size of the last dim of `forward_t`'s output.
     pub fn output_dim(&self) -> usize {
         self.cfg.hidden_size
     }
+}
+
+/// The attention mask as each path wants it: 1/0 per token for the CPU fast path, additive
+/// `[B, 1, 1, S]` for the composed one.
+enum AttnMask {
+    Keep(std::sync::Arc<Vec<f32>>),
+    Additive(Tensor),
 }
 
 /// Softmax over the last dim in f32 (half precision inputs are cast up and the result cast

@@ -156,29 +156,8 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use crate::model::ops;
-    use candle_core::{Device, Var};
-
-    fn randn(shape: &[usize], seed: u64, scale: f32) -> Tensor {
-        let mut rng = crate::rng::Rng::with_stream(seed, 5);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| (rng.next_f64() as f32 * 2.0 - 1.0) * scale)
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use crate::model::test_util::{max_diff, randn};
+    use candle_core::Var;
 
     /// Forward and every backward of the fused LayerNorm equal the composed reference's
     /// (autograd through `ops::layer_norm`), on a loss that weights each output differently.

@@ -4,12 +4,16 @@
 
 pub mod bert;
 pub mod config;
+pub mod cpu_kernels;
+pub mod cpu_ops;
 pub mod dense;
 pub mod fused;
 pub mod hub;
 pub mod ops;
 pub mod pooling;
 pub mod st_format;
+#[cfg(test)]
+mod test_util;
 pub mod weights;
 
 use crate::tokenize::{TextTokenizer, TokenBatch};

@@ -139,32 +139,26 @@ impl InplaceOp2 for Update<'_> {
         let g = &g[g0..g1];
         let mut m = self.m.lock().unwrap_or_else(|e| e.into_inner());
         let mut v = self.v.lock().unwrap_or_else(|e| e.into_inner());
-        let gscale = self.gscale;
-        let decay = if self.decay {
-            1.0 - self.lr * self.wd
-        } else {
-            1.0
+        let c = crate::model::cpu_kernels::AdamWStep {
+            gscale: self.gscale,
+            decay: if self.decay {
+                1.0 - self.lr * self.wd
+            } else {
+                1.0
+            },
+            step: self.lr / self.bc1,
+            b1: self.b1,
+            b2: self.b2,
+            eps: self.eps,
+            bc2_sqrt: self.bc2_sqrt,
         };
-        let step = self.lr / self.bc1;
-        let (b1, b2, eps, bc2s) = (self.b1, self.b2, self.eps, self.bc2_sqrt);
         const CHUNK: usize = 1 << 16;
-        let work = |(((p, g), m), v): (((&mut [f32], &[f32]), &mut [f32]), &mut [f32])| {
-            for i in 0..p.len() {
-                // Same rounding as scaling the gradient tensor first (clipping).
-                let gi = if gscale == 1.0 { g[i] } else { g[i] * gscale };
-                let mi = b1 * m[i] + (1.0 - b1) * gi;
-                let vi = b2 * v[i] + (1.0 - b2) * gi * gi;
-                m[i] = mi;
-                v[i] = vi;
-                p[i] = p[i] * decay - step * mi / (vi.sqrt() / bc2s + eps);
-            }
-        };
         use rayon::prelude::*;
         p.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
-            .for_each(work);
+            .for_each(|(((p, g), m), v)| crate::model::cpu_kernels::adamw(p, g, m, v, c));
         Ok(())
     }
 }

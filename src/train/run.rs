@@ -506,6 +506,13 @@ fn global_norm(grads: &[Option<Tensor>]) -> Result<f64> {
     let sums: Vec<f32> = match gs.first() {
         #[cfg(feature = "cuda")]
         Some(g) if g.device().is_cuda() => crate::cuda_ops::sums_of_squares(&gs)?,
+        Some(g) if g.device().is_cpu() && g.dtype() == candle_core::DType::F32 => {
+            let total = gs
+                .iter()
+                .map(|g| crate::model::cpu_ops::sum_squares(g))
+                .sum::<candle_core::Result<f64>>()?;
+            return Ok(total.sqrt());
+        }
         _ => gs
             .iter()
             .map(|g| g.sqr()?.sum_all()?.to_scalar::<f32>())

@@ -1,0 +1,36 @@
+//! Helpers shared by the model's unit tests (compiled for tests only; the lint test treats
+//! code after `#[cfg(test)]` as test code).
+
+#[cfg(test)]
+mod helpers {
+    use candle_core::{Device, Tensor};
+    /// Uniform values in `[-scale, scale)` from a seeded stream, as a CPU f32 tensor.
+    pub fn randn(shape: &[usize], seed: u64, scale: f32) -> Tensor {
+        let mut rng = crate::rng::Rng::with_stream(seed, 5);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| (rng.next_f64() as f32 * 2.0 - 1.0) * scale)
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Largest absolute element-wise difference.
+    pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        max_abs(&(a - b).unwrap())
+    }
+
+    /// Largest absolute element.
+    pub fn max_abs(a: &Tensor) -> f32 {
+        a.abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+}
+
+#[cfg(test)]
+pub use helpers::*;
