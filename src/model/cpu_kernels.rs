@@ -375,27 +375,24 @@ impl AttnShape {
 pub type AttnDropout = Option<Dropout>;
 
 /// One row of attention probabilities: `p[j] = softmax_j(scale·q·kⱼ)` over the keys with
-/// `keep[j] = 1` (0 for padding), from `kt` = Kᵀ of this head (`[hd, S]`, row-major).
+/// `keep[j] = 1` (0 for padding), from `kt` = Kᵀ of this head (`[hd, sp]`, row-major, `sp` =
+/// `keep.len()` = `p.len()`, a multiple of 16).
 #[inline(always)]
 fn probs_row(q: &[f32], kt: &[f32], keep: &[f32], scale: f32, p: &mut [f32]) {
-    let s = keep.len();
-    p.iter_mut().for_each(|v| *v = 0.0);
-    for (d, &qd) in q.iter().enumerate() {
-        axpy(qd, &kt[d * s..(d + 1) * s], p);
-    }
-    let mut m = f32::NEG_INFINITY;
-    for (&v, &k) in p.iter().zip(keep) {
-        if k != 0.0 && v > m {
-            m = v;
+    row_times_t(q, kt, p);
+    // Masked max, exponentials and their sum as separate passes: each vectorizes (a running
+    // sum or a branchy max in the same loop would keep it scalar).
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    for (c, kc) in p.chunks(LANES).zip(keep.chunks(LANES)) {
+        for ((a, &v), &k) in acc.iter_mut().zip(c).zip(kc) {
+            *a = a.max(if k != 0.0 { v } else { f32::NEG_INFINITY });
         }
     }
-    let m = m * scale;
-    let mut z = 0f32;
+    let m = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
     for (v, &k) in p.iter_mut().zip(keep) {
         *v = exp_neg(*v * scale - m) * k;
-        z += *v;
     }
-    let inv = 1.0 / z;
+    let inv = 1.0 / sum(p);
     p.iter_mut().for_each(|v| *v *= inv);
 }
 
@@ -415,13 +412,13 @@ impl<'a> Heads<'a> {
         &self.data[(b * sh.seq + j) * self.stride + self.offset + h * sh.head_dim..][..sh.head_dim]
     }
 
-    /// This head of sentence `b` transposed: `out[d·S + j] = row(b, j, h)[d]`.
+    /// This head of sentence `b` transposed, rows padded to `sp` columns:
+    /// `out[d·sp + j] = row(b, j, h)[d]` (zeros stay in columns `S..sp`).
     #[inline(always)]
-    fn transposed(&self, sh: AttnShape, b: usize, h: usize, out: &mut [f32]) {
-        let s = sh.seq;
-        for j in 0..s {
+    fn transposed(&self, sh: AttnShape, b: usize, h: usize, sp: usize, out: &mut [f32]) {
+        for j in 0..sh.seq {
             for (d, &v) in self.row(sh, b, j, h).iter().enumerate() {
-                out[d * s + j] = v;
+                out[d * sp + j] = v;
             }
         }
     }
@@ -448,35 +445,74 @@ simd_fn! {
 pub fn attention_head(job: HeadJob, out: &mut [f32]) {
     let HeadJob { q, k, v, keep, sh, scale, drop, b, h } = job;
     let (s, hd) = (sh.seq, sh.head_dim);
-    let mut kt = vec![0f32; hd * s];
-    k.transposed(sh, b, h, &mut kt);
-    let mut p = vec![0f32; s];
+    let (sp, keep) = padded_keep(keep);
+    let mut kt = vec![0f32; hd * sp];
+    k.transposed(sh, b, h, sp, &mut kt);
+    let mut p = vec![0f32; sp];
     for i in 0..s {
-        probs_row(q.row(sh, b, i, h), &kt, keep, scale, &mut p);
+        probs_row(q.row(sh, b, i, h), &kt, &keep, scale, &mut p);
         if let Some(d) = drop {
             let base = (((b * sh.heads + h) * s + i) * s) as u64;
-            for (j, pj) in p.iter_mut().enumerate() {
+            for (j, pj) in p[..s].iter_mut().enumerate() {
                 *pj *= d.factor(base + j as u64);
             }
         }
-        let o = &mut out[i * hd..(i + 1) * hd];
-        o.iter_mut().for_each(|x| *x = 0.0);
-        for (j, &pj) in p.iter().enumerate() {
-            if pj != 0.0 {
-                axpy(pj, v.row(sh, b, j, h), o);
-            }
-        }
+        weighted_sum(&p[..s], |j| v.row(sh, b, j, h), &mut out[i * hd..(i + 1) * hd]);
     }
 }
 }
 
-/// `y[j] = Σ_d g[d]·xt[d·S + j]` (a row times a transposed head block).
+/// The padding mask widened to a multiple of 16 columns (zeros after the sentence's `S`).
+#[inline(always)]
+fn padded_keep(keep: &[f32]) -> (usize, Vec<f32>) {
+    let sp = keep.len().div_ceil(LANES) * LANES;
+    let mut k = vec![0f32; sp];
+    k[..keep.len()].copy_from_slice(keep);
+    (sp, k)
+}
+
+/// `y[j] = Σ_d g[d]·xt[d·sp + j]` (a row times a transposed head block); `y.len() = sp`, a
+/// multiple of 16, so each 16 columns accumulate in one register.
 #[inline(always)]
 fn row_times_t(g: &[f32], xt: &[f32], y: &mut [f32]) {
-    let s = y.len();
-    y.iter_mut().for_each(|v| *v = 0.0);
-    for (d, &gd) in g.iter().enumerate() {
-        axpy(gd, &xt[d * s..(d + 1) * s], y);
+    let sp = y.len();
+    for (jc, yc) in y.chunks_exact_mut(LANES).enumerate() {
+        let mut acc = [0f32; LANES];
+        for (d, &gd) in g.iter().enumerate() {
+            let r = &xt[d * sp + jc * LANES..][..LANES];
+            for l in 0..LANES {
+                acc[l] += gd * r[l];
+            }
+        }
+        yc.copy_from_slice(&acc);
+    }
+}
+
+/// `out = Σⱼ w[j]·row(j)` (rows of `out.len()` values), 16 columns at a time in registers.
+#[inline(always)]
+fn weighted_sum<'a>(w: &[f32], row: impl Fn(usize) -> &'a [f32], out: &mut [f32]) {
+    for (ci, oc) in out.chunks_mut(LANES).enumerate() {
+        let lo = ci * LANES;
+        let mut acc = [0f32; LANES];
+        if oc.len() == LANES {
+            for (j, &wj) in w.iter().enumerate() {
+                if wj != 0.0 {
+                    let r = &row(j)[lo..lo + LANES];
+                    for l in 0..LANES {
+                        acc[l] += wj * r[l];
+                    }
+                }
+            }
+        } else {
+            for (j, &wj) in w.iter().enumerate() {
+                if wj != 0.0 {
+                    for (a, x) in acc.iter_mut().zip(&row(j)[lo..lo + oc.len()]) {
+                        *a += wj * x;
+                    }
+                }
+            }
+        }
+        oc.copy_from_slice(&acc[..oc.len()]);
     }
 }
 
@@ -505,22 +541,23 @@ pub fn attention_head_backward(
 ) {
     let HeadJob { q, k, v, keep, sh, scale, drop, b, h } = job;
     let (s, hd) = (sh.seq, sh.head_dim);
-    let mut kt = vec![0f32; hd * s];
-    let mut vt = vec![0f32; hd * s];
-    k.transposed(sh, b, h, &mut kt);
-    v.transposed(sh, b, h, &mut vt);
-    let mut p = vec![0f32; s];
-    let mut f = vec![1f32; s];
-    let mut dp = vec![0f32; s];
+    let (sp, keep) = padded_keep(keep);
+    let mut kt = vec![0f32; hd * sp];
+    let mut vt = vec![0f32; hd * sp];
+    k.transposed(sh, b, h, sp, &mut kt);
+    v.transposed(sh, b, h, sp, &mut vt);
+    let mut p = vec![0f32; sp];
+    let mut f = vec![1f32; sp];
+    let mut dp = vec![0f32; sp];
     dk.iter_mut().for_each(|x| *x = 0.0);
     dv.iter_mut().for_each(|x| *x = 0.0);
     for i in 0..s {
         let qi = q.row(sh, b, i, h);
         let gi = g.row(sh, b, i, h);
-        probs_row(qi, &kt, keep, scale, &mut p);
+        probs_row(qi, &kt, &keep, scale, &mut p);
         if let Some(d) = drop {
             let base = (((b * sh.heads + h) * s + i) * s) as u64;
-            for (j, fj) in f.iter_mut().enumerate() {
+            for (j, fj) in f[..s].iter_mut().enumerate() {
                 *fj = d.factor(base + j as u64);
             }
         }
@@ -534,12 +571,10 @@ pub fn attention_head_backward(
         // dP'_ij = g_i · v_j, then through dropout and softmax.
         row_times_t(gi, &vt, &mut dp);
         softmax_row_backward(&p, &f, scale, &mut dp);
-        let dqi = &mut dq[i * hd..(i + 1) * hd];
-        dqi.iter_mut().for_each(|x| *x = 0.0);
+        weighted_sum(&dp[..s], |j| k.row(sh, b, j, h), &mut dq[i * hd..(i + 1) * hd]);
         for j in 0..s {
             let ds = dp[j];
             if ds != 0.0 {
-                axpy(ds, k.row(sh, b, j, h), dqi);
                 axpy(ds, qi, &mut dk[j * hd..(j + 1) * hd]);
             }
         }
