@@ -6,7 +6,8 @@
 //! - `model` — `SentenceEncoder`: our trainable BERT (`bert`), pooling, Dense, Normalize,
 //!   Hub/local loading (`hub`), weights and the sentence-transformers folder (`st_format`).
 //! - `data` — datasets into tables (text, CSV/TSV, JSONL, STS-B).
-//! - `encode` — batched, length-sorted inference.
+//! - `encode` — batched, length-sorted inference; `quantize` — embedding precisions (float16,
+//!   int8/uint8 with ranges, binary) as sentence-transformers' `quantize_embeddings`.
 //! - `tokenize`, `similarity`, `rng`, `fsutil`, `progress`, `device` — leaves.
 //! - `cuda_ops` (feature `cuda`) — our CUDA kernels: fused AdamW, sums of squares.
 
@@ -26,6 +27,7 @@ pub mod loss;
 pub mod model;
 pub mod pairs;
 pub mod progress;
+pub mod quantize;
 pub mod report;
 pub mod rng;
 pub mod runtime;

@@ -23,9 +23,24 @@ pub struct EmbedArgs {
     /// CSV/TSV column holding the text [default: text].
     #[arg(long)]
     pub column: Option<String>,
-    /// Output file: .npy (float32 [N, D]), .safetensors (tensor "embeddings") or .jsonl.
+    /// Output file: .npy ([N, D] in --precision), .safetensors (tensor "embeddings") or .jsonl.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
+    /// Output precision, as sentence-transformers' quantize_embeddings: float32 (4 bytes per
+    /// dimension), float16 (2), int8/uint8 (1; per-dimension ranges, saved to
+    /// <output>.ranges.json), binary/ubinary (1 bit: x > 0, packed 8 per byte, [N, ceil(D/8)]).
+    /// Anything but float32 is L2-normalised first.
+    #[arg(long, value_enum, default_value = "float32")]
+    pub precision: crate::quantize::Precision,
+    /// int8/uint8: a file of texts (read like --input: same --format, --field/--column,
+    /// --delimiter) whose embeddings give the per-dimension [min, max] ranges
+    /// [default: the embeddings themselves].
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// int8/uint8: reuse saved ranges (the <output>.ranges.json of an earlier run), so that
+    /// queries and a corpus are quantized alike.
+    #[arg(long)]
+    pub ranges: Option<PathBuf>,
     /// Texts per forward pass.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -50,7 +65,7 @@ impl EmbedArgs {
         if self.batch_size == 0 {
             anyhow::bail!("--batch-size must be at least 1");
         }
-        Ok(EmbedConfig {
+        let cfg = EmbedConfig {
             model: self.model.into_spec(),
             input: self.input,
             format: self.reader.format,
@@ -64,7 +79,12 @@ impl EmbedArgs {
             },
             chunk_rows: self.chunk_rows.max(1),
             resume: self.resume,
-        })
+            precision: self.precision,
+            calibration: self.calibration,
+            ranges: self.ranges,
+        };
+        cfg.validate()?;
+        Ok(cfg)
     }
 }
 
@@ -78,11 +98,20 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         );
     }
     eprintln!(
-        "wrote {} embeddings of dimension {} to {}",
+        "wrote {} {} embeddings of dimension {} ({} bytes each) to {}",
         r.rows,
+        r.precision,
         r.dim,
+        r.bytes_per_embedding,
         r.output.display()
     );
+    if let Some(p) = &r.ranges_file {
+        eprintln!(
+            "{} ranges saved to {} (reuse them with --ranges)",
+            r.precision,
+            p.display()
+        );
+    }
     if r.truncated > 0 {
         eprintln!(
             "{} of {} texts were longer than max_seq_length and truncated",

@@ -28,6 +28,12 @@ pub struct EvalArgs {
     /// Divide gold scores by this [default: 5 for --format stsb, else 1].
     #[arg(long)]
     pub score_scale: Option<f64>,
+    /// Evaluate the embeddings at this precision, as sentence-transformers'
+    /// EmbeddingSimilarityEvaluator(precision=…): L2-normalised, quantized (float16; int8/uint8
+    /// with ranges over all the evaluated texts; binary/ubinary), and scored on the values cast
+    /// to float (binary unpacked to 0/1 bits) [default: none: the model's raw float32 output].
+    #[arg(long, value_enum)]
+    pub precision: Option<crate::quantize::Precision>,
     /// Texts per forward pass.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -66,6 +72,7 @@ impl EvalArgs {
                 normalize: false,
                 progress: !self.quiet,
             },
+            precision: self.precision,
         })
     }
 }

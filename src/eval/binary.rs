@@ -7,6 +7,7 @@ use super::{Evaluator, Metrics, UniqueEmbeddings};
 use crate::data::Table;
 use crate::encode::EncodeOptions;
 use crate::model::SentenceEncoder;
+use crate::quantize::Precision;
 use crate::similarity::cosine;
 use anyhow::{bail, Result};
 
@@ -14,6 +15,8 @@ pub struct BinaryEvaluator {
     pub s1: Vec<String>,
     pub s2: Vec<String>,
     pub labels: Vec<bool>,
+    /// Embedding precision to evaluate at (None: the model's raw output).
+    pub precision: Option<Precision>,
 }
 
 impl BinaryEvaluator {
@@ -28,6 +31,7 @@ impl BinaryEvaluator {
             s1: Vec::new(),
             s2: Vec::new(),
             labels: Vec::new(),
+            precision: None,
         };
         for r in &t.rows {
             e.s1.push(t.text(r, c1)?.into_owned());
@@ -71,6 +75,7 @@ impl BinaryEvaluator {
             values,
             primary: "cosine_ap".into(),
             greater_is_better: true,
+            precision: None,
             points: Some(super::EvalPoints::Split {
                 pos: split(true),
                 neg: split(false),
@@ -89,6 +94,7 @@ impl Evaluator for BinaryEvaluator {
             model,
             self.s1.iter().chain(&self.s2).map(|s| s.as_str()),
             opts,
+            self.precision,
         )?;
         let scores: Vec<f64> = self
             .s1
@@ -96,6 +102,8 @@ impl Evaluator for BinaryEvaluator {
             .zip(&self.s2)
             .map(|(a, b)| cosine(u.get(a), u.get(b)))
             .collect();
-        Ok(self.metrics_from_scores(&scores))
+        let mut m = self.metrics_from_scores(&scores);
+        m.precision = u.precision;
+        Ok(m)
     }
 }

@@ -1,9 +1,10 @@
 //! The `eval` job: read a dataset, build the task's evaluator, encode, score.
 
-use super::{build_with_defaults, EvalTask, Metrics};
+use super::{build_with_defaults_at, EvalTask, Metrics};
 use crate::data::{read_table, DataFormat, ReadOptions};
 use crate::encode::EncodeOptions;
 use crate::model::{ModelSpec, SentenceEncoder};
+use crate::quantize::Precision;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -21,12 +22,22 @@ pub struct EvalConfig {
     pub score_scale: Option<f64>,
     pub read: ReadOptions,
     pub encode: EncodeOptions,
+    /// Evaluate embeddings at this precision (normalised, quantized, cast back to floats, as
+    /// sentence-transformers' `precision=`); None: the model's raw float32 output.
+    #[serde(default)]
+    pub precision: Option<Precision>,
 }
 
 /// Runs the evaluation; data errors come before the model is loaded.
 pub fn run(cfg: &EvalConfig) -> Result<Metrics> {
     let table = read_table(&cfg.data, cfg.format, &cfg.read)?;
-    let evaluator = build_with_defaults(cfg.task, &table, cfg.columns.as_deref(), cfg.score_scale)?;
+    let evaluator = build_with_defaults_at(
+        cfg.task,
+        &table,
+        cfg.columns.as_deref(),
+        cfg.score_scale,
+        cfg.precision,
+    )?;
     let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
     for n in &model.notices {
         eprintln!("note: {n}");

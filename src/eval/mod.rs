@@ -1,6 +1,8 @@
 //! Evaluators: trait [`Evaluator`] → [`Metrics`] {values, primary, greater_is_better}; one file
 //! per task (sts, triplet, binary), `build()` is the registry. Metric names follow
-//! sentence-transformers' evaluators; scores are ×100, thresholds raw.
+//! sentence-transformers' evaluators; scores are ×100, thresholds raw. With a [`Precision`]
+//! (`eval --precision`), embeddings are L2-normalised, quantized and cast back to floats first,
+//! as sentence-transformers' EmbeddingSimilarityEvaluator(precision=…) does.
 
 pub mod binary;
 pub mod job;
@@ -11,6 +13,7 @@ pub mod triplet;
 use crate::data::Table;
 use crate::encode::{encode, Embeddings, EncodeOptions};
 use crate::model::SentenceEncoder;
+use crate::quantize::{quantize, Precision};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -44,9 +47,19 @@ pub struct Metrics {
     pub values: Vec<(String, f64)>,
     pub primary: String,
     pub greater_is_better: bool,
+    /// The embedding precision evaluated (`eval --precision`); None: the model's raw output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<EvalPrecision>,
     /// Per-example cosine similarities behind the numbers (for `eval --report` plots).
     #[serde(skip)]
     pub points: Option<EvalPoints>,
+}
+
+/// The precision an evaluation scored its embeddings at, and what one embedding then takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvalPrecision {
+    pub precision: Precision,
+    pub bytes_per_embedding: usize,
 }
 
 /// The cosine similarities an evaluation computed, for plots.
@@ -72,6 +85,13 @@ impl Metrics {
             m.insert(k.clone(), serde_json::json!(v));
         }
         m.insert("primary_metric".into(), serde_json::json!(self.primary));
+        if let Some(p) = self.precision {
+            m.insert("precision".into(), serde_json::json!(p.precision));
+            m.insert(
+                "bytes_per_embedding".into(),
+                serde_json::json!(p.bytes_per_embedding),
+            );
+        }
         serde_json::Value::Object(m)
     }
     /// A two-column human table.
@@ -84,6 +104,10 @@ impl Metrics {
             .unwrap_or(6)
             .max(6);
         let mut s = format!("{:<w$}  {:>10}\n", "metric", "value");
+        if let Some(p) = self.precision {
+            let bytes = format!("{} ({} B)", p.precision, p.bytes_per_embedding);
+            s.push_str(&format!("{:<w$}  {bytes:>10}\n", "precision"));
+        }
         for (k, v) in &self.values {
             let mark = if *k == self.primary {
                 "  (primary)"
@@ -110,6 +134,17 @@ pub fn build(
     columns: &[String],
     score_scale: f64,
 ) -> Result<Box<dyn Evaluator>> {
+    build_at(task, table, columns, score_scale, None)
+}
+
+/// [`build`] for embeddings evaluated at `precision` (None: the model's raw float32 output).
+pub fn build_at(
+    task: EvalTask,
+    table: &Table,
+    columns: &[String],
+    score_scale: f64,
+    precision: Option<Precision>,
+) -> Result<Box<dyn Evaluator>> {
     let want = task.default_columns().len();
     if columns.len() != want {
         bail!(
@@ -119,9 +154,21 @@ pub fn build(
         );
     }
     Ok(match task {
-        EvalTask::Sts => Box::new(sts::StsEvaluator::from_table(table, columns, score_scale)?),
-        EvalTask::Triplet => Box::new(triplet::TripletEvaluator::from_table(table, columns)?),
-        EvalTask::Binary => Box::new(binary::BinaryEvaluator::from_table(table, columns)?),
+        EvalTask::Sts => {
+            let mut e = sts::StsEvaluator::from_table(table, columns, score_scale)?;
+            e.precision = precision;
+            Box::new(e)
+        }
+        EvalTask::Triplet => {
+            let mut e = triplet::TripletEvaluator::from_table(table, columns)?;
+            e.precision = precision;
+            Box::new(e)
+        }
+        EvalTask::Binary => {
+            let mut e = binary::BinaryEvaluator::from_table(table, columns)?;
+            e.precision = precision;
+            Box::new(e)
+        }
     })
 }
 
@@ -133,6 +180,17 @@ pub fn build_with_defaults(
     columns: Option<&[String]>,
     score_scale: Option<f64>,
 ) -> Result<Box<dyn Evaluator>> {
+    build_with_defaults_at(task, table, columns, score_scale, None)
+}
+
+/// [`build_with_defaults`] at an embedding `precision` (see [`build_at`]).
+pub fn build_with_defaults_at(
+    task: EvalTask,
+    table: &Table,
+    columns: Option<&[String]>,
+    score_scale: Option<f64>,
+    precision: Option<Precision>,
+) -> Result<Box<dyn Evaluator>> {
     let cols: Vec<String> = match columns {
         Some(c) => c.to_vec(),
         None => task
@@ -142,18 +200,24 @@ pub fn build_with_defaults(
             .collect(),
     };
     let stsb = table.format == crate::data::DataFormat::Stsb;
-    build(
+    build_at(
         task,
         table,
         &cols,
         score_scale.unwrap_or(if stsb { 5.0 } else { 1.0 }),
+        precision,
     )
 }
 
-/// Encodes the distinct texts once and maps each text to its row of the result.
+/// Encodes the distinct texts once and maps each text to its row of the result. With a
+/// `precision`, as sentence-transformers' EmbeddingSimilarityEvaluator: the embeddings are
+/// L2-normalised (`normalize_embeddings=bool(precision)`), quantized — int8/uint8 with ranges
+/// over all the texts together (min/max do not see duplicates, so unique texts give the same
+/// ranges) — and cast back to floats, binary/ubinary unpacked to 0/1 per bit.
 pub(crate) struct UniqueEmbeddings {
     pub emb: Embeddings,
     pub index: HashMap<String, usize>,
+    pub precision: Option<EvalPrecision>,
 }
 
 impl UniqueEmbeddings {
@@ -161,6 +225,7 @@ impl UniqueEmbeddings {
         model: &SentenceEncoder,
         texts: impl Iterator<Item = &'a str>,
         opts: &EncodeOptions,
+        precision: Option<Precision>,
     ) -> Result<Self> {
         let mut index = HashMap::new();
         let mut uniq: Vec<&str> = Vec::new();
@@ -170,8 +235,26 @@ impl UniqueEmbeddings {
                 uniq.push(t);
             }
         }
-        let emb = encode(model, &uniq, opts)?;
-        Ok(Self { emb, index })
+        let emb = match precision {
+            None => encode(model, &uniq, opts)?,
+            Some(p) => {
+                let opts = EncodeOptions {
+                    normalize: true,
+                    ..opts.clone()
+                };
+                let emb = encode(model, &uniq, &opts)?;
+                quantize(&emb, p, None)?.to_eval_floats()
+            }
+        };
+        let precision = precision.map(|p| EvalPrecision {
+            precision: p,
+            bytes_per_embedding: p.bytes_per_embedding(model.dim()),
+        });
+        Ok(Self {
+            emb,
+            index,
+            precision,
+        })
     }
     pub fn get(&self, t: &str) -> &[f32] {
         self.emb.row(self.index[t])

@@ -8,6 +8,7 @@ use super::{Evaluator, Metrics, UniqueEmbeddings};
 use crate::data::Table;
 use crate::encode::EncodeOptions;
 use crate::model::SentenceEncoder;
+use crate::quantize::Precision;
 use crate::similarity::SimilarityFn;
 use anyhow::Result;
 
@@ -15,6 +16,8 @@ pub struct StsEvaluator {
     pub s1: Vec<String>,
     pub s2: Vec<String>,
     pub scores: Vec<f64>,
+    /// Embedding precision to evaluate at (None: the model's raw output).
+    pub precision: Option<Precision>,
 }
 
 impl StsEvaluator {
@@ -29,6 +32,7 @@ impl StsEvaluator {
             s1: Vec::new(),
             s2: Vec::new(),
             scores: Vec::new(),
+            precision: None,
         };
         for r in &t.rows {
             e.s1.push(t.text(r, c1)?.into_owned());
@@ -61,6 +65,7 @@ impl StsEvaluator {
             values,
             primary: "spearman_cosine".into(),
             greater_is_better: true,
+            precision: None,
             points: Some(super::EvalPoints::Scatter {
                 gold: self.scores.clone(),
                 pred,
@@ -79,9 +84,12 @@ impl Evaluator for StsEvaluator {
             model,
             self.s1.iter().chain(&self.s2).map(|s| s.as_str()),
             opts,
+            self.precision,
         )?;
         let a: Vec<&[f32]> = self.s1.iter().map(|s| u.get(s)).collect();
         let b: Vec<&[f32]> = self.s2.iter().map(|s| u.get(s)).collect();
-        Ok(self.metrics_from(&a, &b))
+        let mut m = self.metrics_from(&a, &b);
+        m.precision = u.precision;
+        Ok(m)
     }
 }

@@ -6,11 +6,14 @@ use super::{Evaluator, Metrics, UniqueEmbeddings};
 use crate::data::Table;
 use crate::encode::EncodeOptions;
 use crate::model::SentenceEncoder;
+use crate::quantize::Precision;
 use crate::similarity::SimilarityFn;
 use anyhow::Result;
 
 pub struct TripletEvaluator {
     pub triplets: Vec<[String; 3]>,
+    /// Embedding precision to evaluate at (None: the model's raw output).
+    pub precision: Option<Precision>,
 }
 
 impl TripletEvaluator {
@@ -28,7 +31,10 @@ impl TripletEvaluator {
                 t.text(r, cols[2])?.into_owned(),
             ]);
         }
-        Ok(Self { triplets })
+        Ok(Self {
+            triplets,
+            precision: None,
+        })
     }
 }
 
@@ -44,6 +50,7 @@ impl Evaluator for TripletEvaluator {
                 .iter()
                 .flat_map(|t| t.iter().map(|s| s.as_str())),
             opts,
+            self.precision,
         )?;
         let n = self.triplets.len().max(1) as f64;
         let values = SimilarityFn::ALL
@@ -58,10 +65,12 @@ impl Evaluator for TripletEvaluator {
             })
             .collect();
         let cos = |x: &str, y: &str| SimilarityFn::Cosine.score(u.get(x), u.get(y));
+        let u_precision = u.precision;
         Ok(Metrics {
             values,
             primary: "cosine_accuracy".into(),
             greater_is_better: true,
+            precision: u_precision,
             points: Some(super::EvalPoints::Split {
                 pos: self.triplets.iter().map(|[a, p, _]| cos(a, p)).collect(),
                 neg: self.triplets.iter().map(|[a, _, n]| cos(a, n)).collect(),

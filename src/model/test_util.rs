@@ -2,6 +2,9 @@
 //! code after `#[cfg(test)]` as test code).
 
 #[cfg(test)]
+pub use helpers::*;
+
+#[cfg(test)]
 mod helpers {
     use candle_core::{Device, Tensor};
     /// Uniform values in `[-scale, scale)` from a seeded stream, as a CPU f32 tensor.
@@ -32,5 +35,3 @@ mod helpers {
     }
 }
 
-#[cfg(test)]
-pub use helpers::*;

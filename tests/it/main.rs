@@ -14,6 +14,7 @@ mod losses;
 mod model_files;
 mod pairs;
 mod parity;
+mod quantize;
 mod save_load;
 mod similarity;
 mod train;
