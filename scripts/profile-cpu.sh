@@ -17,7 +17,7 @@ profile() {  # name, embtune args...
   { echo "# embtune $* ($(git rev-parse --short HEAD), $(date -u +%F), load $(cut -d' ' -f1-3 /proc/loadavg))"
     echo "# result: $(cat "$TMP/$name.json")"
     perf report -i "$TMP/$name.data" --no-children --sort symbol --stdio 2>/dev/null \
-      | grep -E '^ +[0-9]+\.[0-9]+%' | head -n 25 | sed -E 's/ +$//'
+      | grep -E '^ +[0-9]+\.[0-9]+%' | sed -n '1,25p' | sed -E 's/ +- +- *$//; s/ +$//'
   } > "results/profile-$name.txt"
   echo "wrote results/profile-$name.txt"
 }

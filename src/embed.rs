@@ -168,7 +168,7 @@ fn ranges_source(cfg: &EmbedConfig, rows: usize) -> Result<RangesSource> {
         bail!(crate::quantize::SINGLE_ROW);
     }
     if rows < 100 {
-        eprintln!(
+        tracing::info!(
             "note: {} ranges computed from only {rows} embeddings; --calibration with more texts gives steadier ones",
             cfg.precision
         );
@@ -181,8 +181,9 @@ pub fn run(cfg: &EmbedConfig) -> Result<EmbedReport> {
     let texts = read_texts(cfg)?;
     let source = ranges_source(cfg, texts.len())?;
     let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
+    crate::logging::model_loaded(&cfg.model, &model);
     for n in &model.notices {
-        eprintln!("note: {n}");
+        tracing::info!("note: {n}");
     }
     // Quantized precisions are L2-normalised first, as sentence-transformers' evaluator does.
     let opts = EncodeOptions {

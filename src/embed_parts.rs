@@ -96,7 +96,7 @@ pub fn encode_in_parts(
             );
         }
         if !resume {
-            eprintln!(
+            tracing::info!(
                 "note: discarding the parts of an earlier run in {} (use --resume to continue it)",
                 parts.display()
             );

@@ -9,6 +9,7 @@
 //! - `encode` — batched, length-sorted inference; `quantize` — embedding precisions (float16,
 //!   int8/uint8 with ranges, binary) as sentence-transformers' `quantize_embeddings`.
 //! - `tokenize`, `similarity`, `rng`, `fsutil`, `progress`, `device` — leaves.
+//! - `logging` — the stderr `tracing` subscriber (-v/-q/RUST_LOG), installed by the binary.
 //! - `cuda_ops` (feature `cuda`) — our CUDA kernels: fused AdamW, sums of squares.
 
 pub mod bench;
@@ -23,6 +24,7 @@ pub mod embed_parts;
 pub mod encode;
 pub mod eval;
 pub mod fsutil;
+pub mod logging;
 pub mod loss;
 pub mod model;
 pub mod pairs;

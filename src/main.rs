@@ -1,5 +1,5 @@
-//! The `embtune` binary: expand `--config` → parse → `cli::run` (or `--print-config`) → print the
-//! error chain → exit code. Nothing else.
+//! The `embtune` binary: expand `--config` → parse → install logging (-v/-q/RUST_LOG) →
+//! `cli::run` (or `--print-config`) → print the error chain → exit code. Nothing else.
 
 use clap::FromArgMatches;
 
@@ -15,6 +15,7 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let ex = embtune::cli::config_file::expand(std::env::args_os().collect())?;
     let matches = embtune::cli::config_file::command().get_matches_from(ex.args);
+    embtune::logging::init(embtune::cli::verbosity(&matches));
     if ex.print_config {
         print!("{}", embtune::cli::config_file::print(&matches)?);
         return Ok(());

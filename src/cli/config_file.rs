@@ -147,8 +147,8 @@ pub fn print(matches: &ArgMatches) -> Result<String> {
         let (Some(long), id) = (arg.get_long(), arg.get_id().as_str()) else {
             continue;
         };
-        if matches!(long, "help" | "version" | "token") {
-            continue; // never write a secret into a recipe
+        if matches!(long, "help" | "version" | "token" | "verbose") {
+            continue; // never write a secret into a recipe; -v is about this run, not the recipe
         }
         match arg.get_action() {
             ArgAction::SetTrue | ArgAction::SetFalse => {

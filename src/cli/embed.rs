@@ -47,7 +47,7 @@ pub struct EmbedArgs {
     /// L2-normalise embeddings even if the model has no Normalize module.
     #[arg(long)]
     pub normalize: bool,
-    /// Hide the progress bar.
+    /// Hide the progress bar and the notes and summaries (warnings and errors only).
     #[arg(long, short = 'q')]
     pub quiet: bool,
     /// Inputs with more rows than this are encoded in chunks, each kept in <output>.parts/ as
@@ -92,12 +92,13 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let cfg = args.into_config()?;
     let r = crate::embed::run(&cfg)?;
     if r.resumed_chunks > 0 {
-        eprintln!(
+        tracing::info!(
             "resumed: {} finished chunk(s) of {} rows reused",
-            r.resumed_chunks, cfg.chunk_rows
+            r.resumed_chunks,
+            cfg.chunk_rows
         );
     }
-    eprintln!(
+    tracing::info!(
         "wrote {} {} embeddings of dimension {} ({} bytes each) to {}",
         r.rows,
         r.precision,
@@ -106,16 +107,17 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         r.output.display()
     );
     if let Some(p) = &r.ranges_file {
-        eprintln!(
+        tracing::info!(
             "{} ranges saved to {} (reuse them with --ranges)",
             r.precision,
             p.display()
         );
     }
     if r.truncated > 0 {
-        eprintln!(
+        tracing::info!(
             "{} of {} texts were longer than max_seq_length and truncated",
-            r.truncated, r.rows
+            r.truncated,
+            r.rows
         );
     }
     Ok(())

@@ -44,7 +44,7 @@ pub struct EvalArgs {
     /// (sts, scatter.svg), or the cosine of positives vs negatives (binary/triplet, histogram.svg).
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
-    /// Hide the progress bar.
+    /// Hide the progress bar and the notes and summaries (warnings and errors only).
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }

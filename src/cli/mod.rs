@@ -23,6 +23,10 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "embtune", version, about, long_about = None)]
 pub struct Cli {
+    /// More diagnostics on stderr: -v debug, -vv trace (RUST_LOG, when set, decides instead;
+    /// -q, where a command has it, shows warnings and errors only).
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -150,6 +154,22 @@ pub fn parse_delimiter(s: &str) -> Result<u8, String> {
         _ if s.len() == 1 && s.is_ascii() => Ok(s.as_bytes()[0]),
         _ => Err(format!("expected one ASCII character or \\t, got {s:?}")),
     }
+}
+
+/// The log levels the parsed command line asks for: `-v` (counted, global) and the
+/// subcommand's `-q/--quiet` where it has one.
+pub fn verbosity(m: &clap::ArgMatches) -> crate::logging::Verbosity {
+    let sub = m.subcommand().map(|(_, s)| s);
+    let verbose = sub
+        .and_then(|s| s.try_get_one::<u8>("verbose").ok().flatten())
+        .or_else(|| m.try_get_one::<u8>("verbose").ok().flatten())
+        .copied()
+        .unwrap_or(0);
+    let quiet = sub
+        .and_then(|s| s.try_get_one::<bool>("quiet").ok().flatten())
+        .copied()
+        .unwrap_or(false);
+    crate::logging::Verbosity { verbose, quiet }
 }
 
 /// Runs the parsed command line.

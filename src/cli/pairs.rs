@@ -94,7 +94,7 @@ pub struct PairsArgs {
     /// With --check: print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Hide progress bars.
+    /// Hide progress bars and the notes and summaries (warnings and errors only).
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
@@ -193,7 +193,7 @@ pub fn run(args: PairsArgs) -> Result<()> {
     }
     let cfg = args.into_config()?;
     let r = crate::pairs::run(&cfg)?;
-    eprintln!(
+    tracing::info!(
         "read {} rows, wrote {} rows to {} ({} duplicates dropped{})",
         r.rows_in,
         r.rows_out,

@@ -120,7 +120,7 @@ pub struct TrainArgs {
     /// (with the same flags as the original run).
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// Hide the progress bar.
+    /// Hide the progress bar and the notes and summaries (warnings and errors only).
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
@@ -191,11 +191,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         std::process::exit(128 + sig);
     }
     if let (Some(a), Some(b)) = (r.first_loss, r.last_loss) {
-        eprintln!("trained {} steps: loss {a:.6} → {b:.6}", r.steps);
+        tracing::info!("trained {} steps: loss {a:.6} → {b:.6}", r.steps);
     }
     if let Some(m) = &r.final_eval {
-        eprintln!("final {} = {:.4}", m.primary, m.primary_value());
+        tracing::info!("final {} = {:.4}", m.primary, m.primary_value());
     }
-    eprintln!("model saved to {}", r.output.display());
+    tracing::info!("model saved to {}", r.output.display());
     Ok(())
 }

@@ -29,6 +29,18 @@ impl Default for ReadOptions {
 
 /// Reads a whole file; `format` None means "from the extension". An empty dataset is an error.
 pub fn read_table(path: &Path, format: Option<DataFormat>, opts: &ReadOptions) -> Result<Table> {
+    let t = read_table_inner(path, format, opts)?;
+    tracing::debug!(
+        "read {}: {} rows, format {:?}, columns {:?}",
+        path.display(),
+        t.rows.len(),
+        t.format,
+        t.columns
+    );
+    Ok(t)
+}
+
+fn read_table_inner(path: &Path, format: Option<DataFormat>, opts: &ReadOptions) -> Result<Table> {
     if let Some(spec) = path.to_str().filter(|s| s.starts_with(super::hub::PREFIX)) {
         return read_hub(spec, opts);
     }

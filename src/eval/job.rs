@@ -39,8 +39,9 @@ pub fn run(cfg: &EvalConfig) -> Result<Metrics> {
         cfg.precision,
     )?;
     let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
+    crate::logging::model_loaded(&cfg.model, &model);
     for n in &model.notices {
-        eprintln!("note: {n}");
+        tracing::info!("note: {n}");
     }
     evaluator.evaluate(&model, &cfg.encode)
 }

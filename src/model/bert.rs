@@ -370,9 +370,14 @@ impl BertModel {
         let cuda = self.device.is_cuda();
         // Embedding sums in the stored dtype (f32): gathering rows is cheap, and the embedding
         // LayerNorm then hands the compute dtype to the layers.
-        let words = ops::embedding_rows(&param(&self.word, grad, dt)?, &batch.input_ids)?
-            .reshape((b, s, h))?;
         let fast = self.cpu_fast();
+        let word_table = param(&self.word, grad, dt)?;
+        let words = if fast {
+            super::cpu_ops::embedding(&word_table, &batch.input_ids)?
+        } else {
+            ops::embedding_rows(&word_table, &batch.input_ids)?
+        }
+        .reshape((b, s, h))?;
         let x = if cuda && crate::device::fast_cuda_kernels() {
             // Same values as the gathers below, with cheap backwards on the GPU: positions
             // 0..s are a narrow; single-segment token types are row 0, broadcast.

@@ -34,4 +34,3 @@ mod helpers {
             .unwrap()
     }
 }
-

@@ -171,7 +171,7 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
     for (_, p) in all.into_iter().rev() {
         match verify(&p) {
             Ok(()) => return Ok(p),
-            Err(e) => eprintln!("warning: skipping checkpoint {}: {e:#}", p.display()),
+            Err(e) => tracing::warn!("warning: skipping checkpoint {}: {e:#}", p.display()),
         }
     }
     bail!(

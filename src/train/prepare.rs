@@ -33,7 +33,7 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     {
         // sentence-transformers hands a "label"/"score" column to every loss and the losses
         // without labels ignore it; do the same for a column found by default, and say so.
-        eprintln!(
+        tracing::info!(
             "note: {} takes no label; ignoring column {:?}",
             loss.name(),
             set.label_column.as_deref().unwrap_or("")

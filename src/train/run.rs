@@ -66,6 +66,9 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
 /// [`run`], also returning the trained model as it is in memory at the end.
 pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     let wall = Instant::now();
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::debug!("training config: {}", serde_json::to_string(cfg)?);
+    }
     let p = prepare(cfg)?;
     let device = crate::device::resolve(&cfg.model.compute)?;
     crate::device::check_precision(&cfg.model.compute, &device)?;
@@ -81,8 +84,9 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         None => cfg.model.clone(),
     };
     let mut model = SentenceEncoder::load(&spec, &device)?;
+    crate::logging::model_loaded(&spec, &model);
     for n in &model.notices {
-        eprintln!("note: {n}");
+        tracing::info!("note: {n}");
     }
     if let Some(d) = cfg.dropout {
         model.bert.set_dropout(d);
@@ -96,7 +100,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         p.eval_table.as_ref(),
         Some(&model),
     )?;
-    eprint!("{}", report.to_text());
+    tracing::info!("{}", report.to_text().trim_end());
 
     // Tokenize every text once.
     let cols = p.set.n_texts();
@@ -145,13 +149,13 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         model.bert.restore_dropout_state(state.dropout_rng);
         start = state.step;
         best = state.best;
-        eprintln!(
+        tracing::info!(
             "resuming from {} at step {start} of {total}",
             ckpt.display()
         );
     }
     for line in checkpoint::clean_stale(&cfg.output)? {
-        eprintln!("note: checkpoints: {line}");
+        tracing::info!("note: checkpoints: {line}");
     }
     let metrics_path = cfg.output.join("metrics.jsonl");
     truncate_metrics(&metrics_path, start)?;
@@ -164,7 +168,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         .append(true)
         .open(&metrics_path)
         .with_context(|| format!("opening {}", metrics_path.display()))?;
-    eprintln!(
+    tracing::info!(
         "training {} on {} rows ({} text column{}{}), {total} steps, batch {}, warmup {warmup}, on {} ({:?})",
         p.loss.name(),
         p.set.len(),
@@ -218,10 +222,12 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         Ok(path)
     };
 
+    // Per-step loss / lr / grad-norm at DEBUG (reads the norm back, so only when it is shown).
+    let debug_steps = tracing::enabled!(tracing::Level::DEBUG);
     for step in start..total {
         if let Some(sig) = signals::pending() {
             let path = save_ckpt(step, best, &model, &opt)?;
-            eprintln!("interrupted: checkpoint saved to {}", path.display());
+            tracing::info!("interrupted: checkpoint saved to {}", path.display());
             interrupted = Some(sig);
             break;
         }
@@ -249,12 +255,18 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             None => done % steps_per_epoch == 0 || done == total,
         };
         let save_now = cfg.save_steps.is_some_and(|n| done % n == 0) && done < total;
-        if !device.is_cuda() || log_now || eval_now || save_now || cfg.progress {
+        if !device.is_cuda() || log_now || eval_now || save_now || cfg.progress || debug_steps {
             for l in pending.flush()? {
                 win_loss += l;
                 win_n += 1;
                 step_loss = l;
             }
+        }
+        if debug_steps {
+            tracing::debug!(
+                "step {done}/{total}: loss {step_loss:.6} lr {lr:.3e} grad-norm {:.4} ({examples} examples)",
+                norm.value()?
+            );
         }
         win_examples += examples;
         bar.inc(1);
@@ -270,7 +282,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             writeln!(metrics, "{line}")
                 .with_context(|| format!("writing {}", metrics_path.display()))?;
             if cfg.log_lines {
-                eprintln!(
+                tracing::info!(
                     "step {done}/{total}  loss {mean:.6}  lr {lr:.3e}  grad-norm {norm:.3}  {:.1} examples/s",
                     win_examples as f64 / secs.max(1e-9)
                 );
@@ -285,7 +297,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
                 "{}",
                 json!({"step": done, "epoch": done as f64 / steps_per_epoch as f64, "eval": m.to_json()})
             )?;
-            eprintln!("step {done}: {} = {v:.4}", m.primary);
+            tracing::info!("step {done}: {} = {v:.4}", m.primary);
             let improved =
                 best.is_none_or(|(b, _)| if m.greater_is_better { v > b } else { v < b });
             if improved {
@@ -311,7 +323,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     if interrupted.is_none() {
         model.save_into(&cfg.output)?;
         if cfg.save_best && cfg.output.join("best").is_dir() {
-            eprintln!(
+            tracing::info!(
                 "best {} at step {}: kept in {}",
                 best.map(|b| b.0).unwrap_or(f64::NAN),
                 best.map(|b| b.1).unwrap_or(0),

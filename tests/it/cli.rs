@@ -286,7 +286,8 @@ fn embed_resumes_from_finished_chunks_after_a_kill() {
             "-o",
         ])
         .arg(out)
-        .args(["--chunk-rows", "400", "-q"])
+        // No -q: it would hide the "resumed:" / "discarding the parts" notes checked below.
+        .args(["--chunk-rows", "400"])
         .args(extra);
         c
     };

@@ -10,6 +10,7 @@ mod errors;
 mod gradients;
 mod hostile_input;
 mod lint;
+mod logging;
 mod losses;
 mod model_files;
 mod pairs;
