@@ -21,14 +21,15 @@ pub fn tune_allocator() {
 /// candle's element-wise CPU ops run on its own thread pool, whose workers spin ~25,000 times
 /// before sleeping after every op. On the CPU fast path (`model::cpu_ops`) nearly all work runs
 /// on rayon's pool (our kernels and the matrix products), so those spinning workers only steal
-/// cores from it: perf showed ~11 % of training samples in that spin loop, and one pool thread
-/// (`CANDLE_NUM_THREADS=1`) measured 24 → 29 CoSENT pairs/s. The few element-wise ops left run
-/// on the calling thread. Applied only when the user has not set `CANDLE_NUM_THREADS`, and
-/// only before candle's pool starts (first element-wise op), i.e. first thing in `main`.
+/// cores from it: perf showed 11–19 % of training samples in that spin loop. With the spin limit
+/// at 0 the workers sleep at once and wake for the next op (CoSENT b16: 24 → 29 pairs/s; also
+/// +5 % over a single-threaded pool, median of 5 alternating runs). Applied only when the user
+/// has not set `CANDLE_BARRIER_POOL_SPIN_LIMIT`, and only before candle's pool starts (first
+/// element-wise op), i.e. first thing in `main`.
 pub fn tune_threads() {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         // SAFETY (edition 2021: set_var is safe): called at the top of main, before any thread
         // of ours or candle's exists.
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0");
     }
 }
