@@ -59,20 +59,24 @@ __device__ __forceinline__ unsigned int embtune_hash(unsigned long long seed,
   return (unsigned int)(z >> 32);
 }
 
-// Inverted-dropout masks: scale where the random bits exceed `threshold` (= p·2³²), else 0.
-#define EMBTUNE_DROPOUT_MASK(NAME, T, CONV)                                                      \
-  extern "C" __global__ void NAME(T* __restrict__ out, const unsigned long long n,               \
-                                  const unsigned long long seed, const unsigned int threshold,   \
-                                  const float scale) {                                           \
+// Inverted dropout, y = x · (scale where the random bits of element i exceed `threshold`
+// (= p·2³²), else 0), multiplied in f32 and rounded once to T (as torch's fused dropout does
+// for half types). The backward is the same kernel on the gradient with the same seed, so no
+// mask is stored. Element i uses counter i: the same mask as the CPU (cpu_kernels::Dropout).
+#define EMBTUNE_DROPOUT(NAME, T, TO_F, FROM_F)                                                   \
+  extern "C" __global__ void NAME(const T* __restrict__ x, T* __restrict__ y,                    \
+                                  const unsigned long long n, const unsigned long long seed,     \
+                                  const unsigned int threshold, const float scale) {             \
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; \
          i += (unsigned long long)blockDim.x * gridDim.x) {                                      \
-      out[i] = CONV(embtune_hash(seed, i) > threshold ? scale : 0.0f);                           \
+      const float f = embtune_hash(seed, i) > threshold ? scale : 0.0f;                          \
+      y[i] = FROM_F(TO_F(x[i]) * f);                                                             \
     }                                                                                            \
   }
 #define EMBTUNE_ID(x) (x)
-EMBTUNE_DROPOUT_MASK(embtune_dropout_mask_f32, float, EMBTUNE_ID)
-EMBTUNE_DROPOUT_MASK(embtune_dropout_mask_bf16, __nv_bfloat16, __float2bfloat16)
-EMBTUNE_DROPOUT_MASK(embtune_dropout_mask_f16, __half, __float2half)
+EMBTUNE_DROPOUT(embtune_dropout_f32, float, EMBTUNE_ID, EMBTUNE_ID)
+EMBTUNE_DROPOUT(embtune_dropout_bf16, __nv_bfloat16, __bfloat162float, __float2bfloat16)
+EMBTUNE_DROPOUT(embtune_dropout_f16, __half, __half2float, __float2half)
 
 // AdamW, torch.optim.AdamW semantics (decoupled decay, bias correction), updating the parameter
 // and both moments in place. The gradient is multiplied by *gscale_ptr first (global-norm
@@ -104,6 +108,22 @@ __device__ __forceinline__ float embtune_warp_max(float s) {
   return s;
 }
 
+// Mean and 1/√(biased variance + eps) of a row of h floats, by the 32 lanes of a warp (two
+// passes, as torch); every lane gets both.
+__device__ __forceinline__ void embtune_row_stats(const float* xr, const unsigned int h,
+                                                  const float eps, const unsigned int lane,
+                                                  float& mean, float& rstd) {
+  float s = 0.0f;
+  for (unsigned int j = lane; j < h; j += 32) s += xr[j];
+  mean = embtune_warp_sum(s) / h;
+  float v = 0.0f;
+  for (unsigned int j = lane; j < h; j += 32) {
+    const float d = xr[j] - mean;
+    v += d * d;
+  }
+  rstd = 1.0f / sqrtf(embtune_warp_sum(v) / h + eps);
+}
+
 // LayerNorm over the last dim (torch semantics, biased variance), one warp per row, f32.
 extern "C" __global__ void embtune_layer_norm_f32(const float* __restrict__ x,
                                                   const float* __restrict__ w,
@@ -116,15 +136,8 @@ extern "C" __global__ void embtune_layer_norm_f32(const float* __restrict__ x,
   const unsigned int lane = threadIdx.x % 32;
   if (row >= rows) return;  // whole warps leave together
   const float* xr = x + row * h;
-  float s = 0.0f;
-  for (unsigned int j = lane; j < h; j += 32) s += xr[j];
-  const float mean = embtune_warp_sum(s) / h;
-  float v = 0.0f;
-  for (unsigned int j = lane; j < h; j += 32) {
-    const float d = xr[j] - mean;
-    v += d * d;
-  }
-  const float rstd = 1.0f / sqrtf(embtune_warp_sum(v) / h + eps);
+  float mean, rstd;
+  embtune_row_stats(xr, h, eps, lane, mean, rstd);
   float* yr = y + row * h;
   for (unsigned int j = lane; j < h; j += 32) yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
 }
@@ -147,3 +160,64 @@ extern "C" __global__ void embtune_softmax_f32(const float* __restrict__ x, floa
   float* yr = y + row * n;
   for (unsigned int j = lane; j < n; j += 32) yr[j] = expf(xr[j] - m) / s;
 }
+
+// Backward of embtune_layer_norm_f32, one warp per row: out[0] = dx, out[1] = g·x̂ (its row
+// sums are the weight's gradient; g's are the bias's), out being [2, rows, h].
+//   dx = (g·w − mean(g·w) − x̂·mean(g·w·x̂)) · rstd
+extern "C" __global__ void embtune_layer_norm_bwd_f32(const float* __restrict__ x,
+                                                      const float* __restrict__ w,
+                                                      const float* __restrict__ g,
+                                                      float* __restrict__ out,
+                                                      const unsigned long long rows,
+                                                      const unsigned int h, const float eps) {
+  const unsigned long long row =
+      ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  const unsigned int lane = threadIdx.x % 32;
+  if (row >= rows) return;  // whole warps leave together
+  const float* xr = x + row * h;
+  const float* gr = g + row * h;
+  float mean, rstd;
+  embtune_row_stats(xr, h, eps, lane, mean, rstd);
+  float s1 = 0.0f, s2 = 0.0f;
+  for (unsigned int j = lane; j < h; j += 32) {
+    const float xhat = (xr[j] - mean) * rstd;
+    const float gw = gr[j] * w[j];
+    s1 += gw;
+    s2 += gw * xhat;
+  }
+  const float m1 = embtune_warp_sum(s1) / h;
+  const float m2 = embtune_warp_sum(s2) / h;
+  float* dx = out + row * h;
+  float* gx = out + rows * h + row * h;
+  for (unsigned int j = lane; j < h; j += 32) {
+    const float xhat = (xr[j] - mean) * rstd;
+    dx[j] = (gr[j] * w[j] - m1 - xhat * m2) * rstd;
+    gx[j] = gr[j] * xhat;
+  }
+}
+
+// Exact (erf) GELU and its derivative, computed in f32 for every storage type.
+__device__ __forceinline__ float embtune_gelu(float x) {
+  return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+__device__ __forceinline__ float embtune_gelu_grad(float x) {
+  return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) +
+         x * 0.39894228040143268f * expf(-0.5f * x * x);
+}
+#define EMBTUNE_GELU(FWD, BWD, T, TO_F, FROM_F)                                                  \
+  extern "C" __global__ void FWD(const T* __restrict__ x, T* __restrict__ y,                     \
+                                 const unsigned long long n) {                                   \
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; \
+         i += (unsigned long long)blockDim.x * gridDim.x)                                        \
+      y[i] = FROM_F(embtune_gelu(TO_F(x[i])));                                                   \
+  }                                                                                              \
+  extern "C" __global__ void BWD(const T* __restrict__ x, const T* __restrict__ g,               \
+                                 T* __restrict__ dx, const unsigned long long n) {               \
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; \
+         i += (unsigned long long)blockDim.x * gridDim.x)                                        \
+      dx[i] = FROM_F(TO_F(g[i]) * embtune_gelu_grad(TO_F(x[i])));                                \
+  }
+EMBTUNE_GELU(embtune_gelu_f32, embtune_gelu_bwd_f32, float, EMBTUNE_ID, EMBTUNE_ID)
+EMBTUNE_GELU(embtune_gelu_bf16, embtune_gelu_bwd_bf16, __nv_bfloat16, __bfloat162float,
+             __float2bfloat16)
+EMBTUNE_GELU(embtune_gelu_f16, embtune_gelu_bwd_f16, __half, __half2float, __float2half)

@@ -7,7 +7,10 @@
 #   2. a real fine-tune on the GPU (CosineSimilarityLoss, 1 epoch of STS-B train, the recipe of
 #      ../shared/reference/cpu_finetune_runs.json) whose STS-B dev score must rise;
 #   3. throughput of the jobs in ../shared/reference/gpu/ (train MNRL/CoSENT at batch 32/128/512,
-#      f32 and bf16; encode at batch 256), next to the Python numbers when REF points at them.
+#      f32 and bf16; encode at batch 256), next to the Python numbers when REF points at them;
+#   4. what each CUDA change does (CoSENT f32 at batch 32 and 512 with one switch off at a time:
+#      EMBTUNE_CUDA_FUSED, EMBTUNE_CUDA_ALLOC, EMBTUNE_JOINT_FORWARD; all off = GPU run 1's code
+#      path) and where a step's time goes (`bench train --phases`: host issue vs device time).
 #
 #   bash scripts/gpu-check.sh
 # Settings: BIN (default dist/embtune-cuda, else target/release/embtune), MODEL (Hub id or local
@@ -74,6 +77,18 @@ for mode in f32 bf16 tf32; do
   timeout 120 "$BIN" bench encode --model "$MODEL" --device cuda $flags --data "$DATA/sts-train.csv" \
     --batch-size 256 --n 80000 2>>"$OUT/bench.log" >> "$OUT/bench.jsonl" || status=1
 done
-python3 scripts/gpu_table.py "$OUT/bench.jsonl" "$REF" "$OUT/gpu.txt" | tee "$OUT/table.md"
+echo "== 4. ablation and phases (CoSENT f32)"
+: > "$OUT/ablation.jsonl"
+for b in 32 512; do
+  for knobs in "" "EMBTUNE_JOINT_FORWARD=0" "EMBTUNE_CUDA_ALLOC=0" "EMBTUNE_CUDA_FUSED=0" \
+               "EMBTUNE_CUDA_FUSED=0 EMBTUNE_CUDA_ALLOC=0 EMBTUNE_JOINT_FORWARD=0"; do
+    for ph in "" "--phases"; do
+      [ -n "$ph" ] && [ -n "$knobs" ] && [ "${knobs#* * }" = "$knobs" ] && continue  # phases: all on / all off only
+      env $knobs timeout 120 "$BIN" bench train --model "$MODEL" --device cuda --dtype f32 --data "$DATA/sts-train.csv" \
+        --loss cosent --batch-size "$b" --steps "$STEPS" $ph 2>>"$OUT/bench.log" >> "$OUT/ablation.jsonl" || status=1
+    done
+  done
+done
+python3 scripts/gpu_table.py "$OUT/bench.jsonl" "$REF" "$OUT/gpu.txt" "$OUT/ablation.jsonl" | tee "$OUT/table.md"
 [ "$status" = 0 ] && echo "gpu-check: all checks passed" || echo "gpu-check: FAILED (see above)"
 exit $status

@@ -29,6 +29,8 @@ pub struct EncodeResult {
     pub real_tokens: usize,
     /// Tokens computed: each batch (length-sorted, as `encode` does) padded to its longest text.
     pub padded_tokens: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuda: Option<CudaSettings>,
 }
 
 /// Encodes `n` texts (the given ones repeated in order) at `batch_size`, after one warm-up pass
@@ -72,6 +74,7 @@ pub fn encode_throughput(
         sentences_per_sec: n as f64 / seconds,
         real_tokens,
         padded_tokens,
+        cuda: CudaSettings::of(&spec.compute)?,
     })
 }
 
@@ -148,6 +151,10 @@ pub struct TrainResult {
     pub pairs_per_sec: f64,
     pub first_loss: Option<f64>,
     pub last_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuda: Option<CudaSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phases: Option<crate::train::phases::PhaseTimes>,
 }
 
 /// Runs the real training loop (dropout on, AdamW, clipping, linear schedule) for
@@ -159,6 +166,7 @@ pub fn train_throughput(
     loss: LossKind,
     batch_size: usize,
     steps: usize,
+    phases: bool,
 ) -> Result<TrainResult> {
     let out = scratch_dir()?;
     let uses_score = matches!(loss, LossKind::Cosent | LossKind::Cosine);
@@ -175,6 +183,7 @@ pub fn train_throughput(
         batch_size,
         max_steps: Some(WARM_STEPS + steps.max(1)),
         log_steps: usize::MAX / 2,
+        phase_timing: phases,
         ..Default::default()
     };
     let r = crate::train::train(&cfg).map(|(r, _)| r);
@@ -196,7 +205,36 @@ pub fn train_throughput(
         pairs_per_sec: tp.examples_per_sec(),
         first_loss: r.first_loss,
         last_loss: r.last_loss,
+        cuda: CudaSettings::of(&spec.compute)?,
+        phases: r.phases,
     })
+}
+
+/// The CUDA switches a measurement ran with (`EMBTUNE_CUDA_FUSED`, `EMBTUNE_CUDA_ALLOC`).
+#[derive(Debug, Clone, Serialize)]
+pub struct CudaSettings {
+    /// embtune's own kernels (else candle's composed ops).
+    pub kernels: bool,
+    /// The memory pool keeps freed memory; no per-buffer events.
+    pub alloc: bool,
+    /// `EMBTUNE_JOINT_FORWARD`: "auto" (one pass over all text columns when it pads ≤ 15 %),
+    /// "0" or "1".
+    pub joint_forward: String,
+}
+
+impl CudaSettings {
+    /// Some on a CUDA device.
+    fn of(compute: &crate::device::ComputeSpec) -> Result<Option<Self>> {
+        let dev = crate::device::resolve(compute)?;
+        Ok(dev.is_cuda().then(|| CudaSettings {
+            kernels: crate::device::fast_cuda_kernels(),
+            alloc: crate::device::cuda_alloc_tuning(),
+            joint_forward: match std::env::var("EMBTUNE_JOINT_FORWARD").as_deref() {
+                Ok(v @ ("0" | "1")) => v.to_string(),
+                _ => "auto".into(),
+            },
+        }))
+    }
 }
 
 /// A fresh directory under the system temp dir for a benchmark run's outputs.

@@ -1,10 +1,12 @@
 //! Our CUDA kernels (kernels/embtune.cu, PTX built by build.rs) behind candle in-place ops:
 //! the fused AdamW update (one launch per parameter instead of ~14 elementwise ops) with its
 //! moments kept on the GPU and its clipping factor read from device memory; sums of squares for
-//! the global gradient norm; the embedding gather with a parallel scatter-add backward; dropout
-//! masks; the forwards of the fused LayerNorm and softmax (`model::fused`). Compiled only with
+//! the global gradient norm; the embedding gather with a parallel scatter-add backward; hash
+//! dropout (the CUDA side of `model::cpu_ops`' dropout op); the fused LayerNorm (forward and
+//! backward), softmax (forward) and GELU (forward and backward) of `model::fused`. Compiled only with
 //! the `cuda` feature.
 
+use crate::model::cpu_kernels::AdamWStep;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
@@ -63,17 +65,6 @@ impl DeviceMoments {
         self.v = dev.clone_htod(v)?;
         Ok(())
     }
-}
-
-/// Scalars of one AdamW update (see `train::optimizer`).
-#[derive(Debug, Clone, Copy)]
-pub struct AdamWStep {
-    pub decay: f32,
-    pub step: f32,
-    pub b1: f32,
-    pub b2: f32,
-    pub eps: f32,
-    pub bc2_sqrt: f32,
 }
 
 struct SumSq {
@@ -169,12 +160,12 @@ impl candle_core::CustomOp2 for Embedding {
         let ts = table.as_cuda_slice::<f32>()?.slice(t0..t1);
         let is = ids.as_cuda_slice::<u32>()?.slice(i0..i1);
         // SAFETY: every element is written by the kernel below.
-        let out = unsafe { dev.alloc::<f32>(n * h)? };
+        let mut out = unsafe { dev.alloc::<f32>(n * h)? };
         let (n64, h64) = (n as u64, h as u64);
         let mut b = func.builder();
         b.arg(&ts);
         b.arg(&is);
-        b.arg(&out);
+        b.arg(&mut out);
         b.arg(&n64);
         b.arg(&h64);
         // SAFETY: matches the kernel's signature; out holds n·h floats, ids index rows of table.
@@ -260,54 +251,99 @@ pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
     table.apply_op2(&flat, Embedding)
 }
 
-struct DropoutMask {
-    seed: u64,
-    p: f64,
+/// A scalar kernel argument after the arrays.
+#[derive(Clone, Copy)]
+enum Scalar {
+    U64(u64),
+    U32(u32),
+    F32(f32),
 }
 
-impl candle_core::InplaceOp1 for DropoutMask {
-    fn name(&self) -> &'static str {
-        "embtune-dropout-mask-cuda"
+/// Runs the elementwise kernel `{stem}_{f32|bf16|f16}` (by the inputs' dtype) with the
+/// arguments (inputs…, out, n, scalars…): every input a contiguous span of the same n elements
+/// and dtype, out a fresh buffer of n.
+fn elementwise(
+    stem: &str,
+    inputs: &[(&CudaStorage, &Layout)],
+    scalars: &[Scalar],
+) -> Result<CudaStorage> {
+    let Some((first, _)) = inputs.first() else {
+        candle_core::bail!("{stem}: no inputs");
+    };
+    let spans = inputs
+        .iter()
+        .map(|(_, l)| span(l, stem))
+        .collect::<Result<Vec<_>>>()?;
+    let n = spans[0].1 - spans[0].0;
+    let dt = first.dtype();
+    if spans.iter().any(|(a, b)| b - a != n) || inputs.iter().any(|(s, _)| s.dtype() != dt) {
+        candle_core::bail!("{stem}: inputs differ in size or dtype");
     }
-    fn cpu_fwd(&self, _: &mut candle_core::CpuStorage, _: &Layout) -> Result<()> {
-        candle_core::bail!("embtune-dropout-mask-cuda: tensor on the CPU")
-    }
-    fn cuda_fwd(&self, s: &mut CudaStorage, l: &Layout) -> Result<()> {
-        let (o0, o1) = span(l, "dropout mask")?;
-        let dev = s.device.clone();
-        let n64 = (o1 - o0) as u64;
-        let threshold = (self.p * u32::MAX as f64) as u32;
-        let scale = (1.0 / (1.0 - self.p)) as f32;
-        macro_rules! go {
-            ($t:ty, $name:expr) => {{
-                let func = dev.get_or_load_custom_func($name, MODULE, PTX)?;
-                let mut os = s.as_cuda_slice_mut::<$t>()?.slice_mut(o0..o1);
-                let mut b = func.builder();
-                b.arg(&mut os);
-                b.arg(&n64);
-                b.arg(&self.seed);
-                b.arg(&threshold);
-                b.arg(&scale);
-                // SAFETY: matches the kernel's signature; os holds n elements.
-                unsafe { b.launch(launch_cfg(o1 - o0)) }.w()?;
-            }};
-        }
-        match s.dtype() {
-            DType::F32 => go!(f32, "embtune_dropout_mask_f32"),
-            DType::BF16 => go!(half::bf16, "embtune_dropout_mask_bf16"),
-            DType::F16 => go!(half::f16, "embtune_dropout_mask_f16"),
-            d => candle_core::bail!("dropout mask: unsupported dtype {d:?}"),
-        }
-        Ok(())
+    match dt {
+        DType::F32 => elementwise_typed::<f32>(stem, "f32", inputs, &spans, n, scalars),
+        DType::BF16 => elementwise_typed::<half::bf16>(stem, "bf16", inputs, &spans, n, scalars),
+        DType::F16 => elementwise_typed::<half::f16>(stem, "f16", inputs, &spans, n, scalars),
+        d => candle_core::bail!("{stem}: unsupported dtype {d:?}"),
     }
 }
 
-/// An inverted-dropout mask (`1/(1-p)` where kept, 0 where dropped) of `like`'s shape, dtype and
-/// device, drawn by a counter-based hash of `(seed, index)`: one kernel, no generator state.
-pub fn dropout_mask(like: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
-    let m = Tensor::zeros(like.shape(), like.dtype(), like.device())?;
-    m.inplace_op1(&DropoutMask { seed, p })?;
-    Ok(m)
+fn elementwise_typed<T>(
+    stem: &str,
+    suffix: &str,
+    inputs: &[(&CudaStorage, &Layout)],
+    spans: &[(usize, usize)],
+    n: usize,
+    scalars: &[Scalar],
+) -> Result<CudaStorage>
+where
+    T: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr,
+{
+    let dev = inputs[0].0.device.clone();
+    let func = dev.get_or_load_custom_func(&format!("{stem}_{suffix}"), MODULE, PTX)?;
+    let views = inputs
+        .iter()
+        .zip(spans)
+        .map(|((s, _), &(a, b))| Ok(s.as_cuda_slice::<T>()?.slice(a..b)))
+        .collect::<Result<Vec<_>>>()?;
+    // SAFETY: every element is written by the kernel below.
+    let mut out = unsafe { dev.alloc::<T>(n)? };
+    let n64 = n as u64;
+    let mut b = func.builder();
+    for v in &views {
+        b.arg(v);
+    }
+    b.arg(&mut out);
+    b.arg(&n64);
+    for s in scalars {
+        match s {
+            Scalar::U64(v) => b.arg(v),
+            Scalar::U32(v) => b.arg(v),
+            Scalar::F32(v) => b.arg(v),
+        };
+    }
+    // SAFETY: the kernels of `elementwise` take (inputs…, out, n, scalars…) in this order, each
+    // array holding n elements of T.
+    unsafe { b.launch(launch_cfg(n)) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev))
+}
+
+/// Inverted dropout of a contiguous tensor (f32, bf16 or f16): the CUDA forward of
+/// `model::cpu_ops`' dropout op, whose backward is the same op on the gradient. The mask of
+/// element i comes from the hash of `(seed, i)`, as on the CPU, and is applied in f32.
+pub fn dropout_fwd(
+    s: &CudaStorage,
+    l: &Layout,
+    d: crate::model::cpu_kernels::Dropout,
+) -> Result<CudaStorage> {
+    elementwise(
+        "embtune_dropout",
+        &[(s, l)],
+        &[
+            Scalar::U64(d.seed),
+            Scalar::U32(d.threshold),
+            Scalar::F32(d.scale),
+        ],
+    )
 }
 
 struct AdamWOp<'a> {
@@ -449,13 +485,13 @@ pub fn layer_norm_fwd(
     let ws = w.as_cuda_slice::<f32>()?.slice(w0..w1);
     let bs = b.as_cuda_slice::<f32>()?.slice(b0..b1);
     // SAFETY: every element is written by the kernel.
-    let out = unsafe { dev.alloc::<f32>(x1 - x0)? };
+    let mut out = unsafe { dev.alloc::<f32>(x1 - x0)? };
     let (rows64, h32) = (rows as u64, h as u32);
     let mut bld = func.builder();
     bld.arg(&xs);
     bld.arg(&ws);
     bld.arg(&bs);
-    bld.arg(&out);
+    bld.arg(&mut out);
     bld.arg(&rows64);
     bld.arg(&h32);
     bld.arg(&eps);
@@ -473,14 +509,66 @@ pub fn softmax_fwd(x: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, candle_
     let func = dev.get_or_load_custom_func("embtune_softmax_f32", MODULE, PTX)?;
     let xs = x.as_cuda_slice::<f32>()?.slice(x0..x1);
     // SAFETY: every element is written by the kernel.
-    let out = unsafe { dev.alloc::<f32>(x1 - x0)? };
+    let mut out = unsafe { dev.alloc::<f32>(x1 - x0)? };
     let (rows64, n32) = (rows as u64, n as u32);
     let mut bld = func.builder();
     bld.arg(&xs);
-    bld.arg(&out);
+    bld.arg(&mut out);
     bld.arg(&rows64);
     bld.arg(&n32);
     // SAFETY: matches the kernel's signature and sizes.
     unsafe { bld.launch(warp_per_row_cfg(rows)) }.w()?;
     Ok((CudaStorage::wrap_cuda_slice(out, dev), xl.shape().clone()))
+}
+
+/// Backward of `model::fused::LayerNormOp` on CUDA (f32, contiguous x, w, g): `[2, rows, h]`
+/// holding dx and g·x̂ (see `model::fused::LayerNormBwdOp`).
+pub fn layer_norm_bwd(
+    x: &CudaStorage,
+    xl: &Layout,
+    w: &CudaStorage,
+    wl: &Layout,
+    g: &CudaStorage,
+    gl: &Layout,
+    eps: f32,
+) -> Result<(CudaStorage, candle_core::Shape)> {
+    let ((x0, x1), (w0, w1), (g0, g1)) = (
+        span(xl, "layer norm backward")?,
+        span(wl, "layer norm backward")?,
+        span(gl, "layer norm backward")?,
+    );
+    let h = xl.dims().last().copied().unwrap_or(1).max(1);
+    if w1 - w0 != h || g1 - g0 != x1 - x0 {
+        candle_core::bail!("layer norm backward: weight or gradient size does not match");
+    }
+    let rows = (x1 - x0) / h;
+    let dev = x.device.clone();
+    let func = dev.get_or_load_custom_func("embtune_layer_norm_bwd_f32", MODULE, PTX)?;
+    let xs = x.as_cuda_slice::<f32>()?.slice(x0..x1);
+    let ws = w.as_cuda_slice::<f32>()?.slice(w0..w1);
+    let gs = g.as_cuda_slice::<f32>()?.slice(g0..g1);
+    // SAFETY: every element (both halves) is written by the kernel.
+    let mut out = unsafe { dev.alloc::<f32>(2 * (x1 - x0))? };
+    let (rows64, h32) = (rows as u64, h as u32);
+    let mut bld = func.builder();
+    bld.arg(&xs);
+    bld.arg(&ws);
+    bld.arg(&gs);
+    bld.arg(&mut out);
+    bld.arg(&rows64);
+    bld.arg(&h32);
+    bld.arg(&eps);
+    // SAFETY: matches the kernel's signature and sizes.
+    unsafe { bld.launch(warp_per_row_cfg(rows)) }.w()?;
+    Ok((CudaStorage::wrap_cuda_slice(out, dev), (2, rows, h).into()))
+}
+
+/// Exact GELU of a contiguous tensor (f32, bf16, f16; computed in f32): `model::fused::GeluOp`.
+pub fn gelu_fwd(x: &CudaStorage, xl: &Layout) -> Result<CudaStorage> {
+    elementwise("embtune_gelu", &[(x, xl)], &[])
+}
+
+/// `g · gelu'(x)` for contiguous x and g of one dtype: `model::fused::GeluBwdOp`.
+pub fn gelu_bwd(x: &CudaStorage, xl: &Layout, g: &CudaStorage, gl: &Layout) -> Result<CudaStorage> {
+    elementwise("embtune_gelu_bwd", &[(x, xl), (g, gl)], &[])
 }

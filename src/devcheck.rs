@@ -1,7 +1,8 @@
 //! `embtune check-device`: runs the same model on the CPU and on another device (CUDA) and
 //! compares what comes out — embeddings in f32, bf16 and with TF32 matmuls, every loss and its
-//! gradients on a fixed batch, three optimizer steps, and seeded dropout — each against a
-//! tolerance. The CPU is the reference (its numbers match sentence-transformers, tests/it/parity).
+//! gradients on a fixed batch, seeded dropout (and, with embtune's kernels, the CPU's masks),
+//! the gradient norm and three optimizer steps through the training loop's clip + step — each
+//! against a tolerance. The CPU is the reference (its numbers match sentence-transformers, tests/it/parity).
 
 use crate::data::{read_table, DataFormat, ReadOptions};
 use crate::device::ComputeSpec;
@@ -97,6 +98,15 @@ pub fn run(spec: &ModelSpec, stsb: &Path) -> Result<Vec<Check>> {
     if dev.is_cpu() {
         bail!("check-device compares a device against the CPU: pass --device cuda");
     }
+    compare(spec, &dev, stsb)
+}
+
+/// The checks of [`run`] with `dev` as the device under test. With the CPU as `dev` (this
+/// crate's tests), the model under test takes the CUDA path's choice of ops on the CPU, so the
+/// GPU path's wiring — fused LayerNorm/softmax/GELU backwards, hash dropout masks in the same
+/// order as the CPU fast path's — is checked without a GPU.
+pub fn compare(spec: &ModelSpec, dev: &Device, stsb: &Path) -> Result<Vec<Check>> {
+    let dev = dev.clone();
     let rows = read_rows(stsb, 256)?;
     let cpu_spec = ModelSpec {
         compute: ComputeSpec {
@@ -107,6 +117,11 @@ pub fn run(spec: &ModelSpec, stsb: &Path) -> Result<Vec<Check>> {
     };
     let mut cpu = SentenceEncoder::load(&cpu_spec, &Device::Cpu)?;
     let mut gpu = SentenceEncoder::load(&cpu_spec, &dev)?;
+    if dev.is_cpu() {
+        // CPU against CPU: the device under test runs the CUDA path's ops (fused LayerNorm,
+        // softmax, GELU, hash dropout on composed layers) against the CPU fast path.
+        gpu.bert.use_cuda_path_on_cpu();
+    }
     let mut out = Vec::new();
 
     // Embeddings.
@@ -200,33 +215,6 @@ pub fn run(spec: &ModelSpec, stsb: &Path) -> Result<Vec<Check>> {
         ));
     }
 
-    // Three optimizer steps (CoSENT, clipping on) from the same start on both devices.
-    let l = loss::build(LossKind::Cosent, &LossParams::default());
-    let cols: Vec<&[String]> = vec![&rows.a[..b], &rows.b[..b]];
-    let mut oc = AdamW::new(cpu.named_vars(), AdamWConfig::default())?;
-    let mut og = AdamW::new(gpu.named_vars(), AdamWConfig::default())?;
-    for _ in 0..3 {
-        for (m, o) in [(&cpu, &mut oc), (&gpu, &mut og)] {
-            let grads = grads_of(m, &*l, &cols, Some(&rows.score[..b]))?;
-            let (_, scale) = crate::train::run::clip_scale(&grads, 1.0)?;
-            o.step_scaled(&grads, 1e-4, scale)?;
-        }
-    }
-    let wd = cpu
-        .named_vars()
-        .iter()
-        .zip(gpu.named_vars())
-        .map(|((_, a), (_, b))| Ok(max_abs_diff(&flat(a.as_tensor())?, &flat(b.as_tensor())?)))
-        .collect::<Result<Vec<f64>>>()?
-        .into_iter()
-        .fold(0.0, f64::max);
-    out.push(Check::diff(
-        "weights after 3 AdamW steps",
-        wd,
-        1e-4,
-        "lr 1e-4, clipping 1.0, fused CUDA update vs CPU",
-    ));
-
     // Seeded dropout on the device: same seed → same output, other seed → different output.
     gpu.bert.set_dropout(0.1);
     let batch = gpu
@@ -247,6 +235,69 @@ pub fn run(spec: &ModelSpec, stsb: &Path) -> Result<Vec<Check>> {
         pass: same == 0.0 && other > 1e-3,
         note: format!("same seed: max diff {same:.1e}; another seed: {other:.3e}"),
     });
+    // embtune's kernels draw the masks as the CPU does (same hash, seeds, element order): the
+    // same seed gives the same dropout on both devices (candle's composed path uses curand).
+    if crate::device::fast_cuda_kernels() {
+        cpu.bert.set_dropout(0.1);
+        cpu.bert.seed_dropout(7);
+        let cb = cpu.tokenizer.encode(&texts[..b], cpu.device())?;
+        let xc = flat(&cpu.embed_batch(&cb, true)?)?;
+        out.push(Check::diff(
+            "dropout masks CPU = device",
+            max_abs_diff(&xc, &x1),
+            1e-4,
+            format!("p 0.1, seed 7, train-mode embeddings; another seed differs by {other:.3e}"),
+        ));
+    }
+    cpu.bert.set_dropout(0.0);
+    gpu.bert.set_dropout(0.0);
+
+    // Three optimizer steps (CoSENT, clipping on) from the same start on both devices, through
+    // the training loop's own clip + step (on a GPU: norm and factor on the device).
+    let l = loss::build(LossKind::Cosent, &LossParams::default());
+    let cols: Vec<&[String]> = vec![&rows.a[..b], &rows.b[..b]];
+    let mut oc = AdamW::new(cpu.named_vars(), AdamWConfig::default())?;
+    let mut og = AdamW::new(gpu.named_vars(), AdamWConfig::default())?;
+    let mut norm_diff = 0f64;
+    let mut norms = Vec::new();
+    for _ in 0..3 {
+        let mut step_norms = [0f64; 2];
+        for (k, (m, o)) in [(&cpu, &mut oc), (&gpu, &mut og)].into_iter().enumerate() {
+            let grads = grads_of(m, &*l, &cols, Some(&rows.score[..b]))?;
+            // max_norm below the norms seen here, so the clipping factor matters.
+            step_norms[k] = crate::train::run::clip_and_step(o, &grads, 1e-4, 0.5)?.value()?;
+        }
+        norm_diff = norm_diff.max((step_norms[0] - step_norms[1]).abs() / step_norms[0].max(1e-12));
+        norms.push(step_norms[0]);
+    }
+    out.push(Check::diff(
+        "gradient norm (relative)",
+        norm_diff,
+        1e-4,
+        format!(
+            "3 steps, CPU norms {}",
+            norms
+                .iter()
+                .map(|n| format!("{n:.4}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ));
+    let wd = cpu
+        .named_vars()
+        .iter()
+        .zip(gpu.named_vars())
+        .map(|((_, a), (_, b))| Ok(max_abs_diff(&flat(a.as_tensor())?, &flat(b.as_tensor())?)))
+        .collect::<Result<Vec<f64>>>()?
+        .into_iter()
+        .fold(0.0, f64::max);
+    out.push(Check::diff(
+        "weights after 3 AdamW steps",
+        wd,
+        1e-4,
+        "lr 1e-4, clipping to 0.5, the training loop's clip + fused update vs CPU",
+    ));
+
     Ok(out)
 }
 

@@ -104,6 +104,7 @@ fn auto() -> Result<Device> {
     if candle_core::utils::cuda_is_available() {
         // A driver without a usable GPU falls back to the CPU, as sentence-transformers does.
         if let Ok(d) = Device::new_cuda(0) {
+            tune_cuda(&d);
             return Ok(d);
         }
     }
@@ -117,9 +118,52 @@ fn auto() -> Result<Device> {
 
 #[cfg(feature = "cuda")]
 fn cuda(n: usize) -> Result<Device> {
-    Device::new_cuda(n).map_err(|e| {
+    let d = Device::new_cuda(n).map_err(|e| {
         anyhow::anyhow!("--device cuda:{n}: no usable CUDA GPU {n} ({e}); check the NVIDIA driver (nvidia-smi) and LD_LIBRARY_PATH for the CUDA 13 libraries")
-    })
+    })?;
+    tune_cuda(&d);
+    Ok(d)
+}
+
+/// Allocator settings for a new CUDA device, unless `EMBTUNE_CUDA_ALLOC=0`:
+/// - freed memory stays in the device's stream-ordered pool (release threshold = max). With the
+///   default threshold (0) the driver may return all freed memory to the OS at every stream or
+///   context synchronisation, and the next step's allocations map it again — PyTorch keeps freed
+///   blocks in its caching allocator for the same reason;
+/// - no CUDA events per allocation: cudarc creates two per buffer (and destroys them on free) to
+///   order work across streams; embtune issues all its work on one stream.
+#[cfg(feature = "cuda")]
+fn tune_cuda(dev: &Device) {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    if !cuda_alloc_tuning() {
+        return;
+    }
+    let Device::Cuda(c) = dev else { return };
+    // SAFETY: embtune issues all CUDA work on the device's one stream, so the per-buffer events
+    // that order work across streams have nothing to order.
+    unsafe { c.disable_event_tracking() };
+    let ctx = c.cuda_stream().context().clone();
+    // SAFETY: the device handle comes from a live context; the attribute takes a u64 (cuuint64_t).
+    let r = unsafe {
+        result::device::get_default_mem_pool(ctx.cu_device()).and_then(|pool| {
+            let mut keep: u64 = u64::MAX;
+            result::mem_pool::set_attribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut keep as *mut u64).cast(),
+            )
+        })
+    };
+    match r {
+        Ok(()) => tracing::debug!("cuda: memory pool keeps freed memory; no per-buffer events"),
+        Err(e) => tracing::debug!("cuda: memory pool release threshold not set ({e:?})"),
+    }
+}
+
+/// Whether new CUDA devices get [`tune_cuda`]'s allocator settings (`EMBTUNE_CUDA_ALLOC=0`: no,
+/// as in GPU run 1, for comparison).
+pub fn cuda_alloc_tuning() -> bool {
+    env_flag("EMBTUNE_CUDA_ALLOC")
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -153,12 +197,15 @@ pub fn check_precision(spec: &ComputeSpec, dev: &Device) -> Result<()> {
 /// verified on an H100 (scripts/gpu-check.sh checks both paths).
 pub fn fast_cuda_kernels() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        !matches!(
-            std::env::var("EMBTUNE_CUDA_FUSED").as_deref(),
-            Ok("0") | Ok("false") | Ok("off")
-        )
-    })
+    *ON.get_or_init(|| env_flag("EMBTUNE_CUDA_FUSED"))
+}
+
+/// An on-by-default switch: off when the variable is `0`, `false` or `off`.
+fn env_flag(name: &str) -> bool {
+    !matches!(
+        std::env::var(name).as_deref(),
+        Ok("0") | Ok("false") | Ok("off")
+    )
 }
 
 /// A short description of the device for logs and reports.

@@ -36,6 +36,12 @@ pub struct BenchArgs {
     /// train: timed optimizer steps (after 3 warm-up steps).
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
+    /// train: also time each phase of the timed steps (batch upload, forward, loss, backward,
+    /// gradient sums, optimizer), waiting for the device at every boundary; adds "phases" to
+    /// the output (host time to issue each phase vs time until it finished). Slows the run, so
+    /// its pairs/s is not the benchmark's.
+    #[arg(long)]
+    pub phases: bool,
     /// encode: number of texts (the unique sentences repeated) [default: each unique sentence
     /// once]; matmul: the matrix size [default: 2048].
     #[arg(long)]
@@ -45,6 +51,12 @@ pub struct BenchArgs {
 pub fn run(a: BenchArgs) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
+    }
+    if a.phases && a.job != BenchJob::Train {
+        bail!(
+            "--phases times the steps of `bench train`; it does not apply to `bench {}`",
+            format!("{:?}", a.job).to_lowercase()
+        );
     }
     let spec = a.model.into_spec();
     let line = match a.job {
@@ -64,6 +76,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             a.loss,
             a.batch_size,
             a.steps,
+            a.phases,
         )?)?,
         BenchJob::Matmul => serde_json::to_string(&crate::bench::matmul_throughput(
             &spec,

@@ -178,6 +178,7 @@ impl TrainArgs {
             resume: self.resume,
             progress: !self.quiet && std::io::stderr().is_terminal(),
             log_lines: !self.quiet && !std::io::stderr().is_terminal(),
+            phase_timing: false,
         };
         cfg.validate()?;
         Ok(cfg)

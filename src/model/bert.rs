@@ -61,12 +61,12 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
-    /// `x` in the compute dtype; statistics in f32 (see `ops::layer_norm`). On CUDA one fused
-    /// kernel: candle's for inference, ours with a hand-written backward for training
-    /// (`fused.rs`); the CPU fast path uses `add_forward`, else the composed version.
-    fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
+    /// `x` in the compute dtype; statistics in f32 (see `ops::layer_norm`). On CUDA
+    /// (`cuda_path`) one fused kernel: candle's for inference, ours with a hand-written backward
+    /// for training (`fused.rs`); the CPU fast path uses `add_forward`, else the composed version.
+    fn forward(&self, x: &Tensor, grad: bool, cuda_path: bool) -> Result<Tensor> {
         let dt = x.dtype();
-        if x.device().is_cuda() {
+        if cuda_path {
             let w = param(&self.weight, grad, DType::F32)?;
             let b = param(&self.bias, grad, DType::F32)?;
             let x32 = x.to_dtype(DType::F32)?;
@@ -139,6 +139,9 @@ pub struct BertModel {
     /// Dtype the encoder computes in (`--dtype`); the output is in the weights' dtype.
     compute: DType,
     device: Device,
+    /// Takes the CUDA path's ops (fused LayerNorm/softmax/GELU, hash dropout on the composed
+    /// layers): on a CUDA device, or on the CPU for checks ([`Self::use_cuda_path_on_cpu`]).
+    cuda_path: bool,
 }
 
 impl BertModel {
@@ -243,6 +246,7 @@ impl BertModel {
             rng: Mutex::new(Rng::with_stream(0, 1)),
             dtype,
             compute: dtype,
+            cuda_path: device.is_cuda(),
             device,
         })
     }
@@ -267,6 +271,14 @@ impl BertModel {
     }
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Runs the CUDA path's choice of ops on the CPU (the composed layers with embtune's fused
+    /// LayerNorm, softmax, GELU and hash dropout, as `--device cuda` trains): for
+    /// `check-device`'s harness and tests, which compare it with the CPU fast path — so the
+    /// wiring of the GPU path is checked on machines without a GPU.
+    pub fn use_cuda_path_on_cpu(&mut self) {
+        self.cuda_path = true;
     }
 
     /// Trainable parameters by HF name (no prefix).
@@ -316,6 +328,7 @@ impl BertModel {
     /// `EMBTUNE_CPU_FUSED=0`.
     fn cpu_fast(&self) -> bool {
         matches!(self.device, Device::Cpu)
+            && !self.cuda_path
             && self.dtype == DType::F32
             && self.compute == DType::F32
             && super::cpu_ops::enabled()
@@ -337,11 +350,15 @@ impl BertModel {
             return super::cpu_ops::dropout(x, p, self.next_seed());
         }
         let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        if x.device().is_cuda() {
+        if self.cuda_path {
             // The mask is made on the GPU from one seed drawn from our seeded RNG: reproducible
-            // from the run's seed, and the RNG state in a checkpoint resumes the sequence.
+            // from the run's seed, and the RNG state in a checkpoint resumes the sequence. With
+            // embtune's kernels it is the CPU fast path's hash mask (same seed, same mask).
             let seed = rng.next_u64();
             drop(rng);
+            if crate::device::fast_cuda_kernels() {
+                return super::cpu_ops::dropout(x, p, seed);
+            }
             return ops::dropout_on_device(x, p, seed);
         }
         ops::dropout(x, p, &mut rng)
@@ -367,7 +384,7 @@ impl BertModel {
         }
         let h = self.cfg.hidden_size;
         let dt = self.dtype;
-        let cuda = self.device.is_cuda();
+        let cuda = self.cuda_path;
         // Embedding sums in the stored dtype (f32): gathering rows is cheap, and the embedding
         // LayerNorm then hands the compute dtype to the layers.
         let fast = self.cpu_fast();
@@ -408,7 +425,9 @@ impl BertModel {
         let x = if fast {
             x
         } else {
-            self.emb_ln.forward(&x, grad)?.to_dtype(self.compute)?
+            self.emb_ln
+                .forward(&x, grad, self.cuda_path)?
+                .to_dtype(self.compute)?
         };
         let mut x = self.drop(&x, self.dropout.hidden, train)?;
         let mask = if fast {
@@ -454,22 +473,30 @@ impl BertModel {
         let v = heads(l.value.forward(x, grad)?)?;
         let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
         let scores = scores.broadcast_add(mask)?;
-        let probs = self.drop(&softmax(&scores, grad)?, self.dropout.attention, train)?;
+        let probs = self.drop(
+            &softmax(&scores, grad, self.cuda_path)?,
+            self.dropout.attention,
+            train,
+        )?;
         let ctx = probs
             .matmul(&v)?
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, s, h))?;
         let attn = self.drop(&l.attn_out.forward(&ctx, grad)?, self.dropout.hidden, train)?;
-        let x = l.attn_ln.forward(&(attn + x)?, grad)?;
+        let x = l.attn_ln.forward(&(attn + x)?, grad, self.cuda_path)?;
         let inter = l.intermediate.forward(&x, grad)?;
         let inter = match self.cfg.hidden_act {
+            // Training on CUDA: one kernel for the backward instead of candle's ~12.
+            HiddenAct::Gelu if grad && self.cuda_path && crate::device::fast_cuda_kernels() => {
+                super::fused::gelu(&inter)?
+            }
             HiddenAct::Gelu => inter.gelu_erf()?,
             HiddenAct::GeluTanh => inter.gelu()?,
             HiddenAct::Relu => inter.relu()?,
         };
         let out = self.drop(&l.output.forward(&inter, grad)?, self.dropout.hidden, train)?;
-        l.out_ln.forward(&(out + x)?, grad)
+        l.out_ln.forward(&(out + x)?, grad, self.cuda_path)
     }
 
     /// One layer on the CPU fast path: the same computation with the attention core, bias +
@@ -530,13 +557,13 @@ enum AttnMask {
 /// Softmax over the last dim in f32 (half precision inputs are cast up and the result cast
 /// back). On CUDA one fused kernel (candle's for inference, ours with a backward for training);
 /// the CPU keeps the composed version.
-fn softmax(x: &Tensor, grad: bool) -> Result<Tensor> {
+fn softmax(x: &Tensor, grad: bool, cuda_path: bool) -> Result<Tensor> {
     let dt = x.dtype();
     let x32 = match dt {
         DType::F16 | DType::BF16 => x.to_dtype(DType::F32)?,
         _ => x.clone(),
     };
-    let y = match (x.device().is_cuda(), grad) {
+    let y = match (cuda_path, grad) {
         (true, false) => candle_nn::ops::softmax_last_dim(&x32)?,
         (true, true) if crate::device::fast_cuda_kernels() => super::fused::softmax_last_dim(&x32)?,
         _ => ops::softmax_last_dim(&x32)?,

@@ -228,7 +228,8 @@ pub fn add_layer_norm(a: &Tensor, r: &Tensor, w: &Tensor, b: &Tensor, eps: f64) 
         .apply_op3(&r.contiguous()?, &wb, AddLayerNorm { eps: eps as f32 })
 }
 
-/// Inverted dropout with a counter-based mask (the backward recomputes it from the seed).
+/// Inverted dropout with a counter-based mask (the backward recomputes it from the seed). Also
+/// the CUDA path's dropout (`cuda_fwd`, same mask for the same seed), so it lives here, shared.
 struct DropoutOp(Dropout);
 
 impl CustomOp1 for DropoutOp {
@@ -244,6 +245,18 @@ impl CustomOp1 for DropoutOp {
             .enumerate()
             .for_each(|(i, (yc, xc))| k::dropout_apply(xc, self.0, (i * chunk) as u64, yc));
         Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+    /// The same mask on the GPU (`cuda_ops::dropout_fwd`), any float dtype.
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        Ok((
+            crate::cuda_ops::dropout_fwd(s, l, self.0)?,
+            l.shape().clone(),
+        ))
     }
     fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(g.contiguous()?.apply_op1(DropoutOp(self.0))?))

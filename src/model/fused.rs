@@ -1,9 +1,11 @@
-//! Fused LayerNorm and softmax with hand-written backwards, as candle custom ops: one kernel
-//! forward (CUDA: kernels/embtune.cu; CPU: plain loops) instead of ~10 composed ops, and a
-//! backward of ~12 composed ops instead of the autograd of the composition. The training path
+//! Fused LayerNorm, softmax and GELU with hand-written backwards, as candle custom ops: one
+//! kernel forward (CUDA: kernels/embtune.cu; CPU: plain loops) instead of ~10 composed ops, and
+//! a backward of one row-pass kernel plus two sums (LayerNorm), one kernel (GELU) or three
+//! composed ops (softmax) instead of the autograd of the composition. The training path
 //! uses them on CUDA, where each op is a kernel launch; the CPU keeps the composed versions in
 //! `ops.rs` (its numbers match sentence-transformers). Tests check forward and backward against
-//! the composed reference on the CPU. f32 only (half precision callers cast up first).
+//! the composed reference on the CPU. LayerNorm and softmax in f32 (half precision callers cast
+//! up first); GELU in any float type, computed in f32.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 
@@ -15,6 +17,16 @@ fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
         candle_core::bail!("fused {what}: expected a contiguous tensor");
     };
     Ok(&v[a..b])
+}
+
+/// [`cpu_f32`] of a custom op's three inputs.
+fn cpu_f32_3<'a>(inputs: [(&'a CpuStorage, &Layout); 3], what: &str) -> Result<[&'a [f32]; 3]> {
+    let [(s1, l1), (s2, l2), (s3, l3)] = inputs;
+    Ok([
+        cpu_f32(s1, l1, what)?,
+        cpu_f32(s2, l2, what)?,
+        cpu_f32(s3, l3, what)?,
+    ])
 }
 
 /// `LayerNorm(x) · w + b` over the last dim (biased variance, as torch).
@@ -36,11 +48,7 @@ impl CustomOp3 for LayerNormOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (
-            cpu_f32(s1, l1, "layer norm")?,
-            cpu_f32(s2, l2, "layer norm")?,
-            cpu_f32(s3, l3, "layer norm")?,
-        );
+        let [x, w, b] = cpu_f32_3([(s1, l1), (s2, l2), (s3, l3)], "layer norm")?;
         let h = l1.dims().last().copied().unwrap_or(1).max(1);
         let mut y = vec![0f32; x.len()];
         for (xr, yr) in x.chunks(h).zip(y.chunks_mut(h)) {
@@ -77,21 +85,75 @@ impl CustomOp3 for LayerNormOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let h = x.dim(D::Minus1)?;
         let rows = x.elem_count() / h.max(1);
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let rstd = (var + self.eps as f64)?.sqrt()?.recip()?;
-        let xhat = xc.broadcast_mul(&rstd)?;
-        let gw = g.broadcast_mul(w)?;
-        let m1 = gw.mean_keepdim(D::Minus1)?;
-        let m2 = (&gw * &xhat)?.mean_keepdim(D::Minus1)?;
-        let dx = gw
-            .broadcast_sub(&m1)?
-            .sub(&xhat.broadcast_mul(&m2)?)?
-            .broadcast_mul(&rstd)?;
-        let dw = (g * &xhat)?.reshape((rows, h))?.sum(0)?;
+        let g = g.to_dtype(DType::F32)?.contiguous()?;
+        // [2, rows, h]: dx and g·x̂ from one pass over each row.
+        let both = x.contiguous()?.apply_op3_no_bwd(
+            &w.contiguous()?,
+            &g,
+            &LayerNormBwdOp { eps: self.eps },
+        )?;
+        let dx = both.get(0)?.reshape(x.shape())?;
+        let dw = both.get(1)?.sum(0)?;
         let db = g.reshape((rows, h))?.sum(0)?;
         Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// The LayerNorm backward's row pass: `(x, w, g)` → `[2, rows, h]` = `[dx; g·x̂]` with
+/// `dx = (g·w − mean(g·w) − x̂·mean(g·w·x̂)) · rstd` (one kernel on CUDA).
+pub struct LayerNormBwdOp {
+    pub eps: f32,
+}
+
+impl CustomOp3 for LayerNormBwdOp {
+    fn name(&self) -> &'static str {
+        "embtune-fused-layer-norm-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let [x, w, g] = cpu_f32_3([(s1, l1), (s2, l2), (s3, l3)], "layer norm backward")?;
+        let h = l1.dims().last().copied().unwrap_or(1).max(1);
+        let rows = x.len() / h;
+        if w.len() != h || g.len() != x.len() {
+            candle_core::bail!("fused layer norm backward: sizes do not match");
+        }
+        let mut out = vec![0f32; 2 * x.len()];
+        let (dxs, gxs) = out.split_at_mut(x.len());
+        for r in 0..rows {
+            let (xr, gr) = (&x[r * h..(r + 1) * h], &g[r * h..(r + 1) * h]);
+            let mean = xr.iter().sum::<f32>() / h as f32;
+            let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
+            let rstd = 1.0 / (var + self.eps).sqrt();
+            let xhat = |j: usize| (xr[j] - mean) * rstd;
+            let m1 = (0..h).map(|j| gr[j] * w[j]).sum::<f32>() / h as f32;
+            let m2 = (0..h).map(|j| gr[j] * w[j] * xhat(j)).sum::<f32>() / h as f32;
+            for j in 0..h {
+                dxs[r * h + j] = (gr[j] * w[j] - m1 - xhat(j) * m2) * rstd;
+                gxs[r * h + j] = gr[j] * xhat(j);
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((2, rows, h))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda_ops::layer_norm_bwd(s1, l1, s2, l2, s3, l3, self.eps)
     }
 }
 
@@ -132,6 +194,96 @@ impl CustomOp1 for SoftmaxOp {
         let dot = (g * y)?.sum_keepdim(D::Minus1)?;
         Ok(Some((g.broadcast_sub(&dot)? * y)?))
     }
+}
+
+/// Exact (erf) GELU, elementwise, in f32 for any float storage type; its backward is one
+/// kernel ([`GeluBwdOp`]) instead of candle's ~12-op autograd of `gelu_erf`.
+pub struct GeluOp;
+
+impl CustomOp1 for GeluOp {
+    fn name(&self) -> &'static str {
+        "embtune-fused-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_f32(s, l, "gelu")?;
+        let y = x.iter().map(|&v| gelu_f64(v as f64) as f32).collect();
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        Ok((crate::cuda_ops::gelu_fwd(s, l)?, l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let g = g.to_dtype(x.dtype())?.contiguous()?;
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&g, &GeluBwdOp)?))
+    }
+}
+
+/// `(x, g)` → `g · gelu'(x)`, `gelu'(x) = Φ(x) + x·φ(x)`.
+pub struct GeluBwdOp;
+
+impl candle_core::CustomOp2 for GeluBwdOp {
+    fn name(&self) -> &'static str {
+        "embtune-fused-gelu-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (
+            cpu_f32(s1, l1, "gelu backward")?,
+            cpu_f32(s2, l2, "gelu backward")?,
+        );
+        if x.len() != g.len() {
+            candle_core::bail!("fused gelu backward: sizes do not match");
+        }
+        let dx = x
+            .iter()
+            .zip(g)
+            .map(|(&x, &g)| {
+                let x = x as f64;
+                let grad = 0.5
+                    * (1.0 + candle_core::cpu::erf::erf_f64(x / std::f64::consts::SQRT_2))
+                    + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+                (g as f64 * grad) as f32
+            })
+            .collect();
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        Ok((
+            crate::cuda_ops::gelu_bwd(s1, l1, s2, l2)?,
+            l1.shape().clone(),
+        ))
+    }
+}
+
+fn gelu_f64(x: f64) -> f64 {
+    0.5 * x * (1.0 + candle_core::cpu::erf::erf_f64(x / std::f64::consts::SQRT_2))
+}
+
+/// Fused exact GELU in the input's dtype (computed in f32).
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(GeluOp)
 }
 
 fn f32_contiguous(t: &Tensor) -> Result<Tensor> {
@@ -194,6 +346,34 @@ mod tests {
                 "grad {name} is zero"
             );
         }
+    }
+
+    /// GELU and its one-kernel backward equal candle's `gelu_erf` and its autograd.
+    #[test]
+    fn fused_gelu_matches_candles_erf_gelu() {
+        let x = Var::from_tensor(&randn(&[4, 6, 33], 8, 4.0)).unwrap();
+        let r = randn(&[4, 6, 33], 9, 1.0);
+        let fused = gelu(x.as_tensor()).unwrap();
+        let reference = x.as_tensor().gelu_erf().unwrap();
+        assert!(max_diff(&fused, &reference) < 1e-5);
+        let gf = (&fused * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gc = (&reference * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (a, c) = (
+            gf.get(x.as_tensor()).unwrap(),
+            gc.get(x.as_tensor()).unwrap(),
+        );
+        assert!(max_diff(a, c) < 1e-5, "{}", max_diff(a, c));
+        assert!(max_diff(a, &a.zeros_like().unwrap()) > 1e-2);
     }
 
     #[test]

@@ -48,6 +48,13 @@ pub struct ModelSpec {
 /// caps it further), matching sentence-transformers' fallback to the tokenizer's model_max_length.
 pub const FALLBACK_MAX_SEQ_LENGTH: usize = 512;
 
+/// A training batch's text columns, padded (see [`SentenceEncoder::pad_columns`]).
+pub struct ColumnBatches {
+    pub batches: Vec<TokenBatch>,
+    /// `Some((columns, rows))` when all columns share one batch, column by column.
+    pub joint_rows: Option<(usize, usize)>,
+}
+
 /// The full sentence encoder.
 pub struct SentenceEncoder {
     pub bert: BertModel,
@@ -134,6 +141,18 @@ impl SentenceEncoder {
             stack.do_lower_case,
             cfg.pad_token_id as u32,
         )?;
+        // An id past the embedding table would be an out-of-bounds read on a GPU (and an index
+        // error mid-run on the CPU, as in sentence-transformers): refuse the pair at load.
+        if let Some(max_id) = tokenizer.inner().get_vocab(true).values().max() {
+            if *max_id as usize >= cfg.vocab_size {
+                anyhow::bail!(
+                    "{}: the tokenizer has token id {max_id} but config.json's vocab_size is {} (ids 0..{}): the tokenizer does not belong to this model",
+                    tok_path.display(),
+                    cfg.vocab_size,
+                    cfg.vocab_size.saturating_sub(1)
+                );
+            }
+        }
         let mut tokenizer_files = Vec::new();
         for name in st_format::TOKENIZER_FILES {
             if let Some(p) = src.optional(&st_format::file_in(&tdir, name))? {
@@ -245,6 +264,57 @@ impl SentenceEncoder {
     /// Sentence embeddings `[B, D]` of a token batch, tracked for autograd; `train` turns dropout on.
     pub fn embed_batch(&self, batch: &TokenBatch, train: bool) -> candle_core::Result<Tensor> {
         self.head(&self.bert.forward_t(batch, train)?, batch, true)
+    }
+
+    /// Pads the token ids of a training batch's text columns (`columns[c][i]`: row i of column
+    /// c): one batch per column, or with `joint` all columns in one batch (one forward pass
+    /// instead of one per column — fewer, larger kernels — at the cost of padding every column
+    /// to the longest text of all).
+    pub fn pad_columns(
+        &self,
+        columns: &[Vec<&[u32]>],
+        joint: bool,
+        device: &Device,
+    ) -> Result<ColumnBatches> {
+        if joint && columns.len() > 1 {
+            let rows = columns[0].len();
+            if columns.iter().any(|c| c.len() != rows) {
+                anyhow::bail!("internal: text columns of different lengths in one batch");
+            }
+            let all: Vec<&[u32]> = columns.iter().flatten().copied().collect();
+            Ok(ColumnBatches {
+                batches: vec![self.tokenizer.pad(&all, device)?],
+                joint_rows: Some((columns.len(), rows)),
+            })
+        } else {
+            Ok(ColumnBatches {
+                batches: columns
+                    .iter()
+                    .map(|c| self.tokenizer.pad(c, device))
+                    .collect::<Result<_>>()?,
+                joint_rows: None,
+            })
+        }
+    }
+
+    /// Embeddings `[B, D]` of each text column of [`Self::pad_columns`]'s batches, tracked for
+    /// autograd (a joint batch is split back into its columns).
+    pub fn embed_columns(
+        &self,
+        b: &ColumnBatches,
+        train: bool,
+    ) -> candle_core::Result<Vec<Tensor>> {
+        match b.joint_rows {
+            Some((cols, rows)) => {
+                let e = self.embed_batch(&b.batches[0], train)?;
+                (0..cols).map(|c| e.narrow(0, c * rows, rows)).collect()
+            }
+            None => b
+                .batches
+                .iter()
+                .map(|x| self.embed_batch(x, train))
+                .collect(),
+        }
     }
 
     /// Eval-mode embeddings `[B, D]` without an autograd graph (what `encode` uses).

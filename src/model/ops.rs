@@ -56,17 +56,15 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
     x.mul(&mask)
 }
 
-/// Inverted dropout on a GPU: the mask is made on the device by a counter-based hash of
-/// `(seed, index)` (one kernel, no generator state to save), so the same seed gives the same mask.
+/// Inverted dropout on a GPU with candle's composed ops (`EMBTUNE_CUDA_FUSED=0`): the mask
+/// comes from the device's generator, re-seeded with `seed`, so the same seed gives the same
+/// mask on that device. (Otherwise bert.rs uses `cpu_ops::dropout`'s hash masks.)
 pub fn dropout_on_device(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
     if p <= 0.0 {
         return Ok(x.clone());
     }
-    #[cfg(feature = "cuda")]
-    if x.device().is_cuda() && crate::device::fast_cuda_kernels() {
-        return x.mul(&crate::cuda_ops::dropout_mask(x, p, seed)?);
-    }
-    // Composed fallback: the device generator, re-seeded for this mask.
+    // Candle's composed ops (EMBTUNE_CUDA_FUSED=0; bert.rs otherwise uses the hash-mask op of
+    // `cpu_ops`): the device generator, re-seeded for this mask.
     x.device().set_seed(seed)?;
     let u = Tensor::rand(0f32, 1f32, x.shape(), x.device())?;
     let mask = (u.ge(p)?.to_dtype(x.dtype())? * (1.0 / (1.0 - p)))?;

@@ -7,6 +7,7 @@ pub mod card;
 pub mod checkpoint;
 pub mod data;
 pub mod optimizer;
+pub mod phases;
 mod prepare;
 pub mod run;
 pub mod schedule;
@@ -74,6 +75,10 @@ pub struct TrainConfig {
     /// Plain progress lines on stderr at each log step (stderr is not a terminal, e.g. CI logs).
     #[serde(skip)]
     pub log_lines: bool,
+    /// Time each phase of the timed steps, waiting for the device at every boundary
+    /// (`bench train --phases`; see `phases.rs`).
+    #[serde(skip)]
+    pub phase_timing: bool,
 }
 
 impl Default for TrainConfig {
@@ -110,6 +115,7 @@ impl Default for TrainConfig {
             resume: None,
             progress: false,
             log_lines: false,
+            phase_timing: false,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! (`cuda_ops`). Gradient clipping folds into the update as a gradient scale.
 //! Moments save to / load from safetensors for exact resume (the same file from either device).
 
+use crate::model::cpu_kernels::AdamWStep;
 use anyhow::{bail, Context, Result};
 use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor, Var};
 use std::collections::HashMap;
@@ -106,15 +107,7 @@ pub struct AdamW {
 struct Update<'a> {
     m: &'a Mutex<Vec<f32>>,
     v: &'a Mutex<Vec<f32>>,
-    decay: bool,
-    gscale: f32,
-    lr: f32,
-    wd: f32,
-    b1: f32,
-    b2: f32,
-    eps: f32,
-    bc1: f32,
-    bc2_sqrt: f32,
+    c: AdamWStep,
 }
 
 impl InplaceOp2 for Update<'_> {
@@ -139,19 +132,7 @@ impl InplaceOp2 for Update<'_> {
         let g = &g[g0..g1];
         let mut m = self.m.lock().unwrap_or_else(|e| e.into_inner());
         let mut v = self.v.lock().unwrap_or_else(|e| e.into_inner());
-        let c = crate::model::cpu_kernels::AdamWStep {
-            gscale: self.gscale,
-            decay: if self.decay {
-                1.0 - self.lr * self.wd
-            } else {
-                1.0
-            },
-            step: self.lr / self.bc1,
-            b1: self.b1,
-            b2: self.b2,
-            eps: self.eps,
-            bc2_sqrt: self.bc2_sqrt,
-        };
+        let c = self.c;
         const CHUNK: usize = 1 << 16;
         use rayon::prelude::*;
         p.par_chunks_mut(CHUNK)
@@ -228,19 +209,8 @@ impl AdamW {
                             t
                         }
                     };
-                    let decay = if slot.decay {
-                        1.0 - lr * self.cfg.weight_decay
-                    } else {
-                        1.0
-                    };
-                    let s = crate::cuda_ops::AdamWStep {
-                        decay: decay as f32,
-                        step: (lr / bc1) as f32,
-                        b1: self.cfg.beta1 as f32,
-                        b2: self.cfg.beta2 as f32,
-                        eps: self.cfg.eps as f32,
-                        bc2_sqrt: bc2.sqrt() as f32,
-                    };
+                    // The kernel reads the gradient scale from `sc` (device memory).
+                    let s = self.constants(slot.decay, lr, bc1, bc2, 1.0);
                     crate::cuda_ops::adamw_update(slot.var.as_tensor(), g, mom, s, &sc)
                         .with_context(|| format!("AdamW update of {}", slot.name))?;
                     continue;
@@ -258,15 +228,7 @@ impl AdamW {
             let up = Update {
                 m,
                 v,
-                decay: slot.decay,
-                gscale: gscale as f32,
-                lr: lr as f32,
-                wd: self.cfg.weight_decay as f32,
-                b1: self.cfg.beta1 as f32,
-                b2: self.cfg.beta2 as f32,
-                eps: self.cfg.eps as f32,
-                bc1: bc1 as f32,
-                bc2_sqrt: bc2.sqrt() as f32,
+                c: self.constants(slot.decay, lr, bc1, bc2, gscale),
             };
             slot.var
                 .as_tensor()
@@ -274,6 +236,25 @@ impl AdamW {
                 .with_context(|| format!("AdamW update of {}", slot.name))?;
         }
         Ok(())
+    }
+
+    /// The per-step constants of the update, in f32 as both the CPU and the CUDA kernel use
+    /// them (`bc1`, `bc2`: the bias corrections 1 − βᵗ).
+    fn constants(&self, decay: bool, lr: f64, bc1: f64, bc2: f64, gscale: f64) -> AdamWStep {
+        let lr = lr as f32;
+        AdamWStep {
+            gscale: gscale as f32,
+            decay: if decay {
+                1.0 - lr * self.cfg.weight_decay as f32
+            } else {
+                1.0
+            },
+            step: lr / bc1 as f32,
+            b1: self.cfg.beta1 as f32,
+            b2: self.cfg.beta2 as f32,
+            eps: self.cfg.eps as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+        }
     }
 
     pub fn param_names(&self) -> Vec<&str> {

@@ -7,6 +7,7 @@ use super::checkpoint::{self, TrainerState};
 use super::prepare::{plan, prepare, Prepared};
 
 use super::optimizer::{AdamW, AdamWConfig};
+use super::phases::{Phase, PhaseTimer, PhaseTimes};
 use super::schedule::{lr_at, warmup_steps};
 use super::{signals, TrainConfig};
 
@@ -39,6 +40,8 @@ pub struct TrainReport {
     /// Speed of the optimizer steps after the first [`WARM_STEPS`] of this process (None when
     /// there were no more): what `embtune bench train` reports.
     pub throughput: Option<Throughput>,
+    /// Per-phase step times when [`TrainConfig::phase_timing`] was on.
+    pub phases: Option<PhaseTimes>,
 }
 
 /// Steps excluded from [`TrainReport::throughput`] (allocator, kernel loading, caches).
@@ -199,6 +202,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     let mut pending = PendingLosses::default();
     let mut step_loss = f64::NAN;
     let (mut timer, mut timed_examples, mut timed_steps) = (None::<Instant>, 0usize, 0usize);
+    let mut phases = PhaseTimer::new(&device, cfg.phase_timing);
     let save_ckpt = |step: usize,
                      best: Option<(f64, usize)>,
                      model: &SentenceEncoder,
@@ -232,17 +236,22 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             break;
         }
         if step == timed_from {
+            phases.activate()?;
             device.synchronize()?;
             timer = Some(Instant::now());
         }
         let micro: Vec<&[usize]> = (0..accum)
             .filter_map(|m| batches.get(step * accum + m).map(|b| b.as_slice()))
             .collect();
-        let (acc, micro_losses, examples) = accumulate(&model, &p, &micro, &tok, &vars, &device)
-            .with_context(|| format!("training step {}", step + 1))?;
+        let (acc, micro_losses, examples) =
+            accumulate(&model, &p, &micro, &tok, &vars, &device, &mut phases)
+                .with_context(|| format!("training step {}", step + 1))?;
         let lr = lr_at(cfg.schedule, cfg.lr, step, warmup, total);
+        phases.begin();
         let norm = clip_and_step(&mut opt, &acc, lr, cfg.max_grad_norm)?;
         drop(acc);
+        phases.end(Phase::Optimizer)?;
+        phases.step_done();
         if timer.is_some() {
             timed_examples += examples;
             timed_steps += 1;
@@ -341,6 +350,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         interrupted,
         output: cfg.output.clone(),
         throughput,
+        phases: phases.report(),
     };
     if report.interrupted.is_none() {
         let card = super::card::CardInput {
@@ -375,6 +385,7 @@ fn accumulate<'a>(
     tok: &impl Fn(usize, usize) -> &'a Tokenized,
     vars: &[candle_core::Var],
     device: &Device,
+    timer: &mut PhaseTimer,
 ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>, usize)> {
     let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
     let mut losses = Vec::with_capacity(micro.len());
@@ -383,13 +394,15 @@ fn accumulate<'a>(
     let columns = if p.simcse { 2 } else { p.set.n_texts() };
     for rows in micro {
         examples += rows.len();
-        let mut embs = Vec::with_capacity(columns);
-        for c in 0..columns {
-            // SimCSE: the same texts twice, two dropout masks.
-            let col = if p.simcse { 0 } else { c };
-            let ids: Vec<&[u32]> = rows.iter().map(|&r| tok(r, col).ids.as_slice()).collect();
-            embs.push(model.embed_batch(&model.tokenizer.pad(&ids, device)?, true)?);
-        }
+        timer.begin();
+        let ids: Vec<Vec<&[u32]>> = (0..columns)
+            .map(|c| {
+                // SimCSE: the same texts twice, two dropout masks.
+                let col = if p.simcse { 0 } else { c };
+                rows.iter().map(|&r| tok(r, col).ids.as_slice()).collect()
+            })
+            .collect();
+        let batches = model.pad_columns(&ids, join_columns(device, &ids), device)?;
         let labels = match &p.set.labels {
             Some(l) => Some(Tensor::from_vec(
                 rows.iter().map(|&r| l[r]).collect::<Vec<f32>>(),
@@ -398,10 +411,19 @@ fn accumulate<'a>(
             )?),
             None => None,
         };
+        timer.end(Phase::Batch)?;
+        timer.begin();
+        let embs = model.embed_columns(&batches, true)?;
+        timer.end(Phase::Forward)?;
+        timer.begin();
         let l = p.loss.compute(&embs, labels.as_ref())?;
         losses.push(l.detach());
         let l = if micro.len() > 1 { (l / n)? } else { l };
+        timer.end(Phase::Loss)?;
+        timer.begin();
         let grads = l.backward()?;
+        timer.end(Phase::Backward)?;
+        timer.begin();
         for (a, v) in acc.iter_mut().zip(vars) {
             if let Some(g) = grads.get(v.as_tensor()) {
                 *a = Some(match a.take() {
@@ -410,8 +432,37 @@ fn accumulate<'a>(
                 });
             }
         }
+        drop(grads);
+        timer.end(Phase::Accumulate)?;
     }
     Ok((acc, losses, examples))
+}
+
+/// Whether a step's text columns go through the encoder as one batch: on a GPU, unless that
+/// pads more than 15 % extra tokens. One pass has half (or a third) of the kernels, and small
+/// batches on a GPU are bound by the number of kernels, not their size (GPU run 1: step time
+/// far above the FLOPs; scripts/gpu-check.sh measures both ways). Long passages beside short
+/// queries stay separate. On the CPU, no: interleaved runs (CoSENT, batch 16, STS-B) measured
+/// no difference (25.7 vs 25.8 pairs/s), and separate passes keep the recorded results
+/// reproducible. `EMBTUNE_JOINT_FORWARD=0|1` decides instead (benchmarks, tests).
+pub fn join_columns(device: &Device, columns: &[Vec<&[u32]>]) -> bool {
+    if columns.len() < 2 {
+        return false;
+    }
+    match std::env::var("EMBTUNE_JOINT_FORWARD").as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => device.is_cuda() && joint_padding_ok(columns),
+    }
+}
+
+/// A joint batch computes at most 15 % more (padded) tokens than the columns' own batches.
+fn joint_padding_ok(columns: &[Vec<&[u32]>]) -> bool {
+    let longest = |c: &[&[u32]]| c.iter().map(|x| x.len()).max().unwrap_or(0);
+    let separate: usize = columns.iter().map(|c| c.len() * longest(c)).sum();
+    let rows: usize = columns.iter().map(|c| c.len()).sum();
+    let joint = rows * columns.iter().map(|c| longest(c)).max().unwrap_or(0);
+    joint as f64 <= 1.15 * separate as f64
 }
 
 /// Loss values not yet copied to the host. On the CPU they are read after every step; on a GPU
@@ -457,13 +508,13 @@ impl PendingLosses {
 
 /// The gradient norm of the last step: on the host, or (GPU) still on the device.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-enum GradNorm {
+pub(crate) enum GradNorm {
     Host(f64),
     Device(Tensor),
 }
 
 impl GradNorm {
-    fn value(&self) -> Result<f64> {
+    pub(crate) fn value(&self) -> Result<f64> {
         Ok(match self {
             GradNorm::Host(v) => *v,
             GradNorm::Device(t) => t.flatten_all()?.to_vec1::<f32>()?[0] as f64,
@@ -474,7 +525,7 @@ impl GradNorm {
 /// Global-norm clipping (torch's clip_grad_norm_, 0 disables) folded into the AdamW update.
 /// On a GPU the norm and the factor stay on the device (no wait for the host); on the CPU
 /// the norm is computed on the host as before.
-fn clip_and_step(
+pub(crate) fn clip_and_step(
     opt: &mut AdamW,
     grads: &[Option<Tensor>],
     lr: f64,
@@ -503,8 +554,10 @@ fn clip_and_step(
 /// inside the optimizer update.
 pub fn clip_scale(grads: &[Option<Tensor>], max_norm: f64) -> Result<(f64, f64)> {
     let norm = global_norm(grads)?;
-    let scale = if max_norm > 0.0 && norm > max_norm {
-        max_norm / (norm + 1e-6)
+    // torch: clip_coef = max_norm / (norm + 1e-6), clamped to at most 1 (so a norm just under
+    // max_norm is scaled by a hair, as there).
+    let scale = if max_norm > 0.0 {
+        (max_norm / (norm + 1e-6)).min(1.0)
     } else {
         1.0
     };
@@ -517,7 +570,9 @@ fn global_norm(grads: &[Option<Tensor>]) -> Result<f64> {
     let gs: Vec<&Tensor> = grads.iter().flatten().collect();
     let sums: Vec<f32> = match gs.first() {
         #[cfg(feature = "cuda")]
-        Some(g) if g.device().is_cuda() => crate::cuda_ops::sums_of_squares(&gs)?,
+        Some(g) if g.device().is_cuda() && crate::device::fast_cuda_kernels() => {
+            crate::cuda_ops::sums_of_squares(&gs)?
+        }
         Some(g) if g.device().is_cpu() && g.dtype() == candle_core::DType::F32 => {
             let total = gs
                 .iter()
@@ -556,4 +611,35 @@ fn truncate_metrics(path: &Path, keep_upto: usize) -> Result<()> {
         .map(|l| format!("{l}\n"))
         .collect();
     crate::fsutil::write_atomic(path, kept.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_joined_only_when_padding_stays_within_15_percent() {
+        fn ids(lens: &[usize]) -> Vec<Vec<u32>> {
+            lens.iter().map(|&n| vec![1; n]).collect()
+        }
+        fn cols<'a>(a: &'a [Vec<u32>], b: &'a [Vec<u32>]) -> Vec<Vec<&'a [u32]>> {
+            vec![
+                a.iter().map(|x| x.as_slice()).collect(),
+                b.iter().map(|x| x.as_slice()).collect(),
+            ]
+        }
+        // 2×(2·22) = 88 vs 2·21 + 2·22 = 86: joined.
+        let (a, b) = (ids(&[21, 5]), ids(&[22, 3]));
+        assert!(joint_padding_ok(&cols(&a, &b)));
+        // 4×20 = 80 vs 2·13 + 2·20 = 66 (+21 %): separate.
+        let (a, b) = (ids(&[13, 5]), ids(&[20, 3]));
+        assert!(!joint_padding_ok(&cols(&a, &b)));
+        // short queries, long passages: 2×(2·100) = 400 vs 2·10 + 2·100 = 220: separate.
+        let (a, b) = (ids(&[10, 8]), ids(&[100, 90]));
+        assert!(!joint_padding_ok(&cols(&a, &b)));
+        // The CPU keeps separate passes; one column: nothing to join.
+        let (a, b) = (ids(&[20, 5]), ids(&[20, 5]));
+        assert!(!join_columns(&Device::Cpu, &cols(&a, &b)));
+        assert!(!join_columns(&Device::Cpu, &cols(&a, &b)[..1]));
+    }
 }

@@ -117,6 +117,27 @@ fn tokenizer_json_that_does_not_parse() {
     assert_one_line_error(&embed(&dir, tmp.path()), &["tokenizer.json"]);
 }
 
+/// A tokenizer whose ids go past the embedding table (config.json's vocab_size) is refused at
+/// load, naming both numbers, instead of failing mid-run (or reading out of bounds on a GPU).
+#[test]
+fn tokenizer_ids_past_the_embedding_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = model(tmp.path());
+    let p = dir.join("tokenizer.json");
+    let mut t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let vocab = t["model"]["vocab"].as_object_mut().unwrap();
+    let n = vocab.len();
+    vocab.insert("zzzz".into(), serde_json::json!(n + 5));
+    std::fs::write(&p, serde_json::to_string(&t).unwrap()).unwrap();
+    let want_id = format!("token id {}", n + 5);
+    let want_size = format!("vocab_size is {n}");
+    assert_one_line_error(
+        &embed(&dir, tmp.path()),
+        &["tokenizer.json", &want_id, &want_size],
+    );
+}
+
 #[test]
 fn modules_json_pointing_outside_the_model_directory() {
     let tmp = tempfile::tempdir().unwrap();
