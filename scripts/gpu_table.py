@@ -23,6 +23,8 @@ print("| job | loss | batch | embtune precision | embtune /s | Python /s (same p
 print("|---|---|---:|---|---:|---:|---:|")
 for r in rows:
     mode = r["dtype"] + ("+tf32" if r.get("tf32") else "")
+    if (r.get("cuda") or {}).get("kernels") is False:
+        mode += " (candle ops: embtune's kernels failed)"
     if r["job"] == "train":
         key = ("train", r["loss"], r["batch_size"], "bf16" if r["dtype"] == "bf16" else "f32")
         ours, unit = r["pairs_per_sec"], "pairs"
