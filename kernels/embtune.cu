@@ -204,20 +204,101 @@ __device__ __forceinline__ float embtune_gelu_grad(float x) {
   return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) +
          x * 0.39894228040143268f * expf(-0.5f * x * x);
 }
-#define EMBTUNE_GELU(FWD, BWD, T, TO_F, FROM_F)                                                  \
-  extern "C" __global__ void FWD(const T* __restrict__ x, T* __restrict__ y,                     \
-                                 const unsigned long long n) {                                   \
+
+// GELU of x + bias (bias [h] over rows of h): the intermediate layer's bias add and activation
+// in one kernel, and its backward dx = g · gelu'(x + bias) (the bias's gradient is dx's row sum).
+#define EMBTUNE_GELU_BIAS(FWD, BWD, T, TO_F, FROM_F)                                             \
+  extern "C" __global__ void FWD(const T* __restrict__ x, const T* __restrict__ bias,            \
+                                 T* __restrict__ y, const unsigned long long n,                  \
+                                 const unsigned long long h) {                                   \
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; \
          i += (unsigned long long)blockDim.x * gridDim.x)                                        \
-      y[i] = FROM_F(embtune_gelu(TO_F(x[i])));                                                   \
+      y[i] = FROM_F(embtune_gelu(TO_F(x[i]) + TO_F(bias[i % h])));                               \
   }                                                                                              \
-  extern "C" __global__ void BWD(const T* __restrict__ x, const T* __restrict__ g,               \
-                                 T* __restrict__ dx, const unsigned long long n) {               \
+  extern "C" __global__ void BWD(const T* __restrict__ x, const T* __restrict__ bias,            \
+                                 const T* __restrict__ g, T* __restrict__ dx,                    \
+                                 const unsigned long long n, const unsigned long long h) {       \
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; \
          i += (unsigned long long)blockDim.x * gridDim.x)                                        \
-      dx[i] = FROM_F(TO_F(g[i]) * embtune_gelu_grad(TO_F(x[i])));                                \
+      dx[i] = FROM_F(TO_F(g[i]) * embtune_gelu_grad(TO_F(x[i]) + TO_F(bias[i % h])));           \
   }
-EMBTUNE_GELU(embtune_gelu_f32, embtune_gelu_bwd_f32, float, EMBTUNE_ID, EMBTUNE_ID)
-EMBTUNE_GELU(embtune_gelu_bf16, embtune_gelu_bwd_bf16, __nv_bfloat16, __bfloat162float,
-             __float2bfloat16)
-EMBTUNE_GELU(embtune_gelu_f16, embtune_gelu_bwd_f16, __half, __half2float, __float2half)
+EMBTUNE_GELU_BIAS(embtune_gelu_bias_f32, embtune_gelu_bias_bwd_f32, float, EMBTUNE_ID, EMBTUNE_ID)
+EMBTUNE_GELU_BIAS(embtune_gelu_bias_bf16, embtune_gelu_bias_bwd_bf16, __nv_bfloat16,
+                  __bfloat162float, __float2bfloat16)
+EMBTUNE_GELU_BIAS(embtune_gelu_bias_f16, embtune_gelu_bias_bwd_f16, __half, __half2float,
+                  __float2half)
+
+// A sublayer's end in one kernel, one warp per row (f32): y = LayerNorm(drop(x + bias) + res)
+// with p = [bias | w | b] ([3h]); drop multiplies element i = row·h + j by `scale` where
+// embtune_hash(seed, i) > threshold, else 0 (the dropout op's mask; threshold 0xffffffff with
+// scale 1 would drop all, so `use_drop` = 0 turns dropout off).
+__device__ __forceinline__ float embtune_bdr(const float* xr, const float* rr, const float* bias,
+                                             unsigned long long i, unsigned int j,
+                                             unsigned int use_drop, unsigned long long seed,
+                                             unsigned int threshold, float scale) {
+  float t = xr[j] + bias[j];
+  if (use_drop) t *= embtune_hash(seed, i) > threshold ? scale : 0.0f;
+  return t + rr[j];
+}
+
+extern "C" __global__ void embtune_bias_dropout_add_ln_f32(
+    const float* __restrict__ x, const float* __restrict__ res, const float* __restrict__ p,
+    float* __restrict__ y, const unsigned long long rows, const unsigned int h, const float eps,
+    const unsigned int use_drop, const unsigned long long seed, const unsigned int threshold,
+    const float scale) {
+  const unsigned long long row =
+      ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  const unsigned int lane = threadIdx.x % 32;
+  if (row >= rows) return;  // whole warps leave together
+  const float *xr = x + row * h, *rr = res + row * h, *bias = p, *w = p + h, *b = p + 2 * h;
+  float* yr = y + row * h;
+  // The pre-norm sum goes to y first, then is normalized in place (each lane its own columns).
+  for (unsigned int j = lane; j < h; j += 32)
+    yr[j] = embtune_bdr(xr, rr, bias, row * h + j, j, use_drop, seed, threshold, scale);
+  __syncwarp();
+  float mean, rstd;
+  embtune_row_stats(yr, h, eps, lane, mean, rstd);
+  for (unsigned int j = lane; j < h; j += 32) yr[j] = (yr[j] - mean) * rstd * w[j] + b[j];
+}
+
+// Its backward: out = [3, rows, h] = [d(pre-norm sum) (= the residual's gradient); that times
+// the dropout mask (= x's gradient); g·x̂]. Row sums of the 2nd, 3rd and of g are the
+// gradients of bias, w and b.
+extern "C" __global__ void embtune_bias_dropout_add_ln_bwd_f32(
+    const float* __restrict__ x, const float* __restrict__ res, const float* __restrict__ p,
+    const float* __restrict__ g, float* __restrict__ out, const unsigned long long rows,
+    const unsigned int h, const float eps, const unsigned int use_drop,
+    const unsigned long long seed, const unsigned int threshold, const float scale) {
+  const unsigned long long row =
+      ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  const unsigned int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const float *xr = x + row * h, *rr = res + row * h, *gr = g + row * h, *bias = p, *w = p + h;
+  float* ds = out + row * h;
+  float* dx = out + rows * h + row * h;
+  float* gx = out + 2 * rows * h + row * h;
+  // Recompute the pre-norm sum into gx (scratch), then its statistics.
+  for (unsigned int j = lane; j < h; j += 32)
+    gx[j] = embtune_bdr(xr, rr, bias, row * h + j, j, use_drop, seed, threshold, scale);
+  __syncwarp();
+  float mean, rstd;
+  embtune_row_stats(gx, h, eps, lane, mean, rstd);
+  float s1 = 0.0f, s2 = 0.0f;
+  for (unsigned int j = lane; j < h; j += 32) {
+    const float xhat = (gx[j] - mean) * rstd;
+    const float gw = gr[j] * w[j];
+    s1 += gw;
+    s2 += gw * xhat;
+  }
+  const float m1 = embtune_warp_sum(s1) / h;
+  const float m2 = embtune_warp_sum(s2) / h;
+  for (unsigned int j = lane; j < h; j += 32) {
+    const float xhat = (gx[j] - mean) * rstd;
+    const float d = (gr[j] * w[j] - m1 - xhat * m2) * rstd;
+    ds[j] = d;
+    float f = 1.0f;
+    if (use_drop) f = embtune_hash(seed, row * h + j) > threshold ? scale : 0.0f;
+    dx[j] = d * f;
+    gx[j] = gr[j] * xhat;
+  }
+}

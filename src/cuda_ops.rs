@@ -3,7 +3,8 @@
 //! moments kept on the GPU and its clipping factor read from device memory; sums of squares for
 //! the global gradient norm; the embedding gather with a parallel scatter-add backward; hash
 //! dropout (the CUDA side of `model::cpu_ops`' dropout op); the fused LayerNorm (forward and
-//! backward), softmax (forward) and GELU (forward and backward) of `model::fused`. Compiled only with
+//! backward) and softmax (forward) of `model::fused`; bias + GELU and bias + dropout + residual +
+//! LayerNorm (forward and backward) of `model::fused_layer`. Compiled only with
 //! the `cuda` feature.
 
 use crate::model::cpu_kernels::AdamWStep;
@@ -267,6 +268,17 @@ fn elementwise(
     inputs: &[(&CudaStorage, &Layout)],
     scalars: &[Scalar],
 ) -> Result<CudaStorage> {
+    elementwise_rows(stem, inputs, None, scalars)
+}
+
+/// [`elementwise`] where inputs after the first may also be row vectors of `row` elements
+/// (the kernel indexes them by `i % row`; `row` is among its scalars).
+fn elementwise_rows(
+    stem: &str,
+    inputs: &[(&CudaStorage, &Layout)],
+    row: Option<usize>,
+    scalars: &[Scalar],
+) -> Result<CudaStorage> {
     let Some((first, _)) = inputs.first() else {
         candle_core::bail!("{stem}: no inputs");
     };
@@ -276,7 +288,10 @@ fn elementwise(
         .collect::<Result<Vec<_>>>()?;
     let n = spans[0].1 - spans[0].0;
     let dt = first.dtype();
-    if spans.iter().any(|(a, b)| b - a != n) || inputs.iter().any(|(s, _)| s.dtype() != dt) {
+    let fits = |&(a, b): &(usize, usize)| {
+        b - a == n || (row == Some(b - a) && (b - a) > 0 && n % (b - a) == 0)
+    };
+    if !spans.iter().all(fits) || inputs.iter().any(|(s, _)| s.dtype() != dt) {
         candle_core::bail!("{stem}: inputs differ in size or dtype");
     }
     match dt {
@@ -563,12 +578,84 @@ pub fn layer_norm_bwd(
     Ok((CudaStorage::wrap_cuda_slice(out, dev), (2, rows, h).into()))
 }
 
-/// Exact GELU of a contiguous tensor (f32, bf16, f16; computed in f32): `model::fused::GeluOp`.
-pub fn gelu_fwd(x: &CudaStorage, xl: &Layout) -> Result<CudaStorage> {
-    elementwise("embtune_gelu", &[(x, xl)], &[])
+/// `gelu(x + bias)` (inputs x, bias) or its backward (x, bias, g), any float dtype:
+/// `model::fused_layer`'s GELU ops; `h` = the bias's length.
+pub fn gelu_bias(
+    backward: bool,
+    inputs: &[(&CudaStorage, &Layout)],
+    h: u64,
+) -> Result<CudaStorage> {
+    let stem = if backward {
+        "embtune_gelu_bias_bwd"
+    } else {
+        "embtune_gelu_bias"
+    };
+    elementwise_rows(stem, inputs, Some(h as usize), &[Scalar::U64(h)])
 }
 
-/// `g · gelu'(x)` for contiguous x and g of one dtype: `model::fused::GeluBwdOp`.
-pub fn gelu_bwd(x: &CudaStorage, xl: &Layout, g: &CudaStorage, gl: &Layout) -> Result<CudaStorage> {
-    elementwise("embtune_gelu_bwd", &[(x, xl), (g, gl)], &[])
+/// `LayerNorm(drop(x + bias) + res)` over rows of h (f32, contiguous; `p = [bias | w | b]`), or
+/// with `g` its backward `[3, rows, h]`: `model::fused_layer::BiasDropoutAddLn`.
+pub fn bias_dropout_add_ln(
+    inputs: [(&CudaStorage, &Layout); 3],
+    g: Option<(&CudaStorage, &Layout)>,
+    eps: f32,
+    drop: Option<crate::model::cpu_kernels::Dropout>,
+) -> Result<CudaStorage> {
+    let what = "bias-dropout-add-layer-norm";
+    let [(x, xl), (r, rl), (p, pl)] = inputs;
+    let ((x0, x1), (r0, r1), (p0, p1)) = (span(xl, what)?, span(rl, what)?, span(pl, what)?);
+    let h = xl.dims().last().copied().unwrap_or(1).max(1);
+    let n = x1 - x0;
+    if r1 - r0 != n || p1 - p0 != 3 * h || n % h != 0 {
+        candle_core::bail!("{what}: sizes do not match");
+    }
+    let rows = n / h;
+    let dev = x.device.clone();
+    let name = if g.is_some() {
+        "embtune_bias_dropout_add_ln_bwd_f32"
+    } else {
+        "embtune_bias_dropout_add_ln_f32"
+    };
+    let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+    let xs = x.as_cuda_slice::<f32>()?.slice(x0..x1);
+    let rs = r.as_cuda_slice::<f32>()?.slice(r0..r1);
+    let ps = p.as_cuda_slice::<f32>()?.slice(p0..p1);
+    let gs = match g {
+        Some((g, gl)) => {
+            let (g0, g1) = span(gl, what)?;
+            if g1 - g0 != n {
+                candle_core::bail!("{what}: gradient size does not match");
+            }
+            Some(g.as_cuda_slice::<f32>()?.slice(g0..g1))
+        }
+        None => None,
+    };
+    let out_len = if g.is_some() { 3 * n } else { n };
+    // SAFETY: every element is written by the kernel below.
+    let mut out = unsafe { dev.alloc::<f32>(out_len)? };
+    let (rows64, h32, use_drop) = (rows as u64, h as u32, u32::from(drop.is_some()));
+    let d = drop.unwrap_or(crate::model::cpu_kernels::Dropout {
+        seed: 0,
+        threshold: 0,
+        scale: 1.0,
+    });
+    let mut b = func.builder();
+    b.arg(&xs);
+    b.arg(&rs);
+    b.arg(&ps);
+    if let Some(gs) = &gs {
+        b.arg(gs);
+    }
+    b.arg(&mut out);
+    b.arg(&rows64);
+    b.arg(&h32);
+    b.arg(&eps);
+    b.arg(&use_drop);
+    b.arg(&d.seed);
+    b.arg(&d.threshold);
+    b.arg(&d.scale);
+    // SAFETY: matches the kernels' signatures (the backward has g before out); x, res and g
+    // hold rows·h floats, p 3h, out rows·h (forward) or 3·rows·h (backward).
+    unsafe { b.launch(warp_per_row_cfg(rows)) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev))
 }

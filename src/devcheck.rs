@@ -103,7 +103,7 @@ pub fn run(spec: &ModelSpec, stsb: &Path) -> Result<Vec<Check>> {
 
 /// The checks of [`run`] with `dev` as the device under test. With the CPU as `dev` (this
 /// crate's tests), the model under test takes the CUDA path's choice of ops on the CPU, so the
-/// GPU path's wiring — fused LayerNorm/softmax/GELU backwards, hash dropout masks in the same
+/// GPU path's wiring — fused LayerNorm/softmax and sublayer ops with their backwards, hash dropout masks in the same
 /// order as the CPU fast path's — is checked without a GPU.
 pub fn compare(spec: &ModelSpec, dev: &Device, stsb: &Path) -> Result<Vec<Check>> {
     let dev = dev.clone();

@@ -37,6 +37,12 @@ struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
+        let y = self.product(x, grad)?;
+        y.broadcast_add(&param(&self.bias, grad, x.dtype())?)
+    }
+
+    /// `x · Wᵀ` without the bias (the fused CUDA ops add it).
+    fn product(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
         let dt = x.dtype();
         let dims = x.dims().to_vec();
         let last = *dims.last().unwrap_or(&0);
@@ -44,7 +50,6 @@ impl Linear {
         let y = x
             .reshape((rows, last))?
             .matmul(&param(&self.weight, grad, dt)?.t()?)?;
-        let y = y.broadcast_add(&param(&self.bias, grad, dt)?)?;
         let mut out = dims;
         if let Some(l) = out.last_mut() {
             *l = self.weight.dim(0)?;
@@ -139,8 +144,9 @@ pub struct BertModel {
     /// Dtype the encoder computes in (`--dtype`); the output is in the weights' dtype.
     compute: DType,
     device: Device,
-    /// Takes the CUDA path's ops (fused LayerNorm/softmax/GELU, hash dropout on the composed
-    /// layers): on a CUDA device, or on the CPU for checks ([`Self::use_cuda_path_on_cpu`]).
+    /// Takes the CUDA path's ops (fused LayerNorm/softmax, bias + GELU, bias + dropout +
+    /// residual + LayerNorm, hash dropout): on a CUDA device, or on the CPU for checks
+    /// ([`Self::use_cuda_path_on_cpu`]).
     cuda_path: bool,
 }
 
@@ -274,7 +280,7 @@ impl BertModel {
     }
 
     /// Runs the CUDA path's choice of ops on the CPU (the composed layers with embtune's fused
-    /// LayerNorm, softmax, GELU and hash dropout, as `--device cuda` trains): for
+    /// LayerNorm, softmax, sublayer ops and hash dropout, as `--device cuda` trains): for
     /// `check-device`'s harness and tests, which compare it with the CPU fast path — so the
     /// wiring of the GPU path is checked on machines without a GPU.
     pub fn use_cuda_path_on_cpu(&mut self) {
@@ -483,20 +489,55 @@ impl BertModel {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, s, h))?;
-        let attn = self.drop(&l.attn_out.forward(&ctx, grad)?, self.dropout.hidden, train)?;
-        let x = l.attn_ln.forward(&(attn + x)?, grad, self.cuda_path)?;
-        let inter = l.intermediate.forward(&x, grad)?;
+        let x = self.sublayer_end(&l.attn_out, &ctx, x, &l.attn_ln, train, grad)?;
         let inter = match self.cfg.hidden_act {
-            // Training on CUDA: one kernel for the backward instead of candle's ~12.
-            HiddenAct::Gelu if grad && self.cuda_path && crate::device::fast_cuda_kernels() => {
-                super::fused::gelu(&inter)?
+            // Training on CUDA: bias + GELU in one node with a one-kernel backward (candle's
+            // autograd of gelu_erf is ~12 kernels).
+            HiddenAct::Gelu if self.fused_training(grad) => {
+                let y = l.intermediate.product(&x, grad)?;
+                super::fused_layer::gelu_bias(&y, &param(&l.intermediate.bias, grad, y.dtype())?)?
             }
-            HiddenAct::Gelu => inter.gelu_erf()?,
-            HiddenAct::GeluTanh => inter.gelu()?,
-            HiddenAct::Relu => inter.relu()?,
+            HiddenAct::Gelu => l.intermediate.forward(&x, grad)?.gelu_erf()?,
+            HiddenAct::GeluTanh => l.intermediate.forward(&x, grad)?.gelu()?,
+            HiddenAct::Relu => l.intermediate.forward(&x, grad)?.relu()?,
         };
-        let out = self.drop(&l.output.forward(&inter, grad)?, self.dropout.hidden, train)?;
-        l.out_ln.forward(&(out + x)?, grad, self.cuda_path)
+        self.sublayer_end(&l.output, &inter, &x, &l.out_ln, train, grad)
+    }
+
+    /// Whether the CUDA path's fused training ops apply (building a graph, embtune's kernels).
+    fn fused_training(&self, grad: bool) -> bool {
+        grad && self.cuda_path && crate::device::fast_cuda_kernels()
+    }
+
+    /// `LayerNorm(dropout(lin(inp)) + res)`, the end of each sublayer: on the CUDA training path
+    /// the bias, dropout, residual and norm are one op (`fused_layer`), whose mask is the one
+    /// `drop` would draw (same seed order, same hash, same element order).
+    fn sublayer_end(
+        &self,
+        lin: &Linear,
+        inp: &Tensor,
+        res: &Tensor,
+        ln: &LayerNorm,
+        train: bool,
+        grad: bool,
+    ) -> Result<Tensor> {
+        if self.fused_training(grad) {
+            let p = self.dropout.hidden;
+            let drop =
+                (train && p > 0.0).then(|| super::cpu_kernels::Dropout::new(p, self.next_seed()));
+            let y = super::fused_layer::bias_dropout_add_ln(
+                &lin.product(inp, grad)?,
+                &param(&lin.bias, grad, DType::F32)?,
+                res,
+                &param(&ln.weight, grad, DType::F32)?,
+                &param(&ln.bias, grad, DType::F32)?,
+                ln.eps,
+                drop,
+            )?;
+            return y.to_dtype(self.compute);
+        }
+        let out = self.drop(&lin.forward(inp, grad)?, self.dropout.hidden, train)?;
+        ln.forward(&(out + res)?, grad, self.cuda_path)
     }
 
     /// One layer on the CPU fast path: the same computation with the attention core, bias +

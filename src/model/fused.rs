@@ -1,15 +1,15 @@
-//! Fused LayerNorm, softmax and GELU with hand-written backwards, as candle custom ops: one
-//! kernel forward (CUDA: kernels/embtune.cu; CPU: plain loops) instead of ~10 composed ops, and
-//! a backward of one row-pass kernel plus two sums (LayerNorm), one kernel (GELU) or three
-//! composed ops (softmax) instead of the autograd of the composition. The training path
+//! Fused LayerNorm and softmax with hand-written backwards, as candle custom ops: one kernel
+//! forward (CUDA: kernels/embtune.cu; CPU: plain loops) instead of ~10 composed ops, and a
+//! backward of one row-pass kernel plus two sums (LayerNorm) or three composed ops (softmax)
+//! instead of the autograd of the composition. (The sublayer ops are in `fused_layer.rs`.) The training path
 //! uses them on CUDA, where each op is a kernel launch; the CPU keeps the composed versions in
 //! `ops.rs` (its numbers match sentence-transformers). Tests check forward and backward against
-//! the composed reference on the CPU. LayerNorm and softmax in f32 (half precision callers cast
-//! up first); GELU in any float type, computed in f32.
+//! the composed reference on the CPU. f32 only (half precision callers cast up first).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 
-fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The f32 data of a contiguous CPU tensor (custom ops' CPU forwards).
+pub(super) fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         candle_core::bail!("fused {what}: expected f32");
     };
@@ -196,96 +196,6 @@ impl CustomOp1 for SoftmaxOp {
     }
 }
 
-/// Exact (erf) GELU, elementwise, in f32 for any float storage type; its backward is one
-/// kernel ([`GeluBwdOp`]) instead of candle's ~12-op autograd of `gelu_erf`.
-pub struct GeluOp;
-
-impl CustomOp1 for GeluOp {
-    fn name(&self) -> &'static str {
-        "embtune-fused-gelu"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = cpu_f32(s, l, "gelu")?;
-        let y = x.iter().map(|&v| gelu_f64(v as f64) as f32).collect();
-        Ok((CpuStorage::F32(y), l.shape().clone()))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s: &candle_core::CudaStorage,
-        l: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        Ok((crate::cuda_ops::gelu_fwd(s, l)?, l.shape().clone()))
-    }
-
-    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let g = g.to_dtype(x.dtype())?.contiguous()?;
-        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&g, &GeluBwdOp)?))
-    }
-}
-
-/// `(x, g)` → `g · gelu'(x)`, `gelu'(x) = Φ(x) + x·φ(x)`.
-pub struct GeluBwdOp;
-
-impl candle_core::CustomOp2 for GeluBwdOp {
-    fn name(&self) -> &'static str {
-        "embtune-fused-gelu-bwd"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (x, g) = (
-            cpu_f32(s1, l1, "gelu backward")?,
-            cpu_f32(s2, l2, "gelu backward")?,
-        );
-        if x.len() != g.len() {
-            candle_core::bail!("fused gelu backward: sizes do not match");
-        }
-        let dx = x
-            .iter()
-            .zip(g)
-            .map(|(&x, &g)| {
-                let x = x as f64;
-                let grad = 0.5
-                    * (1.0 + candle_core::cpu::erf::erf_f64(x / std::f64::consts::SQRT_2))
-                    + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
-                (g as f64 * grad) as f32
-            })
-            .collect();
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        Ok((
-            crate::cuda_ops::gelu_bwd(s1, l1, s2, l2)?,
-            l1.shape().clone(),
-        ))
-    }
-}
-
-fn gelu_f64(x: f64) -> f64 {
-    0.5 * x * (1.0 + candle_core::cpu::erf::erf_f64(x / std::f64::consts::SQRT_2))
-}
-
-/// Fused exact GELU in the input's dtype (computed in f32).
-pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(GeluOp)
-}
-
 fn f32_contiguous(t: &Tensor) -> Result<Tensor> {
     t.to_dtype(DType::F32)?.contiguous()
 }
@@ -346,34 +256,6 @@ mod tests {
                 "grad {name} is zero"
             );
         }
-    }
-
-    /// GELU and its one-kernel backward equal candle's `gelu_erf` and its autograd.
-    #[test]
-    fn fused_gelu_matches_candles_erf_gelu() {
-        let x = Var::from_tensor(&randn(&[4, 6, 33], 8, 4.0)).unwrap();
-        let r = randn(&[4, 6, 33], 9, 1.0);
-        let fused = gelu(x.as_tensor()).unwrap();
-        let reference = x.as_tensor().gelu_erf().unwrap();
-        assert!(max_diff(&fused, &reference) < 1e-5);
-        let gf = (&fused * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gc = (&reference * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let (a, c) = (
-            gf.get(x.as_tensor()).unwrap(),
-            gc.get(x.as_tensor()).unwrap(),
-        );
-        assert!(max_diff(a, c) < 1e-5, "{}", max_diff(a, c));
-        assert!(max_diff(a, &a.zeros_like().unwrap()) > 1e-2);
     }
 
     #[test]

@@ -53,3 +53,50 @@ fn the_lint_sees_what_it_should() {
     let got: Vec<usize> = offenders(src).into_iter().map(|(l, _)| l).collect();
     assert_eq!(got, vec![1, 3]);
 }
+
+/// Every kernel name src/cuda_ops.rs loads exists in kernels/embtune.cu (a `__global__`
+/// function, or a macro instantiation's first argument), so a renamed kernel fails here and not
+/// first on a rare GPU machine. Stems taken by the dtype dispatch (`"embtune_gelu_bias"`) get
+/// each of `_f32`, `_bf16`, `_f16`.
+#[test]
+fn cuda_kernel_names_exist_in_the_kernel_source() {
+    let root = common::repo_root();
+    let cu = std::fs::read_to_string(root.join("kernels/embtune.cu")).unwrap();
+    let rs = std::fs::read_to_string(root.join("src/cuda_ops.rs")).unwrap();
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut defined = std::collections::HashSet::new();
+    for line in cu.lines() {
+        let t = line.trim_start();
+        if let Some(rest) = t.split("__global__ void ").nth(1) {
+            defined.insert(ident(rest.trim_start()));
+        } else if t.starts_with("EMBTUNE_") && t.contains('(') && !t.starts_with("EMBTUNE_ID") {
+            // EMBTUNE_X(name_a, name_b?, T, ...): names start with "embtune_".
+            for arg in t.split_once('(').unwrap().1.split(',') {
+                let a = ident(arg.trim());
+                if a.starts_with("embtune_") {
+                    defined.insert(a);
+                }
+            }
+        }
+    }
+    let mut used = Vec::new();
+    for piece in rs.split('"').skip(1).step_by(2) {
+        if piece.starts_with("embtune_") && ident(piece) == piece {
+            if piece.ends_with("_f32") || piece.ends_with("_bf16") || piece.ends_with("_f16") {
+                used.push(piece.to_string());
+            } else {
+                used.extend(["f32", "bf16", "f16"].map(|s| format!("{piece}_{s}")));
+            }
+        }
+    }
+    assert!(used.len() >= 10, "{used:?}");
+    let missing: Vec<&String> = used.iter().filter(|u| !defined.contains(*u)).collect();
+    assert!(
+        missing.is_empty(),
+        "not in kernels/embtune.cu: {missing:?}; defined: {defined:?}"
+    );
+}
