@@ -142,24 +142,6 @@ extern "C" __global__ void embtune_layer_norm_f32(const float* __restrict__ x,
   for (unsigned int j = lane; j < h; j += 32) yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
 }
 
-// Softmax over the last dim, one warp per row, f32.
-extern "C" __global__ void embtune_softmax_f32(const float* __restrict__ x, float* __restrict__ y,
-                                               const unsigned long long rows,
-                                               const unsigned int n) {
-  const unsigned long long row =
-      ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-  const unsigned int lane = threadIdx.x % 32;
-  if (row >= rows) return;
-  const float* xr = x + row * n;
-  float m = -INFINITY;
-  for (unsigned int j = lane; j < n; j += 32) m = fmaxf(m, xr[j]);
-  m = embtune_warp_max(m);
-  float s = 0.0f;
-  for (unsigned int j = lane; j < n; j += 32) s += expf(xr[j] - m);
-  s = embtune_warp_sum(s);
-  float* yr = y + row * n;
-  for (unsigned int j = lane; j < n; j += 32) yr[j] = expf(xr[j] - m) / s;
-}
 
 // Backward of embtune_layer_norm_f32, one warp per row: out[0] = dx, out[1] = g·x̂ (its row
 // sums are the weight's gradient; g's are the bias's), out being [2, rows, h].
@@ -300,5 +282,74 @@ extern "C" __global__ void embtune_bias_dropout_add_ln_bwd_f32(
     if (use_drop) f = embtune_hash(seed, row * h + j) > threshold ? scale : 0.0f;
     dx[j] = d * f;
     gx[j] = gr[j] * xhat;
+  }
+}
+
+// Attention probabilities in one kernel, one warp per row of scores [B, heads, S, n] (f32):
+// y = drop(softmax(x·scale + mask[b])) with the additive mask [B, n] of the row's sentence
+// b = row / rows_per_batch, and the dropout op's hash mask on element row·n + j.
+__device__ __forceinline__ void embtune_attn_row_stats(const float* xr, const float* mr,
+                                                       const unsigned int n, const float scale,
+                                                       const unsigned int lane, float& m,
+                                                       float& inv) {
+  m = -INFINITY;
+  for (unsigned int j = lane; j < n; j += 32) m = fmaxf(m, xr[j] * scale + mr[j]);
+  m = embtune_warp_max(m);
+  float s = 0.0f;
+  for (unsigned int j = lane; j < n; j += 32) s += expf(xr[j] * scale + mr[j] - m);
+  inv = 1.0f / embtune_warp_sum(s);
+}
+
+extern "C" __global__ void embtune_attn_softmax_f32(
+    const float* __restrict__ x, const float* __restrict__ mask, float* __restrict__ y,
+    const unsigned long long rows, const unsigned int n, const unsigned long long rows_per_batch,
+    const float scale, const unsigned int use_drop, const unsigned long long seed,
+    const unsigned int threshold, const float dscale) {
+  const unsigned long long row =
+      ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  const unsigned int lane = threadIdx.x % 32;
+  if (row >= rows) return;  // whole warps leave together
+  const float* xr = x + row * n;
+  const float* mr = mask + (row / rows_per_batch) * n;
+  float m, inv;
+  embtune_attn_row_stats(xr, mr, n, scale, lane, m, inv);
+  float* yr = y + row * n;
+  for (unsigned int j = lane; j < n; j += 32) {
+    float p = expf(xr[j] * scale + mr[j] - m) * inv;
+    if (use_drop) p *= embtune_hash(seed, row * n + j) > threshold ? dscale : 0.0f;
+    yr[j] = p;
+  }
+}
+
+// Its backward: with p the softmax (recomputed) and g' = g·mask,
+// dx = scale · p · (g' − Σ g'·p).
+extern "C" __global__ void embtune_attn_softmax_bwd_f32(
+    const float* __restrict__ x, const float* __restrict__ mask, const float* __restrict__ g,
+    float* __restrict__ dx, const unsigned long long rows, const unsigned int n,
+    const unsigned long long rows_per_batch, const float scale, const unsigned int use_drop,
+    const unsigned long long seed, const unsigned int threshold, const float dscale) {
+  const unsigned long long row =
+      ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  const unsigned int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const float* xr = x + row * n;
+  const float* mr = mask + (row / rows_per_batch) * n;
+  const float* gr = g + row * n;
+  float m, inv;
+  embtune_attn_row_stats(xr, mr, n, scale, lane, m, inv);
+  float dot = 0.0f;
+  for (unsigned int j = lane; j < n; j += 32) {
+    const float p = expf(xr[j] * scale + mr[j] - m) * inv;
+    float gj = gr[j];
+    if (use_drop) gj *= embtune_hash(seed, row * n + j) > threshold ? dscale : 0.0f;
+    dot += gj * p;
+  }
+  dot = embtune_warp_sum(dot);
+  float* dr = dx + row * n;
+  for (unsigned int j = lane; j < n; j += 32) {
+    const float p = expf(xr[j] * scale + mr[j] - m) * inv;
+    float gj = gr[j];
+    if (use_drop) gj *= embtune_hash(seed, row * n + j) > threshold ? dscale : 0.0f;
+    dr[j] = scale * p * (gj - dot);
   }
 }

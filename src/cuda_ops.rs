@@ -3,8 +3,8 @@
 //! moments kept on the GPU and its clipping factor read from device memory; sums of squares for
 //! the global gradient norm; the embedding gather with a parallel scatter-add backward; hash
 //! dropout (the CUDA side of `model::cpu_ops`' dropout op); the fused LayerNorm (forward and
-//! backward) and softmax (forward) of `model::fused`; bias + GELU and bias + dropout + residual +
-//! LayerNorm (forward and backward) of `model::fused_layer`. Compiled only with
+//! backward) of `model::fused`; bias + GELU and bias + dropout + residual + LayerNorm of
+//! `model::fused_layer`; scale + mask + softmax + dropout of `model::fused_attention`. Compiled only with
 //! the `cuda` feature.
 
 use crate::model::cpu_kernels::AdamWStep;
@@ -484,56 +484,17 @@ pub fn layer_norm_fwd(
     bl: &Layout,
     eps: f32,
 ) -> Result<(CudaStorage, candle_core::Shape)> {
-    let ((x0, x1), (w0, w1), (b0, b1)) = (
-        span(xl, "layer norm")?,
-        span(wl, "layer norm")?,
-        span(bl, "layer norm")?,
-    );
     let h = xl.dims().last().copied().unwrap_or(1).max(1);
-    if w1 - w0 != h || b1 - b0 != h {
-        candle_core::bail!("layer norm: weight/bias size does not match the last dim {h}");
-    }
-    let rows = (x1 - x0) / h;
-    let dev = x.device.clone();
-    let func = dev.get_or_load_custom_func("embtune_layer_norm_f32", MODULE, PTX)?;
-    let xs = x.as_cuda_slice::<f32>()?.slice(x0..x1);
-    let ws = w.as_cuda_slice::<f32>()?.slice(w0..w1);
-    let bs = b.as_cuda_slice::<f32>()?.slice(b0..b1);
-    // SAFETY: every element is written by the kernel.
-    let mut out = unsafe { dev.alloc::<f32>(x1 - x0)? };
-    let (rows64, h32) = (rows as u64, h as u32);
-    let mut bld = func.builder();
-    bld.arg(&xs);
-    bld.arg(&ws);
-    bld.arg(&bs);
-    bld.arg(&mut out);
-    bld.arg(&rows64);
-    bld.arg(&h32);
-    bld.arg(&eps);
-    // SAFETY: matches the kernel's signature and sizes.
-    unsafe { bld.launch(warp_per_row_cfg(rows)) }.w()?;
-    Ok((CudaStorage::wrap_cuda_slice(out, dev), xl.shape().clone()))
-}
-
-/// Forward of `model::fused::SoftmaxOp` on CUDA (f32, contiguous).
-pub fn softmax_fwd(x: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, candle_core::Shape)> {
-    let (x0, x1) = span(xl, "softmax")?;
-    let n = xl.dims().last().copied().unwrap_or(1).max(1);
-    let rows = (x1 - x0) / n;
-    let dev = x.device.clone();
-    let func = dev.get_or_load_custom_func("embtune_softmax_f32", MODULE, PTX)?;
-    let xs = x.as_cuda_slice::<f32>()?.slice(x0..x1);
-    // SAFETY: every element is written by the kernel.
-    let mut out = unsafe { dev.alloc::<f32>(x1 - x0)? };
-    let (rows64, n32) = (rows as u64, n as u32);
-    let mut bld = func.builder();
-    bld.arg(&xs);
-    bld.arg(&mut out);
-    bld.arg(&rows64);
-    bld.arg(&n32);
-    // SAFETY: matches the kernel's signature and sizes.
-    unsafe { bld.launch(warp_per_row_cfg(rows)) }.w()?;
-    Ok((CudaStorage::wrap_cuda_slice(out, dev), xl.shape().clone()))
+    let n = xl.shape().elem_count();
+    let rows = n / h;
+    let scalars = [
+        Scalar::U64(rows as u64),
+        Scalar::U32(h as u32),
+        Scalar::F32(eps),
+    ];
+    let arrays = [(x, xl, n), (w, wl, h), (b, bl, h)];
+    let y = rows_kernel("embtune_layer_norm_f32", &arrays, n, &scalars, rows)?;
+    Ok((y, xl.shape().clone()))
 }
 
 /// Backward of `model::fused::LayerNormOp` on CUDA (f32, contiguous x, w, g): `[2, rows, h]`
@@ -547,35 +508,17 @@ pub fn layer_norm_bwd(
     gl: &Layout,
     eps: f32,
 ) -> Result<(CudaStorage, candle_core::Shape)> {
-    let ((x0, x1), (w0, w1), (g0, g1)) = (
-        span(xl, "layer norm backward")?,
-        span(wl, "layer norm backward")?,
-        span(gl, "layer norm backward")?,
-    );
     let h = xl.dims().last().copied().unwrap_or(1).max(1);
-    if w1 - w0 != h || g1 - g0 != x1 - x0 {
-        candle_core::bail!("layer norm backward: weight or gradient size does not match");
-    }
-    let rows = (x1 - x0) / h;
-    let dev = x.device.clone();
-    let func = dev.get_or_load_custom_func("embtune_layer_norm_bwd_f32", MODULE, PTX)?;
-    let xs = x.as_cuda_slice::<f32>()?.slice(x0..x1);
-    let ws = w.as_cuda_slice::<f32>()?.slice(w0..w1);
-    let gs = g.as_cuda_slice::<f32>()?.slice(g0..g1);
-    // SAFETY: every element (both halves) is written by the kernel.
-    let mut out = unsafe { dev.alloc::<f32>(2 * (x1 - x0))? };
-    let (rows64, h32) = (rows as u64, h as u32);
-    let mut bld = func.builder();
-    bld.arg(&xs);
-    bld.arg(&ws);
-    bld.arg(&gs);
-    bld.arg(&mut out);
-    bld.arg(&rows64);
-    bld.arg(&h32);
-    bld.arg(&eps);
-    // SAFETY: matches the kernel's signature and sizes.
-    unsafe { bld.launch(warp_per_row_cfg(rows)) }.w()?;
-    Ok((CudaStorage::wrap_cuda_slice(out, dev), (2, rows, h).into()))
+    let n = xl.shape().elem_count();
+    let rows = n / h;
+    let scalars = [
+        Scalar::U64(rows as u64),
+        Scalar::U32(h as u32),
+        Scalar::F32(eps),
+    ];
+    let arrays = [(x, xl, n), (w, wl, h), (g, gl, n)];
+    let out = rows_kernel("embtune_layer_norm_bwd_f32", &arrays, 2 * n, &scalars, rows)?;
+    Ok((out, (2, rows, h).into()))
 }
 
 /// `gelu(x + bias)` (inputs x, bias) or its backward (x, bias, g), any float dtype:
@@ -603,59 +546,117 @@ pub fn bias_dropout_add_ln(
 ) -> Result<CudaStorage> {
     let what = "bias-dropout-add-layer-norm";
     let [(x, xl), (r, rl), (p, pl)] = inputs;
-    let ((x0, x1), (r0, r1), (p0, p1)) = (span(xl, what)?, span(rl, what)?, span(pl, what)?);
     let h = xl.dims().last().copied().unwrap_or(1).max(1);
-    let n = x1 - x0;
-    if r1 - r0 != n || p1 - p0 != 3 * h || n % h != 0 {
+    let n = xl.shape().elem_count();
+    if rl.shape().elem_count() != n || pl.shape().elem_count() != 3 * h || n % h != 0 {
         candle_core::bail!("{what}: sizes do not match");
     }
     let rows = n / h;
-    let dev = x.device.clone();
-    let name = if g.is_some() {
-        "embtune_bias_dropout_add_ln_bwd_f32"
-    } else {
-        "embtune_bias_dropout_add_ln_f32"
+    let name = match g {
+        Some(_) => "embtune_bias_dropout_add_ln_bwd_f32",
+        None => "embtune_bias_dropout_add_ln_f32",
     };
-    let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
-    let xs = x.as_cuda_slice::<f32>()?.slice(x0..x1);
-    let rs = r.as_cuda_slice::<f32>()?.slice(r0..r1);
-    let ps = p.as_cuda_slice::<f32>()?.slice(p0..p1);
-    let gs = match g {
-        Some((g, gl)) => {
-            let (g0, g1) = span(gl, what)?;
-            if g1 - g0 != n {
-                candle_core::bail!("{what}: gradient size does not match");
-            }
-            Some(g.as_cuda_slice::<f32>()?.slice(g0..g1))
-        }
-        None => None,
-    };
+    let mut arrays = vec![(x, xl, n), (r, rl, n), (p, pl, 3 * h)];
+    arrays.extend(g.map(|(g, gl)| (g, gl, n)));
     let out_len = if g.is_some() { 3 * n } else { n };
+    let mut scalars = vec![
+        Scalar::U64(rows as u64),
+        Scalar::U32(h as u32),
+        Scalar::F32(eps),
+    ];
+    scalars.extend(drop_scalars(drop));
+    rows_kernel(name, &arrays, out_len, &scalars, rows)
+}
+
+/// The dropout arguments of the row kernels: use (0/1), seed, threshold, scale.
+fn drop_scalars(drop: Option<crate::model::cpu_kernels::Dropout>) -> [Scalar; 4] {
+    match drop {
+        Some(d) => [
+            Scalar::U32(1),
+            Scalar::U64(d.seed),
+            Scalar::U32(d.threshold),
+            Scalar::F32(d.scale),
+        ],
+        None => [
+            Scalar::U32(0),
+            Scalar::U64(0),
+            Scalar::U32(0),
+            Scalar::F32(1.0),
+        ],
+    }
+}
+
+/// Launches a one-warp-per-row f32 kernel with arguments (arrays…, out, scalars…): each array a
+/// contiguous tensor of exactly the given length, out a fresh buffer of `out_len`.
+fn rows_kernel(
+    name: &str,
+    arrays: &[(&CudaStorage, &Layout, usize)],
+    out_len: usize,
+    scalars: &[Scalar],
+    rows: usize,
+) -> Result<CudaStorage> {
+    let Some((first, _, _)) = arrays.first() else {
+        candle_core::bail!("{name}: no inputs");
+    };
+    let dev = first.device.clone();
+    let views = arrays
+        .iter()
+        .map(|&(s, l, len)| {
+            let (a, b) = span(l, name)?;
+            if b - a != len {
+                candle_core::bail!("{name}: an input of {} elements, expected {len}", b - a);
+            }
+            Ok(s.as_cuda_slice::<f32>()?.slice(a..b))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
     // SAFETY: every element is written by the kernel below.
     let mut out = unsafe { dev.alloc::<f32>(out_len)? };
-    let (rows64, h32, use_drop) = (rows as u64, h as u32, u32::from(drop.is_some()));
-    let d = drop.unwrap_or(crate::model::cpu_kernels::Dropout {
-        seed: 0,
-        threshold: 0,
-        scale: 1.0,
-    });
     let mut b = func.builder();
-    b.arg(&xs);
-    b.arg(&rs);
-    b.arg(&ps);
-    if let Some(gs) = &gs {
-        b.arg(gs);
+    for v in &views {
+        b.arg(v);
     }
     b.arg(&mut out);
-    b.arg(&rows64);
-    b.arg(&h32);
-    b.arg(&eps);
-    b.arg(&use_drop);
-    b.arg(&d.seed);
-    b.arg(&d.threshold);
-    b.arg(&d.scale);
-    // SAFETY: matches the kernels' signatures (the backward has g before out); x, res and g
-    // hold rows·h floats, p 3h, out rows·h (forward) or 3·rows·h (backward).
+    for s in scalars {
+        match s {
+            Scalar::U64(v) => b.arg(v),
+            Scalar::U32(v) => b.arg(v),
+            Scalar::F32(v) => b.arg(v),
+        };
+    }
+    // SAFETY: the callers pass the kernel's arrays and scalars in its parameter order, with the
+    // lengths checked above.
     unsafe { b.launch(warp_per_row_cfg(rows)) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev))
+}
+
+/// `drop(softmax(x·scale + mask))` over rows of n (f32, contiguous; `mask` additive `[B·n]`,
+/// row r in sentence r / `per_batch`), or with `g` its backward (the scores' gradient):
+/// `model::fused_attention`. `geometry` = (rows, n, per_batch).
+pub fn attn_softmax(
+    inputs: [(&CudaStorage, &Layout); 2],
+    g: Option<(&CudaStorage, &Layout)>,
+    geometry: (usize, usize, usize),
+    scale: f32,
+    drop: Option<crate::model::cpu_kernels::Dropout>,
+) -> Result<CudaStorage> {
+    let (rows, n, per_batch) = geometry;
+    if per_batch == 0 || rows % per_batch != 0 {
+        candle_core::bail!("attention softmax: {rows} rows in sentences of {per_batch}");
+    }
+    let [(x, xl), (m, ml)] = inputs;
+    let name = match g {
+        Some(_) => "embtune_attn_softmax_bwd_f32",
+        None => "embtune_attn_softmax_f32",
+    };
+    let mut arrays = vec![(x, xl, rows * n), (m, ml, rows / per_batch * n)];
+    arrays.extend(g.map(|(g, gl)| (g, gl, rows * n)));
+    let mut scalars = vec![
+        Scalar::U64(rows as u64),
+        Scalar::U32(n as u32),
+        Scalar::U64(per_batch as u64),
+        Scalar::F32(scale),
+    ];
+    scalars.extend(drop_scalars(drop));
+    rows_kernel(name, &arrays, rows * n, &scalars, rows)
 }

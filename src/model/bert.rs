@@ -144,7 +144,7 @@ pub struct BertModel {
     /// Dtype the encoder computes in (`--dtype`); the output is in the weights' dtype.
     compute: DType,
     device: Device,
-    /// Takes the CUDA path's ops (fused LayerNorm/softmax, bias + GELU, bias + dropout +
+    /// Takes the CUDA path's ops (fused LayerNorm, attention softmax, bias + GELU, bias + dropout +
     /// residual + LayerNorm, hash dropout): on a CUDA device, or on the CPU for checks
     /// ([`Self::use_cuda_path_on_cpu`]).
     cuda_path: bool,
@@ -477,13 +477,23 @@ impl BertModel {
         let q = heads(l.query.forward(x, grad)?)?;
         let k = heads(l.key.forward(x, grad)?)?;
         let v = heads(l.value.forward(x, grad)?)?;
-        let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let scores = scores.broadcast_add(mask)?;
-        let probs = self.drop(
-            &softmax(&scores, grad, self.cuda_path)?,
-            self.dropout.attention,
-            train,
-        )?;
+        let raw = q.matmul(&k.t()?.contiguous()?)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let probs = if self.fused_training(grad) {
+            // Scale, mask, softmax and dropout as one op (same mask as `drop` would draw).
+            let p = self.dropout.attention;
+            let drop =
+                (train && p > 0.0).then(|| super::cpu_kernels::Dropout::new(p, self.next_seed()));
+            super::fused_attention::attention_probs(&raw, mask, scale, drop)?
+                .to_dtype(raw.dtype())?
+        } else {
+            let scores = (raw * scale)?.broadcast_add(mask)?;
+            self.drop(
+                &softmax(&scores, grad, self.cuda_path)?,
+                self.dropout.attention,
+                train,
+            )?
+        };
         let ctx = probs
             .matmul(&v)?
             .transpose(1, 2)?
@@ -596,8 +606,8 @@ enum AttnMask {
 }
 
 /// Softmax over the last dim in f32 (half precision inputs are cast up and the result cast
-/// back). On CUDA one fused kernel (candle's for inference, ours with a backward for training);
-/// the CPU keeps the composed version.
+/// back). On CUDA inference candle's fused kernel (training there uses `fused_attention`); else
+/// the composed version, which has a backward.
 fn softmax(x: &Tensor, grad: bool, cuda_path: bool) -> Result<Tensor> {
     let dt = x.dtype();
     let x32 = match dt {
@@ -606,7 +616,6 @@ fn softmax(x: &Tensor, grad: bool, cuda_path: bool) -> Result<Tensor> {
     };
     let y = match (cuda_path, grad) {
         (true, false) => candle_nn::ops::softmax_last_dim(&x32)?,
-        (true, true) if crate::device::fast_cuda_kernels() => super::fused::softmax_last_dim(&x32)?,
         _ => ops::softmax_last_dim(&x32)?,
     };
     y.to_dtype(dt)

@@ -1,12 +1,12 @@
-//! Fused LayerNorm and softmax with hand-written backwards, as candle custom ops: one kernel
-//! forward (CUDA: kernels/embtune.cu; CPU: plain loops) instead of ~10 composed ops, and a
-//! backward of one row-pass kernel plus two sums (LayerNorm) or three composed ops (softmax)
-//! instead of the autograd of the composition. (The sublayer ops are in `fused_layer.rs`.) The training path
+//! Fused LayerNorm with a hand-written backward, as a candle custom op: one kernel forward
+//! (CUDA: kernels/embtune.cu; CPU: plain loops) instead of ~10 composed ops, and a backward of
+//! one row-pass kernel plus two sums instead of the autograd of the composition (the embedding
+//! LayerNorm; the layers' norms are in `fused_layer.rs`, attention in `fused_attention.rs`). The training path
 //! uses them on CUDA, where each op is a kernel launch; the CPU keeps the composed versions in
 //! `ops.rs` (its numbers match sentence-transformers). Tests check forward and backward against
 //! the composed reference on the CPU. f32 only (half precision callers cast up first).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 
 /// The f32 data of a contiguous CPU tensor (custom ops' CPU forwards).
 pub(super) fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -157,45 +157,6 @@ impl CustomOp3 for LayerNormBwdOp {
     }
 }
 
-/// Softmax over the last dim.
-pub struct SoftmaxOp;
-
-impl CustomOp1 for SoftmaxOp {
-    fn name(&self) -> &'static str {
-        "embtune-fused-softmax"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = cpu_f32(s, l, "softmax")?;
-        let n = l.dims().last().copied().unwrap_or(1).max(1);
-        let mut y = vec![0f32; x.len()];
-        for (xr, yr) in x.chunks(n).zip(y.chunks_mut(n)) {
-            let m = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut s = 0f32;
-            for (o, v) in yr.iter_mut().zip(xr) {
-                *o = (v - m).exp();
-                s += *o;
-            }
-            yr.iter_mut().for_each(|o| *o /= s);
-        }
-        Ok((CpuStorage::F32(y), l.shape().clone()))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s: &candle_core::CudaStorage,
-        l: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        crate::cuda_ops::softmax_fwd(s, l)
-    }
-
-    fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let dot = (g * y)?.sum_keepdim(D::Minus1)?;
-        Ok(Some((g.broadcast_sub(&dot)? * y)?))
-    }
-}
-
 fn f32_contiguous(t: &Tensor) -> Result<Tensor> {
     t.to_dtype(DType::F32)?.contiguous()
 }
@@ -207,11 +168,6 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
         &f32_contiguous(b)?,
         LayerNormOp { eps: eps as f32 },
     )
-}
-
-/// Fused softmax over the last dim in f32 (input cast up; the result is f32).
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    f32_contiguous(x)?.apply_op1(SoftmaxOp)
 }
 
 #[cfg(test)]
@@ -256,32 +212,5 @@ mod tests {
                 "grad {name} is zero"
             );
         }
-    }
-
-    #[test]
-    fn fused_softmax_matches_the_composed_reference() {
-        let x = Var::from_tensor(&randn(&[2, 3, 7, 9], 5, 6.0)).unwrap();
-        let r = randn(&[2, 3, 7, 9], 6, 1.0);
-        let fused = softmax_last_dim(x.as_tensor()).unwrap();
-        let composed = ops::softmax_last_dim(x.as_tensor()).unwrap();
-        assert!(max_diff(&fused, &composed) < 1e-6);
-        let gf = (&fused * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gc = (&composed * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let (a, c) = (
-            gf.get(x.as_tensor()).unwrap(),
-            gc.get(x.as_tensor()).unwrap(),
-        );
-        assert!(max_diff(a, c) < 1e-5, "{}", max_diff(a, c));
-        assert!(max_diff(a, &a.zeros_like().unwrap()) > 1e-3);
     }
 }

@@ -8,6 +8,7 @@ pub mod cpu_kernels;
 pub mod cpu_ops;
 pub mod dense;
 pub mod fused;
+pub mod fused_attention;
 pub mod fused_layer;
 pub mod hub;
 pub mod ops;

@@ -250,7 +250,8 @@ fn bench_train_phases_split_the_step_without_changing_it() {
 
 /// The device check's harness with the CPU as the device under test (a GPU run is
 /// scripts/gpu-check.sh): the model under test takes the CUDA path's ops (fused LayerNorm,
-/// softmax, bias + GELU, bias + dropout + residual + LayerNorm, with their backwards) on the CPU, and
+/// attention softmax + dropout, bias + GELU, bias + dropout + residual + LayerNorm, with
+/// their backwards) on the CPU, and
 /// every check passes against the CPU fast path — embeddings, six losses and their gradients,
 /// dropout masks, gradient norm, AdamW steps.
 #[test]

@@ -1,0 +1,242 @@
+//! The CUDA training path's attention probabilities as one candle custom op:
+//! `dropout(softmax(scores · scale + mask))` over `[B, heads, S, S]` scores, with a one-kernel
+//! backward that recomputes the softmax and the dropout mask (kernels/embtune.cu) — one graph
+//! node instead of four (scale, mask add, softmax, dropout), and no probability or mask tensor
+//! kept for the backward beyond the scores. The CPU forward and backward are plain loops, run by
+//! `BertModel::use_cuda_path_on_cpu` in tests against the CPU fast path. Depends on
+//! `cpu_kernels::Dropout` (the shared hash mask), `fused::cpu_f32` and `cuda_ops`.
+
+use super::cpu_kernels::Dropout;
+use super::fused::cpu_f32;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+
+/// Scale, dropout and the row geometry of the op.
+#[derive(Debug, Clone, Copy)]
+struct AttnSoftmax {
+    scale: f32,
+    drop: Option<Dropout>,
+}
+
+impl AttnSoftmax {
+    /// Rows of `n` scores, sentences of `rows / (mask.len() / n)` rows each.
+    fn geometry(&self, x: &Layout, mask_len: usize) -> Result<(usize, usize, usize)> {
+        let n = x.dims().last().copied().unwrap_or(1).max(1);
+        let rows = x.shape().elem_count() / n;
+        let b = mask_len / n;
+        if b == 0 || mask_len % n != 0 || rows % b != 0 {
+            candle_core::bail!("attention softmax: a mask of {mask_len} for rows of {n}");
+        }
+        Ok((rows, n, rows / b))
+    }
+
+    /// The CPU loops: probabilities, or with `g` the scores' gradient.
+    fn cpu(&self, x: &[f32], mask: &[f32], l: &Layout, g: Option<&[f32]>) -> Result<Vec<f32>> {
+        let (rows, n, per_batch) = self.geometry(l, mask.len())?;
+        let factor = |i: usize| self.drop.map_or(1.0, |d| d.factor(i as u64));
+        let mut out = vec![0f32; x.len()];
+        let mut p = vec![0f32; n];
+        for r in 0..rows {
+            let (xr, mr) = (&x[r * n..(r + 1) * n], &mask[(r / per_batch) * n..][..n]);
+            let z = |j: usize| xr[j] * self.scale + mr[j];
+            let m = (0..n).map(z).fold(f32::NEG_INFINITY, f32::max);
+            let s: f32 = (0..n).map(|j| (z(j) - m).exp()).sum();
+            for (j, pj) in p.iter_mut().enumerate() {
+                *pj = (z(j) - m).exp() / s;
+            }
+            let o = &mut out[r * n..(r + 1) * n];
+            match g {
+                None => {
+                    for j in 0..n {
+                        o[j] = p[j] * factor(r * n + j);
+                    }
+                }
+                Some(g) => {
+                    let gd = |j: usize| g[r * n + j] * factor(r * n + j);
+                    let dot: f32 = (0..n).map(|j| gd(j) * p[j]).sum();
+                    for j in 0..n {
+                        o[j] = self.scale * p[j] * (gd(j) - dot);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl CustomOp2 for AttnSoftmax {
+    fn name(&self) -> &'static str {
+        "embtune-attention-softmax"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let what = "attention softmax";
+        let y = self.cpu(cpu_f32(s1, l1, what)?, cpu_f32(s2, l2, what)?, l1, None)?;
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (rows, n, per_batch) = self.geometry(l1, l2.shape().elem_count())?;
+        let y = crate::cuda_ops::attn_softmax(
+            [(s1, l1), (s2, l2)],
+            None,
+            (rows, n, per_batch),
+            self.scale,
+            self.drop,
+        )?;
+        Ok((y, l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.to_dtype(DType::F32)?.contiguous()?;
+        let dx = x.apply_op3_no_bwd(mask, &g, &AttnSoftmaxBwd(*self))?;
+        Ok((Some(dx), None))
+    }
+}
+
+/// `(scores, mask, g)` → the scores' gradient.
+struct AttnSoftmaxBwd(AttnSoftmax);
+
+impl CustomOp3 for AttnSoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "embtune-attention-softmax-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let what = "attention softmax backward";
+        let (x, m, g) = (
+            cpu_f32(s1, l1, what)?,
+            cpu_f32(s2, l2, what)?,
+            cpu_f32(s3, l3, what)?,
+        );
+        if g.len() != x.len() {
+            candle_core::bail!("{what}: gradient size does not match");
+        }
+        let dx = self.0.cpu(x, m, l1, Some(g))?;
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let geometry = self.0.geometry(l1, l2.shape().elem_count())?;
+        let dx = crate::cuda_ops::attn_softmax(
+            [(s1, l1), (s2, l2)],
+            Some((s3, l3)),
+            geometry,
+            self.0.scale,
+            self.0.drop,
+        )?;
+        Ok((dx, l1.shape().clone()))
+    }
+}
+
+/// `dropout(softmax(scores · scale + mask))` over the last dim, in f32: `scores: [B, heads, S,
+/// S]`, `mask`: the additive mask `[B, 1, 1, S]` (no gradient), `drop` the hash mask on the
+/// contiguous probabilities (what `cpu_ops::dropout` with the same seed would apply).
+pub fn attention_probs(
+    scores: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+    drop: Option<Dropout>,
+) -> Result<Tensor> {
+    let mask = mask.to_dtype(DType::F32)?.flatten_all()?.contiguous()?;
+    scores.to_dtype(DType::F32)?.contiguous()?.apply_op2(
+        &mask,
+        AttnSoftmax {
+            scale: scale as f32,
+            drop,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::test_util::{max_diff, randn};
+    use candle_core::Var;
+
+    /// The one op equals scale → mask add → softmax → dropout composed from candle ops and the
+    /// dropout op (same seed), in value and in the scores' gradient, with and without dropout;
+    /// masked keys get probability 0.
+    #[test]
+    fn attention_probs_match_the_composed_ops() {
+        let (b, h, s) = (3, 4, 9);
+        let x = Var::from_tensor(&randn(&[b, h, s, s], 41, 5.0)).unwrap();
+        let keep: Vec<f32> = (0..b * s)
+            .map(|i| if i % s < s - i / s { 1.0 } else { 0.0 })
+            .collect();
+        let am = Tensor::from_vec(keep.clone(), (b, s), &candle_core::Device::Cpu).unwrap();
+        let mask = crate::model::ops::additive_attention_mask(&am, DType::F32).unwrap();
+        let r = randn(&[b, h, s, s], 42, 1.0);
+        let scale = 0.125;
+        for p in [0.0, 0.3] {
+            let drop = (p > 0.0).then(|| Dropout::new(p, 5));
+            let fused = attention_probs(x.as_tensor(), &mask, scale, drop).unwrap();
+            let z = (x.as_tensor() * scale)
+                .unwrap()
+                .broadcast_add(&mask)
+                .unwrap();
+            let sm = crate::model::ops::softmax_last_dim(&z).unwrap();
+            let composed = if p > 0.0 {
+                crate::model::cpu_ops::dropout(&sm, p, 5).unwrap()
+            } else {
+                sm
+            };
+            assert!(max_diff(&fused, &composed) < 1e-6, "p {p}");
+            let probs: Vec<f32> = fused.flatten_all().unwrap().to_vec1().unwrap();
+            for (i, v) in probs.iter().enumerate() {
+                let (row, j) = (i / s, i % s);
+                if keep[(row / (h * s)) * s + j] == 0.0 {
+                    assert_eq!(*v, 0.0, "masked key {j} of row {row}");
+                }
+            }
+            let gf = (&fused * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let gc = (&composed * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let (a, c) = (
+                gf.get(x.as_tensor()).unwrap(),
+                gc.get(x.as_tensor()).unwrap(),
+            );
+            assert!(max_diff(a, c) < 1e-5, "p {p}: {}", max_diff(a, c));
+            assert!(max_diff(a, &a.zeros_like().unwrap()) > 1e-3);
+        }
+    }
+}
