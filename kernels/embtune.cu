@@ -353,3 +353,49 @@ extern "C" __global__ void embtune_attn_softmax_bwd_f32(
     dr[j] = scale * p * (gj - dot);
   }
 }
+
+// q/k/v head layout with the bias added: x [B, S, nh·hd] + bias → y [B, nh, S, hd], or with
+// `kt` = 1 y [B, nh, hd, S] (keys, transposed for the scores product). The backward moves the
+// gradient back to x's layout (a gather, no atomics); the bias's gradient is its row sum.
+__device__ __forceinline__ unsigned long long embtune_heads_src(
+    unsigned long long i, unsigned long long s_len, unsigned long long nh, unsigned long long hd,
+    unsigned int kt) {
+  unsigned long long s, d, hh, b;
+  if (kt) {
+    s = i % s_len;
+    d = (i / s_len) % hd;
+    hh = (i / (s_len * hd)) % nh;
+    b = i / (s_len * hd * nh);
+  } else {
+    d = i % hd;
+    s = (i / hd) % s_len;
+    hh = (i / (hd * s_len)) % nh;
+    b = i / (hd * s_len * nh);
+  }
+  return (b * s_len + s) * (nh * hd) + hh * hd + d;
+}
+#define EMBTUNE_HEADS(FWD, BWD, T, TO_F, FROM_F)                                                 \
+  extern "C" __global__ void FWD(const T* __restrict__ x, const T* __restrict__ bias,            \
+                                 T* __restrict__ y, const unsigned long long n,                  \
+                                 const unsigned long long h, const unsigned long long s_len,     \
+                                 const unsigned long long nh, const unsigned int kt) {           \
+    const unsigned long long hd = h / nh;                                                        \
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; \
+         i += (unsigned long long)blockDim.x * gridDim.x) {                                      \
+      const unsigned long long src = embtune_heads_src(i, s_len, nh, hd, kt);                    \
+      y[i] = FROM_F(TO_F(x[src]) + TO_F(bias[src % h]));                                         \
+    }                                                                                            \
+  }                                                                                              \
+  extern "C" __global__ void BWD(const T* __restrict__ g, T* __restrict__ dx,                    \
+                                 const unsigned long long n, const unsigned long long h,         \
+                                 const unsigned long long s_len, const unsigned long long nh,    \
+                                 const unsigned int kt) {                                        \
+    const unsigned long long hd = h / nh;                                                        \
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; \
+         i += (unsigned long long)blockDim.x * gridDim.x)                                        \
+      dx[embtune_heads_src(i, s_len, nh, hd, kt)] = g[i];                                        \
+  }
+EMBTUNE_HEADS(embtune_bias_heads_f32, embtune_heads_back_f32, float, EMBTUNE_ID, EMBTUNE_ID)
+EMBTUNE_HEADS(embtune_bias_heads_bf16, embtune_heads_back_bf16, __nv_bfloat16, __bfloat162float,
+              __float2bfloat16)
+EMBTUNE_HEADS(embtune_bias_heads_f16, embtune_heads_back_f16, __half, __half2float, __float2half)

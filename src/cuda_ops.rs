@@ -660,3 +660,24 @@ pub fn attn_softmax(
     scalars.extend(drop_scalars(drop));
     rows_kernel(name, &arrays, rows * n, &scalars, rows)
 }
+
+/// q/k/v heads layout with bias (`bias` given: x [B, S, H] → heads) or its backward (`bias`
+/// None: the heads gradient → [B, S, H]), any float dtype: `model::fused_attention`.
+/// `dims` = (H, S, heads, keys transposed 0/1).
+pub fn bias_heads(
+    bias: Option<(&CudaStorage, &Layout)>,
+    x: (&CudaStorage, &Layout),
+    dims: [u64; 4],
+) -> Result<CudaStorage> {
+    let [h, s, nh, kt] = dims;
+    let scalars = [
+        Scalar::U64(h),
+        Scalar::U64(s),
+        Scalar::U64(nh),
+        Scalar::U32(kt as u32),
+    ];
+    match bias {
+        Some(b) => elementwise_rows("embtune_bias_heads", &[x, b], Some(h as usize), &scalars),
+        None => elementwise("embtune_heads_back", &[x], &scalars),
+    }
+}

@@ -471,13 +471,28 @@ impl BertModel {
         let (b, s, h) = x.dims3()?;
         let nh = self.cfg.num_attention_heads;
         let hd = self.cfg.head_dim();
-        let heads = |t: Tensor| -> Result<Tensor> {
-            t.reshape((b, s, nh, hd))?.transpose(1, 2)?.contiguous()
+        let raw_and_v = if self.fused_training(grad) {
+            // Bias + heads layout in one node each; keys come out transposed for the product.
+            let heads = |m: &Linear, kt: bool| -> Result<Tensor> {
+                let y = m.product(x, grad)?;
+                super::fused_attention::bias_heads(&y, &param(&m.bias, grad, y.dtype())?, nh, kt)
+            };
+            let (q, kt, v) = (
+                heads(&l.query, false)?,
+                heads(&l.key, true)?,
+                heads(&l.value, false)?,
+            );
+            (q.matmul(&kt)?, v)
+        } else {
+            let heads = |t: Tensor| -> Result<Tensor> {
+                t.reshape((b, s, nh, hd))?.transpose(1, 2)?.contiguous()
+            };
+            let q = heads(l.query.forward(x, grad)?)?;
+            let k = heads(l.key.forward(x, grad)?)?;
+            let v = heads(l.value.forward(x, grad)?)?;
+            (q.matmul(&k.t()?.contiguous()?)?, v)
         };
-        let q = heads(l.query.forward(x, grad)?)?;
-        let k = heads(l.key.forward(x, grad)?)?;
-        let v = heads(l.value.forward(x, grad)?)?;
-        let raw = q.matmul(&k.t()?.contiguous()?)?;
+        let (raw, v) = raw_and_v;
         let scale = 1.0 / (hd as f64).sqrt();
         let probs = if self.fused_training(grad) {
             // Scale, mask, softmax and dropout as one op (same mask as `drop` would draw).

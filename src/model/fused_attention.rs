@@ -1,4 +1,5 @@
-//! The CUDA training path's attention probabilities as one candle custom op:
+//! The CUDA training path's attention ops: q/k/v in the heads layout with their bias (keys
+//! transposed), one node each instead of two or three; and the attention probabilities as one op:
 //! `dropout(softmax(scores · scale + mask))` over `[B, heads, S, S]` scores, with a one-kernel
 //! backward that recomputes the softmax and the dropout mask (kernels/embtune.cu) — one graph
 //! node instead of four (scale, mask add, softmax, dropout), and no probability or mask tensor
@@ -178,6 +179,167 @@ pub fn attention_probs(
     )
 }
 
+/// q, k or v in the heads layout with the bias added: `x: [B, S, nh·hd]` (the product without
+/// bias) → `[B, nh, S, hd]`, or for keys (`kt`) `[B, nh, hd, S]`, ready for the scores
+/// product: one node instead of a bias add, a transposed copy (and, for keys, a second one).
+#[derive(Debug, Clone, Copy)]
+struct BiasHeads {
+    heads: usize,
+    kt: bool,
+}
+
+impl BiasHeads {
+    /// (B, S, H) of `x`'s layout, checked against the heads.
+    fn dims(&self, l: &Layout) -> Result<(usize, usize, usize)> {
+        let &[b, s, h] = l.dims() else {
+            candle_core::bail!("bias heads: expected [B, S, H], got {:?}", l.dims());
+        };
+        if self.heads == 0 || h % self.heads != 0 {
+            candle_core::bail!("bias heads: {h} not divisible into {} heads", self.heads);
+        }
+        Ok((b, s, h))
+    }
+    fn out_shape(&self, (b, s, h): (usize, usize, usize)) -> Shape {
+        let hd = h / self.heads;
+        if self.kt {
+            Shape::from((b, self.heads, hd, s))
+        } else {
+            Shape::from((b, self.heads, s, hd))
+        }
+    }
+    /// Index in `x` of output element `i`.
+    fn src(&self, i: usize, (_, s_len, h): (usize, usize, usize)) -> usize {
+        let (nh, hd) = (self.heads, h / self.heads);
+        let (s, d, hh, b) = if self.kt {
+            (
+                i % s_len,
+                (i / s_len) % hd,
+                (i / (s_len * hd)) % nh,
+                i / (s_len * hd * nh),
+            )
+        } else {
+            (
+                i / hd % s_len,
+                i % hd,
+                (i / (hd * s_len)) % nh,
+                i / (hd * s_len * nh),
+            )
+        };
+        (b * s_len + s) * h + hh * hd + d
+    }
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    fn scalars(&self, (_, s, h): (usize, usize, usize)) -> [u64; 4] {
+        [h as u64, s as u64, self.heads as u64, u64::from(self.kt)]
+    }
+}
+
+impl CustomOp2 for BiasHeads {
+    fn name(&self) -> &'static str {
+        "embtune-bias-heads"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = self.dims(l1)?;
+        let (x, bias) = (
+            cpu_f32(s1, l1, "bias heads")?,
+            cpu_f32(s2, l2, "bias heads")?,
+        );
+        if bias.len() != dims.2 {
+            candle_core::bail!(
+                "bias heads: a bias of {} for rows of {}",
+                bias.len(),
+                dims.2
+            );
+        }
+        let y = (0..x.len())
+            .map(|i| {
+                let j = self.src(i, dims);
+                x[j] + bias[j % dims.2]
+            })
+            .collect();
+        Ok((CpuStorage::F32(y), self.out_shape(dims)))
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dims = self.dims(l1)?;
+        let y = crate::cuda_ops::bias_heads(Some((s2, l2)), (s1, l1), self.scalars(dims))?;
+        Ok((y, self.out_shape(dims)))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.to_dtype(x.dtype())?.contiguous()?;
+        let dx = g.apply_op1_no_bwd(&HeadsBack {
+            op: *self,
+            x: self.dims(x.layout())?,
+        })?;
+        let h = bias.elem_count();
+        let db = dx.reshape((dx.elem_count() / h.max(1), h))?.sum(0)?;
+        Ok((Some(dx), Some(db.to_dtype(bias.dtype())?)))
+    }
+}
+
+/// The heads layout's gradient moved back to `[B, S, H]`.
+struct HeadsBack {
+    op: BiasHeads,
+    x: (usize, usize, usize),
+}
+
+impl candle_core::CustomOp1 for HeadsBack {
+    fn name(&self) -> &'static str {
+        "embtune-heads-back"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = cpu_f32(s, l, "heads backward")?;
+        let mut dx = vec![0f32; g.len()];
+        for (i, v) in g.iter().enumerate() {
+            dx[self.op.src(i, self.x)] = *v;
+        }
+        Ok((CpuStorage::F32(dx), Shape::from(self.x)))
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dx = crate::cuda_ops::bias_heads(None, (s, l), self.op.scalars(self.x))?;
+        Ok((dx, Shape::from(self.x)))
+    }
+}
+
+/// `x + bias` in the heads layout `[B, nh, S, hd]` (`keys_transposed`: `[B, nh, hd, S]`), for
+/// `x: [B, S, nh·hd]` and `bias: [nh·hd]` (cast to x's dtype).
+pub fn bias_heads(
+    x: &Tensor,
+    bias: &Tensor,
+    heads: usize,
+    keys_transposed: bool,
+) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(
+        &bias.to_dtype(x.dtype())?.contiguous()?,
+        BiasHeads {
+            heads,
+            kt: keys_transposed,
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +399,56 @@ mod tests {
             );
             assert!(max_diff(a, c) < 1e-5, "p {p}: {}", max_diff(a, c));
             assert!(max_diff(a, &a.zeros_like().unwrap()) > 1e-3);
+        }
+    }
+
+    /// The heads layout with bias equals candle's bias add + reshape + transpose (+ transpose
+    /// for keys), and its gradients (x and bias) equal the composed autograd.
+    #[test]
+    fn bias_heads_match_reshape_and_transpose() {
+        let (b, s, nh, hd) = (2, 5, 3, 4);
+        let x = Var::from_tensor(&randn(&[b, s, nh * hd], 51, 2.0)).unwrap();
+        let bias = Var::from_tensor(&randn(&[nh * hd], 52, 1.0)).unwrap();
+        for kt in [false, true] {
+            let fused = bias_heads(x.as_tensor(), bias.as_tensor(), nh, kt).unwrap();
+            let mut composed = x
+                .as_tensor()
+                .broadcast_add(bias.as_tensor())
+                .unwrap()
+                .reshape((b, s, nh, hd))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap();
+            if kt {
+                composed = composed.transpose(2, 3).unwrap();
+            }
+            let composed = composed.contiguous().unwrap();
+            assert_eq!(fused.dims(), composed.dims());
+            assert!(max_diff(&fused, &composed) == 0.0, "kt {kt}");
+            let r = randn(fused.dims(), 53, 1.0);
+            let gf = (&fused * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let gc = (&composed * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (name, v) in [("x", &x), ("bias", &bias)] {
+                let (a, c) = (
+                    gf.get(v.as_tensor()).unwrap(),
+                    gc.get(v.as_tensor()).unwrap(),
+                );
+                assert!(
+                    max_diff(a, c) < 1e-5,
+                    "kt {kt}, grad {name}: {}",
+                    max_diff(a, c)
+                );
+            }
         }
     }
 }
