@@ -343,7 +343,7 @@ pub fn bias_heads(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::test_util::{max_diff, randn};
+    use crate::model::test_util::{grad_diffs, max_diff, randn};
     use candle_core::Var;
 
     /// The one op equals scale → mask add → softmax → dropout composed from candle ops and the
@@ -381,24 +381,9 @@ mod tests {
                     assert_eq!(*v, 0.0, "masked key {j} of row {row}");
                 }
             }
-            let gf = (&fused * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let gc = (&composed * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let (a, c) = (
-                gf.get(x.as_tensor()).unwrap(),
-                gc.get(x.as_tensor()).unwrap(),
-            );
-            assert!(max_diff(a, c) < 1e-5, "p {p}: {}", max_diff(a, c));
-            assert!(max_diff(a, &a.zeros_like().unwrap()) > 1e-3);
+            let (_, d, g) = grad_diffs(&fused, &composed, &r, &[("x", &x)]).remove(0);
+            assert!(d < 1e-5, "p {p}: {d}");
+            assert!(g > 1e-3);
         }
     }
 
@@ -426,28 +411,8 @@ mod tests {
             assert_eq!(fused.dims(), composed.dims());
             assert!(max_diff(&fused, &composed) == 0.0, "kt {kt}");
             let r = randn(fused.dims(), 53, 1.0);
-            let gf = (&fused * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let gc = (&composed * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            for (name, v) in [("x", &x), ("bias", &bias)] {
-                let (a, c) = (
-                    gf.get(v.as_tensor()).unwrap(),
-                    gc.get(v.as_tensor()).unwrap(),
-                );
-                assert!(
-                    max_diff(a, c) < 1e-5,
-                    "kt {kt}, grad {name}: {}",
-                    max_diff(a, c)
-                );
+            for (name, d, _) in grad_diffs(&fused, &composed, &r, &[("x", &x), ("bias", &bias)]) {
+                assert!(d < 1e-5, "kt {kt}, grad {name}: {d}");
             }
         }
     }

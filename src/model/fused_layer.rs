@@ -346,7 +346,7 @@ pub fn bias_dropout_add_ln(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::test_util::{max_diff, randn};
+    use crate::model::test_util::{grad_diffs, max_diff, randn};
     use candle_core::Var;
 
     /// bias + GELU and its backward equal candle's `(x + bias).gelu_erf()` and its autograd,
@@ -364,28 +364,9 @@ mod tests {
             .gelu_erf()
             .unwrap();
         assert!(max_diff(&fused, &reference) < 1e-5);
-        let gf = (&fused * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gc = (&reference * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (name, v) in [("x", &x), ("bias", &b)] {
-            let (a, c) = (
-                gf.get(v.as_tensor()).unwrap(),
-                gc.get(v.as_tensor()).unwrap(),
-            );
-            assert!(max_diff(a, c) < 1e-4, "grad {name}: {}", max_diff(a, c));
-            assert!(
-                max_diff(a, &a.zeros_like().unwrap()) > 1e-2,
-                "grad {name} is zero"
-            );
+        for (name, d, g) in grad_diffs(&fused, &reference, &r, &[("x", &x), ("bias", &b)]) {
+            assert!(d < 1e-4, "grad {name}: {d}");
+            assert!(g > 1e-2, "grad {name} is zero");
         }
     }
 
@@ -425,42 +406,26 @@ mod tests {
             let composed =
                 crate::model::ops::layer_norm(&sum, w.as_tensor(), b.as_tensor(), 1e-12).unwrap();
             assert!(max_diff(&fused, &composed) < 1e-5, "p {p}");
-            let gf = (&fused * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let gc = (&composed * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            for (name, t) in [
+            let vars = [
                 ("x", &x),
                 ("res", &res),
                 ("bias", &bias),
                 ("w", &w),
                 ("b", &b),
-            ] {
-                let (a, c) = (
-                    gf.get(t.as_tensor()).unwrap(),
-                    gc.get(t.as_tensor()).unwrap(),
-                );
-                assert!(
-                    max_diff(a, c) < 1e-4,
-                    "p {p}, grad {name}: {}",
-                    max_diff(a, c)
-                );
-                assert!(
-                    max_diff(a, &a.zeros_like().unwrap()) > 1e-3,
-                    "grad {name} is zero"
-                );
+            ];
+            for (name, d, g) in grad_diffs(&fused, &composed, &r, &vars) {
+                assert!(d < 1e-4, "p {p}, grad {name}: {d}");
+                assert!(g > 1e-3, "grad {name} is zero");
             }
             if p > 0.0 {
                 // The mask really applies: x's gradient is 0 exactly where dropped.
-                let gx = gf.get(x.as_tensor()).unwrap().flatten_all().unwrap();
+                let gx = (&fused * &r)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let gx = gx.get(x.as_tensor()).unwrap().flatten_all().unwrap();
                 let zeros = gx
                     .to_vec1::<f32>()
                     .unwrap()
