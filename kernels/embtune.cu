@@ -98,6 +98,14 @@ extern "C" __global__ void embtune_adamw_f32(
   }
 }
 
+// One warp per row: `row` and `lane` of this thread; warps past the last row leave together
+// (so the full-mask shuffles below always have 32 lanes).
+#define EMBTUNE_WARP_ROW(rows)                                                                  \
+  const unsigned long long row =                                                                \
+      ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;                         \
+  const unsigned int lane = threadIdx.x % 32;                                                   \
+  if (row >= (rows)) return
+
 // Warp-wide sum and max (all 32 lanes active).
 __device__ __forceinline__ float embtune_warp_sum(float s) {
   for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
@@ -131,10 +139,7 @@ extern "C" __global__ void embtune_layer_norm_f32(const float* __restrict__ x,
                                                   float* __restrict__ y,
                                                   const unsigned long long rows,
                                                   const unsigned int h, const float eps) {
-  const unsigned long long row =
-      ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-  const unsigned int lane = threadIdx.x % 32;
-  if (row >= rows) return;  // whole warps leave together
+  EMBTUNE_WARP_ROW(rows);
   const float* xr = x + row * h;
   float mean, rstd;
   embtune_row_stats(xr, h, eps, lane, mean, rstd);
@@ -152,10 +157,7 @@ extern "C" __global__ void embtune_layer_norm_bwd_f32(const float* __restrict__ 
                                                       float* __restrict__ out,
                                                       const unsigned long long rows,
                                                       const unsigned int h, const float eps) {
-  const unsigned long long row =
-      ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-  const unsigned int lane = threadIdx.x % 32;
-  if (row >= rows) return;  // whole warps leave together
+  EMBTUNE_WARP_ROW(rows);
   const float* xr = x + row * h;
   const float* gr = g + row * h;
   float mean, rstd;
@@ -228,10 +230,7 @@ extern "C" __global__ void embtune_bias_dropout_add_ln_f32(
     float* __restrict__ y, const unsigned long long rows, const unsigned int h, const float eps,
     const unsigned int use_drop, const unsigned long long seed, const unsigned int threshold,
     const float scale) {
-  const unsigned long long row =
-      ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-  const unsigned int lane = threadIdx.x % 32;
-  if (row >= rows) return;  // whole warps leave together
+  EMBTUNE_WARP_ROW(rows);
   const float *xr = x + row * h, *rr = res + row * h, *bias = p, *w = p + h, *b = p + 2 * h;
   float* yr = y + row * h;
   // The pre-norm sum goes to y first, then is normalized in place (each lane its own columns).
@@ -251,10 +250,7 @@ extern "C" __global__ void embtune_bias_dropout_add_ln_bwd_f32(
     const float* __restrict__ g, float* __restrict__ out, const unsigned long long rows,
     const unsigned int h, const float eps, const unsigned int use_drop,
     const unsigned long long seed, const unsigned int threshold, const float scale) {
-  const unsigned long long row =
-      ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-  const unsigned int lane = threadIdx.x % 32;
-  if (row >= rows) return;
+  EMBTUNE_WARP_ROW(rows);
   const float *xr = x + row * h, *rr = res + row * h, *gr = g + row * h, *bias = p, *w = p + h;
   float* ds = out + row * h;
   float* dx = out + rows * h + row * h;
@@ -305,10 +301,7 @@ extern "C" __global__ void embtune_attn_softmax_f32(
     const unsigned long long rows, const unsigned int n, const unsigned long long rows_per_batch,
     const float scale, const unsigned int use_drop, const unsigned long long seed,
     const unsigned int threshold, const float dscale) {
-  const unsigned long long row =
-      ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-  const unsigned int lane = threadIdx.x % 32;
-  if (row >= rows) return;  // whole warps leave together
+  EMBTUNE_WARP_ROW(rows);
   const float* xr = x + row * n;
   const float* mr = mask + (row / rows_per_batch) * n;
   float m, inv;
@@ -328,10 +321,7 @@ extern "C" __global__ void embtune_attn_softmax_bwd_f32(
     float* __restrict__ dx, const unsigned long long rows, const unsigned int n,
     const unsigned long long rows_per_batch, const float scale, const unsigned int use_drop,
     const unsigned long long seed, const unsigned int threshold, const float dscale) {
-  const unsigned long long row =
-      ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-  const unsigned int lane = threadIdx.x % 32;
-  if (row >= rows) return;
+  EMBTUNE_WARP_ROW(rows);
   const float* xr = x + row * n;
   const float* mr = mask + (row / rows_per_batch) * n;
   const float* gr = g + row * n;
