@@ -17,6 +17,8 @@ use std::sync::Mutex;
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/embtune.ptx"));
 const MODULE: &str = "embtune";
 const THREADS: u32 = 256;
+// The one-warp-per-row kernels (EMBTUNE_WARP_ROW) need whole warps per block.
+const _: () = assert!(THREADS % 32 == 0);
 
 /// Start and end offsets of a contiguous layout (our kernels take plain arrays).
 fn span(l: &Layout, what: &str) -> Result<(usize, usize)> {
@@ -271,7 +273,7 @@ fn elementwise(
     elementwise_rows(stem, inputs, None, scalars)
 }
 
-/// [`elementwise`] where inputs after the first may also be row vectors of `row` elements
+/// [`elementwise`] where the second input may also be a row vector of `row` elements
 /// (the kernel indexes them by `i % row`; `row` is among its scalars).
 fn elementwise_rows(
     stem: &str,
@@ -288,10 +290,11 @@ fn elementwise_rows(
         .collect::<Result<Vec<_>>>()?;
     let n = spans[0].1 - spans[0].0;
     let dt = first.dtype();
-    let fits = |&(a, b): &(usize, usize)| {
-        b - a == n || (row == Some(b - a) && (b - a) > 0 && n % (b - a) == 0)
+    // Input 1 (the bias) may be a row vector; every other input has exactly n elements.
+    let fits = |(k, &(a, b)): (usize, &(usize, usize))| {
+        b - a == n || (k == 1 && row == Some(b - a) && (b - a) > 0 && n % (b - a) == 0)
     };
-    if !spans.iter().all(fits) || inputs.iter().any(|(s, _)| s.dtype() != dt) {
+    if !spans.iter().enumerate().all(fits) || inputs.iter().any(|(s, _)| s.dtype() != dt) {
         candle_core::bail!("{stem}: inputs differ in size or dtype");
     }
     match dt {

@@ -139,8 +139,10 @@ fn tune_cuda(dev: &Device) {
         return;
     }
     let Device::Cuda(c) = dev else { return };
-    // SAFETY: embtune issues all CUDA work on the device's one stream, so the per-buffer events
-    // that order work across streams have nothing to order.
+    // SAFETY: candle's `Device::new_cuda` uses the per-thread default stream and never makes
+    // another, so cudarc is not in multi-stream mode and never waits on these events; turning
+    // them off only saves two event creations and destructions per buffer. (embtune issues its
+    // CUDA work from one host thread.)
     unsafe { c.disable_event_tracking() };
     let ctx = c.cuda_stream().context().clone();
     // SAFETY: the device handle comes from a live context; the attribute takes a u64 (cuuint64_t).
