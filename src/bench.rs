@@ -74,7 +74,7 @@ pub fn encode_throughput(
         sentences_per_sec: n as f64 / seconds,
         real_tokens,
         padded_tokens,
-        cuda: CudaSettings::of(&spec.compute)?,
+        cuda: CudaSettings::of(model.device()),
     })
 }
 
@@ -186,16 +186,16 @@ pub fn train_throughput(
         phase_timing: phases,
         ..Default::default()
     };
-    let r = crate::train::train(&cfg).map(|(r, _)| r);
+    let r = crate::train::train(&cfg).map(|(r, m)| (r, m.device().clone()));
     let _ = std::fs::remove_dir_all(&out);
-    let r = r?;
+    let (r, dev) = r?;
     let tp = r
         .throughput
         .context("bench train: no timed steps (is the data smaller than one batch?)")?;
     Ok(TrainResult {
         job: "train",
         loss: format!("{loss:?}").to_lowercase(),
-        device: crate::device::describe(&crate::device::resolve(&spec.compute)?),
+        device: crate::device::describe(&dev),
         dtype: format!("{:?}", spec.compute.dtype).to_lowercase(),
         tf32: spec.compute.tf32,
         batch_size,
@@ -205,7 +205,7 @@ pub fn train_throughput(
         pairs_per_sec: tp.examples_per_sec(),
         first_loss: r.first_loss,
         last_loss: r.last_loss,
-        cuda: CudaSettings::of(&spec.compute)?,
+        cuda: CudaSettings::of(&dev),
         phases: r.phases,
     })
 }
@@ -224,16 +224,15 @@ pub struct CudaSettings {
 
 impl CudaSettings {
     /// Some on a CUDA device.
-    fn of(compute: &crate::device::ComputeSpec) -> Result<Option<Self>> {
-        let dev = crate::device::resolve(compute)?;
-        Ok(dev.is_cuda().then(|| CudaSettings {
+    fn of(dev: &candle_core::Device) -> Option<Self> {
+        dev.is_cuda().then(|| CudaSettings {
             kernels: crate::device::fast_cuda_kernels(),
             alloc: crate::device::cuda_alloc_tuning(),
             joint_forward: match std::env::var("EMBTUNE_JOINT_FORWARD").as_deref() {
                 Ok(v @ ("0" | "1")) => v.to_string(),
                 _ => "auto".into(),
             },
-        }))
+        })
     }
 }
 

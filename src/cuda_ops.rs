@@ -262,6 +262,20 @@ enum Scalar {
     F32(f32),
 }
 
+/// Appends scalar kernel arguments in order.
+fn push_scalars<'a>(
+    b: &mut candle_core::cuda_backend::cudarc::driver::LaunchArgs<'a>,
+    scalars: &'a [Scalar],
+) {
+    for s in scalars {
+        match s {
+            Scalar::U64(v) => b.arg(v),
+            Scalar::U32(v) => b.arg(v),
+            Scalar::F32(v) => b.arg(v),
+        };
+    }
+}
+
 /// Runs the elementwise kernel `{stem}_{f32|bf16|f16}` (by the inputs' dtype) with the
 /// arguments (inputs…, out, n, scalars…): every input a contiguous span of the same n elements
 /// and dtype, out a fresh buffer of n.
@@ -332,13 +346,7 @@ where
     }
     b.arg(&mut out);
     b.arg(&n64);
-    for s in scalars {
-        match s {
-            Scalar::U64(v) => b.arg(v),
-            Scalar::U32(v) => b.arg(v),
-            Scalar::F32(v) => b.arg(v),
-        };
-    }
+    push_scalars(&mut b, scalars);
     // SAFETY: the kernels of `elementwise` take (inputs…, out, n, scalars…) in this order, each
     // array holding n elements of T.
     unsafe { b.launch(launch_cfg(n)) }.w()?;
@@ -620,13 +628,7 @@ fn rows_kernel(
         b.arg(v);
     }
     b.arg(&mut out);
-    for s in scalars {
-        match s {
-            Scalar::U64(v) => b.arg(v),
-            Scalar::U32(v) => b.arg(v),
-            Scalar::F32(v) => b.arg(v),
-        };
-    }
+    push_scalars(&mut b, scalars);
     // SAFETY: the callers pass the kernel's arrays and scalars in its parameter order, with the
     // lengths checked above.
     unsafe { b.launch(warp_per_row_cfg(rows)) }.w()?;

@@ -449,11 +449,13 @@ pub fn join_columns(device: &Device, columns: &[Vec<&[u32]>]) -> bool {
     if columns.len() < 2 {
         return false;
     }
-    match std::env::var("EMBTUNE_JOINT_FORWARD").as_deref() {
-        Ok("0") => false,
-        Ok("1") => true,
-        _ => device.is_cuda() && joint_padding_ok(columns),
-    }
+    static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let forced = FORCED.get_or_init(|| match std::env::var("EMBTUNE_JOINT_FORWARD").as_deref() {
+        Ok("0") => Some(false),
+        Ok("1") => Some(true),
+        _ => None,
+    });
+    forced.unwrap_or_else(|| device.is_cuda() && joint_padding_ok(columns))
 }
 
 /// A joint batch computes at most 15 % more (padded) tokens than the columns' own batches.
