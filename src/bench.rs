@@ -226,7 +226,7 @@ impl CudaSettings {
     /// Some on a CUDA device.
     fn of(dev: &candle_core::Device) -> Option<Self> {
         dev.is_cuda().then(|| CudaSettings {
-            kernels: crate::device::fast_cuda_kernels(),
+            kernels: crate::ops::exec::cuda_kernels_enabled(),
             alloc: crate::device::cuda_alloc_tuning(),
             joint_forward: match std::env::var("EMBTUNE_JOINT_FORWARD").as_deref() {
                 Ok(v @ ("0" | "1")) => v.to_string(),

@@ -120,7 +120,7 @@ pub fn compare(spec: &ModelSpec, dev: &Device, stsb: &Path) -> Result<Vec<Check>
     if dev.is_cpu() {
         // CPU against CPU: the device under test runs the CUDA path's ops (fused LayerNorm,
         // softmax, GELU, hash dropout on composed layers) against the CPU fast path.
-        gpu.bert.use_cuda_path_on_cpu();
+        gpu.set_exec(crate::ops::Exec::CudaFused);
     }
     let mut out = Vec::new();
 
@@ -150,7 +150,7 @@ pub fn compare(spec: &ModelSpec, dev: &Device, stsb: &Path) -> Result<Vec<Check>
         "max abs diff vs CPU f32",
     ));
     for (dt, name) in [(DType::BF16, "bf16"), (DType::F16, "f16")] {
-        gpu.bert.set_compute_dtype(dt);
+        gpu.set_compute_dtype(dt);
         let e = encode(&gpu, &texts, &opts)?;
         out.push(Check::diff(
             format!("embeddings {name}"),
@@ -159,11 +159,11 @@ pub fn compare(spec: &ModelSpec, dev: &Device, stsb: &Path) -> Result<Vec<Check>
             "mixed precision, max abs diff vs CPU f32",
         ));
     }
-    gpu.bert.set_compute_dtype(DType::F32);
+    gpu.set_compute_dtype(DType::F32);
 
     // Losses and gradients on a fixed batch, dropout off.
-    cpu.bert.set_dropout(0.0);
-    gpu.bert.set_dropout(0.0);
+    cpu.set_dropout(0.0);
+    gpu.set_dropout(0.0);
     let b = 32.min(rows.a.len() - 1);
     let third: Vec<String> = (0..b).map(|i| rows.b[i + 1].clone()).collect();
     for kind in [
@@ -216,13 +216,13 @@ pub fn compare(spec: &ModelSpec, dev: &Device, stsb: &Path) -> Result<Vec<Check>
     }
 
     // Seeded dropout on the device: same seed → same output, other seed → different output.
-    gpu.bert.set_dropout(0.1);
+    gpu.set_dropout(0.1);
     let batch = gpu
         .tokenizer
         .encode(&texts[..b], gpu.device())
         .context("tokenizing the dropout batch")?;
     let mut run_seed = |s: u64| -> Result<Vec<f32>> {
-        gpu.bert.seed_dropout(s);
+        gpu.seed_dropout(s);
         flat(&gpu.embed_batch(&batch, true)?)
     };
     let (x1, x2, x3) = (run_seed(7)?, run_seed(7)?, run_seed(8)?);
@@ -237,9 +237,9 @@ pub fn compare(spec: &ModelSpec, dev: &Device, stsb: &Path) -> Result<Vec<Check>
     });
     // embtune's kernels draw the masks as the CPU does (same hash, seeds, element order): the
     // same seed gives the same dropout on both devices (candle's composed path uses curand).
-    if crate::device::fast_cuda_kernels() {
-        cpu.bert.set_dropout(0.1);
-        cpu.bert.seed_dropout(7);
+    if crate::ops::exec::cuda_kernels_enabled() {
+        cpu.set_dropout(0.1);
+        cpu.seed_dropout(7);
         let cb = cpu.tokenizer.encode(&texts[..b], cpu.device())?;
         let xc = flat(&cpu.embed_batch(&cb, true)?)?;
         out.push(Check::diff(
@@ -249,8 +249,8 @@ pub fn compare(spec: &ModelSpec, dev: &Device, stsb: &Path) -> Result<Vec<Check>
             format!("p 0.1, seed 7, train-mode embeddings; another seed differs by {other:.3e}"),
         ));
     }
-    cpu.bert.set_dropout(0.0);
-    gpu.bert.set_dropout(0.0);
+    cpu.set_dropout(0.0);
+    gpu.set_dropout(0.0);
 
     // Three optimizer steps (CoSENT, clipping on) from the same start on both devices, through
     // the training loop's own clip + step (on a GPU: norm and factor on the device).

@@ -1,6 +1,7 @@
 //! Device and precision selection: `--device cpu|cuda[:N]|auto`, `--dtype f32|bf16|f16`,
-//! `--tf32`, resolved once into a candle `Device`. The only `cfg(feature = "cuda")` site outside
-//! the CUDA ops (`cuda_ops.rs`) and the optimizer's device moments.
+//! `--tf32`, resolved once into a candle `Device`, and the CUDA allocator settings. The only
+//! `cfg(feature = "cuda")` site outside the CUDA ops (`ops::cuda::launch`) and the optimizer's
+//! device moments.
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
@@ -165,7 +166,7 @@ fn tune_cuda(dev: &Device) {
 /// Whether new CUDA devices get [`tune_cuda`]'s allocator settings (`EMBTUNE_CUDA_ALLOC=0`: no,
 /// as in GPU run 1, for comparison).
 pub fn cuda_alloc_tuning() -> bool {
-    env_flag("EMBTUNE_CUDA_ALLOC")
+    crate::ops::exec::env_flag("EMBTUNE_CUDA_ALLOC")
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -191,23 +192,6 @@ pub fn check_precision(spec: &ComputeSpec, dev: &Device) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Whether CUDA runs use embtune's own kernels (fused LayerNorm/softmax with backwards, the
-/// embedding gather/scatter, dropout masks, clipping on the device). On by default;
-/// `EMBTUNE_CUDA_FUSED=0` falls back to candle's composed ops, which `check-device` first
-/// verified on an H100 (scripts/gpu-check.sh checks both paths).
-pub fn fast_cuda_kernels() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| env_flag("EMBTUNE_CUDA_FUSED"))
-}
-
-/// An on-by-default switch: off when the variable is `0`, `false` or `off`.
-fn env_flag(name: &str) -> bool {
-    !matches!(
-        std::env::var(name).as_deref(),
-        Ok("0") | Ok("false") | Ok("off")
-    )
 }
 
 /// A short description of the device for logs and reports.

@@ -1,21 +1,22 @@
-//! embtune — fine-tune BERT-style sentence-embedding models without Python.
+//! embtune — fine-tune sentence-embedding encoders without Python.
 //!
 //! Crate map (dependencies point down):
 //! - `cli` — clap types and `Args → Config` (binary side only).
 //! - `embed`, `eval` — jobs: encode to files; evaluate STS / triplet / binary.
-//! - `model` — `SentenceEncoder`: our trainable BERT (`bert`), pooling, Dense, Normalize,
-//!   Hub/local loading (`hub`), weights and the sentence-transformers folder (`st_format`).
+//! - `model` — `SentenceEncoder`: a family's trainable encoder (`family`: bert, roberta,
+//!   xlm-roberta, camembert, distilbert, mpnet, on the shared blocks of `nn`), pooling, Dense,
+//!   Normalize, Hub/local loading (`hub`), weights and the sentence-transformers folder
+//!   (`st_format`).
 //! - `data` — datasets into tables (text, CSV/TSV, JSONL, STS-B).
 //! - `encode` — batched, length-sorted inference; `quantize` — embedding precisions (float16,
 //!   int8/uint8 with ranges, binary) as sentence-transformers' `quantize_embeddings`.
 //! - `tokenize`, `similarity`, `rng`, `fsutil`, `progress`, `device` — leaves.
 //! - `logging` — the stderr `tracing` subscriber (-v/-q/RUST_LOG), installed by the binary.
-//! - `cuda_ops` (feature `cuda`) — our CUDA kernels: fused AdamW, sums of squares.
+//! - `ops` — leaf: every differentiable op with its backward on each execution path (`Exec`:
+//!   composed candle ops, CPU fused, CUDA fused), and the optimizer's kernels.
 
 pub mod bench;
 pub mod cli;
-#[cfg(feature = "cuda")]
-pub mod cuda_ops;
 pub mod data;
 pub mod devcheck;
 pub mod device;
@@ -27,6 +28,7 @@ pub mod fsutil;
 pub mod logging;
 pub mod loss;
 pub mod model;
+pub mod ops;
 pub mod pairs;
 pub mod progress;
 pub mod quantize;

@@ -19,7 +19,7 @@ pub fn tune_allocator() {
 }
 
 /// candle's element-wise CPU ops run on its own thread pool, whose workers spin ~25,000 times
-/// before sleeping after every op. On the CPU fast path (`model::cpu_ops`) nearly all work runs
+/// before sleeping after every op. On the CPU fast path (`ops::cpu`) nearly all work runs
 /// on rayon's pool (our kernels and the matrix products), so those spinning workers only steal
 /// cores from it: perf showed 11–19 % of training samples in that spin loop. With the spin limit
 /// at 0 the workers sleep at once and wake for the next op (CoSENT b16: 24 → 29 pairs/s; also

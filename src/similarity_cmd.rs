@@ -50,7 +50,7 @@ pub fn cache_path(corpus: &Path, model: &SentenceEncoder, bytes: &[u8]) -> PathB
         model.pooling.modes,
         model.tokenizer.max_seq_length(),
         model.normalize,
-        model.bert.compute_dtype()
+        model.compute_dtype()
     );
     let key = fnv64(bytes, fnv64(settings.as_bytes(), 0xcbf29ce484222325));
     let name = corpus

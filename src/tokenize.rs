@@ -12,6 +12,8 @@ pub struct TokenBatch {
     pub input_ids: Tensor,
     pub attention_mask: Tensor,
     pub token_type_ids: Tensor,
+    /// `input_ids` on the host, row-major `[B·S]` (position ids are made from them).
+    pub ids: Vec<u32>,
     pub lengths: Vec<usize>,
     /// Every token type id is 0 (single-sentence inputs): the encoder may add token-type row 0
     /// by broadcasting instead of a gather.
@@ -60,6 +62,7 @@ impl TextTokenizer {
             .get_padding()
             .map(|p| p.pad_id)
             .or_else(|| inner.token_to_id("[PAD]"))
+            .or_else(|| inner.token_to_id("<pad>"))
             .unwrap_or(fallback_pad_id);
         // We pad ourselves (per batch, after sorting by length).
         inner.with_padding(None);
@@ -166,7 +169,7 @@ pub fn pad_batch(items: &[&[u32]], pad_id: u32, device: &Device) -> Result<Token
             .iter_mut()
             .for_each(|m| *m = 1);
     }
-    let input_ids = Tensor::from_vec(ids, (b, s), device).context("building input_ids")?;
+    let input_ids = Tensor::from_vec(ids.clone(), (b, s), device).context("building input_ids")?;
     let attention_mask =
         Tensor::from_vec(mask, (b, s), device).context("building attention_mask")?;
     let token_type_ids = input_ids.zeros_like()?;
@@ -174,6 +177,7 @@ pub fn pad_batch(items: &[&[u32]], pad_id: u32, device: &Device) -> Result<Token
         input_ids,
         attention_mask,
         token_type_ids,
+        ids,
         lengths: items.iter().map(|i| i.len()).collect(),
         single_segment: true,
     })

@@ -1,35 +1,35 @@
-//! `SentenceEncoder` = our BERT + pooling + optional Dense + optional Normalize, loaded from a
-//! local directory or Hub id in the sentence-transformers layout and saved back in it.
-//! Submodules: config, hub, bert, ops, pooling, weights, st_format, dense.
+//! `SentenceEncoder` = a family's transformer (`Box<dyn Encoder>`) + pooling + optional Dense +
+//! optional Normalize, loaded from a local directory or Hub id in the sentence-transformers layout
+//! (`load`) and saved back in it. It holds the model's execution path ([`Exec`], resolved once at
+//! load) and the dropout RNG (one seed per forward call, saved in checkpoints). Submodules:
+//! `encoder` (the trait and per-call `Fwd`), `family` (config + weight names per model_type, the
+//! registry), `nn` (shared blocks), `weights`, `config`, `hub`, `st_format`, `pooling`, `dense`.
+//! Nothing outside `model/` touches a family's internals.
 
-pub mod bert;
 pub mod config;
-pub mod cpu_kernels;
-pub mod cpu_ops;
 pub mod dense;
-pub mod fused;
-pub mod fused_attention;
-pub mod fused_layer;
+pub mod encoder;
+pub mod family;
 pub mod hub;
-pub mod ops;
+mod load;
+pub mod nn;
 pub mod pooling;
 pub mod st_format;
-#[cfg(test)]
-mod test_util;
 pub mod weights;
 
+use crate::ops::Exec;
+use crate::rng::{Rng, RngState};
 use crate::tokenize::{TextTokenizer, TokenBatch};
 use anyhow::{Context, Result};
-use bert::BertModel;
 use candle_core::{DType, Device, Tensor, Var};
-use config::BertConfig;
 use dense::Dense;
+use encoder::{DropoutRates, Encoder, Fwd};
 use hub::{HubOptions, ModelSource};
 use pooling::{Pooling, PoolingConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use st_format::{ModuleKind, StackSpec};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// What to load and how: resolved once from command-line flags.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -59,7 +59,15 @@ pub struct ColumnBatches {
 
 /// The full sentence encoder.
 pub struct SentenceEncoder {
-    pub bert: BertModel,
+    encoder: Box<dyn Encoder>,
+    /// The execution path (see [`SentenceEncoder::set_exec`]).
+    exec: Exec,
+    exec_forced: bool,
+    /// Dtype the encoder computes in (`--dtype`); outputs are in the weights' dtype.
+    compute: DType,
+    /// The seed the dropout RNG was started from, and the RNG (one draw per dropout site).
+    dropout_seed: u64,
+    dropout_rng: Mutex<Rng>,
     pub tokenizer: TextTokenizer,
     pub pooling: PoolingConfig,
     pub dense: Vec<Dense>,
@@ -67,7 +75,6 @@ pub struct SentenceEncoder {
     /// The raw config.json (written back unchanged on save).
     config_json: Value,
     st_config: Option<Value>,
-    /// Tokenizer files to copy on save: (file name, local path).
     /// Tokenizer files to write on save: (file name, contents), read at load — the directory
     /// loaded from may be gone by then (e.g. a checkpoint pruned after a resume).
     tokenizer_files: Vec<(String, Vec<u8>)>,
@@ -92,130 +99,11 @@ impl SentenceEncoder {
             .with_context(|| format!("loading model {}", src.describe()))
     }
 
-    fn load_from(src: &ModelSource, spec: &ModelSpec, device: &Device) -> Result<Self> {
-        let stack: StackSpec = st_format::read_stack(src)?;
-        let tdir = st_format::transformer_dir(&stack).to_string();
-        let cfg_path = src.required(&st_format::file_in(&tdir, "config.json"))?;
-        let config_json: Value = serde_json::from_str(
-            &std::fs::read_to_string(&cfg_path)
-                .with_context(|| format!("reading {}", cfg_path.display()))?,
-        )
-        .with_context(|| format!("{}: invalid JSON", cfg_path.display()))?;
-        let cfg = BertConfig::from_file(&cfg_path)?;
-        let weights_name = st_format::file_in(&tdir, "model.safetensors");
-        let weights_path = match src.optional(&weights_name)? {
-            Some(p) => p,
-            None => {
-                let bin = src
-                    .optional(&st_format::file_in(&tdir, "pytorch_model.bin"))
-                    .ok()
-                    .flatten();
-                let what = if bin.is_some() {
-                    " (only pytorch_model.bin, a pickle; convert it to safetensors)"
-                } else {
-                    ""
-                };
-                anyhow::bail!(
-                    "{}: no model weights: model.safetensors is missing{what}",
-                    src.describe()
-                );
-            }
-        };
-        let checked = weights::load_checked(&weights_path, &cfg, DType::F32, device)?;
-        let mut notices = Vec::new();
-        if !checked.ignored_heads.is_empty() {
-            notices.push(format!(
-                "ignored {} tensors outside the encoder (task heads)",
-                checked.ignored_heads.len()
-            ));
-        }
-        let mut bert = BertModel::from_weights(cfg.clone(), checked)?;
-        bert.set_compute_dtype(spec.compute.dtype.dtype());
-        let max_len = spec
-            .max_seq_length
-            .or(stack.max_seq_length)
-            .unwrap_or(FALLBACK_MAX_SEQ_LENGTH)
-            .min(cfg.max_position_embeddings);
-        let tok_path = src.required(&st_format::file_in(&tdir, "tokenizer.json"))?;
-        let tokenizer = TextTokenizer::from_file(
-            &tok_path,
-            max_len,
-            stack.do_lower_case,
-            cfg.pad_token_id as u32,
-        )?;
-        // An id past the embedding table would be an out-of-bounds read on a GPU (and an index
-        // error mid-run on the CPU, as in sentence-transformers): refuse the pair at load.
-        if let Some(max_id) = tokenizer.inner().get_vocab(true).values().max() {
-            if *max_id as usize >= cfg.vocab_size {
-                anyhow::bail!(
-                    "{}: the tokenizer has token id {max_id} but config.json's vocab_size is {} (ids 0..{}): the tokenizer does not belong to this model",
-                    tok_path.display(),
-                    cfg.vocab_size,
-                    cfg.vocab_size.saturating_sub(1)
-                );
-            }
-        }
-        let mut tokenizer_files = Vec::new();
-        for name in st_format::TOKENIZER_FILES {
-            if let Some(p) = src.optional(&st_format::file_in(&tdir, name))? {
-                let bytes =
-                    std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-                tokenizer_files.push((name.to_string(), bytes));
-            }
-        }
-        let mut pooling = match &stack.pooling {
-            Some(p) => p.clone(),
-            None => {
-                notices.push("no modules.json: a plain Hugging Face model; using mean pooling, as sentence-transformers does".into());
-                st_format::default_pooling(cfg.hidden_size)
-            }
-        };
-        if pooling.word_embedding_dimension != cfg.hidden_size {
-            anyhow::bail!(
-                "1_Pooling/config.json: word_embedding_dimension {} does not match hidden_size {} of config.json",
-                pooling.word_embedding_dimension,
-                cfg.hidden_size
-            );
-        }
-        if let Some(modes) = &spec.pooling {
-            pooling = PoolingConfig::new(modes.clone(), cfg.hidden_size);
-        }
-        let mut dense = Vec::new();
-        let mut dim = pooling.output_dim();
-        for m in stack.modules.iter().filter(|m| m.kind == ModuleKind::Dense) {
-            let d = Dense::load(src, &m.path, device)?;
-            if d.in_features() != dim {
-                anyhow::bail!(
-                    "{}/config.json: in_features {} but the previous module outputs {dim}",
-                    m.path,
-                    d.in_features()
-                );
-            }
-            dim = d.out_features();
-            dense.push(d);
-        }
-        let normalize = stack
-            .modules
-            .iter()
-            .any(|m| m.kind == ModuleKind::Normalize);
-        Ok(Self {
-            bert,
-            tokenizer,
-            pooling,
-            dense,
-            normalize,
-            config_json,
-            st_config: stack.st_config.clone(),
-            tokenizer_files,
-            source: src.describe(),
-            notices,
-        })
-    }
-
-    /// Assembles an encoder from parts (e.g. a randomly initialised [`BertModel`] for tests or a
-    /// new model). `config_json` is written as config.json on save.
+    /// Assembles an encoder from parts (e.g. a randomly initialised encoder from
+    /// [`family::random`] for tests or a new model). `config_json` is written as config.json on
+    /// save.
     pub fn from_parts(
-        bert: BertModel,
+        encoder: Box<dyn Encoder>,
         tokenizer: TextTokenizer,
         pooling: PoolingConfig,
         normalize: bool,
@@ -224,18 +112,47 @@ impl SentenceEncoder {
     ) -> Result<Self> {
         let bytes = std::fs::read(&tokenizer_json)
             .with_context(|| format!("reading {}", tokenizer_json.display()))?;
-        Ok(Self {
-            bert,
+        Ok(Self::assemble(
+            encoder,
             tokenizer,
             pooling,
-            dense: Vec::new(),
+            Vec::new(),
+            normalize,
+            (config_json, None),
+            vec![("tokenizer.json".into(), bytes)],
+            "(in memory)".into(),
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        encoder: Box<dyn Encoder>,
+        tokenizer: TextTokenizer,
+        pooling: PoolingConfig,
+        dense: Vec<Dense>,
+        normalize: bool,
+        (config_json, st_config): (Value, Option<Value>),
+        tokenizer_files: Vec<(String, Vec<u8>)>,
+        source: String,
+    ) -> Self {
+        let dtype = encoder.dtype();
+        Self {
+            exec: Exec::resolve(encoder.device(), dtype, dtype),
+            exec_forced: false,
+            compute: dtype,
+            dropout_seed: 0,
+            dropout_rng: Mutex::new(Rng::with_stream(0, 1)),
+            encoder,
+            tokenizer,
+            pooling,
+            dense,
             normalize,
             config_json,
-            st_config: None,
-            tokenizer_files: vec![("tokenizer.json".into(), bytes)],
-            source: "(in memory)".into(),
+            st_config,
+            tokenizer_files,
+            source,
             notices: Vec::new(),
-        })
+        }
     }
 
     /// Embedding dimension after pooling and Dense layers.
@@ -247,12 +164,86 @@ impl SentenceEncoder {
     }
 
     pub fn device(&self) -> &Device {
-        self.bert.device()
+        self.encoder.device()
+    }
+
+    /// The encoder family ("bert", "roberta", "mpnet", …).
+    pub fn family(&self) -> &'static str {
+        self.encoder.family()
+    }
+    pub fn num_layers(&self) -> usize {
+        self.encoder.num_layers()
+    }
+    /// The transformer's hidden size (before pooling).
+    pub fn hidden_size(&self) -> usize {
+        self.encoder.hidden_size()
+    }
+    /// The most tokens a text may have (the position table's usable rows).
+    pub fn max_tokens(&self) -> usize {
+        self.encoder.max_tokens()
+    }
+
+    /// The execution path the ops take.
+    pub fn exec(&self) -> Exec {
+        self.exec
+    }
+    /// Forces an execution path — e.g. `Exec::CudaFused` on the CPU, so tests and
+    /// `check-device`'s harness run the CUDA path's ops (their CPU forwards) without a GPU.
+    pub fn set_exec(&mut self, exec: Exec) {
+        self.exec = exec;
+        self.exec_forced = true;
+    }
+    /// The dtype the encoder computes in.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
+    }
+    /// Computes in `dtype` (bf16/f16 mixed precision: weights stay in their stored dtype and are
+    /// cast on the fly, LayerNorm and softmax run in f32, the output is f32). The execution path
+    /// is resolved again unless it was forced.
+    pub fn set_compute_dtype(&mut self, dtype: DType) {
+        self.compute = dtype;
+        if !self.exec_forced {
+            self.exec = Exec::resolve(self.device(), self.encoder.dtype(), dtype);
+        }
+    }
+
+    /// Overrides both dropout rates (0 disables dropout, for reproducible checks).
+    pub fn set_dropout(&mut self, p: f64) {
+        self.encoder.set_dropout(DropoutRates {
+            hidden: p,
+            attention: p,
+        });
+    }
+    pub fn dropout_rates(&self) -> DropoutRates {
+        self.encoder.dropout()
+    }
+    /// Restarts the dropout RNG from `seed`: the same seed gives the same masks.
+    pub fn seed_dropout(&mut self, seed: u64) {
+        self.dropout_seed = seed;
+        *self
+            .dropout_rng
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner()) = Rng::with_stream(seed, 1);
+    }
+    /// Where the dropout RNG is (saved in checkpoints; replaying a pass from it gives the same
+    /// masks).
+    pub fn dropout_state(&self) -> RngState {
+        self.dropout_rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state(self.dropout_seed)
+    }
+    pub fn restore_dropout_state(&mut self, s: RngState) {
+        self.dropout_seed = s.seed;
+        *self
+            .dropout_rng
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner()) = Rng::from_state(s);
     }
 
     /// Every trainable parameter with its HF name (Dense ones prefixed by their module dir).
     pub fn named_vars(&self) -> Vec<(String, Var)> {
-        let mut v: Vec<(String, Var)> = self.bert.named_vars().to_vec();
+        let mut v: Vec<(String, Var)> = self.encoder.vars().to_vec();
         for (i, d) in self.dense.iter().enumerate() {
             v.extend(
                 d.named_vars()
@@ -263,9 +254,27 @@ impl SentenceEncoder {
         v
     }
 
-    /// Sentence embeddings `[B, D]` of a token batch, tracked for autograd; `train` turns dropout on.
+    /// Sentence embeddings `[B, D]` of a token batch, tracked for autograd; `train` turns dropout
+    /// on (seeds drawn from the model's dropout RNG, which moves on).
     pub fn embed_batch(&self, batch: &TokenBatch, train: bool) -> candle_core::Result<Tensor> {
-        self.head(&self.bert.forward_t(batch, train)?, batch, true)
+        if !train {
+            let fwd = Fwd::eval(self.exec, self.compute);
+            return self.head(&self.encoder.forward(batch, &fwd)?, batch, true);
+        }
+        let mut rng = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
+        let fwd = Fwd::train(self.exec, self.compute, rng.clone());
+        let hidden = self.encoder.forward(batch, &fwd)?;
+        if let Some(r) = fwd.into_rng() {
+            *rng = r;
+        }
+        drop(rng);
+        self.head(&hidden, batch, true)
+    }
+
+    /// Hidden states `[B, S, H]` of the transformer in eval mode without a graph (tests, checks).
+    pub fn hidden_states(&self, batch: &TokenBatch) -> candle_core::Result<Tensor> {
+        self.encoder
+            .forward(batch, &Fwd::inference(self.exec, self.compute))
     }
 
     /// Pads the token ids of a training batch's text columns (`columns[c][i]`: row i of column
@@ -321,7 +330,7 @@ impl SentenceEncoder {
 
     /// Eval-mode embeddings `[B, D]` without an autograd graph (what `encode` uses).
     pub fn embed_inference(&self, batch: &TokenBatch) -> candle_core::Result<Tensor> {
-        self.head(&self.bert.forward_inference(batch)?, batch, false)
+        self.head(&self.hidden_states(batch)?, batch, false)
     }
 
     fn head(&self, hidden: &Tensor, batch: &TokenBatch, grad: bool) -> candle_core::Result<Tensor> {
@@ -354,7 +363,7 @@ impl SentenceEncoder {
         use crate::fsutil::write_file_synced;
         let pretty = |v: &Value| serde_json::to_vec_pretty(v).unwrap_or_default();
         weights::save_safetensors(
-            &self.bert.tensors_for_save(),
+            &self.encoder.tensors_for_save(),
             &dir.join("model.safetensors"),
         )?;
         write_file_synced(&dir.join("config.json"), &pretty(&self.config_json))?;

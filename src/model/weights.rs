@@ -1,72 +1,73 @@
-//! Weights by HF name: load a BERT checkpoint (with or without the `bert.` prefix, old
-//! `gamma`/`beta` LayerNorm names), check every name and shape against the config, convert dtype;
-//! save safetensors with `{"format":"pt"}` metadata. Missing or unexpected tensors are an error
-//! listing their names — never a silent random init (candle's VarBuilder trap, DESIGN.md).
+//! Weights by HF name: a family's [`WeightSpec`] (every tensor it needs with its shape, the
+//! prefixes a checkpoint may put before them, unused tensors carried through, buffers dropped by
+//! name), checked against `model.safetensors` (old `gamma`/`beta` LayerNorm names accepted);
+//! missing or unexpected tensors are an error listing their names — never a silent random init
+//! (candle's VarBuilder trap, DESIGN.md). Saving writes safetensors with `{"format":"pt"}`
+//! metadata. Depends on candle, safetensors, `fsutil`.
 
-use super::config::BertConfig;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// Name → shape of every tensor the encoder needs, in HF naming without prefix.
-pub fn expected_shapes(cfg: &BertConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-    let mut v: Vec<(String, Vec<usize>)> = vec![
-        (
-            "embeddings.word_embeddings.weight".into(),
-            vec![cfg.vocab_size, h],
-        ),
-        (
-            "embeddings.position_embeddings.weight".into(),
-            vec![cfg.max_position_embeddings, h],
-        ),
-        (
-            "embeddings.token_type_embeddings.weight".into(),
-            vec![cfg.type_vocab_size, h],
-        ),
-        ("embeddings.LayerNorm.weight".into(), vec![h]),
-        ("embeddings.LayerNorm.bias".into(), vec![h]),
-    ];
-    for l in 0..cfg.num_hidden_layers {
-        let p = format!("encoder.layer.{l}");
-        for (name, shape) in [
-            ("attention.self.query.weight", vec![h, h]),
-            ("attention.self.query.bias", vec![h]),
-            ("attention.self.key.weight", vec![h, h]),
-            ("attention.self.key.bias", vec![h]),
-            ("attention.self.value.weight", vec![h, h]),
-            ("attention.self.value.bias", vec![h]),
-            ("attention.output.dense.weight", vec![h, h]),
-            ("attention.output.dense.bias", vec![h]),
-            ("attention.output.LayerNorm.weight", vec![h]),
-            ("attention.output.LayerNorm.bias", vec![h]),
-            ("intermediate.dense.weight", vec![i, h]),
-            ("intermediate.dense.bias", vec![i]),
-            ("output.dense.weight", vec![h, i]),
-            ("output.dense.bias", vec![h]),
-            ("output.LayerNorm.weight", vec![h]),
-            ("output.LayerNorm.bias", vec![h]),
-        ] {
-            v.push((format!("{p}.{name}"), shape));
+/// How a tensor is initialised in a random model (tests only; as HF initialises these families).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    /// normal(0, 0.02)
+    Normal,
+    Zeros,
+    Ones,
+}
+
+/// What a family reads from `model.safetensors`.
+#[derive(Debug, Clone, Default)]
+pub struct WeightSpec {
+    /// Prefixes a checkpoint of a task model puts before the encoder's names (`bert.`,
+    /// `roberta.`); with one present, names outside it are task heads (ignored, counted).
+    pub prefixes: Vec<&'static str>,
+    /// Every tensor the encoder needs, in checkpoint order: name (no prefix), shape, init.
+    pub required: Vec<(String, Vec<usize>, Init)>,
+    /// Tensors that may be present and are carried through unchanged (e.g. `pooler.*`).
+    pub optional: Vec<(String, Vec<usize>)>,
+    /// Buffers some checkpoints store that are not parameters (e.g. `embeddings.position_ids`),
+    /// dropped by name.
+    pub buffers: Vec<&'static str>,
+}
+
+impl WeightSpec {
+    /// An empty spec for checkpoints whose task models use `prefix`, dropping `buffers`, and
+    /// (with `pooler: Some(h)`) carrying an unused `pooler.dense` `[h, h]` through.
+    pub fn new(prefix: &'static str, buffers: Vec<&'static str>, pooler: Option<usize>) -> Self {
+        let optional = match pooler {
+            Some(h) => vec![
+                ("pooler.dense.weight".into(), vec![h, h]),
+                ("pooler.dense.bias".into(), vec![h]),
+            ],
+            None => Vec::new(),
+        };
+        Self {
+            prefixes: vec![prefix],
+            required: Vec::new(),
+            optional,
+            buffers,
         }
     }
-    v
+    /// Adds `<prefix>.weight` `[out, inp]` and `<prefix>.bias` `[out]`.
+    pub fn linear(&mut self, prefix: &str, out: usize, inp: usize) {
+        self.tensor(&format!("{prefix}.weight"), vec![out, inp], Init::Normal);
+        self.tensor(&format!("{prefix}.bias"), vec![out], Init::Zeros);
+    }
+    /// Adds LayerNorm `<prefix>.weight` (ones) and `<prefix>.bias` (zeros) of size `h`.
+    pub fn norm(&mut self, prefix: &str, h: usize) {
+        self.tensor(&format!("{prefix}.weight"), vec![h], Init::Ones);
+        self.tensor(&format!("{prefix}.bias"), vec![h], Init::Zeros);
+    }
+    pub fn tensor(&mut self, name: &str, shape: Vec<usize>, init: Init) {
+        self.required.push((name.to_string(), shape, init));
+    }
 }
 
-/// Tensors that may be present and are carried through unchanged (not used by the encoder).
-pub fn optional_shapes(cfg: &BertConfig) -> Vec<(String, Vec<usize>)> {
-    let h = cfg.hidden_size;
-    vec![
-        ("pooler.dense.weight".into(), vec![h, h]),
-        ("pooler.dense.bias".into(), vec![h]),
-    ]
-}
-
-/// Buffers some checkpoints store that are not parameters; dropped on load.
-const IGNORED_BUFFERS: [&str; 1] = ["embeddings.position_ids"];
-
-/// The loaded, checked weights: `required` in [`expected_shapes`] order, `optional` by name.
+/// The loaded, checked weights: `required` in the spec's order, `optional` by name.
 pub struct CheckedWeights {
     pub required: Vec<(String, Tensor)>,
     pub optional: Vec<(String, Tensor)>,
@@ -89,42 +90,52 @@ fn canonical(name: &str) -> String {
     name.to_string()
 }
 
-/// Loads `model.safetensors` and checks it against `cfg`, converting to `dtype` on `device`.
+/// Loads `model.safetensors` and checks it against `spec`, converting to `dtype` on `device`.
 pub fn load_checked(
     path: &Path,
-    cfg: &BertConfig,
+    spec: &WeightSpec,
     dtype: DType,
     device: &Device,
 ) -> Result<CheckedWeights> {
     let raw = candle_core::safetensors::load(path, &Device::Cpu)
         .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
-    check(raw, cfg, dtype, device)
+    check(raw, spec, dtype, device)
         .with_context(|| format!("{}: weights do not match config.json", path.display()))
+}
+
+/// The prefix the checkpoint's encoder names carry, if any: the first of the spec's prefixes
+/// followed by the top-level module of the spec's first tensor (`bert.embeddings.…`).
+fn prefix_of<'a>(raw: &HashMap<String, Tensor>, spec: &'a WeightSpec) -> Option<&'a str> {
+    let first = spec.required.first().map(|(n, _, _)| n.as_str())?;
+    let top = first.split('.').next().unwrap_or(first);
+    spec.prefixes.iter().copied().find(|p| {
+        let start = format!("{p}{top}.");
+        raw.keys().any(|k| k.starts_with(&start))
+    })
 }
 
 /// Name and shape checks on an already-read tensor map (see [`load_checked`]).
 pub fn check(
     raw: HashMap<String, Tensor>,
-    cfg: &BertConfig,
+    spec: &WeightSpec,
     dtype: DType,
     device: &Device,
 ) -> Result<CheckedWeights> {
-    let has_prefix = raw.keys().any(|k| k.starts_with("bert.embeddings."));
+    let prefix = prefix_of(&raw, spec);
     let mut by_name: BTreeMap<String, Tensor> = BTreeMap::new();
     let mut ignored_heads = Vec::new();
     for (k, t) in raw {
-        let local = if has_prefix {
-            match k.strip_prefix("bert.") {
+        let local = match prefix {
+            Some(p) => match k.strip_prefix(p) {
                 Some(rest) => rest.to_string(),
                 None => {
                     ignored_heads.push(k);
                     continue;
                 }
-            }
-        } else {
-            k
+            },
+            None => k,
         };
-        if IGNORED_BUFFERS.contains(&local.as_str()) {
+        if spec.buffers.contains(&local.as_str()) {
             continue;
         }
         by_name.insert(canonical(&local), t);
@@ -132,20 +143,20 @@ pub fn check(
     let mut required = Vec::new();
     let mut missing = Vec::new();
     let mut bad_shapes = Vec::new();
-    for (name, shape) in expected_shapes(cfg) {
-        match by_name.remove(&name) {
-            Some(t) if t.dims() == shape.as_slice() => required.push((name, t)),
+    for (name, shape, _) in &spec.required {
+        match by_name.remove(name) {
+            Some(t) if t.dims() == shape.as_slice() => required.push((name.clone(), t)),
             Some(t) => bad_shapes.push(format!(
                 "{name}: expected {shape:?}, file has {:?}",
                 t.dims()
             )),
-            None => missing.push(name),
+            None => missing.push(name.clone()),
         }
     }
     let mut optional = Vec::new();
-    for (name, shape) in optional_shapes(cfg) {
-        match by_name.remove(&name) {
-            Some(t) if t.dims() == shape.as_slice() => optional.push((name, t)),
+    for (name, shape) in &spec.optional {
+        match by_name.remove(name) {
+            Some(t) if t.dims() == shape.as_slice() => optional.push((name.clone(), t)),
             Some(t) => bad_shapes.push(format!(
                 "{name}: expected {shape:?}, file has {:?}",
                 t.dims()

@@ -88,8 +88,8 @@ pub fn render(cfg: &TrainConfig, report: &TrainReport, inp: &CardInput) -> Strin
     let _ = writeln!(
         s,
         "- Module stack: Transformer (BERT, {} layers, hidden {}, max_seq_length {}) → Pooling ({}){}{}",
-        m.bert.config().num_hidden_layers,
-        m.bert.hidden_size(),
+        m.num_layers(),
+        m.hidden_size(),
         m.tokenizer.max_seq_length(),
         m.pooling
             .modes

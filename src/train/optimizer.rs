@@ -4,10 +4,10 @@
 //! Two groups as HF/sentence-transformers: no decay for biases and LayerNorm weights. The update
 //! runs in place on each parameter's storage (a candle in-place op), threaded over chunks on the
 //! CPU; on CUDA it is one fused kernel per parameter with the moments in GPU memory
-//! (`cuda_ops`). Gradient clipping folds into the update as a gradient scale.
+//! (`ops::cuda::launch`). Gradient clipping folds into the update as a gradient scale.
 //! Moments save to / load from safetensors for exact resume (the same file from either device).
 
-use crate::model::cpu_kernels::AdamWStep;
+use crate::ops::cpu::kernels::AdamWStep;
 use anyhow::{bail, Context, Result};
 use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor, Var};
 use std::collections::HashMap;
@@ -55,7 +55,7 @@ enum Moments {
         v: Mutex<Vec<f32>>,
     },
     #[cfg(feature = "cuda")]
-    Cuda(Mutex<crate::cuda_ops::DeviceMoments>),
+    Cuda(Mutex<crate::ops::cuda::launch::DeviceMoments>),
 }
 
 struct Slot {
@@ -139,7 +139,7 @@ impl InplaceOp2 for Update<'_> {
             .zip(g.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
-            .for_each(|(((p, g), m), v)| crate::model::cpu_kernels::adamw(p, g, m, v, c));
+            .for_each(|(((p, g), m), v)| crate::ops::cpu::kernels::adamw(p, g, m, v, c));
         Ok(())
     }
 }
@@ -159,7 +159,7 @@ impl AdamW {
                 },
                 #[cfg(feature = "cuda")]
                 Device::Cuda(_) => Moments::Cuda(Mutex::new(
-                    crate::cuda_ops::DeviceMoments::zeros(var.as_tensor())?,
+                    crate::ops::cuda::launch::DeviceMoments::zeros(var.as_tensor())?,
                 )),
                 #[allow(unreachable_patterns)]
                 _ => bail!("AdamW: parameter {name} is on an unsupported device"),
@@ -211,7 +211,7 @@ impl AdamW {
                     };
                     // The kernel reads the gradient scale from `sc` (device memory).
                     let s = self.constants(slot.decay, lr, bc1, bc2, 1.0);
-                    crate::cuda_ops::adamw_update(slot.var.as_tensor(), g, mom, s, &sc)
+                    crate::ops::cuda::launch::adamw_update(slot.var.as_tensor(), g, mom, s, &sc)
                         .with_context(|| format!("AdamW update of {}", slot.name))?;
                     continue;
                 }

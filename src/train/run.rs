@@ -92,9 +92,9 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         tracing::info!("note: {n}");
     }
     if let Some(d) = cfg.dropout {
-        model.bert.set_dropout(d);
+        model.set_dropout(d);
     }
-    model.bert.seed_dropout(cfg.seed);
+    model.seed_dropout(cfg.seed);
     let label_col = p.set.label_column.clone();
     let report = crate::pairs::check::check(
         &p.table,
@@ -149,7 +149,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     let mut best = None;
     if let Some((ckpt, state)) = &p.resume {
         opt.load(&ckpt.join(checkpoint::OPTIMIZER_FILE), state.step as u64)?;
-        model.bert.restore_dropout_state(state.dropout_rng);
+        model.restore_dropout_state(state.dropout_rng);
         start = state.step;
         best = state.best;
         tracing::info!(
@@ -211,7 +211,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         let state = TrainerState {
             step,
             total_steps: total,
-            dropout_rng: model.bert.dropout_state(),
+            dropout_rng: model.dropout_state(),
             best,
             recipe: cfg.recipe(),
             embtune_version: env!("CARGO_PKG_VERSION").into(),
@@ -535,9 +535,9 @@ pub(crate) fn clip_and_step(
 ) -> Result<GradNorm> {
     #[cfg(feature = "cuda")]
     if let Some(g) = grads.iter().flatten().next() {
-        if g.device().is_cuda() && crate::device::fast_cuda_kernels() {
+        if g.device().is_cuda() && crate::ops::exec::cuda_kernels_enabled() {
             let gs: Vec<&Tensor> = grads.iter().flatten().collect();
-            let (norm, scale) = crate::cuda_ops::clip_scale_device(&gs, max_norm)?;
+            let (norm, scale) = crate::ops::cuda::launch::clip_scale_device(&gs, max_norm)?;
             opt.step_with(
                 grads,
                 lr,
@@ -572,13 +572,13 @@ fn global_norm(grads: &[Option<Tensor>]) -> Result<f64> {
     let gs: Vec<&Tensor> = grads.iter().flatten().collect();
     let sums: Vec<f32> = match gs.first() {
         #[cfg(feature = "cuda")]
-        Some(g) if g.device().is_cuda() && crate::device::fast_cuda_kernels() => {
-            crate::cuda_ops::sums_of_squares(&gs)?
+        Some(g) if g.device().is_cuda() && crate::ops::exec::cuda_kernels_enabled() => {
+            crate::ops::cuda::launch::sums_of_squares(&gs)?
         }
         Some(g) if g.device().is_cpu() && g.dtype() == candle_core::DType::F32 => {
             let total = gs
                 .iter()
-                .map(|g| crate::model::cpu_ops::sum_squares(g))
+                .map(|g| crate::ops::cpu::sum_squares(g))
                 .sum::<candle_core::Result<f64>>()?;
             return Ok(total.sqrt());
         }

@@ -19,7 +19,7 @@ fn half_precision_compute_stays_close_to_f32_on_the_real_model() {
     let opts = EncodeOptions::default();
     let f32e = encode(&model, &texts, &opts).unwrap();
     for dt in [DType::BF16, DType::F16] {
-        model.bert.set_compute_dtype(dt);
+        model.set_compute_dtype(dt);
         let h = encode(&model, &texts, &opts).unwrap();
         let d = f32e
             .data
@@ -299,7 +299,7 @@ fn device_check_harness_runs_every_check() {
 fn joint_forward_of_columns_equals_separate_passes() {
     let tmp = tempfile::tempdir().unwrap();
     let mut enc = tiny::tiny_encoder(tmp.path(), 11, DType::F32, true);
-    enc.bert.set_dropout(0.0);
+    enc.set_dropout(0.0);
     let a = ["a short one", "two", "the third text is a bit longer", "x"];
     let b = [
         "a much longer second column text with many words in it",

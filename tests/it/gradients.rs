@@ -137,17 +137,17 @@ fn dropout_is_real_seeded_and_off_in_eval_mode() {
     let eval2 = embed(&model, &texts, false);
     assert_eq!(eval1, eval2, "train=false must be deterministic");
 
-    model.bert.seed_dropout(42);
+    model.seed_dropout(42);
     let t1 = embed(&model, &texts, true);
     let t2 = embed(&model, &texts, true);
     assert_ne!(t1, t2, "two train=true calls must draw different masks");
     assert_ne!(t1, eval1, "train=true must differ from eval mode");
 
-    model.bert.seed_dropout(42);
+    model.seed_dropout(42);
     let t1_again = embed(&model, &texts, true);
     assert_eq!(t1, t1_again, "the same seed must give identical outputs");
 
-    model.bert.set_dropout(0.0);
+    model.set_dropout(0.0);
     assert_eq!(
         embed(&model, &texts, true),
         eval1,

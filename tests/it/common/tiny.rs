@@ -2,8 +2,6 @@
 //! in the sentence-transformers layout. For fast mechanics tests only — never a quality claim.
 
 use candle_core::{DType, Device};
-use embtune::model::bert::BertModel;
-use embtune::model::config::BertConfig;
 use embtune::model::pooling::{Pooling, PoolingConfig};
 use embtune::model::SentenceEncoder;
 use embtune::tokenize::TextTokenizer;
@@ -81,11 +79,11 @@ pub fn tiny_encoder(
     tok.save(&tok_path, false).unwrap();
     let mut cfg_json = tiny_config_json();
     cfg_json["vocab_size"] = serde_json::json!(tok.get_vocab_size(true));
-    let cfg: BertConfig = serde_json::from_value(cfg_json.clone()).unwrap();
-    let bert = BertModel::random(cfg, seed, dtype, &Device::Cpu).unwrap();
+    let encoder =
+        embtune::model::family::random_from_json(&cfg_json, seed, dtype, &Device::Cpu).unwrap();
     let text_tok = TextTokenizer::from_file(&tok_path, 32, false, 0).unwrap();
     let pooling = PoolingConfig::new(vec![Pooling::Mean], 32);
-    SentenceEncoder::from_parts(bert, text_tok, pooling, normalize, cfg_json, tok_path).unwrap()
+    SentenceEncoder::from_parts(encoder, text_tok, pooling, normalize, cfg_json, tok_path).unwrap()
 }
 
 /// Writes a tiny model directory in the sentence-transformers layout and returns nothing;

@@ -1,15 +1,15 @@
 //! Fused LayerNorm with a hand-written backward, as a candle custom op: one kernel forward
 //! (CUDA: kernels/embtune.cu; CPU: plain loops) instead of ~10 composed ops, and a backward of
-//! one row-pass kernel plus two sums instead of the autograd of the composition (the embedding
-//! LayerNorm; the layers' norms are in `fused_layer.rs`, attention in `fused_attention.rs`). The training path
-//! uses them on CUDA, where each op is a kernel launch; the CPU keeps the composed versions in
-//! `ops.rs` (its numbers match sentence-transformers). Tests check forward and backward against
-//! the composed reference on the CPU. f32 only (half precision callers cast up first).
+//! one row-pass kernel plus two sums instead of the autograd of the composition (norms without a
+//! fused sublayer end, e.g. the embedding LayerNorm; the layers' ends are in `sublayer.rs`,
+//! attention in `attention.rs`). The CUDA training path uses it, where each op is a kernel
+//! launch. Tests check forward and backward against the composed reference on the CPU. f32 only
+//! (half precision callers cast up first). Depends on candle and `launch` (feature `cuda`).
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 
 /// The f32 data of a contiguous CPU tensor (custom ops' CPU forwards).
-pub(super) fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+pub(crate) fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         candle_core::bail!("fused {what}: expected f32");
     };
@@ -72,7 +72,7 @@ impl CustomOp3 for LayerNormOp {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        crate::cuda_ops::layer_norm_fwd(s1, l1, s2, l2, s3, l3, self.eps)
+        super::launch::layer_norm_fwd(s1, l1, s2, l2, s3, l3, self.eps)
     }
 
     fn bwd(
@@ -153,7 +153,7 @@ impl CustomOp3 for LayerNormBwdOp {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        crate::cuda_ops::layer_norm_bwd(s1, l1, s2, l2, s3, l3, self.eps)
+        super::launch::layer_norm_bwd(s1, l1, s2, l2, s3, l3, self.eps)
     }
 }
 
@@ -173,8 +173,8 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ops;
-    use crate::model::test_util::{grad_diffs, max_diff, randn};
+    use crate::ops::composed as ops;
+    use crate::ops::test_util::{grad_diffs, max_diff, randn};
     use candle_core::Var;
 
     /// Forward and every backward of the fused LayerNorm equal the composed reference's

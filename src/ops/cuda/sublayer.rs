@@ -2,14 +2,14 @@
 //! kernels/embtune.cu): `gelu(x + bias)` for the intermediate layer, and the end of each
 //! sublayer, `LayerNorm(dropout(x + bias) + residual)`, each one node in the autograd graph
 //! instead of three or four (candle's backprop adds a zero tensor and an add per graph edge, so
-//! nodes cost launches). Their CPU forwards are plain loops: `BertModel::use_cuda_path_on_cpu`
-//! runs them so tests check values, gradients and dropout masks against the CPU fast path.
-//! Depends on `cpu_kernels::Dropout` (the shared hash mask) and `cuda_ops`.
+//! nodes cost launches). Their CPU forwards are plain loops: `Exec::CudaFused` on a CPU device
+//! runs them so tests check values, gradients and dropout masks against the CPU fused path.
+//! Depends on candle, `ops::Dropout` (the shared hash mask) and `launch` (feature `cuda`).
 
-use super::cpu_kernels::Dropout;
+use crate::ops::Dropout;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 
-use super::fused::cpu_f32 as f32s;
+use super::layer_norm::cpu_f32 as f32s;
 
 fn gelu_grad(x: f64) -> f64 {
     0.5 * (1.0 + candle_core::cpu::erf::erf_f64(x / std::f64::consts::SQRT_2))
@@ -53,7 +53,7 @@ impl CustomOp2 for GeluBiasOp {
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let h = l2.shape().elem_count() as u64;
-        let out = crate::cuda_ops::gelu_bias(false, &[(s1, l1), (s2, l2)], h)?;
+        let out = super::launch::gelu_bias(false, &[(s1, l1), (s2, l2)], h)?;
         Ok((out, l1.shape().clone()))
     }
     fn bwd(
@@ -116,7 +116,7 @@ impl CustomOp3 for GeluBiasBwdOp {
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let h = l2.shape().elem_count() as u64;
-        let out = crate::cuda_ops::gelu_bias(true, &[(s1, l1), (s2, l2), (s3, l3)], h)?;
+        let out = super::launch::gelu_bias(true, &[(s1, l1), (s2, l2), (s3, l3)], h)?;
         Ok((out, l1.shape().clone()))
     }
 }
@@ -211,7 +211,7 @@ impl CustomOp3 for BiasDropoutAddLn {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let y = crate::cuda_ops::bias_dropout_add_ln(
+        let y = super::launch::bias_dropout_add_ln(
             [(s1, l1), (s2, l2), (s3, l3)],
             None,
             self.eps,
@@ -310,7 +310,7 @@ impl CustomOp3 for BiasDropoutAddLnBwd {
         let candle_core::Storage::Cuda(pc) = &*ps else {
             candle_core::bail!("bias-dropout-add-layer-norm backward: parameters not on the GPU");
         };
-        let out = crate::cuda_ops::bias_dropout_add_ln(
+        let out = super::launch::bias_dropout_add_ln(
             [(s1, l1), (s2, l2), (pc, pl)],
             Some((s3, l3)),
             self.eps,
@@ -321,7 +321,7 @@ impl CustomOp3 for BiasDropoutAddLnBwd {
 }
 
 /// `LayerNorm(dropout(x + bias) + res)` in f32 over the last dim: `bias`, `w`, `b` of size h;
-/// `drop` the dropout mask (the same as `cpu_ops::dropout` with its seed draws on x + bias).
+/// `drop` the dropout mask (the same as `ops::dropout` with its seed draws on x + bias).
 pub fn bias_dropout_add_ln(
     x: &Tensor,
     bias: &Tensor,
@@ -346,7 +346,7 @@ pub fn bias_dropout_add_ln(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::test_util::{grad_diffs, max_diff, randn};
+    use crate::ops::test_util::{grad_diffs, max_diff, randn};
     use candle_core::Var;
 
     /// bias + GELU and its backward equal candle's `(x + bias).gelu_erf()` and its autograd,
@@ -371,7 +371,7 @@ mod tests {
     }
 
     /// `LayerNorm(dropout(x + bias) + res)` in one op equals the composed ops — the same
-    /// dropout mask (`cpu_ops::dropout` with the seed) — in value and in all five gradients,
+    /// dropout mask (`ops::dropout` with the seed) — in value and in all five gradients,
     /// with and without dropout.
     #[test]
     fn bias_dropout_add_layer_norm_matches_the_composed_reference() {
@@ -398,13 +398,14 @@ mod tests {
             .unwrap();
             let pre = x.as_tensor().broadcast_add(bias.as_tensor()).unwrap();
             let pre = if p > 0.0 {
-                crate::model::cpu_ops::dropout(&pre, p, 99).unwrap()
+                crate::ops::cpu::dropout::apply(&pre, Dropout::new(p, 99)).unwrap()
             } else {
                 pre
             };
             let sum = (pre + res.as_tensor()).unwrap();
             let composed =
-                crate::model::ops::layer_norm(&sum, w.as_tensor(), b.as_tensor(), 1e-12).unwrap();
+                crate::ops::composed::layer_norm(&sum, w.as_tensor(), b.as_tensor(), 1e-12)
+                    .unwrap();
             assert!(max_diff(&fused, &composed) < 1e-5, "p {p}");
             let vars = [
                 ("x", &x),

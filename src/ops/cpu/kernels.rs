@@ -6,6 +6,7 @@
 //! one the CPU has is picked at run time. Spreading work over threads is `cpu_ops.rs`'s job; no
 //! candle types here.
 
+use crate::ops::Dropout;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// 4 = AVX-512 (F, VL, DQ, BW), 3 = AVX2 + FMA, 0 = baseline. Detected once.
@@ -256,45 +257,6 @@ simd_fn! {
     }
 }
 
-/// Counter-based random bits: splitmix64 of `(seed, index)` — the same function as the CUDA
-/// kernels (kernels/embtune.cu), so a seed gives the same dropout mask on either device.
-#[inline(always)]
-pub fn hash(seed: u64, i: u64) -> u32 {
-    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 32) as u32
-}
-
-/// Inverted-dropout parameters: keep an element when its random bits exceed `threshold`
-/// (= p·2³²) and scale kept ones by 1/(1 − p).
-#[derive(Debug, Clone, Copy)]
-pub struct Dropout {
-    pub seed: u64,
-    pub threshold: u32,
-    pub scale: f32,
-}
-
-impl Dropout {
-    pub fn new(p: f64, seed: u64) -> Self {
-        Self {
-            seed,
-            threshold: (p * u32::MAX as f64) as u32,
-            scale: (1.0 / (1.0 - p)) as f32,
-        }
-    }
-    /// The mask factor of element `i`: `scale` or 0.
-    #[inline(always)]
-    pub fn factor(&self, i: u64) -> f32 {
-        if hash(self.seed, i) > self.threshold {
-            self.scale
-        } else {
-            0.0
-        }
-    }
-}
-
 simd_fn! {
     /// `y[k] = x[k] · mask(offset + k)`.
     pub fn dropout_apply(x: &[f32], d: Dropout, offset: u64, y: &mut [f32]) {
@@ -378,8 +340,11 @@ pub type AttnDropout = Option<Dropout>;
 /// `keep[j] = 1` (0 for padding), from `kt` = Kᵀ of this head (`[hd, sp]`, row-major, `sp` =
 /// `keep.len()` = `p.len()`, a multiple of 16).
 #[inline(always)]
-fn probs_row(q: &[f32], kt: &[f32], keep: &[f32], scale: f32, p: &mut [f32]) {
+fn probs_row(q: &[f32], kt: &[f32], keep: &[f32], scale: f32, bias: Option<&[f32]>, p: &mut [f32]) {
     row_times_t(q, kt, p);
+    if let Some(bias) = bias {
+        return probs_row_biased(keep, scale, bias, p);
+    }
     // Masked max, exponentials and their sum as separate passes: each vectorizes (a running
     // sum or a branchy max in the same loop would keep it scalar).
     let mut acc = [f32::NEG_INFINITY; LANES];
@@ -391,6 +356,27 @@ fn probs_row(q: &[f32], kt: &[f32], keep: &[f32], scale: f32, p: &mut [f32]) {
     let m = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
     for (v, &k) in p.iter_mut().zip(keep) {
         *v = exp_neg(*v * scale - m) * k;
+    }
+    let inv = 1.0 / sum(p);
+    p.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// [`probs_row`] with an additive score bias (`bias[j]` for key j, S values): `p[j] =
+/// softmax_j(scale·q·kⱼ + bias[j])` over the kept keys; `p` holds the raw products on entry.
+#[inline(always)]
+fn probs_row_biased(keep: &[f32], scale: f32, bias: &[f32], p: &mut [f32]) {
+    for (v, &b) in p.iter_mut().zip(bias) {
+        *v = *v * scale + b;
+    }
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    for (c, kc) in p.chunks(LANES).zip(keep.chunks(LANES)) {
+        for ((a, &v), &k) in acc.iter_mut().zip(c).zip(kc) {
+            *a = a.max(if k != 0.0 { v } else { f32::NEG_INFINITY });
+        }
+    }
+    let m = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for (v, &k) in p.iter_mut().zip(keep) {
+        *v = exp_neg(*v - m) * k;
     }
     let inv = 1.0 / sum(p);
     p.iter_mut().for_each(|v| *v *= inv);
@@ -425,7 +411,8 @@ impl<'a> Heads<'a> {
 }
 
 /// One (sentence `b`, head `h`) of an attention call: the projections, the sentence's padding
-/// mask (`keep`, 1 = token), the score scale 1/√hd and the probability dropout.
+/// mask (`keep`, 1 = token), the score scale 1/√hd, the head's additive score bias (`[S, S]`,
+/// row i for query i; none for most models) and the probability dropout.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadJob<'a> {
     pub q: Heads<'a>,
@@ -434,6 +421,7 @@ pub struct HeadJob<'a> {
     pub keep: &'a [f32],
     pub sh: AttnShape,
     pub scale: f32,
+    pub bias: Option<&'a [f32]>,
     pub drop: AttnDropout,
     pub b: usize,
     pub h: usize,
@@ -443,14 +431,15 @@ simd_fn! {
 /// Forward of one head of one sentence: writes `ctx[i] = Σⱼ p'ᵢⱼ·vⱼ` (p' = probabilities after
 /// dropout) into `out`, the `[S, hd]` block of this head (row-major).
 pub fn attention_head(job: HeadJob, out: &mut [f32]) {
-    let HeadJob { q, k, v, keep, sh, scale, drop, b, h } = job;
+    let HeadJob { q, k, v, keep, sh, scale, bias, drop, b, h } = job;
     let (s, hd) = (sh.seq, sh.head_dim);
     let (sp, keep) = padded_keep(keep);
     let mut kt = vec![0f32; hd * sp];
     k.transposed(sh, b, h, sp, &mut kt);
     let mut p = vec![0f32; sp];
     for i in 0..s {
-        probs_row(q.row(sh, b, i, h), &kt, &keep, scale, &mut p);
+        let bias_row = bias.map(|bb| &bb[i * s..(i + 1) * s]);
+        probs_row(q.row(sh, b, i, h), &kt, &keep, scale, bias_row, &mut p);
         if let Some(d) = drop {
             let base = (((b * sh.heads + h) * s + i) * s) as u64;
             for (j, pj) in p[..s].iter_mut().enumerate() {
@@ -529,17 +518,39 @@ fn softmax_row_backward(p: &[f32], f: &[f32], scale: f32, dp: &mut [f32]) {
     }
 }
 
+/// [`softmax_row_backward`] that also adds the biased scores' gradient `p·(dp − Σ p·dp)` into
+/// `db` (S values; the bias enters the scores unscaled).
+#[inline(always)]
+fn softmax_row_backward_bias(p: &[f32], f: &[f32], scale: f32, dp: &mut [f32], db: &mut [f32]) {
+    for (d, &fi) in dp.iter_mut().zip(f) {
+        *d *= fi;
+    }
+    let c = dot(p, dp);
+    for (d, &pi) in dp.iter_mut().zip(p) {
+        *d = pi * (*d - c);
+    }
+    for (acc, &d) in db.iter_mut().zip(dp.iter()) {
+        *acc += d;
+    }
+    for d in dp.iter_mut() {
+        *d *= scale;
+    }
+}
+
 simd_fn! {
 /// Backward of one head of one sentence, recomputing its probabilities. `g` holds the gradient
-/// of the context; `dq`, `dk`, `dv` receive this head's `[S, hd]` blocks (row-major).
+/// of the context; `dq`, `dk`, `dv` receive this head's `[S, hd]` blocks (row-major); with a
+/// score bias, `dbias` (this head's `[S, S]` block) accumulates the scores' gradient.
 pub fn attention_head_backward(
     job: HeadJob,
     g: Heads,
     dq: &mut [f32],
     dk: &mut [f32],
     dv: &mut [f32],
+    dbias: Option<&mut [f32]>,
 ) {
-    let HeadJob { q, k, v, keep, sh, scale, drop, b, h } = job;
+    let mut dbias = dbias;
+    let HeadJob { q, k, v, keep, sh, scale, bias, drop, b, h } = job;
     let (s, hd) = (sh.seq, sh.head_dim);
     let (sp, keep) = padded_keep(keep);
     let mut kt = vec![0f32; hd * sp];
@@ -554,7 +565,7 @@ pub fn attention_head_backward(
     for i in 0..s {
         let qi = q.row(sh, b, i, h);
         let gi = g.row(sh, b, i, h);
-        probs_row(qi, &kt, &keep, scale, &mut p);
+        probs_row(qi, &kt, &keep, scale, bias.map(|bb| &bb[i * s..(i + 1) * s]), &mut p);
         if let Some(d) = drop {
             let base = (((b * sh.heads + h) * s + i) * s) as u64;
             for (j, fj) in f[..s].iter_mut().enumerate() {
@@ -570,7 +581,10 @@ pub fn attention_head_backward(
         }
         // dP'_ij = g_i · v_j, then through dropout and softmax.
         row_times_t(gi, &vt, &mut dp);
-        softmax_row_backward(&p, &f, scale, &mut dp);
+        match dbias.as_deref_mut() {
+            None => softmax_row_backward(&p, &f, scale, &mut dp),
+            Some(db) => softmax_row_backward_bias(&p, &f, scale, &mut dp, &mut db[i * s..(i + 1) * s]),
+        }
         weighted_sum(&dp[..s], |j| k.row(sh, b, j, h), &mut dq[i * hd..(i + 1) * hd]);
         for j in 0..s {
             let ds = dp[j];
@@ -623,21 +637,5 @@ mod tests {
             1.0 - erfc
         };
         r.copysign(x)
-    }
-
-    #[test]
-    fn dropout_hash_matches_the_cuda_kernel_definition() {
-        // splitmix64(seed + (i+1)·golden), high 32 bits — values computed by hand from the
-        // definition in kernels/embtune.cu.
-        let z = 7u64.wrapping_add(1u64.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        assert_eq!(hash(7, 0), ((z ^ (z >> 31)) >> 32) as u32);
-        let d = Dropout::new(0.1, 42);
-        let kept = (0..100_000u64).filter(|&i| d.factor(i) != 0.0).count();
-        assert!(
-            (89_000..91_000).contains(&kept),
-            "kept {kept} of 100000 at p = 0.1"
-        );
     }
 }

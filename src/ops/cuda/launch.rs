@@ -2,12 +2,12 @@
 //! the fused AdamW update (one launch per parameter instead of ~14 elementwise ops) with its
 //! moments kept on the GPU and its clipping factor read from device memory; sums of squares for
 //! the global gradient norm; the embedding gather with a parallel scatter-add backward; hash
-//! dropout (the CUDA side of `model::cpu_ops`' dropout op); the fused LayerNorm (forward and
-//! backward) of `model::fused`; bias + GELU and bias + dropout + residual + LayerNorm of
-//! `model::fused_layer`; scale + mask + softmax + dropout of `model::fused_attention`. Compiled only with
+//! dropout (the CUDA side of `ops::cpu::dropout`); the fused LayerNorm (forward and
+//! backward) of `ops::cuda::layer_norm`; bias + GELU and bias + dropout + residual + LayerNorm of
+//! `ops::cuda::sublayer`; scale + mask + softmax + dropout of `ops::cuda::attention`. Compiled only with
 //! the `cuda` feature.
 
-use crate::model::cpu_kernels::AdamWStep;
+use crate::ops::cpu::kernels::AdamWStep;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
@@ -354,13 +354,9 @@ where
 }
 
 /// Inverted dropout of a contiguous tensor (f32, bf16 or f16): the CUDA forward of
-/// `model::cpu_ops`' dropout op, whose backward is the same op on the gradient. The mask of
+/// `ops::cpu::dropout`, whose backward is the same op on the gradient. The mask of
 /// element i comes from the hash of `(seed, i)`, as on the CPU, and is applied in f32.
-pub fn dropout_fwd(
-    s: &CudaStorage,
-    l: &Layout,
-    d: crate::model::cpu_kernels::Dropout,
-) -> Result<CudaStorage> {
+pub fn dropout_fwd(s: &CudaStorage, l: &Layout, d: crate::ops::Dropout) -> Result<CudaStorage> {
     elementwise(
         "embtune_dropout",
         &[(s, l)],
@@ -485,7 +481,7 @@ fn warp_per_row_cfg(rows: usize) -> LaunchConfig {
     }
 }
 
-/// Forward of `model::fused::LayerNormOp` on CUDA (f32, contiguous).
+/// Forward of `ops::cuda::layer_norm::LayerNormOp` on CUDA (f32, contiguous).
 pub fn layer_norm_fwd(
     x: &CudaStorage,
     xl: &Layout,
@@ -508,8 +504,8 @@ pub fn layer_norm_fwd(
     Ok((y, xl.shape().clone()))
 }
 
-/// Backward of `model::fused::LayerNormOp` on CUDA (f32, contiguous x, w, g): `[2, rows, h]`
-/// holding dx and g·x̂ (see `model::fused::LayerNormBwdOp`).
+/// Backward of `ops::cuda::layer_norm::LayerNormOp` on CUDA (f32, contiguous x, w, g): `[2, rows, h]`
+/// holding dx and g·x̂ (see `ops::cuda::layer_norm::LayerNormBwdOp`).
 pub fn layer_norm_bwd(
     x: &CudaStorage,
     xl: &Layout,
@@ -533,7 +529,7 @@ pub fn layer_norm_bwd(
 }
 
 /// `gelu(x + bias)` (inputs x, bias) or its backward (x, bias, g), any float dtype:
-/// `model::fused_layer`'s GELU ops; `h` = the bias's length.
+/// `ops::cuda::sublayer`'s GELU ops; `h` = the bias's length.
 pub fn gelu_bias(
     backward: bool,
     inputs: &[(&CudaStorage, &Layout)],
@@ -548,12 +544,12 @@ pub fn gelu_bias(
 }
 
 /// `LayerNorm(drop(x + bias) + res)` over rows of h (f32, contiguous; `p = [bias | w | b]`), or
-/// with `g` its backward `[3, rows, h]`: `model::fused_layer::BiasDropoutAddLn`.
+/// with `g` its backward `[3, rows, h]`: `ops::cuda::sublayer::BiasDropoutAddLn`.
 pub fn bias_dropout_add_ln(
     inputs: [(&CudaStorage, &Layout); 3],
     g: Option<(&CudaStorage, &Layout)>,
     eps: f32,
-    drop: Option<crate::model::cpu_kernels::Dropout>,
+    drop: Option<crate::ops::Dropout>,
 ) -> Result<CudaStorage> {
     let what = "bias-dropout-add-layer-norm";
     let [(x, xl), (r, rl), (p, pl)] = inputs;
@@ -580,7 +576,7 @@ pub fn bias_dropout_add_ln(
 }
 
 /// The dropout arguments of the row kernels: use (0/1), seed, threshold, scale.
-fn drop_scalars(drop: Option<crate::model::cpu_kernels::Dropout>) -> [Scalar; 4] {
+fn drop_scalars(drop: Option<crate::ops::Dropout>) -> [Scalar; 4] {
     match drop {
         Some(d) => [
             Scalar::U32(1),
@@ -637,13 +633,13 @@ fn rows_kernel(
 
 /// `drop(softmax(x·scale + mask))` over rows of n (f32, contiguous; `mask` additive `[B·n]`,
 /// row r in sentence r / `per_batch`), or with `g` its backward (the scores' gradient):
-/// `model::fused_attention`. `geometry` = (rows, n, per_batch).
+/// `ops::cuda::attention`. `geometry` = (rows, n, per_batch).
 pub fn attn_softmax(
     inputs: [(&CudaStorage, &Layout); 2],
     g: Option<(&CudaStorage, &Layout)>,
     geometry: (usize, usize, usize),
     scale: f32,
-    drop: Option<crate::model::cpu_kernels::Dropout>,
+    drop: Option<crate::ops::Dropout>,
 ) -> Result<CudaStorage> {
     let (rows, n, per_batch) = geometry;
     if per_batch == 0 || rows % per_batch != 0 {
@@ -667,7 +663,7 @@ pub fn attn_softmax(
 }
 
 /// q/k/v heads layout with bias (`bias` given: x [B, S, H] → heads) or its backward (`bias`
-/// None: the heads gradient → [B, S, H]), any float dtype: `model::fused_attention`.
+/// None: the heads gradient → [B, S, H]), any float dtype: `ops::cuda::attention`.
 /// `dims` = (H, S, heads, keys transposed 0/1).
 pub fn bias_heads(
     bias: Option<(&CudaStorage, &Layout)>,

@@ -4,11 +4,11 @@
 //! backward that recomputes the softmax and the dropout mask (kernels/embtune.cu) — one graph
 //! node instead of four (scale, mask add, softmax, dropout), and no probability or mask tensor
 //! kept for the backward beyond the scores. The CPU forward and backward are plain loops, run by
-//! `BertModel::use_cuda_path_on_cpu` in tests against the CPU fast path. Depends on
-//! `cpu_kernels::Dropout` (the shared hash mask), `fused::cpu_f32` and `cuda_ops`.
+//! `Exec::CudaFused` on a CPU device in tests against the CPU fused path. Depends on candle,
+//! `ops::Dropout` (the shared hash mask), `layer_norm::cpu_f32` and `launch` (feature `cuda`).
 
-use super::cpu_kernels::Dropout;
-use super::fused::cpu_f32;
+use super::layer_norm::cpu_f32;
+use crate::ops::Dropout;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 /// Scale, dropout and the row geometry of the op.
@@ -88,7 +88,7 @@ impl CustomOp2 for AttnSoftmax {
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let (rows, n, per_batch) = self.geometry(l1, l2.shape().elem_count())?;
-        let y = crate::cuda_ops::attn_softmax(
+        let y = super::launch::attn_softmax(
             [(s1, l1), (s2, l2)],
             None,
             (rows, n, per_batch),
@@ -149,7 +149,7 @@ impl CustomOp3 for AttnSoftmaxBwd {
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let geometry = self.0.geometry(l1, l2.shape().elem_count())?;
-        let dx = crate::cuda_ops::attn_softmax(
+        let dx = super::launch::attn_softmax(
             [(s1, l1), (s2, l2)],
             Some((s3, l3)),
             geometry,
@@ -162,7 +162,7 @@ impl CustomOp3 for AttnSoftmaxBwd {
 
 /// `dropout(softmax(scores · scale + mask))` over the last dim, in f32: `scores: [B, heads, S,
 /// S]`, `mask`: the additive mask `[B, 1, 1, S]` (no gradient), `drop` the hash mask on the
-/// contiguous probabilities (what `cpu_ops::dropout` with the same seed would apply).
+/// contiguous probabilities (what `ops::dropout` with the same seed would apply).
 pub fn attention_probs(
     scores: &Tensor,
     mask: &Tensor,
@@ -273,7 +273,7 @@ impl CustomOp2 for BiasHeads {
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let dims = self.dims(l1)?;
-        let y = crate::cuda_ops::bias_heads(Some((s2, l2)), (s1, l1), self.scalars(dims))?;
+        let y = super::launch::bias_heads(Some((s2, l2)), (s1, l1), self.scalars(dims))?;
         Ok((y, self.out_shape(dims)))
     }
     fn bwd(
@@ -318,7 +318,7 @@ impl candle_core::CustomOp1 for HeadsBack {
         s: &candle_core::CudaStorage,
         l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let dx = crate::cuda_ops::bias_heads(None, (s, l), self.op.scalars(self.x))?;
+        let dx = super::launch::bias_heads(None, (s, l), self.op.scalars(self.x))?;
         Ok((dx, Shape::from(self.x)))
     }
 }
@@ -343,7 +343,7 @@ pub fn bias_heads(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::test_util::{grad_diffs, max_diff, randn};
+    use crate::ops::test_util::{grad_diffs, max_diff, randn};
     use candle_core::Var;
 
     /// The one op equals scale → mask add → softmax → dropout composed from candle ops and the
@@ -357,7 +357,7 @@ mod tests {
             .map(|i| if i % s < s - i / s { 1.0 } else { 0.0 })
             .collect();
         let am = Tensor::from_vec(keep.clone(), (b, s), &candle_core::Device::Cpu).unwrap();
-        let mask = crate::model::ops::additive_attention_mask(&am, DType::F32).unwrap();
+        let mask = crate::ops::composed::additive_attention_mask(&am, DType::F32).unwrap();
         let r = randn(&[b, h, s, s], 42, 1.0);
         let scale = 0.125;
         for p in [0.0, 0.3] {
@@ -367,9 +367,9 @@ mod tests {
                 .unwrap()
                 .broadcast_add(&mask)
                 .unwrap();
-            let sm = crate::model::ops::softmax_last_dim(&z).unwrap();
+            let sm = crate::ops::composed::softmax_last_dim(&z).unwrap();
             let composed = if p > 0.0 {
-                crate::model::cpu_ops::dropout(&sm, p, 5).unwrap()
+                crate::ops::cpu::dropout::apply(&sm, Dropout::new(p, 5)).unwrap()
             } else {
                 sm
             };

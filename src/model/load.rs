@@ -1,0 +1,195 @@
+//! Loading a [`SentenceEncoder`] from a local directory or Hub id: the module stack
+//! (`st_format`), the family from config.json's model_type (`family::from_config`), checked
+//! weights, the tokenizer with max_seq_length resolved as sentence-transformers does, pooling,
+//! Dense and Normalize. Every error names the file it is about. Depends on `model::*`,
+//! `tokenize`.
+
+use super::dense::Dense;
+use super::hub::ModelSource;
+use super::pooling::PoolingConfig;
+use super::st_format::{self, ModuleKind, StackSpec};
+use super::{family, weights, ModelSpec, SentenceEncoder, FALLBACK_MAX_SEQ_LENGTH};
+use crate::tokenize::TextTokenizer;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use serde_json::Value;
+
+/// The max_seq_length a model runs with, as sentence-transformers resolves it: the user's value,
+/// else `sentence_bert_config.json`'s `max_seq_length` (models saved before ST 6), else the
+/// tokenizer's `model_max_length` (`tokenizer_config.json`, where ST 6 keeps it), else 512 —
+/// then capped by the positions the model has (sentence-transformers caps the tokenizer's value
+/// by max_position_embeddings and would fail past the table; we cap every source).
+pub fn resolve_max_seq_length(
+    user: Option<usize>,
+    sentence_bert: Option<usize>,
+    tokenizer_max: Option<usize>,
+    positions: usize,
+) -> usize {
+    user.or(sentence_bert)
+        .or(tokenizer_max)
+        .unwrap_or(FALLBACK_MAX_SEQ_LENGTH)
+        .min(positions)
+}
+
+/// `model_max_length` of a `tokenizer_config.json`, when it is a real limit (transformers
+/// writes 1e30 for "none").
+fn model_max_length(tokenizer_config: Option<&[u8]>) -> Option<usize> {
+    let v: Value = serde_json::from_slice(tokenizer_config?).ok()?;
+    let n = v.get("model_max_length")?.as_f64()?;
+    (n >= 1.0 && n < 1e9).then_some(n as usize)
+}
+
+impl SentenceEncoder {
+    pub(super) fn load_from(src: &ModelSource, spec: &ModelSpec, device: &Device) -> Result<Self> {
+        let stack: StackSpec = st_format::read_stack(src)?;
+        let tdir = st_format::transformer_dir(&stack).to_string();
+        let cfg_path = src.required(&st_format::file_in(&tdir, "config.json"))?;
+        let config_json: Value = serde_json::from_str(
+            &std::fs::read_to_string(&cfg_path)
+                .with_context(|| format!("reading {}", cfg_path.display()))?,
+        )
+        .with_context(|| format!("{}: invalid JSON", cfg_path.display()))?;
+        let arch = family::from_config(&config_json, &cfg_path)?;
+        let weights_path = match src.optional(&st_format::file_in(&tdir, "model.safetensors"))? {
+            Some(p) => p,
+            None => {
+                let bin = src
+                    .optional(&st_format::file_in(&tdir, "pytorch_model.bin"))
+                    .ok()
+                    .flatten();
+                let what = if bin.is_some() {
+                    " (only pytorch_model.bin, a pickle; convert it to safetensors)"
+                } else {
+                    ""
+                };
+                bail!(
+                    "{}: no model weights: model.safetensors is missing{what}",
+                    src.describe()
+                );
+            }
+        };
+        let checked =
+            weights::load_checked(&weights_path, &arch.weight_spec(), DType::F32, device)?;
+        let mut notices = Vec::new();
+        if !checked.ignored_heads.is_empty() {
+            notices.push(format!(
+                "ignored {} tensors outside the encoder (task heads)",
+                checked.ignored_heads.len()
+            ));
+        }
+        let encoder = family::build(&*arch, checked, DType::F32, device)
+            .with_context(|| format!("{}: building the encoder", weights_path.display()))?;
+        let mut tokenizer_files = Vec::new();
+        for name in st_format::TOKENIZER_FILES {
+            if let Some(p) = src.optional(&st_format::file_in(&tdir, name))? {
+                let bytes =
+                    std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+                tokenizer_files.push((name.to_string(), bytes));
+            }
+        }
+        let tok_config = tokenizer_files
+            .iter()
+            .find(|(n, _)| n == "tokenizer_config.json")
+            .map(|(_, b)| b.as_slice());
+        let max_len = resolve_max_seq_length(
+            spec.max_seq_length,
+            stack.max_seq_length,
+            model_max_length(tok_config),
+            arch.max_tokens(),
+        );
+        let tok_path = src.required(&st_format::file_in(&tdir, "tokenizer.json"))?;
+        let tokenizer =
+            TextTokenizer::from_file(&tok_path, max_len, stack.do_lower_case, arch.pad_token_id())?;
+        // An id past the embedding table would be an out-of-bounds read on a GPU (and an index
+        // error mid-run on the CPU, as in sentence-transformers): refuse the pair at load.
+        let vocab = arch.vocab_size();
+        if let Some(max_id) = tokenizer.inner().get_vocab(true).values().max() {
+            if *max_id as usize >= vocab {
+                bail!(
+                    "{}: the tokenizer has token id {max_id} but config.json's vocab_size is {vocab} (ids 0..{}): the tokenizer does not belong to this model",
+                    tok_path.display(),
+                    vocab.saturating_sub(1)
+                );
+            }
+        }
+        let hidden = arch.hidden_size();
+        let mut pooling = match &stack.pooling {
+            Some(p) => p.clone(),
+            None => {
+                notices.push("no modules.json: a plain Hugging Face model; using mean pooling, as sentence-transformers does".into());
+                st_format::default_pooling(hidden)
+            }
+        };
+        if pooling.word_embedding_dimension != hidden {
+            bail!(
+                "1_Pooling/config.json: word_embedding_dimension {} does not match the hidden size {hidden} of config.json",
+                pooling.word_embedding_dimension,
+            );
+        }
+        if let Some(modes) = &spec.pooling {
+            pooling = PoolingConfig::new(modes.clone(), hidden);
+        }
+        let mut dense = Vec::new();
+        let mut dim = pooling.output_dim();
+        for m in stack.modules.iter().filter(|m| m.kind == ModuleKind::Dense) {
+            let d = Dense::load(src, &m.path, device)?;
+            if d.in_features() != dim {
+                bail!(
+                    "{}/config.json: in_features {} but the previous module outputs {dim}",
+                    m.path,
+                    d.in_features()
+                );
+            }
+            dim = d.out_features();
+            dense.push(d);
+        }
+        let normalize = stack
+            .modules
+            .iter()
+            .any(|m| m.kind == ModuleKind::Normalize);
+        let mut enc = Self::assemble(
+            encoder,
+            tokenizer,
+            pooling,
+            dense,
+            normalize,
+            (config_json, stack.st_config.clone()),
+            tokenizer_files,
+            src.describe(),
+        );
+        enc.notices = notices;
+        enc.set_compute_dtype(spec.compute.dtype.dtype());
+        Ok(enc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_seq_length_follows_sentence_transformers_order_and_the_position_cap() {
+        assert_eq!(
+            resolve_max_seq_length(Some(10), Some(256), Some(24), 512),
+            10
+        );
+        assert_eq!(resolve_max_seq_length(None, Some(256), Some(24), 512), 256);
+        // ST 6 saves no max_seq_length: the tokenizer's model_max_length decides.
+        assert_eq!(resolve_max_seq_length(None, None, Some(24), 512), 24);
+        assert_eq!(resolve_max_seq_length(None, None, None, 512), 512);
+        // RoBERTa: 514 positions, 512 usable.
+        assert_eq!(resolve_max_seq_length(None, Some(1024), None, 512), 512);
+        assert_eq!(
+            model_max_length(Some(br#"{"model_max_length": 24}"#)),
+            Some(24)
+        );
+        assert_eq!(
+            model_max_length(Some(
+                br#"{"model_max_length": 1000000000000000019884624838656}"#
+            )),
+            None
+        );
+        assert_eq!(model_max_length(Some(b"{}")), None);
+        assert_eq!(model_max_length(None), None);
+    }
+}

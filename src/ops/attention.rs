@@ -1,0 +1,165 @@
+//! Multi-head self-attention on every path, from the input projections to the context:
+//! `softmax(q·kᵀ/√hd + bias + mask) → dropout → ·v`, heads side by side `[B, S, H]`. The padding
+//! mask is built once per forward in the form its path wants ([`AttnMask`]); `bias` is an
+//! optional additive score term `[heads, S, S]` (MPNet's relative position bias) with its
+//! gradient. A sliding window (the next families) would be a further mask form here. Depends on
+//! candle and the path modules.
+
+use super::{candle_inference_kernels, composed, cpu, cuda, dense, Dropout, Exec};
+use candle_core::{DType, Result, Tensor};
+use std::sync::Arc;
+
+/// The attention mask of one forward, as its path wants it.
+#[derive(Debug, Clone)]
+pub enum AttnMask {
+    /// `[B·S]`: 1 for tokens, 0 for padding (CPU fused path).
+    Keep(Arc<Vec<f32>>),
+    /// Additive `[B, 1, 1, S]`: 0 for tokens, a large negative value for padding.
+    Additive(Tensor),
+}
+
+impl AttnMask {
+    /// From `attention_mask: [B, S]` (1 = token, 0 = pad); `compute` = the scores' dtype.
+    pub fn new(exec: Exec, attention_mask: &Tensor, compute: DType) -> Result<Self> {
+        Ok(match exec {
+            Exec::CpuFused => AttnMask::Keep(Arc::new(
+                attention_mask
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            )),
+            _ => AttnMask::Additive(composed::additive_attention_mask(attention_mask, compute)?),
+        })
+    }
+}
+
+/// One input projection (`w: [H, H]`, `b: [H]`, f32 master weights).
+#[derive(Clone, Copy)]
+pub struct Projection<'a> {
+    pub w: &'a Tensor,
+    pub b: Option<&'a Tensor>,
+}
+
+/// What an attention call needs besides its input.
+#[derive(Clone, Copy)]
+pub struct AttnArgs<'a> {
+    pub heads: usize,
+    /// Dropout on the probabilities (element `(b, h, i, j)` of `[B, heads, S, S]`).
+    pub dropout: Option<Dropout>,
+    /// Added to the scaled scores before the mask: `[heads, S, S]` (shared by the batch).
+    pub bias: Option<&'a Tensor>,
+}
+
+/// The context `[B, S, H]` of self-attention over `x: [B, S, H]` (compute dtype).
+pub fn attention(
+    exec: Exec,
+    x: &Tensor,
+    [q, k, v]: [Projection; 3],
+    mask: &AttnMask,
+    a: AttnArgs,
+    grad: bool,
+) -> Result<Tensor> {
+    let (b, s, h) = x.dims3()?;
+    let (nh, hd) = (a.heads, h / a.heads.max(1));
+    if a.heads == 0 || h % a.heads != 0 {
+        candle_core::bail!(
+            "attention: hidden size {h} is not divisible into {} heads",
+            a.heads
+        );
+    }
+    if let Some(bias) = a.bias {
+        if bias.dims() != [nh, s, s] {
+            candle_core::bail!(
+                "attention: a score bias of {:?} for [{nh}, {s}, {s}]",
+                bias.dims()
+            );
+        }
+    }
+    let scale = 1.0 / (hd as f64).sqrt();
+    let mask = match (exec, mask) {
+        (Exec::CpuFused, AttnMask::Keep(keep)) => {
+            // q, k and v in one product: x is packed once and the product is 3× wider.
+            let zeros = |p: &Projection| Tensor::zeros(p.w.dim(0)?, DType::F32, p.w.device());
+            let bias = |p: &Projection| p.b.map_or_else(|| zeros(p), |b| Ok(b.clone()));
+            let qkv = cpu::linear(
+                x,
+                &Tensor::cat(&[q.w, k.w, v.w], 0)?,
+                &Tensor::cat(&[bias(&q)?, bias(&k)?, bias(&v)?], 0)?,
+            )?;
+            return cpu::attention(&qkv, keep.clone(), nh, a.dropout, a.bias);
+        }
+        (Exec::CpuFused, _) | (_, AttnMask::Keep(_)) => {
+            candle_core::bail!("attention: the mask was built for another execution path")
+        }
+        (_, AttnMask::Additive(m)) => m,
+    };
+    let (raw, v) = if exec.cuda_training(grad) {
+        // Bias + heads layout in one node each; keys come out transposed for the product.
+        let heads = |p: &Projection, kt: bool| -> Result<Tensor> {
+            let y = dense::product(x, p.w)?;
+            match p.b {
+                Some(bias) => cuda::attention::bias_heads(&y, &bias.to_dtype(y.dtype())?, nh, kt),
+                None => {
+                    let t = y.reshape((b, s, nh, hd))?.transpose(1, 2)?;
+                    if kt {
+                        t.t()?.contiguous()
+                    } else {
+                        t.contiguous()
+                    }
+                }
+            }
+        };
+        let (q, kt, v) = (heads(&q, false)?, heads(&k, true)?, heads(&v, false)?);
+        (q.matmul(&kt)?, v)
+    } else {
+        let heads = |p: &Projection| -> Result<Tensor> {
+            dense::linear(exec, x, p.w, p.b)?
+                .reshape((b, s, nh, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (heads(&q)?, heads(&k)?, heads(&v)?);
+        (q.matmul(&k.t()?.contiguous()?)?, v)
+    };
+    let probs = if exec.cuda_training(grad) {
+        // Scale, mask, softmax and dropout as one op (the mask `ops::dropout` would draw).
+        let p = match a.bias {
+            Some(bias) => {
+                let z = (raw.to_dtype(DType::F32)? * scale)?
+                    .broadcast_add(&bias.to_dtype(DType::F32)?.unsqueeze(0)?)?;
+                cuda::attention::attention_probs(&z, mask, 1.0, a.dropout)?
+            }
+            None => cuda::attention::attention_probs(&raw, mask, scale, a.dropout)?,
+        };
+        p.to_dtype(raw.dtype())?
+    } else {
+        let mut scores = (&raw * scale)?;
+        if let Some(bias) = a.bias {
+            scores = scores.broadcast_add(&bias.to_dtype(scores.dtype())?.unsqueeze(0)?)?;
+        }
+        let probs = softmax(exec, &scores.broadcast_add(mask)?, grad)?;
+        super::dropout(exec, &probs, a.dropout)?
+    };
+    probs
+        .matmul(&v)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, s, h))
+}
+
+/// Softmax over the last dim in f32 (half precision inputs are cast up and the result cast
+/// back): candle's fused kernel where no graph is built on the GPU paths, else the composed
+/// version, which has a backward.
+fn softmax(exec: Exec, x: &Tensor, grad: bool) -> Result<Tensor> {
+    let dt = x.dtype();
+    let x32 = match dt {
+        DType::F16 | DType::BF16 => x.to_dtype(DType::F32)?,
+        _ => x.clone(),
+    };
+    let y = if candle_inference_kernels(exec, x, grad) {
+        candle_nn::ops::softmax_last_dim(&x32)?
+    } else {
+        composed::softmax_last_dim(&x32)?
+    };
+    y.to_dtype(dt)
+}

@@ -1,0 +1,368 @@
+//! The attention core on the CPU fused path (f32): `softmax(q·kᵀ·scale + bias + mask) →
+//! dropout → ·v` per (sentence, head) on the packed projections `[B, S, 3H]` = `[q | k | v]`,
+//! with an optional additive score bias `[heads, S, S]` (MPNet's relative positions) and its
+//! gradient. The backward recomputes the probabilities. Depends on candle, rayon, `kernels` and
+//! `ops::Dropout`.
+
+use super::kernels::{self as k, AttnShape, HeadJob, Heads};
+use super::{slice, with_data};
+use crate::ops::Dropout;
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// The attention core of one layer on the packed projections `[B, S, 3H]` = `[q | k | v]`:
+/// `softmax(q·kᵀ/√hd + bias + mask) → dropout → ·v` per head, giving the `[B, S, H]` context
+/// (heads side by side, as BERT's reshape does). One op input (no bias) or two (`[heads, S, S]`
+/// bias, which gets its gradient).
+struct Attention {
+    /// `[B·S]`: 1 for tokens, 0 for padding.
+    keep: Arc<Vec<f32>>,
+    heads: usize,
+    scale: f32,
+    drop: Option<Dropout>,
+}
+
+impl Attention {
+    fn job<'a>(
+        &'a self,
+        qkv: &'a [f32],
+        bias: Option<&'a [f32]>,
+        sh: AttnShape,
+        b: usize,
+        h: usize,
+    ) -> HeadJob<'a> {
+        let [q, k, v] = qkv_heads(qkv, sh);
+        let n = sh.seq * sh.seq;
+        HeadJob {
+            q,
+            k,
+            v,
+            keep: &self.keep[b * sh.seq..(b + 1) * sh.seq],
+            sh,
+            scale: self.scale,
+            bias: bias.map(|bb| &bb[h * n..(h + 1) * n]),
+            drop: self.drop,
+            b,
+            h,
+        }
+    }
+
+    fn shape(&self, dims: &[usize], bias: Option<&[usize]>) -> Result<AttnShape> {
+        let &[b, s, h3] = dims else {
+            bail!("attention: expected [B, S, 3H], got {dims:?}");
+        };
+        let h = h3 / 3;
+        if self.heads == 0 || h3 % 3 != 0 || h % self.heads != 0 || self.keep.len() != b * s {
+            bail!(
+                "attention: [{b}, {s}, {h3}] with {} heads and a mask of {}",
+                self.heads,
+                self.keep.len()
+            );
+        }
+        if let Some(bd) = bias {
+            if bd != [self.heads, s, s] {
+                bail!(
+                    "attention: a score bias of {bd:?} for [{}, {s}, {s}]",
+                    self.heads
+                );
+            }
+        }
+        Ok(AttnShape {
+            batch: b,
+            seq: s,
+            heads: self.heads,
+            head_dim: h / self.heads,
+        })
+    }
+
+    fn forward(&self, qkv: &[f32], bias: Option<&[f32]>, sh: AttnShape) -> Vec<f32> {
+        let hid = sh.hidden();
+        let mut out = vec![0f32; sh.batch * sh.seq * hid];
+        out.par_chunks_mut((sh.seq * hid).max(1))
+            .enumerate()
+            .for_each(|(b, rows)| {
+                let mut block = vec![0f32; sh.seq * sh.head_dim];
+                for h in 0..sh.heads {
+                    k::attention_head(self.job(qkv, bias, sh, b, h), &mut block);
+                    scatter_head(&block, sh, h, rows, hid, 0);
+                }
+            });
+        out
+    }
+
+    /// The gradients of the packed projections and (with a bias) of the bias, summed over the
+    /// batch (each worker accumulates its own copy; they are added at the end).
+    fn backward(
+        &self,
+        qkv: &[f32],
+        g: &[f32],
+        bias: Option<&[f32]>,
+        sh: AttnShape,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let hid = sh.hidden();
+        let g = Heads {
+            data: g,
+            stride: hid,
+            offset: 0,
+        };
+        let nb = if bias.is_some() {
+            sh.heads * sh.seq * sh.seq
+        } else {
+            0
+        };
+        let mut dqkv = vec![0f32; qkv.len()];
+        let dbias = dqkv
+            .par_chunks_mut((sh.seq * 3 * hid).max(1))
+            .enumerate()
+            .fold(
+                || vec![0f32; nb],
+                |mut db, (b, rows)| {
+                    let n = sh.seq * sh.head_dim;
+                    let mut blocks = vec![0f32; 3 * n];
+                    for h in 0..sh.heads {
+                        let (bq, rest) = blocks.split_at_mut(n);
+                        let (bk, bv) = rest.split_at_mut(n);
+                        let ss = sh.seq * sh.seq;
+                        let dbh = (nb > 0).then(|| &mut db[h * ss..(h + 1) * ss]);
+                        k::attention_head_backward(
+                            self.job(qkv, bias, sh, b, h),
+                            g,
+                            bq,
+                            bk,
+                            bv,
+                            dbh,
+                        );
+                        scatter_head(bq, sh, h, rows, 3 * hid, 0);
+                        scatter_head(bk, sh, h, rows, 3 * hid, hid);
+                        scatter_head(bv, sh, h, rows, 3 * hid, 2 * hid);
+                    }
+                    db
+                },
+            )
+            .reduce(|| vec![0f32; nb], super::add_vec);
+        (dqkv, dbias)
+    }
+}
+
+/// q, k, v views of a packed `[B·S, 3H]` buffer.
+fn qkv_heads(qkv: &[f32], sh: AttnShape) -> [Heads<'_>; 3] {
+    let h = sh.hidden();
+    [0, h, 2 * h].map(|offset| Heads {
+        data: qkv,
+        stride: 3 * h,
+        offset,
+    })
+}
+
+/// Copies a head's `[S, hd]` block into its columns (`offset + h·hd ..`) of a sentence's rows
+/// of width `stride`.
+fn scatter_head(
+    block: &[f32],
+    sh: AttnShape,
+    h: usize,
+    rows: &mut [f32],
+    stride: usize,
+    offset: usize,
+) {
+    let hd = sh.head_dim;
+    for (i, src) in block.chunks(hd).enumerate() {
+        rows[i * stride + offset + h * hd..][..hd].copy_from_slice(src);
+    }
+}
+
+impl CustomOp1 for Attention {
+    fn name(&self) -> &'static str {
+        "embtune-cpu-attention"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
+        let sh = self.shape(l1.dims(), None)?;
+        let out = self.forward(slice(s1, l1, "attention")?, None, sh);
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((sh.batch, sh.seq, sh.hidden())),
+        ))
+    }
+    fn bwd(&self, qkv: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let sh = self.shape(qkv.dims(), None)?;
+        let (dqkv, _) = with_data(&[qkv, g], "attention backward", |d| {
+            Ok(self.backward(d[0], d[1], None, sh))
+        })?;
+        Ok(Some(Tensor::from_vec(dqkv, qkv.shape(), &Device::Cpu)?))
+    }
+}
+
+/// [`Attention`] with the score bias as a second input.
+struct BiasedAttention(Attention);
+
+impl CustomOp2 for BiasedAttention {
+    fn name(&self) -> &'static str {
+        "embtune-cpu-attention-bias"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let sh = self.0.shape(l1.dims(), Some(l2.dims()))?;
+        let bias = slice(s2, l2, "attention bias")?;
+        let out = self.0.forward(slice(s1, l1, "attention")?, Some(bias), sh);
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((sh.batch, sh.seq, sh.hidden())),
+        ))
+    }
+    fn bwd(
+        &self,
+        qkv: &Tensor,
+        bias: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let sh = self.0.shape(qkv.dims(), Some(bias.dims()))?;
+        let (dqkv, dbias) = with_data(&[qkv, g, bias], "attention backward", |d| {
+            Ok(self.0.backward(d[0], d[1], Some(d[2]), sh))
+        })?;
+        Ok((
+            Some(Tensor::from_vec(dqkv, qkv.shape(), &Device::Cpu)?),
+            Some(Tensor::from_vec(dbias, bias.shape(), &Device::Cpu)?),
+        ))
+    }
+}
+
+/// Multi-head attention core on the packed projections `qkv: [B, S, 3H]` (`[q | k | v]`) with
+/// `heads` heads; `keep: [B·S]` is 1 for tokens, 0 for padding; `dropout` on the
+/// probabilities; `bias: [heads, S, S]` added to the scaled scores. Returns the `[B, S, H]`
+/// context.
+pub fn attention(
+    qkv: &Tensor,
+    keep: Arc<Vec<f32>>,
+    heads: usize,
+    dropout: Option<Dropout>,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let hd = qkv.dim(2)? / 3 / heads.max(1);
+    let op = Attention {
+        keep,
+        heads,
+        scale: 1.0 / (hd as f32).sqrt(),
+        drop: dropout,
+    };
+    match bias {
+        None => qkv.contiguous()?.apply_op1(op),
+        Some(b) => qkv.contiguous()?.apply_op2(
+            &b.to_dtype(candle_core::DType::F32)?.contiguous()?,
+            BiasedAttention(op),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::composed;
+    use crate::ops::cpu::testing::check;
+    use crate::ops::test_util::randn;
+    use candle_core::Var;
+
+    /// The composed attention (reshape to heads, scores, bias, additive mask, softmax,
+    /// dropout as a mask multiplication, weighted sum, heads back side by side), with the
+    /// dropout factors of `drop` for element (b, h, i, j).
+    fn composed_attention(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        heads: usize,
+        drop: Option<Dropout>,
+        bias: Option<&Tensor>,
+    ) -> Tensor {
+        let (b, s, h) = q.dims3().unwrap();
+        let hd = h / heads;
+        let split = |t: &Tensor| {
+            t.reshape((b, s, heads, hd))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let (q, k, v) = (split(q), split(k), split(v));
+        let scores = (q.matmul(&k.t().unwrap().contiguous().unwrap()).unwrap()
+            * (1.0 / (hd as f64).sqrt()))
+        .unwrap();
+        let scores = match bias {
+            Some(bias) => scores.broadcast_add(&bias.unsqueeze(0).unwrap()).unwrap(),
+            None => scores,
+        };
+        let add = composed::additive_attention_mask(mask, candle_core::DType::F32).unwrap();
+        let probs = composed::softmax_last_dim(&scores.broadcast_add(&add).unwrap()).unwrap();
+        let probs = match drop {
+            Some(d) => {
+                let n = b * heads * s * s;
+                let f: Vec<f32> = (0..n as u64).map(|i| d.factor(i)).collect();
+                let f = Tensor::from_vec(f, (b, heads, s, s), &Device::Cpu).unwrap();
+                probs.mul(&f).unwrap()
+            }
+            None => probs,
+        };
+        probs
+            .matmul(&v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((b, s, h))
+            .unwrap()
+    }
+
+    /// The fused op and the composed ops agree in value and in the gradients of q, k, v (and of
+    /// the score bias when there is one), with padding, with and without dropout.
+    #[test]
+    fn attention_matches_the_composed_reference_with_padding_dropout_and_bias() {
+        let (b, s, h, heads) = (3, 11, 24, 3);
+        let lens = [11usize, 6, 1];
+        let mut keep = vec![0f32; b * s];
+        for (i, &l) in lens.iter().enumerate() {
+            keep[i * s..i * s + l].iter_mut().for_each(|x| *x = 1.0);
+        }
+        let mask = Tensor::from_vec(
+            keep.iter().map(|&x| x as u32).collect::<Vec<_>>(),
+            (b, s),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let keep = Arc::new(keep);
+        let bias_var = Var::from_tensor(&randn(&[heads, s, s], 9, 1.5)).unwrap();
+        for (drop, with_bias) in [
+            (None, false),
+            (Some(Dropout::new(0.2, 1234)), false),
+            (None, true),
+            (Some(Dropout::new(0.2, 77)), true),
+        ] {
+            let bias = with_bias.then_some(bias_var.as_tensor());
+            let q = Var::from_tensor(&randn(&[b, s, h], 6, 2.0)).unwrap();
+            let k = Var::from_tensor(&randn(&[b, s, h], 7, 2.0)).unwrap();
+            let v = Var::from_tensor(&randn(&[b, s, h], 8, 1.0)).unwrap();
+            let qkv = Tensor::cat(&[q.as_tensor(), k.as_tensor(), v.as_tensor()], 2).unwrap();
+            let fused = attention(&qkv, keep.clone(), heads, drop, bias).unwrap();
+            let composed = composed_attention(
+                q.as_tensor(),
+                k.as_tensor(),
+                v.as_tensor(),
+                &mask,
+                heads,
+                drop,
+                bias,
+            );
+            let mut vars = vec![("q", &q), ("k", &k), ("v", &v)];
+            if bias.is_some() {
+                vars.push(("bias", &bias_var));
+            }
+            check(&vars, &fused, &composed, 1e-5, 1e-5);
+        }
+    }
+}
