@@ -7,6 +7,7 @@ mod datasets;
 mod device;
 mod disk_full;
 mod errors;
+mod families;
 mod gradients;
 mod hostile_input;
 mod lint;
