@@ -20,7 +20,7 @@ pub const FAMILIES: [&str; 6] = [
     "mpnet",
 ];
 
-const PATHS: [Exec; 3] = [Exec::Composed, Exec::CpuFused, Exec::CudaFused];
+pub const PATHS: [Exec; 3] = [Exec::Composed, Exec::CpuFused, Exec::CudaFused];
 
 pub fn fixture(family: &str) -> PathBuf {
     repo_root().join("tests/fixtures").join(family)

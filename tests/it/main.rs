@@ -14,6 +14,7 @@ mod lint;
 mod logging;
 mod losses;
 mod model_files;
+mod oracle;
 mod pairs;
 mod parity;
 mod quantize;
