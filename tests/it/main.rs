@@ -18,6 +18,7 @@ mod oracle;
 mod pairs;
 mod parity;
 mod quantize;
+mod real_mpnet;
 mod save_load;
 mod similarity;
 mod train;
