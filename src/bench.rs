@@ -25,6 +25,9 @@ pub struct EncodeResult {
     pub sentences: usize,
     pub seconds: f64,
     pub sentences_per_sec: f64,
+    /// The model family and the execution path its ops took (`ops::Exec`).
+    pub family: &'static str,
+    pub exec: crate::ops::Exec,
     /// Tokens of the texts (special tokens included, truncated at max_seq_length).
     pub real_tokens: usize,
     /// Tokens computed: each batch (length-sorted, as `encode` does) padded to its longest text.
@@ -72,6 +75,8 @@ pub fn encode_throughput(
         sentences: n,
         seconds,
         sentences_per_sec: n as f64 / seconds,
+        family: model.family(),
+        exec: model.exec(),
         real_tokens,
         padded_tokens,
         cuda: CudaSettings::of(model.device()),
@@ -149,6 +154,8 @@ pub struct TrainResult {
     pub examples: usize,
     pub seconds: f64,
     pub pairs_per_sec: f64,
+    pub family: &'static str,
+    pub exec: crate::ops::Exec,
     pub first_loss: Option<f64>,
     pub last_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -186,9 +193,9 @@ pub fn train_throughput(
         phase_timing: phases,
         ..Default::default()
     };
-    let r = crate::train::train(&cfg).map(|(r, m)| (r, m.device().clone()));
+    let r = crate::train::train(&cfg).map(|(r, m)| (r, m.device().clone(), m.family(), m.exec()));
     let _ = std::fs::remove_dir_all(&out);
-    let (r, dev) = r?;
+    let (r, dev, family, exec) = r?;
     let tp = r
         .throughput
         .context("bench train: no timed steps (is the data smaller than one batch?)")?;
@@ -203,6 +210,8 @@ pub fn train_throughput(
         examples: tp.examples,
         seconds: tp.seconds,
         pairs_per_sec: tp.examples_per_sec(),
+        family,
+        exec,
         first_loss: r.first_loss,
         last_loss: r.last_loss,
         cuda: CudaSettings::of(&dev),

@@ -18,8 +18,8 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
-/// Fine-tune, evaluate and run BERT-style sentence-embedding models — sentence-transformers
-/// compatible, no Python.
+/// Fine-tune, evaluate and run sentence-embedding encoders (BERT, RoBERTa/XLM-R, DistilBERT,
+/// MPNet) — sentence-transformers compatible, no Python.
 #[derive(Debug, Parser)]
 #[command(name = "embtune", version, about, long_about = None)]
 pub struct Cli {

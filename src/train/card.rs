@@ -4,7 +4,7 @@
 //! metrics.jsonl), evaluation results, hardware and wall time, versions, and usage snippets for
 //! embtune, Python sentence-transformers and text-embeddings-inference.
 
-use super::run::TrainReport;
+use super::outcome::TrainReport;
 use super::TrainConfig;
 use crate::loss::LossKind;
 use crate::model::SentenceEncoder;
@@ -87,7 +87,8 @@ pub fn render(cfg: &TrainConfig, report: &TrainReport, inp: &CardInput) -> Strin
     let _ = writeln!(s, "## Model\n\n- Base model: `{base}`");
     let _ = writeln!(
         s,
-        "- Module stack: Transformer (BERT, {} layers, hidden {}, max_seq_length {}) → Pooling ({}){}{}",
+        "- Module stack: Transformer ({}, {} layers, hidden {}, max_seq_length {}) → Pooling ({}){}{}",
+        m.family(),
         m.num_layers(),
         m.hidden_size(),
         m.tokenizer.max_seq_length(),

@@ -7,13 +7,15 @@ pub mod card;
 pub mod checkpoint;
 pub mod data;
 pub mod optimizer;
+pub mod outcome;
 pub mod phases;
 mod prepare;
 pub mod run;
 pub mod schedule;
 pub mod signals;
 
-pub use run::{run, train, Throughput, TrainReport, WARM_STEPS};
+pub use outcome::{Throughput, TrainReport, WARM_STEPS};
+pub use run::{run, train};
 
 use crate::data::{DataFormat, ReadOptions};
 use crate::eval::EvalTask;

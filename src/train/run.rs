@@ -7,12 +7,12 @@ use super::checkpoint::{self, TrainerState};
 use super::prepare::{plan, prepare, Prepared};
 
 use super::optimizer::{AdamW, AdamWConfig};
-use super::phases::{Phase, PhaseTimer, PhaseTimes};
+use super::outcome::{Throughput, TrainReport, WARM_STEPS};
+use super::phases::{Phase, PhaseTimer};
 use super::schedule::{lr_at, warmup_steps};
 use super::{signals, TrainConfig};
 
 use crate::encode::EncodeOptions;
-use crate::eval::Metrics;
 use crate::loss::LossKind;
 use crate::model::{ModelSpec, SentenceEncoder};
 use crate::progress::Progress;
@@ -23,43 +23,6 @@ use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// What a finished (or interrupted) run did.
-#[derive(Debug, Clone)]
-pub struct TrainReport {
-    pub steps: usize,
-    pub total_steps: usize,
-    /// Mean loss of the first and last logging windows.
-    pub first_loss: Option<f64>,
-    pub last_loss: Option<f64>,
-    pub final_eval: Option<Metrics>,
-    pub best: Option<(f64, usize)>,
-    /// Some(signal) when stopped by SIGINT/SIGTERM after saving a checkpoint.
-    pub interrupted: Option<i32>,
-    pub output: PathBuf,
-    /// Speed of the optimizer steps after the first [`WARM_STEPS`] of this process (None when
-    /// there were no more): what `embtune bench train` reports.
-    pub throughput: Option<Throughput>,
-    /// Per-phase step times when [`TrainConfig::phase_timing`] was on.
-    pub phases: Option<PhaseTimes>,
-}
-
-/// Steps excluded from [`TrainReport::throughput`] (allocator, kernel loading, caches).
-pub const WARM_STEPS: usize = 3;
-
-/// Examples and optimizer steps per second over a timed stretch of training.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct Throughput {
-    pub steps: usize,
-    pub examples: usize,
-    pub seconds: f64,
-}
-
-impl Throughput {
-    pub fn examples_per_sec(&self) -> f64 {
-        self.examples as f64 / self.seconds.max(1e-12)
-    }
-}
 
 /// Runs (or resumes) a training run.
 pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
@@ -162,9 +125,15 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     }
     let metrics_path = cfg.output.join("metrics.jsonl");
     truncate_metrics(&metrics_path, start)?;
+    // The resolved config, and the model family and execution path the run's ops take.
+    let mut saved = serde_json::to_value(cfg)?;
+    if let Some(o) = saved.as_object_mut() {
+        o.insert("family".into(), json!(model.family()));
+        o.insert("exec".into(), json!(model.exec()));
+    }
     crate::fsutil::write_atomic(
         &cfg.output.join("train_config.json"),
-        &serde_json::to_vec_pretty(cfg)?,
+        &serde_json::to_vec_pretty(&saved)?,
     )?;
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)

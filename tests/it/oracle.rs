@@ -101,3 +101,64 @@ fn real_minilm_matches_candle_transformers_bert() {
     eprintln!("all-MiniLM-L6-v2: max abs diff vs candle-transformers {d:.2e}");
     assert!(d <= 1e-5, "{d:e}");
 }
+
+/// The bge / e5 layout — CLS pooling, no Normalize — on all-MiniLM-L6-v2 with its module stack
+/// switched: `embed` gives the [CLS] token's last hidden state as candle-transformers' BERT
+/// computes it, unnormalised.
+#[test]
+fn cls_pooling_without_normalize_gives_the_cls_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("minilm-cls");
+    crate::common::copy_dir(&crate::common::real_model_dir(), &dir);
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"word_embedding_dimension": 384, "pooling_mode": "cls", "include_prompt": true}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("modules.json"),
+        r#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]"#,
+    )
+    .unwrap();
+    let spec = ModelSpec {
+        model: dir.to_string_lossy().into_owned(),
+        ..Default::default()
+    };
+    let model = SentenceEncoder::load(&spec, &Device::Cpu).unwrap();
+    assert!(!model.normalize);
+    let b = model.tokenizer.encode(&TEXTS, &Device::Cpu).unwrap();
+    let emb = embtune::encode::encode(&model, &TEXTS, &Default::default()).unwrap();
+    let emb = Tensor::from_vec(emb.data, (TEXTS.len(), 384), &Device::Cpu).unwrap();
+    let cls = candle_hidden("bert", &dir, &b.input_ids, &b.attention_mask)
+        .narrow(1, 0, 1)
+        .unwrap()
+        .squeeze(1)
+        .unwrap();
+    let d = (&emb - &cls)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap();
+    let d = d.to_scalar::<f32>().unwrap();
+    assert!(
+        d <= 1e-5,
+        "CLS embedding vs candle-transformers' [CLS] state: {d:e}"
+    );
+    let norms = emb
+        .sqr()
+        .unwrap()
+        .sum(1)
+        .unwrap()
+        .sqrt()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(
+        norms.iter().all(|n| (n - 1.0).abs() > 0.1),
+        "not normalised: {norms:?}"
+    );
+}

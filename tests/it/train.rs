@@ -163,7 +163,14 @@ fn short_run_lowers_the_loss_and_the_saved_model_reloads_identically() {
     ] {
         assert!(lines[5].get(k).is_some(), "metrics line lacks {k}");
     }
-    assert!(cfg.output.join("train_config.json").is_file());
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(cfg.output.join("train_config.json")).unwrap(),
+    )
+    .unwrap();
+    // The execution path chosen once for the model, recorded with the config.
+    assert_eq!(saved["exec"], "cpu-fused");
+    assert_eq!(saved["family"], "bert");
+    assert_eq!(saved["batch_size"], cfg.batch_size);
 }
 
 #[test]
