@@ -1,10 +1,10 @@
 //! CPU kernels for the encoder's work besides matrix products, on plain f32 slices: GELU (erf
 //! form) with a bias and its derivative, LayerNorm forward and backward, the attention core
-//! (scores, padding mask, softmax, dropout, weighted sum) forward and backward for one
-//! (sentence, head), and counter-based dropout masks. Inner loops are written so LLVM vectorizes
-//! them; each kernel is compiled for AVX-512, for AVX2 + FMA and for the baseline, and the best
-//! one the CPU has is picked at run time. Spreading work over threads is `cpu_ops.rs`'s job; no
-//! candle types here.
+//! (scores, optional score bias, padding mask, softmax, dropout, weighted sum) forward and
+//! backward for one (sentence, head), dropout masks applied, AdamW's update and Σx². Inner loops
+//! are written so LLVM vectorizes them; each kernel is compiled for AVX-512, for AVX2 + FMA and
+//! for the baseline, and the best one the CPU has is picked at run time. Spreading work over
+//! threads is the custom ops' job (`ops::cpu`); no candle types here. Depends on `ops::Dropout`.
 
 use crate::ops::Dropout;
 use std::sync::atomic::{AtomicU8, Ordering};
