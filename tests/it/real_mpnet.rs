@@ -179,4 +179,46 @@ fn real_mpnet_trains_one_step_and_runs_through_the_binary() {
     assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
     let v: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
     assert!(v["cosine"].as_f64().unwrap() > 0.8, "{v}");
+    // eval on the four scored pairs: the two similar pairs rank above the two unrelated ones.
+    let e = embtune(&[
+        "eval",
+        "-m",
+        MPNET,
+        "--data",
+        data.to_str().unwrap(),
+        "--task",
+        "sts",
+        "--json",
+    ]);
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    assert!(v["spearman_cosine"].as_f64().unwrap() > 50.0, "{v}");
+    // Hard negatives mined with mpnet: each anchor gets one, never its own positive.
+    let pairs = tmp.path().join("p.tsv");
+    std::fs::write(&pairs, "anchor\tpositive\na man is playing a guitar.\ta man plays the guitar.\nthe cat sits on the mat.\ta cat is sitting on a rug.\nthree dogs run in the snow.\tdogs are running through snow.\nthe market fell on monday.\tstocks dropped on monday.\n").unwrap();
+    let mined = tmp.path().join("m.jsonl");
+    let p = embtune(&[
+        "pairs",
+        "-d",
+        pairs.to_str().unwrap(),
+        "--from",
+        "pairs",
+        "--mine",
+        "-m",
+        MPNET,
+        "--num-negatives",
+        "1",
+        "-o",
+        mined.to_str().unwrap(),
+    ]);
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&mined)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for r in &rows {
+        assert_ne!(r["negative"], r["positive"], "{r}");
+    }
 }
