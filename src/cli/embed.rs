@@ -42,7 +42,7 @@ pub struct EmbedArgs {
     #[arg(long)]
     pub ranges: Option<PathBuf>,
     /// Texts per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, short = 'b', default_value_t = 32)]
     pub batch_size: usize,
     /// L2-normalise embeddings even if the model has no Normalize module.
     #[arg(long)]

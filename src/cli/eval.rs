@@ -35,7 +35,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum)]
     pub precision: Option<crate::quantize::Precision>,
     /// Texts per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, short = 'b', default_value_t = 32)]
     pub batch_size: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]

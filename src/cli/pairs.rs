@@ -174,13 +174,11 @@ pub fn run(args: PairsArgs) -> Result<()> {
             Some(spec) => Some(crate::model::SentenceEncoder::load_on_spec_device(&spec)?),
             None => None,
         };
-        let r = crate::pairs::check::check(
-            &t,
-            None,
-            args.label_column.as_deref(),
-            eval.as_ref(),
-            model.as_ref(),
-        )?;
+        let columns = crate::data::ColumnSpec {
+            text_columns: None,
+            label_column: args.label_column.clone(),
+        };
+        let r = crate::pairs::check::check(&t, &columns, eval.as_ref(), model.as_ref())?;
         if args.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {

@@ -24,7 +24,7 @@ pub struct SimilarityArgs {
     #[arg(long, default_value_t = 10)]
     pub top_k: usize,
     /// Texts per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, short = 'b', default_value_t = 32)]
     pub batch_size: usize,
     /// Print JSON.
     #[arg(long)]

@@ -54,7 +54,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub max_steps: Option<usize>,
     /// Examples per batch.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, short = 'b', default_value_t = 16)]
     pub batch_size: usize,
     /// Batches accumulated per optimizer step.
     #[arg(long, default_value_t = 1)]

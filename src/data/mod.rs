@@ -2,10 +2,12 @@
 //! names the file and line (and field), and says what was expected.
 //! Depends only on csv and serde_json.
 
+pub mod columns;
 pub mod hub;
 pub mod parquet;
 pub mod read;
 
+pub use columns::{ColumnSpec, Columns};
 pub use read::{read_table, ReadOptions};
 
 use anyhow::{bail, Result};

@@ -216,6 +216,7 @@ fn delimited(text: &str, path: &Path, delim: u8, quoting: bool) -> Result<(Vec<S
             );
         }
     }
+    check_header(text.lines().next().unwrap_or(""), &header, delim, path)?;
     // Line numbers from byte offsets (the csv crate's own line count stays at 1 with CRLF ends).
     let newlines: Vec<usize> = text
         .bytes()
@@ -249,6 +250,38 @@ fn delimited(text: &str, path: &Path, delim: u8, quoting: bool) -> Result<(Vec<S
         });
     }
     Ok((header, rows))
+}
+
+/// Whether a header cell is really data: a number, or a text of four words or more.
+fn looks_like_data(cell: &str) -> bool {
+    let c = cell.trim();
+    c.parse::<f64>().is_ok() || c.split_whitespace().count() >= 4
+}
+
+/// Refuses a header row that is data (a file without a header would lose its first row and
+/// train on column names made of text), with the likely fix: a tab-separated file read as CSV,
+/// or an STS-B file (which has no header) read without `--format stsb`.
+fn check_header(first_line: &str, header: &[String], delim: u8, path: &Path) -> Result<()> {
+    let tabs: Vec<&str> = first_line.split('\t').collect();
+    let stsb_like = tabs.len() >= 7 && tabs[4].trim().parse::<f64>().is_ok();
+    if delim != b'\t' && header.len() == 1 && tabs.len() >= 2 {
+        bail!(
+            "{}:1: the header row has no {:?} but {} tab-separated fields: the file looks tab-separated: use --format tsv{}",
+            path.display(),
+            delim as char,
+            tabs.len(),
+            if stsb_like { " (or --format stsb: it looks like an STS-B file)" } else { "" }
+        );
+    }
+    if let Some(cell) = header.iter().find(|h| looks_like_data(h)) {
+        let shown: String = cell.chars().take(40).collect();
+        bail!(
+            "{}:1: the first row looks like data, not column names ({shown:?}): CSV/TSV files need a header row naming the columns{}",
+            path.display(),
+            if stsb_like { "; an STS-B file has none: use --format stsb" } else { "" }
+        );
+    }
+    Ok(())
 }
 
 /// A Hub dataset split: its parquet files, concatenated (columns must agree).

@@ -2,7 +2,7 @@
 //! count, duplicate rows, texts shared with the evaluation data (leakage), label balance, and the
 //! token-length distribution against max_seq_length with the share that will be truncated.
 
-use crate::data::Table;
+use crate::data::{ColumnSpec, Table};
 use crate::model::SentenceEncoder;
 use anyhow::Result;
 use serde::Serialize;
@@ -43,27 +43,26 @@ fn cell_text(v: &serde_json::Value) -> String {
     }
 }
 
-/// Text columns: `text_columns`, else every column but the label (`label_column`, else
-/// "label"/"score"/"gold_label" if present).
+/// The columns are resolved as `train` resolves them ([`ColumnSpec::resolve`]: STS-B's metadata
+/// columns are not texts, a numeric column is the label), with NLI's "gold_label" also taken as
+/// the label, so both checks count the same texts.
 pub fn check(
     t: &Table,
-    text_columns: Option<&[String]>,
-    label_column: Option<&str>,
+    columns: &ColumnSpec,
     eval: Option<&Table>,
     model: Option<&SentenceEncoder>,
 ) -> Result<CheckReport> {
-    let label = label_column.map(|s| s.to_string()).or_else(|| {
-        ["label", "score", "gold_label"]
-            .iter()
-            .find(|c| t.columns.iter().any(|x| x == *c))
-            .map(|s| s.to_string())
-    });
-    let text_cols: Vec<usize> = match text_columns {
-        Some(names) => names.iter().map(|n| t.column(n)).collect::<Result<_>>()?,
-        None => (0..t.columns.len())
-            .filter(|&i| Some(&t.columns[i]) != label.as_ref())
-            .collect(),
-    };
+    let mut spec = columns.clone();
+    if spec.label_column.is_none() && t.columns.iter().any(|c| c == "gold_label") {
+        spec.label_column = Some("gold_label".into());
+    }
+    let resolved = spec.resolve(t, true)?;
+    let label = resolved.label;
+    let text_cols: Vec<usize> = resolved
+        .text
+        .iter()
+        .map(|n| t.column(n))
+        .collect::<Result<_>>()?;
     let label_idx = match &label {
         Some(l) => Some(t.column(l)?),
         None => None,

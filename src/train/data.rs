@@ -1,6 +1,7 @@
 //! Training examples: text columns (anchor, positive/second, negatives…) plus an optional label or
 //! score, read from any `DataFormat` and checked against the loss before step 1.
 
+pub use crate::data::ColumnSpec;
 use crate::data::{read_table, DataFormat, ReadOptions, Table};
 use crate::loss::LabelKind;
 use anyhow::{bail, Result};
@@ -18,15 +19,6 @@ pub struct TrainSet {
     pub lines: Vec<usize>,
 }
 
-/// How to pick the columns.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct ColumnSpec {
-    /// Text columns in role order; None: every column except the label, in file order.
-    pub text_columns: Option<Vec<String>>,
-    /// Label/score column; None: "label" or "score" if the file has one.
-    pub label_column: Option<String>,
-}
-
 impl TrainSet {
     pub fn len(&self) -> usize {
         self.texts.len()
@@ -38,41 +30,27 @@ impl TrainSet {
         self.columns.len()
     }
 
-    /// Reads and converts a file. STS-B: sentence1, sentence2, score/5.
+    /// Reads and converts a file. STS-B: sentence1, sentence2, score/5. `takes_label`: the
+    /// loss uses a label (see [`ColumnSpec::resolve`]).
     pub fn read(
         path: &Path,
         format: Option<DataFormat>,
         read: &ReadOptions,
         cols: &ColumnSpec,
+        takes_label: bool,
     ) -> Result<Self> {
-        Self::from_table(&read_table(path, format, read)?, cols)
+        Self::from_table(&read_table(path, format, read)?, cols, takes_label)
     }
 
     /// Converts an already-read table (see [`TrainSet::read`]).
-    pub fn from_table(table: &Table, cols: &ColumnSpec) -> Result<Self> {
+    pub fn from_table(table: &Table, cols: &ColumnSpec, takes_label: bool) -> Result<Self> {
         let path = table.path.as_path();
         let stsb = table.format == DataFormat::Stsb;
-        let label_column = match (&cols.label_column, stsb) {
-            (Some(c), _) => Some(c.clone()),
-            (None, true) => Some("score".to_string()),
-            (None, false) => ["label", "score"]
-                .iter()
-                .find(|c| table.columns.iter().any(|x| x == *c))
-                .map(|c| c.to_string()),
-        };
-        let text_columns: Vec<String> = match (&cols.text_columns, stsb) {
-            (Some(c), _) => c.clone(),
-            (None, true) => vec!["sentence1".into(), "sentence2".into()],
-            (None, false) => table
-                .columns
-                .iter()
-                .filter(|c| Some(*c) != label_column.as_ref())
-                .cloned()
-                .collect(),
-        };
-        if text_columns.is_empty() {
-            bail!("{}: no text columns", path.display());
+        let resolved = cols.resolve(table, takes_label)?;
+        if let Some(n) = &resolved.note {
+            tracing::info!("note: {}: {n}", path.display());
         }
+        let (text_columns, label_column) = (resolved.text, resolved.label);
         let idx: Vec<usize> = text_columns
             .iter()
             .map(|c| table.column(c))

@@ -26,7 +26,8 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     cfg.validate()?;
     let loss = loss::build(cfg.loss, &cfg.loss_params);
     let table = read_table(&cfg.data, cfg.format, &cfg.read)?;
-    let mut set = TrainSet::from_table(&table, &cfg.columns)?;
+    let takes_label = loss.input_shape().label != loss::LabelKind::None;
+    let mut set = TrainSet::from_table(&table, &cfg.columns, takes_label)?;
     if cfg.columns.label_column.is_none()
         && loss.input_shape().label == loss::LabelKind::None
         && set.labels.is_some()

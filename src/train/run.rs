@@ -58,14 +58,12 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         model.set_dropout(d);
     }
     model.seed_dropout(cfg.seed);
-    let label_col = p.set.label_column.clone();
-    let report = crate::pairs::check::check(
-        &p.table,
-        Some(&p.set.columns),
-        label_col.as_deref(),
-        p.eval_table.as_ref(),
-        Some(&model),
-    )?;
+    let resolved = crate::data::ColumnSpec {
+        text_columns: Some(p.set.columns.clone()),
+        label_column: p.set.label_column.clone(),
+    };
+    let report =
+        crate::pairs::check::check(&p.table, &resolved, p.eval_table.as_ref(), Some(&model))?;
     tracing::info!("{}", report.to_text().trim_end());
 
     // Tokenize every text once.

@@ -22,3 +22,4 @@ mod real_mpnet;
 mod save_load;
 mod similarity;
 mod train;
+mod usability;

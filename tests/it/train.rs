@@ -96,9 +96,14 @@ fn data_loss(model_dir: &Path, data: &Path) -> f64 {
         &Device::Cpu,
     )
     .unwrap();
-    let set =
-        embtune::train::data::TrainSet::read(data, None, &Default::default(), &Default::default())
-            .unwrap();
+    let set = embtune::train::data::TrainSet::read(
+        data,
+        None,
+        &Default::default(),
+        &Default::default(),
+        true,
+    )
+    .unwrap();
     let col = |c: usize| {
         let t: Vec<&str> = set.texts.iter().map(|r| r[c].as_str()).collect();
         m.embed_batch(&m.tokenizer.encode(&t, &Device::Cpu).unwrap(), false)
