@@ -11,7 +11,7 @@ on its pid. Threads: RAYON_NUM_THREADS=T for embtune (its whole compute pool) an
 caps the tokenizers' pool. OMP_NUM_THREADS is left as found (normally unset: torch's default).
 HF_HUB_OFFLINE=1 on both sides.
 
-Jobs (all-MiniLM-L6-v2):
+Jobs (all-MiniLM-L6-v2 unless named; --models minilm,mpnet picks the models, --only the jobs):
   matmul        f32 2048×2048 product GFLOP/s on each side: the hardware yardstick
   encode-b32    the 2,551 unique STS-B test sentences, normalized, batch 32: sentences/s
   encode-b128   the same at batch 128
@@ -20,12 +20,16 @@ Jobs (all-MiniLM-L6-v2):
   train-mnrl    STS-B train, MultipleNegativesRanking, batch 32
   cold          wall time from launch to exit of embedding one sentence into .npy (process start,
                 imports, model load, encode, write); --cold-rounds rounds
+  mpnet-encode-b32        all-mpnet-base-v2 (both sides get --model): encode-b32's job
+  mpnet-train-cosent-b16  all-mpnet-base-v2: train-cosent's job, --mpnet-train-steps timed steps
+                The target of an mpnet row is MiniLM's ratio for the same job in the same run.
 
-Writes results/bench-cpu.json (every run, medians, FLOP accounting, machine, versions) and the
-section between <!-- bench-cpu:start --> and <!-- bench-cpu:end --> of BENCHMARKS.md (added after
-the intro paragraph when absent; the rest of the file is kept). `--render results/bench-cpu.json`
-rewrites only that section from an earlier run. Exit status 1 when a run fails (its stderr tail is
-printed; the JSON is still written, BENCHMARKS.md is not); missed targets are not failures.
+Writes results/bench-cpu.json (every run, medians, FLOP accounting per model, machine, versions;
+--output) and the section between <!-- bench-cpu:start --> and <!-- bench-cpu:end --> of
+BENCHMARKS.md (--markdown; added after the intro paragraph when absent; the rest of the file is
+kept). `--render results/bench-cpu.json` rewrites only that section from an earlier run. Exit
+status 1 when a run fails (its stderr tail is printed; the JSON is still written, BENCHMARKS.md is
+not); missed targets are not failures.
 """
 
 import argparse
@@ -47,6 +51,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+MPNET = "sentence-transformers/all-mpnet-base-v2"
 TEST = "data/stsbenchmark/sts-test.csv"
 TRAIN = "data/stsbenchmark/sts-train.csv"
 COLD_TEXT = "A man is playing a guitar."
@@ -56,6 +61,22 @@ COLD_TEXT = "A man is playing a guitar."
 LAYERS, HIDDEN, INTERMEDIATE = 6, 384, 1536
 MATMUL_PARAMS_PER_LAYER = 4 * HIDDEN**2 + 2 * HIDDEN * INTERMEDIATE  # 1,769,472
 MATMUL_PARAMS = LAYERS * MATMUL_PARAMS_PER_LAYER  # 10,616,832
+
+# The models --models selects, with the same FLOP model per model (MiniLM's numbers are the
+# constants above). all-mpnet-base-v2: MPNet, 12 layers, hidden 768, intermediate 3072.
+FLOP_MODELS = {
+    "minilm": {"model": MODEL, "family": "BERT", "layers": LAYERS, "hidden": HIDDEN, "intermediate": INTERMEDIATE},
+    "mpnet": {"model": MPNET, "family": "MPNet", "layers": 12, "hidden": 768, "intermediate": 3072},
+}
+for _fm in FLOP_MODELS.values():
+    _fm["matmul_params_per_layer"] = 4 * _fm["hidden"] ** 2 + 2 * _fm["hidden"] * _fm["intermediate"]
+    _fm["matmul_params"] = _fm["layers"] * _fm["matmul_params_per_layer"]  # mpnet: 84,934,656
+assert FLOP_MODELS["minilm"]["matmul_params"] == MATMUL_PARAMS
+
+
+def model_title(key):
+    """all-MiniLM-L6-v2, all-mpnet-base-v2 (the name without its owner)."""
+    return FLOP_MODELS[key]["model"].split("/")[-1]
 
 BUILD_INPUTS = ("src", "kernels", "build.rs", "Cargo.toml", "Cargo.lock")
 
@@ -263,11 +284,13 @@ def define_jobs(a, scratch):
     t = ["--threads", str(a.threads)]
     m = ["-m", MODEL, "--device", "cpu"]
     steps = str(a.train_steps)
+    # "model": the FLOP_MODELS key a job measures (None: the matmul yardstick, no model).
     jobs = [
         {
             "id": "matmul",
             "title": f"matmul yardstick n={a.matmul_n}",
             "kind": "matmul",
+            "model": None,
             "metric": "gflops",
             "unit": "GFLOP/s",
             "embtune": emb + ["bench", "matmul"] + m + ["--n", str(a.matmul_n)],
@@ -280,6 +303,7 @@ def define_jobs(a, scratch):
                 "id": f"encode-b{b}",
                 "title": f"encode b{b}",
                 "kind": "encode",
+                "model": "minilm",
                 "batch_size": b,
                 "metric": "sentences_per_sec",
                 "unit": "sentences/s",
@@ -293,6 +317,7 @@ def define_jobs(a, scratch):
                 "id": f"train-{loss}-b{b}",
                 "title": f"train {'CoSENT' if loss == 'cosent' else 'MNRL'} b{b}",
                 "kind": "train",
+                "model": "minilm",
                 "batch_size": b,
                 "loss": loss,
                 "metric": "pairs_per_sec",
@@ -311,6 +336,7 @@ def define_jobs(a, scratch):
             "id": "cold",
             "title": "cold start, 1 sentence",
             "kind": "cold",
+            "model": "minilm",
             "metric": "wall_s",
             "unit": "s",
             "rounds": a.cold_rounds,
@@ -319,12 +345,53 @@ def define_jobs(a, scratch):
             "st": st + ["cold", "--text", COLD_TEXT, "--output", os.path.join(scratch, "cold-st.npy")],
         }
     )
+    # all-mpnet-base-v2: the same jobs as encode-b32 and train-cosent-b16, `--model` on both
+    # sides; "target_ref" is the MiniLM job whose ratio is the row's target.
+    mp, mpt, mps = ["-m", MPNET, "--device", "cpu"], model_title("mpnet"), str(a.mpnet_train_steps)
+    jobs.append(
+        {
+            "id": "mpnet-encode-b32",
+            "title": f"{mpt} encode b32",
+            "kind": "encode",
+            "model": "mpnet",
+            "target_ref": "encode-b32",
+            "batch_size": 32,
+            "metric": "sentences_per_sec",
+            "unit": "sentences/s",
+            "embtune": emb + ["bench", "encode"] + mp + ["-d", TEST, "-b", "32"],
+            "st": st + ["encode", "--model", MPNET, "--data", TEST, "-b", "32"] + t,
+        }
+    )
+    jobs.append(
+        {
+            "id": "mpnet-train-cosent-b16",
+            "title": f"{mpt} train CoSENT b16",
+            "kind": "train",
+            "model": "mpnet",
+            "target_ref": "train-cosent-b16",
+            "batch_size": 16,
+            "loss": "cosent",
+            "metric": "pairs_per_sec",
+            "unit": "pairs/s",
+            "embtune": emb + ["bench", "train"] + mp + ["-d", TRAIN, "--loss", "cosent", "-b", "16", "--steps", mps],
+            "st": st + ["train", "--model", MPNET, "--data", TRAIN, "--loss", "cosent", "-b", "16", "--steps", mps]
+            + t + ["--scratch", scratch],
+        }
+    )
+    ids, kinds = {j["id"] for j in jobs}, {j["kind"] for j in jobs}
+    models = a.models
     if a.only:
-        want = set(a.only.split(","))
-        unknown = want - {j["id"] for j in jobs} - {j["kind"] for j in jobs}
+        want = set(x for x in a.only.split(",") if x)
+        unknown = want - ids - kinds
         if unknown:
             raise SystemExit(f"bench: unknown job(s) {sorted(unknown)}; jobs: {[j['id'] for j in jobs]}")
+        excluded = sorted(j["id"] for j in jobs if j["id"] in want and j["model"] not in (None, *models))
+        if excluded:
+            raise SystemExit(f"bench: --only {','.join(excluded)} needs its model in --models (now {','.join(models)})")
         jobs = [j for j in jobs if j["id"] in want or j["kind"] in want]
+    jobs = [j for j in jobs if j["model"] is None or j["model"] in models]
+    if not jobs:
+        raise SystemExit(f"bench: no job left (--only {a.only}, --models {','.join(models)})")
     return jobs
 
 
@@ -403,11 +470,15 @@ def fmt(v, unit):
     return f"{v:.3g}"
 
 
-def summarize(jobs, runs_by_job, tokens, a):
-    """Medians, ratios, FLOP rates and target rows."""
+def summarize(jobs, runs_by_job, tokens_by_model, a):
+    """Medians, ratios, FLOP rates and target rows. tokens_by_model: bench_st.py tokens output per
+    FLOP_MODELS key (None or absent where it was not counted)."""
     out, rows = {}, []
     for job in jobs:
         runs = runs_by_job[job["id"]]
+        key = job.get("model")
+        tokens = tokens_by_model.get(key) if key else None
+        fmod = FLOP_MODELS[key] if key else None
         med = {}
         for s in SYSTEMS:
             if not runs[s]:
@@ -433,6 +504,17 @@ def summarize(jobs, runs_by_job, tokens, a):
             "ratio": e["value"] / p["value"] if e and p and p["value"] else None,
             "rss_ratio": e["peak_rss_mib"] / p["peak_rss_mib"] if e and p and p["peak_rss_mib"] else None,
         }
+        if key:
+            entry["model"] = key
+            entry["model_name"] = fmod["model"]
+        if job.get("target_ref"):
+            entry["target_ref"] = job["target_ref"]
+        # The family and execution path embtune reported (encode and train results carry them).
+        paths = sorted({(r["result"].get("family"), r["result"].get("exec")) for r in runs["embtune"]
+                        if r["result"].get("exec") is not None}, key=str)
+        if paths:
+            entry["embtune_family"] = paths[0][0] if len(paths) == 1 else [x[0] for x in paths]
+            entry["embtune_exec"] = paths[0][1] if len(paths) == 1 else [x[1] for x in paths]
         if "agreement" in job:
             entry["embedding_agreement"] = job["agreement"]
         # FLOP accounting: FLOPs per unit of the metric (per sentence, per pair).
@@ -440,8 +522,8 @@ def summarize(jobs, runs_by_job, tokens, a):
         if job["kind"] == "encode" and tokens:
             enc = tokens["encode"]
             bb = enc["by_batch_size"][str(job["batch_size"])]
-            linear = 2 * MATMUL_PARAMS * enc["real_tokens"]
-            attention = LAYERS * 4 * HIDDEN * bb["real_x_padded_len"]
+            linear = 2 * fmod["matmul_params"] * enc["real_tokens"]
+            attention = fmod["layers"] * 4 * fmod["hidden"] * bb["real_x_padded_len"]
             entry["flops"] = {
                 "per_run": linear + attention,
                 "linear": linear,
@@ -455,7 +537,7 @@ def summarize(jobs, runs_by_job, tokens, a):
             per_unit = (linear + attention) / enc["sentences"]
         elif job["kind"] == "train" and tokens and "train" in tokens:
             tpp = tokens["train"]["tokens_per_pair"]
-            per_unit = 6 * MATMUL_PARAMS * tpp
+            per_unit = 6 * fmod["matmul_params"] * tpp
             entry["flops"] = {"per_pair": per_unit, "tokens_per_pair": tpp, "attention": "excluded (<1%)"}
         elif job["kind"] == "matmul":
             per_unit = 1e9  # the metric is already GFLOP/s
@@ -482,6 +564,19 @@ def summarize(jobs, runs_by_job, tokens, a):
         e, p = med["embtune"], med["st"]
         if kind == "matmul":
             rows.append(_row(jid, f"{entry['title']} ({entry['unit']})", e, p, "value", entry["unit"], None, None))
+        elif kind in ("encode", "train") and entry.get("target_ref"):
+            # At least MiniLM's ratio for the same job, measured in this run.
+            ref = entry["target_ref"]
+            ref_entry = out.get(ref) or {}
+            target = ref_entry.get("ratio")
+            ref_title = ref_entry.get("title") or ref
+            text = (f"≥ {target:.2f}× (MiniLM {ref_title})" if target is not None
+                    else f"≥ MiniLM {ref_title} ratio (not measured)")
+            row = _row(jid, f"{entry['title']} ({entry['unit']})", e, p, "value", entry["unit"],
+                       ">=" if target is not None else None, target, text)
+            row["target_ref"], row["target_value"] = ref, target
+            rows.append(row)
+            rows.append(_row(jid, f"{entry['title']} peak RSS (MiB)", e, p, "peak_rss_mib", "MiB", "<=", 0.75))
         elif kind in ("encode", "train"):
             rows.append(_row(jid, f"{entry['title']} ({entry['unit']})", e, p, "value", entry["unit"], ">=", 1.5 if kind == "encode" else 1.0))
             rows.append(_row(jid, f"{entry['title']} peak RSS (MiB)", e, p, "peak_rss_mib", "MiB", "<=", 0.75))
@@ -491,15 +586,17 @@ def summarize(jobs, runs_by_job, tokens, a):
     return out, rows, attainable
 
 
-def _row(jid, label, e, p, key, unit, op, target):
+def _row(jid, label, e, p, key, unit, op, target, target_text=None):
     ev = e[key] if e else None
     pv = p[key] if p else None
     ratio = ev / pv if ev is not None and pv else None
     met = None
     if op and ratio is not None:
         met = ratio >= target if op == ">=" else ratio <= target
+    if target_text is None and op:
+        target_text = f"{'≥' if op == '>=' else '≤'} {target}×"
     return {"job": jid, "label": label, "unit": unit, "embtune": ev, "st": pv, "ratio": ratio,
-            "target": f"{'≥' if op == '>=' else '≤'} {target}×" if op else None, "met": met}
+            "target": target_text, "met": met}
 
 
 def contention(report):
@@ -513,6 +610,88 @@ def contention(report):
     return None
 
 
+def report_models(report):
+    """FLOP_MODELS keys of the jobs in a report, in job order (an old report: no model keys)."""
+    seen = []
+    for e in report["jobs"].values():
+        k = e.get("model")
+        if k and k not in seen:
+            seen.append(k)
+    return seen
+
+
+def models_phrase(report):
+    keys = report_models(report)
+    if not keys or keys == ["minilm"]:
+        return "all-MiniLM-L6-v2"
+    if keys == ["mpnet"]:
+        return "all-mpnet-base-v2 (the matmul yardstick aside)"
+    names = [model_title(k) for k in keys if k != "minilm"]
+    return ("all-MiniLM-L6-v2 (rows without a model name) and " + ", ".join(names) + " (rows so named)"
+            if "minilm" in keys else ", ".join(names))
+
+
+def exec_lines(report):
+    """One line per model: the execution path embtune's encode/train results reported."""
+    by = (report.get("embtune") or {}).get("exec_by_model") or {}
+    L = []
+    for key, paths in by.items():
+        name = paths[0].get("model_name") or key if paths else key
+        fams = sorted({x["family"] for x in paths if x.get("family")})
+        fam = f" ({', '.join(fams)})" if fams else ""
+        if len(paths) == 1:
+            what = f"`{paths[0]['exec']}`"
+        else:
+            what = "; ".join(f"`{x['exec']}` ({', '.join(x['jobs'])})" for x in paths)
+        L.append(f"- embtune execution path, {name.split('/')[-1]}{fam}: {what}")
+    return L
+
+
+def flop_model_text(report, flop_jobs):
+    """The FLOP-model paragraph. A report whose FLOP rows are all MiniLM's (every old one) gets
+    the text it always had; with other models, each model's parameter count and token counts."""
+    fm, jobs = report["flop_model"], report["jobs"]
+    by = fm.get("by_model") or {}
+    keys = []
+    for j in flop_jobs:
+        k = jobs[j].get("model") or "minilm"
+        if k not in keys:
+            keys.append(k)
+    if keys == ["minilm"] or not by:
+        return (
+            f"FLOP model: matrix-product parameters outside the embeddings, "
+            f"{LAYERS} × (4·{HIDDEN}² + 2·{HIDDEN}·{INTERMEDIATE}) = {MATMUL_PARAMS:,}. Encode = "
+            f"2 × {MATMUL_PARAMS:,} × real tokens ({fm.get('encode_real_tokens') or 0:,} over "
+            f"{fm.get('encode_sentences') or 0:,} sentences) + attention 4·S·{HIDDEN} per real token per layer, "
+            f"S = the padded length of its length-sorted batch (≈1 % of the total). Training, per pair = "
+            f"6 × {MATMUL_PARAMS:,} × {fm.get('train_tokens_per_pair') or float('nan'):.2f} (the mean tokens of "
+            f"sentence1 + sentence2 over STS-B train, special tokens included); attention, "
+            f"embeddings, loss and optimizer excluded. The same count is used for both systems, so the "
+            f"GFLOP/s ratio equals the throughput ratio."
+        )
+    params, enc, train = [], [], []
+    for k in keys:
+        b = by.get(k) or {}
+        name = (b.get("model") or k).split("/")[-1]
+        titles = ", ".join(jobs[j]["title"] for j in flop_jobs if (jobs[j].get("model") or "minilm") == k)
+        params.append(
+            f"{name} ({b.get('family', '?')}; {titles}): {b.get('layers')} × (4·{b.get('hidden')}² + "
+            f"2·{b.get('hidden')}·{b.get('intermediate')}) = {b.get('matmul_params') or 0:,}"
+        )
+        enc.append(f"{name} {b.get('encode_real_tokens') or 0:,} over {b.get('encode_sentences') or 0:,} sentences")
+        tpp = b.get("train_tokens_per_pair")
+        train.append(f"{name} {tpp if tpp is not None else float('nan'):.2f}")
+    return (
+        f"FLOP model: matrix-product parameters outside the embeddings, P = layers × (4·H² + 2·H·I), "
+        f"per model — " + "; ".join(params) + ". Encode = 2 × P × real tokens (" + "; ".join(enc)
+        + ", each model's own tokenizer) + attention 4·S·H per real token per layer, S = the padded length "
+        f"of its length-sorted batch (≈1 % of the total or less). Training, per pair = 6 × P × tokens per pair ("
+        + ", ".join(train) + ": the mean tokens of sentence1 + sentence2 over STS-B train, special tokens "
+        f"included); attention, embeddings, loss and optimizer excluded. The same count is used for both "
+        f"systems, so the GFLOP/s ratio equals the throughput ratio."
+    )
+
+
 def markdown(report):
     s, m, v, et = report["settings"], report["machine"], report.get("python_versions") or {}, report["embtune"]
     flags = ", ".join(f"{k} {'yes' if val else 'no'}" for k, val in m["flags"].items() if k in ("avx512f", "avx512_bf16", "avx512_vnni"))
@@ -522,7 +701,7 @@ def markdown(report):
     L.append("")
     L.append(
         f"`{report['command']}` (raw runs, medians and machine details: "
-        f"[{report['output_link']}]({report['output_link']})). all-MiniLM-L6-v2, each system a separate "
+        f"[{report['output_link']}]({report['output_link']})). {models_phrase(report)}, each system a separate "
         f"process per run, interleaved embtune / sentence-transformers, median of {s['rounds']} "
         f"round{'s' if s['rounds'] != 1 else ''} ({s['cold_rounds']} for cold start). "
         f"Threads: {s['threads']} on both sides — `RAYON_NUM_THREADS={s['threads']}` for embtune, "
@@ -541,6 +720,10 @@ def markdown(report):
         f"release build; Python {v.get('python', '?')}, torch {v.get('torch', '?')}, sentence-transformers "
         f"{v.get('sentence_transformers', '?')}, transformers {v.get('transformers', '?')}."
     )
+    ex = exec_lines(report)
+    if ex:
+        L.append("")
+        L.extend(ex)
     warnings = list(report.get("warnings") or [])
     busy = contention(report)
     if busy:
@@ -586,19 +769,8 @@ def markdown(report):
                 f"| {e['title']} | {per / 1e6:,.0f} M / {unit} | {fmt(g['embtune'], 'GFLOP/s')} | {pct(fr.get('embtune'))} "
                 f"| {fmt(g['st'], 'GFLOP/s')} | {pct(fr.get('st'))} |"
             )
-        fm = report["flop_model"]
         L.append("")
-        L.append(
-            f"FLOP model: matrix-product parameters outside the embeddings, "
-            f"{LAYERS} × (4·{HIDDEN}² + 2·{HIDDEN}·{INTERMEDIATE}) = {MATMUL_PARAMS:,}. Encode = "
-            f"2 × {MATMUL_PARAMS:,} × real tokens ({fm.get('encode_real_tokens') or 0:,} over "
-            f"{fm.get('encode_sentences') or 0:,} sentences) + attention 4·S·{HIDDEN} per real token per layer, "
-            f"S = the padded length of its length-sorted batch (≈1 % of the total). Training, per pair = "
-            f"6 × {MATMUL_PARAMS:,} × {fm.get('train_tokens_per_pair') or float('nan'):.2f} (the mean tokens of "
-            f"sentence1 + sentence2 over STS-B train, special tokens included); attention, "
-            f"embeddings, loss and optimizer excluded. The same count is used for both systems, so the "
-            f"GFLOP/s ratio equals the throughput ratio."
-        )
+        L.append(flop_model_text(report, flop_jobs))
     cold = jobs.get("cold", {}).get("embedding_agreement")
     L.append("")
     notes = [
@@ -660,18 +832,30 @@ def main():
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per job (default 3)")
     p.add_argument("--cold-rounds", type=int, default=5, help="rounds of the cold-start job (default 5)")
     p.add_argument("--train-steps", type=int, default=30, help="timed training steps after 3 warm-up steps (default 30)")
+    p.add_argument("--mpnet-train-steps", type=int, default=None,
+                   help="timed steps of mpnet-train-cosent-b16 (default 10; with --quick, at most --train-steps)")
+    p.add_argument("--models", default="minilm,mpnet",
+                   help=f"comma-separated models whose jobs run: {','.join(FLOP_MODELS)} (default both; matmul always)")
     p.add_argument("--threads", type=int, default=2, help="compute threads on both sides (default 2)")
     p.add_argument("--matmul-n", type=int, default=2048)
     p.add_argument("--only", help="comma-separated job ids or kinds (matmul, encode, train, cold, encode-b32, …)")
     p.add_argument("--python", default=os.path.join(venv, "bin", "python"), help="the venv's python (scripts/setup-python.sh)")
     p.add_argument("--embtune", default=os.path.join(ROOT, "target", "release", "embtune"))
-    p.add_argument("--output", default=os.path.join(ROOT, "results", "bench-cpu.json"))
-    p.add_argument("--markdown", default=os.path.join(ROOT, "BENCHMARKS.md"), help="file whose bench-cpu section is replaced")
+    p.add_argument("--output", "--out-json", default=os.path.join(ROOT, "results", "bench-cpu.json"))
+    p.add_argument("--markdown", "--out-md", default=os.path.join(ROOT, "BENCHMARKS.md"),
+                   help="file whose bench-cpu section is replaced (made when absent; also for --render)")
     p.add_argument("--no-markdown", action="store_true")
     p.add_argument("--quick", action="store_true", help="mark the report as a smoke run (scripts/bench.sh sets it for QUICK=1)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per process before it is killed")
     p.add_argument("--render", metavar="JSON", help="only rewrite the Markdown section from an earlier results file")
     a = p.parse_args()
+    a.models = [x for x in a.models.split(",") if x]
+    bad = [x for x in a.models if x not in FLOP_MODELS]
+    if bad or not a.models:
+        p.error(f"--models: unknown {bad}; models: {','.join(FLOP_MODELS)}")
+    if a.mpnet_train_steps is None:
+        # QUICK=1 scripts/bench.sh passes --quick --train-steps 5: the mpnet job gets as few.
+        a.mpnet_train_steps = min(10, a.train_steps) if a.quick else 10
     if a.render:
         with open(a.render, encoding="utf-8") as f:
             section = markdown(json.load(f))
@@ -700,6 +884,8 @@ def main():
             "rounds": a.rounds,
             "cold_rounds": a.cold_rounds,
             "train_steps": a.train_steps,
+            "mpnet_train_steps": a.mpnet_train_steps,
+            "models": {k: FLOP_MODELS[k]["model"] for k in a.models},
             "warm_up_steps": 3,
             "threads": a.threads,
             "matmul_n": a.matmul_n,
@@ -718,23 +904,31 @@ def main():
 
     failures = []
     with tempfile.TemporaryDirectory(prefix="embtune-bench-") as scratch:
-        # Token counts for the FLOP accounting (untimed).
-        tok = run_process(
-            [a.python, os.path.join(ROOT, "scripts", "bench_st.py"), "tokens", "--data", TEST,
-             "--train-data", TRAIN, "--batch-sizes", "32,128"], envs["st"], a.timeout)
-        tokens = last_json(tok["stdout"]) if tok["rc"] == 0 else None
-        if tokens is None:
-            failures.append({"job": "tokens", "system": "st", "why": f"exit {tok['rc']}", "stderr_tail": tail(tok["stderr"])})
-            log("token count job FAILED:\n" + tail(tok["stderr"]))
-        report["tokens"] = tokens
-
         jobs = define_jobs(a, scratch)
+        # Token counts for the FLOP accounting (untimed), with each model's own tokenizer: MiniLM's
+        # whenever it is selected (as always), the others' when one of their jobs runs.
+        counted = [k for k in a.models if k == "minilm" or any(j["model"] == k for j in jobs)]
+        tokens_by_model = {}
+        for key in counted:
+            tok = run_process(
+                [a.python, os.path.join(ROOT, "scripts", "bench_st.py"), "tokens", "--model", FLOP_MODELS[key]["model"],
+                 "--data", TEST, "--train-data", TRAIN, "--batch-sizes", "32,128"], envs["st"], a.timeout)
+            tokens = last_json(tok["stdout"]) if tok["rc"] == 0 else None
+            if tokens is None:
+                failures.append({"job": "tokens", "model": key, "system": "st", "why": f"exit {tok['rc']}",
+                                 "stderr_tail": tail(tok["stderr"])})
+                log(f"token count job ({key}) FAILED:\n" + tail(tok["stderr"]))
+            tokens_by_model[key] = tokens
+        report["tokens"] = tokens_by_model.get("minilm")
+        report["tokens_by_model"] = tokens_by_model
+
         runs_by_job = {}
         for job in jobs:
             log(f"== {job['id']} ==")
             runs_by_job[job["id"]] = run_job(job, a, envs, failures)
 
-    summary, rows, attainable = summarize(jobs, runs_by_job, tokens, a)
+    summary, rows, attainable = summarize(jobs, runs_by_job, tokens_by_model, a)
+    tokens = tokens_by_model.get("minilm")
     report["loadavg_after"] = list(os.getloadavg())
     report["flop_model"] = {
         "layers": LAYERS, "hidden": HIDDEN, "intermediate": INTERMEDIATE,
@@ -744,7 +938,30 @@ def main():
         "encode_real_tokens": (tokens or {}).get("encode", {}).get("real_tokens"),
         "encode_sentences": (tokens or {}).get("encode", {}).get("sentences"),
         "train_tokens_per_pair": (tokens or {}).get("train", {}).get("tokens_per_pair"),
+        # The same per model (the keys above are all-MiniLM-L6-v2's), for the models counted.
+        "by_model": {
+            k: dict(FLOP_MODELS[k],
+                    encode_real_tokens=(t or {}).get("encode", {}).get("real_tokens"),
+                    encode_sentences=(t or {}).get("encode", {}).get("sentences"),
+                    train_tokens_per_pair=(t or {}).get("train", {}).get("tokens_per_pair"))
+            for k, t in tokens_by_model.items()
+        },
     }
+    # embtune's model family and execution path per model (from its encode/train results).
+    exec_by_model = {}
+    for jid, e in summary.items():
+        for r in e["runs"]["embtune"]:
+            res = r["result"]
+            if res.get("exec") is None or not e.get("model"):
+                continue
+            paths = exec_by_model.setdefault(e["model"], [])
+            hit = next((x for x in paths if (x["family"], x["exec"]) == (res.get("family"), res["exec"])), None)
+            if hit is None:
+                hit = {"model_name": e["model_name"], "family": res.get("family"), "exec": res["exec"], "jobs": []}
+                paths.append(hit)
+            if jid not in hit["jobs"]:
+                hit["jobs"].append(jid)
+    report["embtune"]["exec_by_model"] = exec_by_model
     report["attainable"] = attainable
     report["jobs"] = summary
     report["targets"] = rows

@@ -3,7 +3,9 @@
 sentence-transformers, one JSON line on stdout each. Run by scripts/bench.py inside the venv
 that scripts/setup-python.sh makes; never imported by embtune itself.
 
-Jobs (all on all-MiniLM-L6-v2 as the Hub cache holds it, HF_HUB_OFFLINE=1):
+Jobs (on --model as the Hub cache holds it, HF_HUB_OFFLINE=1; default all-MiniLM-L6-v2, the
+driver passes --model sentence-transformers/all-mpnet-base-v2 for its mpnet-* jobs and for that
+model's token counts):
   encode --data sts-test.csv --batch-size B     unique sentences, normalized; sentences/s
   train  --data sts-train.csv --loss L -b B --steps N
                                                 the real SentenceTransformerTrainer, dropout on,
@@ -12,8 +14,8 @@ Jobs (all on all-MiniLM-L6-v2 as the Hub cache holds it, HF_HUB_OFFLINE=1):
                                                 the driver from launch to exit)
   matmul --n N                                  f32 N×N·N×N GFLOP/s (the hardware yardstick)
   tokens --data sts-test.csv --train-data sts-train.csv --batch-sizes 32,128
-                                                token counts for the driver's FLOP accounting
-                                                (the model's tokenizer.json through the tokenizers
+                                                token counts for the driver's FLOP accounting,
+                                                per --model (its tokenizer.json through the tokenizers
                                                 package; no torch, nothing timed)
 """
 
