@@ -1,0 +1,58 @@
+//! SIGINT/SIGTERM → a flag that long jobs check at safe points (training after each step: it
+//! saves a checkpoint; chunked `embed` after each chunk: the finished chunks stay) and then stop
+//! with [`Interrupted`] (exit 130/143). A second signal exits at once. Async-signal-safe: the
+//! handler only stores an atomic or calls `_exit`. Depends on libc.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    // The second interrupt: the user does not want to wait for the safe point.
+    if SIGNAL.swap(sig, Ordering::SeqCst) != 0 {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(128 + sig) };
+    }
+}
+
+/// The error a job stops with after a signal: its message says how to continue; the binary
+/// exits `128 + signal`.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub signal: i32,
+    pub message: String,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Installs the handlers (idempotent).
+pub fn install() {
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+/// The signal received, if any (2 = SIGINT, 15 = SIGTERM).
+pub fn pending() -> Option<i32> {
+    match SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// Requests a stop as if a signal arrived (tests).
+pub fn request_stop(sig: i32) {
+    SIGNAL.store(sig, Ordering::SeqCst);
+}
+
+pub fn clear() {
+    SIGNAL.store(0, Ordering::SeqCst);
+}
