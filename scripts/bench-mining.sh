@@ -29,7 +29,7 @@ with open(f"{out}/corpus.jsonl", "w") as f:
 print(f"pairs: {sum(1 for _ in open(f'{out}/pairs.jsonl'))}, corpus texts: {len(seen)}")
 PY
 /usr/bin/time -v -o "$OUT/time.txt" $BIN pairs -d "$OUT/pairs.jsonl" --from pairs --mine -m sentence-transformers/all-MiniLM-L6-v2 \
-  --corpus "$OUT/corpus.jsonl" --num-negatives 3 --margin 0.05 -o "$OUT/mined.jsonl" -q
+  --corpus "$OUT/corpus.jsonl" --num-negatives 3 --mining-margin 0.05 -o "$OUT/mined.jsonl" -q
 python3 - "$OUT" <<'PY' | tee results/mining.json
 import json, os, sys
 out = sys.argv[1]

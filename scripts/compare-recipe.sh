@@ -19,7 +19,7 @@ rows=()
 for s in $SEEDS; do
   py=$("$PY" scripts/st_recipe.py --data "$D" --loss "$R" --seed "$s" --batch-size "$B" 2>/dev/null | tail -n 1)
   rm -rf "$OUT/embtune-$s"
-  target/release/embtune train --config "data/recipes/$R.toml" --seed "$s" --data "$D" --output "$OUT/embtune-$s" -q
+  target/release/embtune train --config "data/recipes/$R.toml" --seed "$s" --data "$D" --output "$OUT/embtune-$s" --overwrite -q
   ours=$(target/release/embtune eval --model "$OUT/embtune-$s" --data data/stsbenchmark/sts-test.csv \
     --format stsb --task sts --json -q)
   rows+=("$s|$(python3 -c "import json,sys;print('%.2f'%json.loads(sys.argv[1])['spearman_cosine'])" "$ours")|$(python3 -c "import json,sys;print('%.2f'%json.loads(sys.argv[1])['test'])" "$py")")

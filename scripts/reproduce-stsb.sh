@@ -30,7 +30,7 @@ for r in "${RECIPES[@]}"; do
   case "$r" in mnrl|contrastive|triplet) args+=(--data "$OUT/data/$r.jsonl") ;; esac
   echo "== $r"
   start=$(date +%s.%N)
-  $BIN train "${args[@]}" --output "$OUT/$r"
+  $BIN train "${args[@]}" --output "$OUT/$r" --overwrite
   end=$(date +%s.%N)
   for split in dev test; do
     $BIN eval --model "$OUT/$r" --data "$STS/sts-$split.csv" --format stsb --task sts --json -q > "$OUT/$r/eval-$split.json"

@@ -69,7 +69,7 @@ pub fn encode_throughput(
     Ok(EncodeResult {
         job: "encode",
         device: crate::device::describe(model.device()),
-        dtype: format!("{:?}", spec.compute.dtype).to_lowercase(),
+        dtype: spec.compute.dtype.to_string(),
         tf32: spec.compute.tf32,
         batch_size,
         sentences: n,
@@ -203,7 +203,7 @@ pub fn train_throughput(
         job: "train",
         loss: format!("{loss:?}").to_lowercase(),
         device: crate::device::describe(&dev),
-        dtype: format!("{:?}", spec.compute.dtype).to_lowercase(),
+        dtype: spec.compute.dtype.to_string(),
         tf32: spec.compute.tf32,
         batch_size,
         steps: tp.steps,

@@ -62,6 +62,17 @@ pub enum Precision {
     F16,
 }
 
+impl fmt::Display for Precision {
+    /// The name as the flag takes it (`bf16`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        })
+    }
+}
+
 impl Precision {
     pub fn dtype(self) -> DType {
         match self {

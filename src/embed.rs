@@ -178,13 +178,11 @@ fn ranges_source(cfg: &EmbedConfig, rows: usize) -> Result<RangesSource> {
 
 pub fn run(cfg: &EmbedConfig) -> Result<EmbedReport> {
     let out_format = OutputFormat::from_path(&cfg.output)?;
+    crate::fsutil::check_writable_file(&cfg.output)?;
     let texts = read_texts(cfg)?;
     let source = ranges_source(cfg, texts.len())?;
     let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
     crate::logging::model_loaded(&cfg.model, &model);
-    for n in &model.notices {
-        tracing::info!("note: {n}");
-    }
     // Quantized precisions are L2-normalised first, as sentence-transformers' evaluator does.
     let opts = EncodeOptions {
         normalize: cfg.encode.normalize || cfg.precision != Precision::Float32,

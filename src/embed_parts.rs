@@ -105,6 +105,8 @@ pub fn encode_in_parts(
         }
     }
     std::fs::create_dir_all(parts).with_context(|| format!("creating {}", parts.display()))?;
+    // Ctrl-C / SIGTERM stop after the chunk being encoded (a second one stops at once).
+    crate::signals::install();
     crate::fsutil::write_atomic(&job, &serde_json::to_vec_pretty(key)?)?;
     let dim = model.dim();
     let mut data = Vec::with_capacity(texts.len() * dim);
@@ -123,6 +125,22 @@ pub fn encode_in_parts(
         write_chunk(&p, chunk.len(), &emb)?;
         data.extend_from_slice(&emb.data);
         truncated += emb.truncated;
+        let done = i + 1;
+        if let Some(signal) = crate::signals::pending() {
+            let total = texts.len().div_ceil(chunk_rows.max(1));
+            if done < total {
+                return Err(crate::signals::Interrupted {
+                    signal,
+                    message: format!(
+                        "interrupted: chunks 1–{done} of {total} ({} of {} rows) are kept in {}; continue with the same command and --resume",
+                        (done * chunk_rows).min(texts.len()),
+                        texts.len(),
+                        parts.display()
+                    ),
+                }
+                .into());
+            }
+        }
     }
     Ok((
         Embeddings {

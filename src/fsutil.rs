@@ -16,6 +16,27 @@ pub fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Creates `dir` (and its parents) and checks that files can be written in it: done before any
+/// long work, so a bad output location fails in the first second, not after the work.
+pub fn check_writable_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir)
+        .with_context(|| format!("output directory {} cannot be created", dir.display()))?;
+    let probe = dir.join(format!(".write-test-{}", std::process::id()));
+    fs::write(&probe, b"ok")
+        .with_context(|| format!("output directory {} is not writable", dir.display()))?;
+    fs::remove_file(&probe).ok();
+    Ok(())
+}
+
+/// [`check_writable_dir`] for the directory an output file will be written into (created when
+/// missing), and refuses a path that is a directory.
+pub fn check_writable_file(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        anyhow::bail!("output {} is a directory; give a file name", path.display());
+    }
+    check_writable_dir(&parent_dir(path)).with_context(|| format!("output {}", path.display()))
+}
+
 /// A sibling temporary path: `<dir>/.<name>.tmp-<pid>`.
 pub fn temp_sibling(path: &Path) -> PathBuf {
     let name = path

@@ -10,7 +10,7 @@
 //! - `data` — datasets into tables (text, CSV/TSV, JSONL, STS-B).
 //! - `encode` — batched, length-sorted inference; `quantize` — embedding precisions (float16,
 //!   int8/uint8 with ranges, binary) as sentence-transformers' `quantize_embeddings`.
-//! - `tokenize`, `similarity`, `rng`, `fsutil`, `progress`, `device` — leaves.
+//! - `tokenize`, `similarity`, `rng`, `fsutil`, `progress`, `device`, `signals` — leaves.
 //! - `logging` — the stderr `tracing` subscriber (-v/-q/RUST_LOG), installed by the binary.
 //! - `ops` — leaf: every differentiable op with its backward on each execution path (`Exec`:
 //!   composed candle ops, CPU fused, CUDA fused), and the optimizer's kernels.
@@ -35,6 +35,7 @@ pub mod quantize;
 pub mod report;
 pub mod rng;
 pub mod runtime;
+pub mod signals;
 pub mod similarity;
 pub mod similarity_cmd;
 pub mod tokenize;

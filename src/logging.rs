@@ -87,14 +87,16 @@ pub fn model_loaded(spec: &crate::model::ModelSpec, model: &crate::model::Senten
         );
     }
     tracing::debug!(
-        "model {}: dim {}, pooling {:?}, {} dense layer(s), normalize {}, on {} ({:?})",
+        "model {}: {} encoder, dim {}, pooling {:?}, {} dense layer(s), normalize {}, on {} ({}, {} ops)",
         model.source,
+        model.family(),
         model.dim(),
         model.pooling.modes,
         model.dense.len(),
         model.normalize,
         crate::device::describe(model.device()),
-        spec.compute.dtype
+        spec.compute.dtype,
+        model.exec()
     );
 }
 

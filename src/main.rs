@@ -1,5 +1,6 @@
-//! The `embtune` binary: expand `--config` → parse → install logging (-v/-q/RUST_LOG) →
-//! `cli::run` (or `--print-config`) → print the error chain → exit code. Nothing else.
+//! The `embtune` binary: expand `--config` → parse → install logging (-v/-q/RUST_LOG) → flag
+//! ranges and flags without effect (`cli::ranges`, `cli::applies`) → `cli::run` (or
+//! `--print-config`) → print the error chain → exit code. Nothing else.
 
 use clap::FromArgMatches;
 
@@ -7,6 +8,10 @@ fn main() {
     embtune::runtime::tune_allocator();
     embtune::runtime::tune_threads();
     if let Err(e) = run() {
+        if let Some(i) = e.downcast_ref::<embtune::signals::Interrupted>() {
+            eprintln!("{i}");
+            std::process::exit(128 + i.signal);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -14,8 +19,16 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let ex = embtune::cli::config_file::expand(std::env::args_os().collect())?;
-    let matches = embtune::cli::config_file::command().get_matches_from(ex.args);
+    let command = if ex.print_config {
+        embtune::cli::config_file::command_for_print()
+    } else {
+        embtune::cli::config_file::command()
+    };
+    let matches = command.clone().get_matches_from(ex.args);
     embtune::logging::init(embtune::cli::verbosity(&matches));
+    // Before any work: every numeric flag in its range, no flag that would have no effect.
+    embtune::cli::ranges::check(&matches, &command)?;
+    embtune::cli::applies::check(&matches, &command)?;
     if ex.print_config {
         print!("{}", embtune::cli::config_file::print(&matches)?);
         return Ok(());

@@ -118,6 +118,17 @@ pub fn run(cfg: &SimilarityConfig) -> Result<Answer> {
         }
         (Some(q), Some(corpus), []) => {
             let texts = crate::data::read_corpus_texts(corpus)?;
+            // The cache is an optimisation: say before the work if it cannot be kept.
+            let cache_dir = corpus.with_file_name(format!(
+                "{}.embtune-cache",
+                corpus
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ));
+            if let Err(e) = crate::fsutil::check_writable_dir(&cache_dir) {
+                tracing::warn!("warning: {e:#}: the corpus embeddings will not be cached");
+            }
             let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
             let ce = corpus_embeddings(&model, corpus, &texts, &opts)?;
             let qe = encode(&model, &[q.as_str()], &opts)?;

@@ -52,6 +52,53 @@ impl TextTokenizer {
         Self::new(inner, max_seq_length, lowercase, fallback_pad_id)
     }
 
+    /// A BERT WordPiece tokenizer from a `vocab.txt` (one token per line, id = line number), as
+    /// transformers' BertTokenizerFast builds it: BERT normalizer (clean text, Chinese
+    /// characters spaced, accents stripped when lower-casing), BERT pre-tokenizer, `[CLS] … [SEP]`.
+    pub fn from_vocab_txt(
+        vocab: &Path,
+        max_seq_length: usize,
+        lowercase: bool,
+        fallback_pad_id: u32,
+    ) -> Result<Self> {
+        use tokenizers::models::wordpiece::WordPiece;
+        use tokenizers::normalizers::BertNormalizer;
+        use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+        use tokenizers::processors::bert::BertProcessing;
+        let path = vocab.to_string_lossy().into_owned();
+        let map = WordPiece::read_file(&path)
+            .map_err(|e| anyhow!("{}: not a readable vocab.txt: {e}", vocab.display()))?;
+        let id = |t: &str| {
+            map.get(t)
+                .copied()
+                .with_context(|| format!("{}: no {t} token", vocab.display()))
+        };
+        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+        id("[UNK]")?;
+        let wp = WordPiece::builder()
+            .vocab(map)
+            .unk_token("[UNK]".into())
+            .build()
+            .map_err(|e| anyhow!("{}: {e}", vocab.display()))?;
+        let mut tok = Tokenizer::new(wp);
+        tok.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)))
+            .map_err(|e| anyhow!("{}: {e}", vocab.display()))?;
+        tok.with_pre_tokenizer(Some(BertPreTokenizer));
+        tok.with_post_processor(Some(BertProcessing::new(
+            ("[SEP]".into(), sep),
+            ("[CLS]".into(), cls),
+        )));
+        // Lower-casing is the normalizer's job here.
+        Self::new(tok, max_seq_length, false, fallback_pad_id)
+    }
+
+    /// The tokenizer as a `tokenizer.json` text.
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
+            .to_string(false)
+            .map_err(|e| anyhow!("serializing the tokenizer: {e}"))
+    }
+
     pub fn new(
         mut inner: Tokenizer,
         max_seq_length: usize,

@@ -1,8 +1,11 @@
 //! `--config FILE.toml` and `--print-config` for every subcommand. The file's keys are the
 //! subcommand's long flag names (`batch-size` or `batch_size`), its values their values (true
 //! for a switch, arrays for comma lists); they are placed before the command line's own flags,
-//! and a flag given on the command line wins (the command is parsed with args_override_self).
-//! `--print-config` prints every resolved flag as TOML — a file `--config` accepts — and exits.
+//! and a flag given on the command line wins (the command is parsed with args_override_self); a
+//! switch the file sets is turned off with `--switch=false`. Relative paths in a file are read
+//! from the file's folder; a value the flag does not accept is an error naming the file and key.
+//! `--print-config` prints every resolved flag as TOML — a file `--config` accepts, paths made
+//! absolute — and exits; without the required flags it prints a template.
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, ArgMatches, Command};
@@ -46,7 +49,7 @@ pub fn expand(args: Vec<OsString>) -> Result<Expanded> {
     }
     let Some(path) = config else {
         return Ok(Expanded {
-            args: out,
+            args: switches_set_false(out),
             print_config,
         });
     };
@@ -75,7 +78,48 @@ pub fn expand(args: Vec<OsString>) -> Result<Expanded> {
     let mut args: Vec<OsString> = out[..=pos].to_vec();
     args.extend(injected);
     args.extend(out[pos + 1..].iter().cloned());
-    Ok(Expanded { args, print_config })
+    Ok(Expanded {
+        args: switches_set_false(args),
+        print_config,
+    })
+}
+
+/// `--switch=false` removes every `--switch` before it (one set by a recipe); `--switch=true`
+/// is `--switch`. Other flags are left to clap.
+fn switches_set_false(args: Vec<OsString>) -> Vec<OsString> {
+    let cmd = command();
+    let sub = args
+        .iter()
+        .skip(1)
+        .find(|a| !a.to_string_lossy().starts_with('-'))
+        .and_then(|a| cmd.find_subcommand(&*a.to_string_lossy()).cloned());
+    let Some(sub) = sub else {
+        return args;
+    };
+    let is_switch = |long: &str| {
+        sub.get_arguments()
+            .any(|a| a.get_long() == Some(long) && matches!(a.get_action(), ArgAction::SetTrue))
+    };
+    let mut out: Vec<OsString> = Vec::with_capacity(args.len());
+    for a in args {
+        let s = a.to_string_lossy().into_owned();
+        if let Some((long, val)) = s.strip_prefix("--").and_then(|r| r.split_once('=')) {
+            if is_switch(long) && (val == "false" || val == "true") {
+                out.retain(|x| x.to_string_lossy() != format!("--{long}"));
+                if val == "true" {
+                    out.push(format!("--{long}").into());
+                }
+                continue;
+            }
+        }
+        out.push(a);
+    }
+    out
+}
+
+/// Whether `arg` takes a path (its value parser makes a `PathBuf`).
+fn is_path(arg: &clap::Arg) -> bool {
+    arg.get_value_parser().type_id() == std::any::TypeId::of::<PathBuf>()
 }
 
 /// A TOML file → `--flag value` arguments, each key checked against the subcommand's flags.
@@ -100,6 +144,34 @@ fn file_args(path: &PathBuf, sub: &Command) -> Result<Vec<OsString>> {
             );
         };
         let switch = matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse);
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        // Relative paths are read from the recipe's folder (a model is a path only when that
+        // folder has it; else it is a Hub id).
+        let relocate = |v: String| -> String {
+            let Some(dir) = dir else { return v };
+            let p = std::path::Path::new(&v);
+            let rel = p.is_relative() && !v.starts_with("hf://");
+            if rel && (is_path(arg) || (flag == "model" && dir.join(p).is_dir())) {
+                dir.join(p).to_string_lossy().into_owned()
+            } else {
+                v
+            }
+        };
+        // The flag's own parser, so a bad value names the file and key.
+        let parse_check = |v: &str| -> Result<()> {
+            let one = Command::new("recipe").arg(arg.clone().required(false));
+            one.try_get_matches_from(["recipe".to_string(), format!("--{flag}"), v.to_string()])
+                .map(|_| ())
+                .map_err(|e| {
+                    let msg = e.to_string();
+                    let first = msg
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .trim_start_matches("error: ");
+                    anyhow::anyhow!("{}: key {key:?}: {first}", path.display())
+                })
+        };
         let item = |v: &toml::Value| -> Result<String> {
             Ok(match v {
                 toml::Value::String(s) => s.clone(),
@@ -121,12 +193,16 @@ fn file_args(path: &PathBuf, sub: &Command) -> Result<Vec<OsString>> {
             ),
             (toml::Value::Array(a), false) => {
                 let parts = a.iter().map(&item).collect::<Result<Vec<_>>>()?;
+                let joined = parts.join(",");
+                parse_check(&joined)?;
                 out.push(format!("--{flag}").into());
-                out.push(parts.join(",").into());
+                out.push(joined.into());
             }
             (v, false) => {
+                let v = relocate(item(v)?);
+                parse_check(&v)?;
                 out.push(format!("--{flag}").into());
-                out.push(item(v)?.into());
+                out.push(v.into());
             }
         }
     }
@@ -160,7 +236,16 @@ pub fn print(matches: &ArgMatches) -> Result<String> {
                 let Ok(Some(raw)) = sub_m.try_get_raw(id) else {
                     continue;
                 };
-                let vals: Vec<toml::Value> = raw.map(|v| scalar(&v.to_string_lossy())).collect();
+                let vals: Vec<toml::Value> = raw
+                    .map(|v| {
+                        let s = v.to_string_lossy();
+                        if is_path(arg) && !s.starts_with("hf://") {
+                            toml::Value::String(absolute(&s))
+                        } else {
+                            scalar(&s)
+                        }
+                    })
+                    .collect();
                 let multi = arg.get_value_delimiter().is_some()
                     || matches!(arg.get_action(), ArgAction::Append);
                 let v = if multi {
@@ -175,7 +260,46 @@ pub fn print(matches: &ArgMatches) -> Result<String> {
             }
         }
     }
-    Ok(toml::to_string(&table)?)
+    let mut text = toml::to_string(&table)?;
+    // A template (flags missing): say which ones a run needs.
+    for arg in sub.get_arguments() {
+        let (Some(long), id) = (arg.get_long(), arg.get_id().as_str()) else {
+            continue;
+        };
+        if arg.is_required_set() && !matches!(sub_m.try_contains_id(id), Ok(true)) {
+            text.push_str(&format!("# {long} = …   (required)\n"));
+        }
+    }
+    Ok(text)
+}
+
+/// `p` as an absolute path (lexically, from the working directory), so a printed recipe reads the
+/// same files from wherever it is kept.
+fn absolute(p: &str) -> String {
+    let path = std::path::Path::new(p);
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out.to_string_lossy().into_owned()
+}
+
+/// The command for `--print-config`: no flag required, so that a template can be printed.
+pub fn command_for_print() -> Command {
+    command().mut_subcommands(|s| s.mut_args(|a| a.required(false)))
 }
 
 /// A raw flag value as the most specific TOML scalar it reads as.

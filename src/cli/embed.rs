@@ -12,17 +12,23 @@ use std::path::PathBuf;
 pub struct EmbedArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Input file: text (one per line), JSONL, CSV or TSV.
-    #[arg(long, short = 'i')]
+    /// Input file: text (one per line), JSONL, CSV/TSV (header row), Parquet, STS-B with
+    /// --format stsb, or hf://datasets/… (`-i/--input` is the same flag).
+    #[arg(
+        long = "data",
+        short = 'd',
+        visible_alias = "input",
+        visible_short_alias = 'i'
+    )]
     pub input: PathBuf,
     #[command(flatten)]
     pub reader: InputArgs,
-    /// JSONL field holding the text [default: text].
-    #[arg(long)]
-    pub field: Option<String>,
-    /// CSV/TSV column holding the text [default: text].
+    /// Column (CSV/TSV/Parquet) or field (JSONL) holding the text [default: text].
     #[arg(long)]
     pub column: Option<String>,
+    /// The same as --column (the JSONL word for it); not both.
+    #[arg(long, conflicts_with = "column")]
+    pub field: Option<String>,
     /// Output file: .npy ([N, D] in --precision), .safetensors (tensor "embeddings") or .jsonl.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
@@ -62,9 +68,6 @@ pub struct EmbedArgs {
 
 impl EmbedArgs {
     pub fn into_config(self) -> Result<EmbedConfig> {
-        if self.batch_size == 0 {
-            anyhow::bail!("--batch-size must be at least 1");
-        }
         let cfg = EmbedConfig {
             model: self.model.into_spec(),
             input: self.input,
@@ -77,7 +80,7 @@ impl EmbedArgs {
                 normalize: self.normalize,
                 progress: !self.quiet,
             },
-            chunk_rows: self.chunk_rows.max(1),
+            chunk_rows: self.chunk_rows,
             resume: self.resume,
             precision: self.precision,
             calibration: self.calibration,

@@ -25,6 +25,10 @@ pub struct EvalArgs {
     /// [default: sts sentence1,sentence2,score; triplet anchor,positive,negative; binary sentence1,sentence2,label].
     #[arg(long, value_delimiter = ',')]
     pub columns: Option<Vec<String>>,
+    /// Score/label column (replaces the last of --columns) [default: score for sts, label for
+    /// binary].
+    #[arg(long)]
+    pub label_column: Option<String>,
     /// Divide gold scores by this [default: 5 for --format stsb, else 1].
     #[arg(long)]
     pub score_scale: Option<f64>,
@@ -51,20 +55,32 @@ pub struct EvalArgs {
 
 impl EvalArgs {
     pub fn into_config(self) -> Result<EvalConfig> {
-        if self.batch_size == 0 {
-            anyhow::bail!("--batch-size must be at least 1");
-        }
-        if let Some(s) = self.score_scale {
-            if !(s.is_finite() && s > 0.0) {
-                anyhow::bail!("--score-scale must be a positive number, got {s}");
+        let columns = match (self.columns, self.label_column) {
+            (c, None) => c,
+            (c, Some(label)) => {
+                let mut cols: Vec<String> = c.unwrap_or_else(|| {
+                    self.task
+                        .default_columns()
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                });
+                if self.task == EvalTask::Triplet {
+                    anyhow::bail!("--label-column: a triplet evaluation has no label column");
+                }
+                if cols.len() == 3 {
+                    cols.pop();
+                }
+                cols.push(label);
+                Some(cols)
             }
-        }
+        };
         Ok(EvalConfig {
             model: self.model.into_spec(),
             data: self.data,
             format: self.reader.format,
             task: self.task,
-            columns: self.columns,
+            columns,
             score_scale: self.score_scale,
             read: self.reader.read_options(),
             encode: EncodeOptions {
@@ -81,6 +97,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let json = args.json;
     let report = args.report.clone();
     let cfg = args.into_config()?;
+    if let Some(dir) = &report {
+        crate::fsutil::check_writable_dir(dir)?;
+    }
     let m = crate::eval::job::run(&cfg)?;
     if let Some(dir) = report {
         let title = format!(

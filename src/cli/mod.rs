@@ -1,11 +1,13 @@
 //! Command-line types (clap) live only here: one file per subcommand, each turning its `Args`
 //! into the library's config in one function, then calling the library's `run`.
 
+pub mod applies;
 pub mod bench;
 pub mod config_file;
 pub mod embed;
 pub mod eval;
 pub mod pairs;
+pub mod ranges;
 pub mod similarity;
 pub mod train;
 
@@ -52,9 +54,17 @@ pub enum Command {
 /// Which model to load and how (shared by every subcommand).
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Hugging Face Hub id (org/name) or a local model directory.
+    /// Hugging Face Hub id (org/name; a bare name is looked up as sentence-transformers/<name> in
+    /// the cache first, as sentence-transformers does) or a local model directory.
     #[arg(long, short = 'm')]
     pub model: String,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// How to load a model, besides which (shared by every command that loads one).
+#[derive(Debug, Clone, Default, Args)]
+pub struct LoadArgs {
     /// Hub revision: branch, tag or commit [default: main].
     #[arg(long)]
     pub revision: Option<String>,
@@ -105,8 +115,15 @@ impl ComputeArgs {
 
 impl ModelArgs {
     pub fn into_spec(self) -> ModelSpec {
+        self.load.spec(self.model)
+    }
+}
+
+impl LoadArgs {
+    /// The spec of loading `model` with these options.
+    pub fn spec(self, model: String) -> ModelSpec {
         ModelSpec {
-            model: self.model,
+            model,
             hub: HubOptions {
                 revision: self.revision,
                 token: self.token,

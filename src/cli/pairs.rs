@@ -1,6 +1,6 @@
 //! `embtune pairs`: flags → [`PairsConfig`] → [`crate::pairs::run`]; or `--check FILE`.
 
-use super::{ComputeArgs, InputArgs, ModelArgs};
+use super::{InputArgs, LoadArgs};
 use crate::data::{read_table, DataFormat, ReadOptions};
 use crate::encode::EncodeOptions;
 use crate::pairs::output::NegativeFormat;
@@ -19,8 +19,9 @@ pub struct PairsArgs {
     /// What the rows are: scores, labeled, classes, nli, pairs.
     #[arg(long, value_enum, required_unless_present = "check")]
     pub from: Option<Source>,
-    /// Column of each role, comma-separated role=column (e.g. anchor=question,positive=answer)
-    /// [default: the role names: sentence1, sentence2, score, label, text, premise, hypothesis, anchor, positive].
+    /// Columns: role=column pairs (anchor=question,positive=answer), or the columns in the roles'
+    /// order (question,answer) — the syntax `train --columns` takes too [default: the role
+    /// names: sentence1, sentence2, score, label, text, premise, hypothesis, anchor, positive].
     #[arg(long, value_delimiter = ',')]
     pub columns: Vec<String>,
     /// scores: label 1 when score ≥ this.
@@ -56,23 +57,24 @@ pub struct PairsArgs {
     /// Mining: drop candidates with cosine below this.
     #[arg(long)]
     pub min_score: Option<f64>,
-    /// Mining: drop candidates within this absolute margin of the positive's score (false-negative guard).
+    /// Mining: drop candidates within this absolute margin of the positive's score
+    /// (false-negative guard; sentence-transformers' `margin` of mine_hard_negatives).
     #[arg(long)]
-    pub margin: Option<f64>,
+    pub mining_margin: Option<f64>,
     /// Mining: drop candidates above positive − |positive|·this.
     #[arg(long)]
     pub relative_margin: Option<f64>,
     /// pairs: output rows as triplets, one n-tuple per row, or labeled pairs.
     #[arg(long, value_enum, default_value = "triplet")]
     pub output_format: NegativeFormat,
-    /// Model for mining and for the token-length part of --check.
+    /// Model for mining and for the token-length part of --check: a Hub id or a local directory.
     #[arg(long, short = 'm')]
     pub model: Option<String>,
-    /// Override the model's max_seq_length.
-    #[arg(long)]
-    pub max_seq_length: Option<usize>,
     #[command(flatten)]
-    pub compute: ComputeArgs,
+    pub load: LoadArgs,
+    /// Mining / --check: texts per forward pass of the model.
+    #[arg(long, short = 'b', default_value_t = 64)]
+    pub batch_size: usize,
     /// Seed for every random choice.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -99,28 +101,15 @@ pub struct PairsArgs {
     pub quiet: bool,
 }
 
-fn model_spec(
-    model: &Option<String>,
-    max_seq_length: Option<usize>,
-    compute: &ComputeArgs,
-) -> Option<crate::model::ModelSpec> {
-    model.as_ref().map(|m| {
-        let spec = ModelArgs {
-            model: m.clone(),
-            revision: None,
-            cache_dir: None,
-            offline: false,
-            token: None,
-            pooling: None,
-            max_seq_length,
-            compute: compute.clone(),
-        };
-        spec.into_spec()
-    })
+impl PairsArgs {
+    fn model_spec(&self) -> Option<crate::model::ModelSpec> {
+        self.model.clone().map(|m| self.load.clone().spec(m))
+    }
 }
 
 impl PairsArgs {
     pub fn into_config(self) -> Result<PairsConfig> {
+        let model = self.model_spec();
         let (Some(data), Some(source), Some(output)) = (self.data, self.from, self.output) else {
             bail!("--data, --from and --output are required (or use --check FILE)");
         };
@@ -144,16 +133,16 @@ impl PairsArgs {
                 range_max: self.range_max,
                 max_score: self.max_score,
                 min_score: self.min_score,
-                margin: self.margin,
+                margin: self.mining_margin,
                 relative_margin: self.relative_margin,
                 corpus: self.corpus,
                 format: self.output_format,
             },
-            model: model_spec(&self.model, self.max_seq_length, &self.compute),
+            model,
             seed: self.seed,
             output,
             encode: EncodeOptions {
-                batch_size: 64,
+                batch_size: self.batch_size,
                 normalize: true,
                 progress: !self.quiet,
             },
@@ -170,7 +159,7 @@ pub fn run(args: PairsArgs) -> Result<()> {
             .as_ref()
             .map(|p| read_table(p, args.eval_format, &ReadOptions::default()))
             .transpose()?;
-        let model = match model_spec(&args.model, args.max_seq_length, &args.compute) {
+        let model = match args.model_spec() {
             Some(spec) => Some(crate::model::SentenceEncoder::load_on_spec_device(&spec)?),
             None => None,
         };

@@ -29,6 +29,9 @@ pub struct SimilarityArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Warnings and errors only.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 pub fn run(a: SimilarityArgs) -> Result<()> {
@@ -39,7 +42,7 @@ pub fn run(a: SimilarityArgs) -> Result<()> {
         corpus: a.corpus,
         top_k: a.top_k,
         encode: EncodeOptions {
-            batch_size: a.batch_size.max(1),
+            batch_size: a.batch_size,
             normalize: true,
             progress: false,
         },

@@ -4,7 +4,6 @@ use super::{InputArgs, ModelArgs};
 use crate::data::DataFormat;
 use crate::eval::EvalTask;
 use crate::loss::{Distance, LossKind, LossParams};
-use crate::train::data::ColumnSpec;
 use crate::train::schedule::Schedule;
 use crate::train::{EvalSpec, TrainConfig};
 use anyhow::Result;
@@ -21,8 +20,9 @@ pub struct TrainArgs {
     pub data: PathBuf,
     #[command(flatten)]
     pub reader: InputArgs,
-    /// Text columns in role order (anchor, positive/second, negatives…), comma-separated
-    /// [default: every column except the label, in file order].
+    /// Text columns in role order (anchor, positive/second, negatives…), comma-separated, or as
+    /// role=column pairs (anchor=question,positive=answer,negative_1=…,label=score), the syntax
+    /// `pairs --columns` takes too [default: every column except the label, in file order].
     #[arg(long, value_delimiter = ',')]
     pub columns: Option<Vec<String>>,
     /// Label or score column [default: "label" or "score" when present].
@@ -120,6 +120,10 @@ pub struct TrainArgs {
     /// (with the same flags as the original run).
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Train into an output directory that already holds files: a previous run's checkpoints
+    /// and best/ are removed first (without it such a directory is refused).
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// Hide the progress bar and the notes and summaries (warnings and errors only).
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -139,10 +143,10 @@ impl TrainArgs {
             data: self.data,
             format: self.reader.format,
             read: self.reader.read_options(),
-            columns: ColumnSpec {
-                text_columns: self.columns,
-                label_column: self.label_column,
-            },
+            columns: crate::data::columns::training_columns(
+                crate::data::ColumnsArg::parse(&self.columns.unwrap_or_default())?,
+                self.label_column,
+            )?,
             loss: self.loss,
             loss_params: LossParams {
                 scale: self.scale,
@@ -176,6 +180,7 @@ impl TrainArgs {
             save_total_limit: self.save_total_limit,
             log_steps: self.log_steps,
             resume: self.resume,
+            overwrite: self.overwrite,
             progress: !self.quiet && std::io::stderr().is_terminal(),
             log_lines: !self.quiet && !std::io::stderr().is_terminal(),
             phase_timing: false,

@@ -100,3 +100,139 @@ impl ColumnSpec {
         Ok(Columns { text, label, note })
     }
 }
+
+/// `--columns` as every command takes it: role=column pairs (`anchor=question,positive=answer`)
+/// or the columns in the roles' order (`question,answer`); not a mix.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnsArg {
+    Positional(Vec<String>),
+    Roles(Vec<(String, String)>),
+}
+
+impl ColumnsArg {
+    /// `None` for no items.
+    pub fn parse(items: &[String]) -> Result<Option<Self>> {
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let with_role = items.iter().filter(|i| i.contains('=')).count();
+        if with_role == 0 {
+            return Ok(Some(ColumnsArg::Positional(
+                items.iter().map(|s| s.trim().to_string()).collect(),
+            )));
+        }
+        if with_role != items.len() {
+            bail!("--columns: give either role=column for every item or plain column names in role order, not both: {}", items.join(","));
+        }
+        Ok(Some(ColumnsArg::Roles(
+            items
+                .iter()
+                .filter_map(|i| i.split_once('='))
+                .map(|(r, c)| (r.trim().to_string(), c.trim().to_string()))
+                .collect(),
+        )))
+    }
+}
+
+/// The training roles: 0 = anchor (also sentence1, text, query, premise), 1 = positive
+/// (sentence2, document, hypothesis), 2.. = negative, negative_1, negative_2, …; `label`/`score`
+/// name the label column.
+fn training_slot(role: &str) -> Option<usize> {
+    match role {
+        "anchor" | "sentence1" | "text" | "query" | "premise" => Some(0),
+        "positive" | "sentence2" | "document" | "hypothesis" => Some(1),
+        "negative" => Some(2),
+        r => r
+            .strip_prefix("negative_")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n >= 1)
+            .map(|n| n + 1),
+    }
+}
+
+/// `train --columns` (either form) and `--label-column` as a [`ColumnSpec`].
+pub fn training_columns(arg: Option<ColumnsArg>, label: Option<String>) -> Result<ColumnSpec> {
+    let Some(arg) = arg else {
+        return Ok(ColumnSpec {
+            text_columns: None,
+            label_column: label,
+        });
+    };
+    let roles = match arg {
+        ColumnsArg::Positional(cols) => {
+            return Ok(ColumnSpec {
+                text_columns: Some(cols),
+                label_column: label,
+            })
+        }
+        ColumnsArg::Roles(r) => r,
+    };
+    let mut slots: Vec<(usize, String)> = Vec::new();
+    let mut label = label;
+    for (role, col) in roles {
+        if role == "label" || role == "score" {
+            if label.as_ref().is_some_and(|l| *l != col) {
+                bail!(
+                    "--columns {role}={col} and --label-column {} disagree",
+                    label.unwrap_or_default()
+                );
+            }
+            label = Some(col);
+            continue;
+        }
+        let Some(slot) = training_slot(&role) else {
+            bail!("--columns: unknown role {role:?}; training roles are anchor, positive, negative, negative_1 … (or sentence1, sentence2), and label/score");
+        };
+        if slots.iter().any(|(s, _)| *s == slot) {
+            bail!("--columns: role {role:?} given twice");
+        }
+        slots.push((slot, col));
+    }
+    slots.sort();
+    for (i, (s, _)) in slots.iter().enumerate() {
+        if *s != i {
+            bail!("--columns: the roles leave a gap (an anchor and a positive come first, then negatives in order)");
+        }
+    }
+    Ok(ColumnSpec {
+        text_columns: Some(slots.into_iter().map(|(_, c)| c).collect()),
+        label_column: label,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(s: &str) -> Vec<String> {
+        s.split(',').map(String::from).collect()
+    }
+
+    #[test]
+    fn both_columns_syntaxes_give_the_same_training_columns() {
+        let roles = ColumnsArg::parse(&items("positive=a,anchor=q,label=is_match")).unwrap();
+        let pos = ColumnsArg::parse(&items("q,a")).unwrap();
+        let a = training_columns(roles, None).unwrap();
+        let b = training_columns(pos, Some("is_match".into())).unwrap();
+        assert_eq!(a.text_columns, b.text_columns);
+        assert_eq!(a.label_column, b.label_column);
+        assert_eq!(a.text_columns.unwrap(), vec!["q", "a"]);
+        let n = training_columns(
+            ColumnsArg::parse(&items("anchor=q,positive=p,negative_2=n2,negative_1=n1")).unwrap(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(n.text_columns.unwrap(), vec!["q", "p", "n1", "n2"]);
+        assert!(ColumnsArg::parse(&items("q,positive=a")).is_err());
+        assert!(training_columns(
+            ColumnsArg::parse(&items("anchor=q,negative=n")).unwrap(),
+            None
+        )
+        .is_err());
+        assert!(training_columns(
+            ColumnsArg::parse(&items("anchor=q,potato=p")).unwrap(),
+            None
+        )
+        .is_err());
+    }
+}

@@ -7,7 +7,7 @@ pub mod hub;
 pub mod parquet;
 pub mod read;
 
-pub use columns::{ColumnSpec, Columns};
+pub use columns::{ColumnSpec, Columns, ColumnsArg};
 pub use read::{read_table, ReadOptions};
 
 use anyhow::{bail, Result};

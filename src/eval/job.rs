@@ -40,8 +40,5 @@ pub fn run(cfg: &EvalConfig) -> Result<Metrics> {
     )?;
     let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
     crate::logging::model_loaded(&cfg.model, &model);
-    for n in &model.notices {
-        tracing::info!("note: {n}");
-    }
     evaluator.evaluate(&model, &cfg.encode)
 }

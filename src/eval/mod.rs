@@ -66,7 +66,13 @@ pub struct EvalPrecision {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EvalPoints {
     /// STS: gold score and predicted cosine of each pair.
-    Scatter { gold: Vec<f64>, pred: Vec<f64> },
+    /// `scale`: what the gold scores were divided by (5 for STS-B), to plot them in the data's
+    /// own scale.
+    Scatter {
+        gold: Vec<f64>,
+        pred: Vec<f64>,
+        scale: f64,
+    },
     /// Pair classification / triplets: cosines of positive and of negative pairs.
     Split { pos: Vec<f64>, neg: Vec<f64> },
 }

@@ -18,6 +18,8 @@ pub struct StsEvaluator {
     pub scores: Vec<f64>,
     /// Embedding precision to evaluate at (None: the model's raw output).
     pub precision: Option<Precision>,
+    /// What the file's scores were divided by.
+    pub score_scale: f64,
 }
 
 impl StsEvaluator {
@@ -33,11 +35,19 @@ impl StsEvaluator {
             s2: Vec::new(),
             scores: Vec::new(),
             precision: None,
+            score_scale,
         };
         for r in &t.rows {
             e.s1.push(t.text(r, c1)?.into_owned());
             e.s2.push(t.text(r, c2)?.into_owned());
             e.scores.push(t.number(r, cs)? / score_scale);
+        }
+        if e.scores.len() > 1 && e.scores.iter().all(|&s| s == 0.0 || s == 1.0) {
+            tracing::warn!(
+                "warning: {}: the scores of column {:?} are all 0 or 1: labels of pair classification? --task binary evaluates those (accuracy, F1, AP)",
+                t.path.display(),
+                columns[2]
+            );
         }
         Ok(e)
     }
@@ -69,6 +79,7 @@ impl StsEvaluator {
             points: Some(super::EvalPoints::Scatter {
                 gold: self.scores.clone(),
                 pred,
+                scale: self.score_scale,
             }),
         }
     }

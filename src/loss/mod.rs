@@ -88,8 +88,16 @@ impl InputShape {
         let ok_cols = n_texts >= self.min_texts && self.max_texts.is_none_or(|m| n_texts <= m);
         let ok_label = has_label == (self.label != LabelKind::None);
         if !ok_cols || !ok_label {
+            // The likely fix, when there is one.
+            let hint = if n_texts < self.min_texts && self.min_texts >= 3 {
+                "; make (anchor, positive, negative) rows with `embtune pairs --from pairs` (random negatives, or --mine with a model)"
+            } else if !has_label && self.label != LabelKind::None {
+                "; name the label/score column with --label-column (for STS-B files: --format stsb)"
+            } else {
+                ""
+            };
             bail!(
-                "loss {loss} expects {}; the data has {n_texts} text column{} and {}",
+                "loss {loss} expects {}; the data has {n_texts} text column{} and {}{hint}",
                 self.describe(),
                 if n_texts == 1 { "" } else { "s" },
                 if has_label {

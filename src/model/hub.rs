@@ -96,10 +96,22 @@ impl ModelSource {
         if !valid_id {
             bail!("model {spec}: no such directory, and not a Hugging Face Hub id (org/name)");
         }
-        Ok(ModelSource::Hub {
-            repo_id: spec.to_string(),
-            opts: opts.with_env(),
-        })
+        let opts = opts.with_env();
+        // A bare name is a sentence-transformers model when the cache has one by that name, as
+        // sentence-transformers resolves `SentenceTransformer("all-MiniLM-L6-v2")`.
+        let mut repo_id = spec.to_string();
+        if !spec.contains('/') {
+            let st = format!("sentence-transformers/{spec}");
+            let cache = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
+            if cache
+                .join(format!("models--{}", st.replace('/', "--")))
+                .is_dir()
+            {
+                tracing::debug!("model {spec}: resolved to {st} (in the Hub cache)");
+                repo_id = st;
+            }
+        }
+        Ok(ModelSource::Hub { repo_id, opts })
     }
 
     /// What to call this model in messages and configs.
@@ -212,7 +224,8 @@ fn cached(repo_dir: &Path, rev: &str, name: &str) -> Option<PathBuf> {
 fn download(repo_id: &str, opts: &HubOptions, cache: &Path, name: &str) -> Result<Option<PathBuf>> {
     use hf_hub::api::sync::{ApiBuilder, ApiError};
     use hf_hub::{Repo, RepoType};
-    let api = ApiBuilder::new()
+    // from_env: HF_ENDPOINT (a mirror) is honoured, as huggingface_hub does.
+    let api = ApiBuilder::from_env()
         .with_cache_dir(cache.to_path_buf())
         .with_token(opts.token.clone())
         .with_progress(false)
@@ -226,8 +239,20 @@ fn download(repo_id: &str, opts: &HubOptions, cache: &Path, name: &str) -> Resul
     match repo.get(name) {
         Ok(p) => Ok(Some(p)),
         Err(ApiError::RequestError(e)) if matches!(*e, ureq::Error::Status(404, _)) => Ok(None),
-        Err(e) => Err(anyhow::anyhow!(e)).with_context(|| {
-            format!("downloading {name} of {repo_id}@{} from the Hugging Face Hub (set HF_TOKEN for private repos, HF_HUB_OFFLINE=1 to use the cache only)", opts.revision())
-        }),
+        Err(e) => {
+            // One line: the reason without the URL (ureq and hf-hub each repeat it).
+            let reason = match &e {
+                ApiError::RequestError(r) => match r.as_ref() {
+                    ureq::Error::Status(code, _) => format!("HTTP {code}"),
+                    ureq::Error::Transport(t) => t.kind().to_string(),
+                },
+                other => other.to_string().lines().next().unwrap_or("").to_string(),
+            };
+            // (The caller's context names the model.)
+            bail!(
+                "cannot download {name} from the Hugging Face Hub ({reason}) and the cache {} does not have it; check the network (HF_TOKEN for private repos), or pass --offline / HF_HUB_OFFLINE=1 to use the cache only",
+                cache.display()
+            )
+        }
     }
 }

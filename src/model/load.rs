@@ -39,6 +39,12 @@ fn model_max_length(tokenizer_config: Option<&[u8]>) -> Option<usize> {
     (n >= 1.0 && n < 1e9).then_some(n as usize)
 }
 
+/// `do_lower_case` of a `tokenizer_config.json`.
+fn lower_case(tokenizer_config: Option<&[u8]>) -> Option<bool> {
+    let v: Value = serde_json::from_slice(tokenizer_config?).ok()?;
+    v.get("do_lower_case")?.as_bool()
+}
+
 impl SentenceEncoder {
     pub(super) fn load_from(src: &ModelSource, spec: &ModelSpec, device: &Device) -> Result<Self> {
         let stack: StackSpec = st_format::read_stack(src)?;
@@ -87,19 +93,50 @@ impl SentenceEncoder {
                 tokenizer_files.push((name.to_string(), bytes));
             }
         }
-        let tok_config = tokenizer_files
+        let tok_config_bytes = tokenizer_files
             .iter()
             .find(|(n, _)| n == "tokenizer_config.json")
-            .map(|(_, b)| b.as_slice());
+            .map(|(_, b)| b.clone());
+        let tok_config = tok_config_bytes.as_deref();
+        if let Some(n) = spec.max_seq_length {
+            if n > arch.max_tokens() {
+                bail!(
+                    "--max-seq-length {n}: the model has {} positions (valid: up to {0})",
+                    arch.max_tokens()
+                );
+            }
+        }
         let max_len = resolve_max_seq_length(
             spec.max_seq_length,
             stack.max_seq_length,
             model_max_length(tok_config),
             arch.max_tokens(),
         );
-        let tok_path = src.required(&st_format::file_in(&tdir, "tokenizer.json"))?;
-        let tokenizer =
-            TextTokenizer::from_file(&tok_path, max_len, stack.do_lower_case, arch.pad_token_id())?;
+        let tokenizer_json = st_format::file_in(&tdir, "tokenizer.json");
+        let (tok_path, tokenizer) = match src.optional(&tokenizer_json)? {
+            Some(p) => {
+                let t = TextTokenizer::from_file(
+                    &p,
+                    max_len,
+                    stack.do_lower_case,
+                    arch.pad_token_id(),
+                )?;
+                (p, t)
+            }
+            None => {
+                // A BERT checkpoint from before `tokenizers`: vocab.txt (+ do_lower_case in
+                // tokenizer_config.json), made into the WordPiece tokenizer BertTokenizerFast
+                // builds from it; its tokenizer.json is saved with the model.
+                let Some(vocab) = src.optional(&st_format::file_in(&tdir, "vocab.txt"))? else {
+                    src.required(&tokenizer_json)?;
+                    unreachable!("required() fails for a missing file");
+                };
+                let lower = lower_case(tok_config).unwrap_or(true) || stack.do_lower_case;
+                let t = TextTokenizer::from_vocab_txt(&vocab, max_len, lower, arch.pad_token_id())?;
+                tokenizer_files.push(("tokenizer.json".into(), t.to_json()?.into_bytes()));
+                (vocab, t)
+            }
+        };
         // An id past the embedding table would be an out-of-bounds read on a GPU (and an index
         // error mid-run on the CPU, as in sentence-transformers): refuse the pair at load.
         let vocab = arch.vocab_size();
@@ -111,6 +148,19 @@ impl SentenceEncoder {
                     vocab.saturating_sub(1)
                 );
             }
+        }
+        // Room for at least one token besides the special ones ([CLS] … [SEP]).
+        let specials = tokenizer
+            .tokenize(&[""])?
+            .first()
+            .map_or(0, |t| t.ids.len());
+        if spec.max_seq_length.is_some_and(|n| n <= specials) {
+            bail!(
+                "--max-seq-length {}: the tokenizer adds {specials} special tokens, so no text would fit (valid: {}..={})",
+                max_len,
+                specials + 1,
+                arch.max_tokens()
+            );
         }
         let hidden = arch.hidden_size();
         let mut pooling = match &stack.pooling {
@@ -147,6 +197,32 @@ impl SentenceEncoder {
             .modules
             .iter()
             .any(|m| m.kind == ModuleKind::Normalize);
+        // sentence-transformers applies these prompts in encode(prompt_name=…) and by default
+        // with default_prompt_name; embtune does not apply prompts yet: say so.
+        if let Some(prompts) = stack
+            .st_config
+            .as_ref()
+            .and_then(|c| c.get("prompts"))
+            .and_then(Value::as_object)
+        {
+            let set: Vec<String> = prompts
+                .iter()
+                .filter(|(_, v)| v.as_str().is_some_and(|p| !p.is_empty()))
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            if !set.is_empty() {
+                let default = stack
+                    .st_config
+                    .as_ref()
+                    .and_then(|c| c.get("default_prompt_name"))
+                    .and_then(Value::as_str);
+                notices.push(format!(
+                    "config_sentence_transformers.json defines prompts ({}){}; embtune does not apply prompts yet, so its embeddings are those of the texts as given (sentence-transformers' encode without a prompt)",
+                    set.join(", "),
+                    default.map(|d| format!(", default {d:?}")).unwrap_or_default()
+                ));
+            }
+        }
         let mut enc = Self::assemble(
             encoder,
             tokenizer,

@@ -95,8 +95,23 @@ impl SentenceEncoder {
     /// Loads a model, checking every file it reads (errors name the file).
     pub fn load(spec: &ModelSpec, device: &Device) -> Result<Self> {
         let src = ModelSource::parse(&spec.model, spec.hub.clone())?;
-        Self::load_from(&src, spec, device)
-            .with_context(|| format!("loading model {}", src.describe()))
+        if let ModelSource::Local(dir) = &src {
+            // A training checkpoint holds the model one level down.
+            if dir.join("trainer_state.json").is_file() && !dir.join("config.json").exists() {
+                anyhow::bail!(
+                    "{} is a training checkpoint, not a model: its model is {}",
+                    dir.display(),
+                    dir.join("model").display()
+                );
+            }
+        }
+        let enc = Self::load_from(&src, spec, device)
+            .with_context(|| format!("loading model {}", src.describe()))?;
+        // Every command that loads a model tells its notices the same way.
+        for n in &enc.notices {
+            tracing::info!("note: {n}");
+        }
+        Ok(enc)
     }
 
     /// Assembles an encoder from parts (e.g. a randomly initialised encoder from

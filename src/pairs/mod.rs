@@ -44,21 +44,19 @@ impl Source {
     }
 }
 
-/// `--columns role=name,…`: which file column plays each role (default: the role's own name).
+/// `--columns`: which file column plays each role (default: the role's own name), given as
+/// role=column pairs or as columns in the builder's role order ([`ColumnsArg`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ColumnMap(pub BTreeMap<String, String>);
+pub struct ColumnMap(pub BTreeMap<String, String>, pub Vec<String>);
 
 impl ColumnMap {
-    /// Parses `a=b,c=d`.
+    /// Parses `a=b,c=d` or `b,d`.
     pub fn parse(items: &[String]) -> Result<Self> {
-        let mut m = BTreeMap::new();
-        for it in items {
-            let Some((role, name)) = it.split_once('=') else {
-                bail!("--columns: expected role=column, got {it:?}");
-            };
-            m.insert(role.trim().to_string(), name.trim().to_string());
-        }
-        Ok(Self(m))
+        Ok(match crate::data::ColumnsArg::parse(items)? {
+            None => Self::default(),
+            Some(crate::data::ColumnsArg::Roles(r)) => Self(r.into_iter().collect(), Vec::new()),
+            Some(crate::data::ColumnsArg::Positional(p)) => Self(BTreeMap::new(), p),
+        })
     }
 
     pub fn column<'a>(&'a self, role: &'a str) -> &'a str {
@@ -67,6 +65,21 @@ impl ColumnMap {
 
     /// Column indices of `roles` in `t`, with a clear error for unknown roles or missing columns.
     pub fn resolve(&self, t: &Table, roles: &[&str]) -> Result<Vec<usize>> {
+        if !self.1.is_empty() {
+            if self.1.len() > roles.len() {
+                bail!(
+                    "--columns: {} columns for the {} roles this builder reads ({})",
+                    self.1.len(),
+                    roles.len(),
+                    roles.join(", ")
+                );
+            }
+            return roles
+                .iter()
+                .enumerate()
+                .map(|(i, r)| t.column(self.1.get(i).map(|s| s.as_str()).unwrap_or(r)))
+                .collect();
+        }
         for k in self.0.keys() {
             if !roles.contains(&k.as_str()) {
                 bail!(
@@ -186,6 +199,7 @@ pub fn build_rows(cfg: &PairsConfig) -> Result<(Rows, PairsReport)> {
 /// Builds and writes the output file.
 pub fn run(cfg: &PairsConfig) -> Result<PairsReport> {
     let fmt = output::OutputKind::from_path(&cfg.output)?;
+    crate::fsutil::check_writable_file(&cfg.output)?;
     let (rows, report) = build_rows(cfg)?;
     rows.write(&cfg.output, fmt)?;
     Ok(report)

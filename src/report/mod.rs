@@ -1,171 +1,18 @@
-//! Training report: SVG line charts (hand-written SVG, no dependency) of the training loss (raw
-//! and smoothed), learning rate, gradient norm and every evaluation metric over steps, read from
-//! a run's metrics.jsonl, and `report.html` — self-contained (the charts inline, no network).
+//! Reports: a training run's `report.html` (a summary panel — model, data, loss, key
+//! hyperparameters, results — then charts of the training loss raw and smoothed, the learning
+//! rate, the gradient norm and every evaluation metric, the best evaluation marked), read from
+//! the run's metrics.jsonl and train_config.json; and `eval --report`'s page (metrics, and a
+//! scatter of cosine against the gold score in the data's own scale, or histograms of positive
+//! and negative pairs with the decision threshold). Self-contained HTML, charts inline
+//! (`chart.rs`, hand-written SVG). Depends on `eval::Metrics`, `fsutil`.
+
+pub mod chart;
 
 use anyhow::{Context, Result};
+pub use chart::{esc, Chart, Series, Style, COLORS};
 use serde_json::Value;
 use std::fmt::Write;
 use std::path::Path;
-
-/// One line of a chart: a name, its points (x = step), a colour.
-pub struct Series {
-    pub name: String,
-    pub points: Vec<(f64, f64)>,
-    pub color: &'static str,
-}
-
-const W: f64 = 640.0;
-const H: f64 = 320.0;
-const L: f64 = 64.0;
-const R: f64 = 16.0;
-const T: f64 = 28.0;
-const B: f64 = 40.0;
-const COLORS: [&str; 10] = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf",
-];
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn tick(v: f64) -> String {
-    let a = v.abs();
-    if v.fract() == 0.0 && a < 1e9 {
-        format!("{v:.0}")
-    } else if a != 0.0 && !(1e-3..1e5).contains(&a) {
-        format!("{v:.1e}")
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
-/// Maps data to the plot area: (x, y) → SVG pixels (y grows downwards).
-pub struct Frame {
-    x0: f64,
-    x1: f64,
-    y0: f64,
-    y1: f64,
-}
-
-impl Frame {
-    fn new(series: &[Series]) -> Self {
-        let pts = series.iter().flat_map(|s| s.points.iter());
-        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for &(x, y) in pts.filter(|(x, y)| x.is_finite() && y.is_finite()) {
-            x0 = x0.min(x);
-            x1 = x1.max(x);
-            y0 = y0.min(y);
-            y1 = y1.max(y);
-        }
-        if x0 > x1 {
-            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-        }
-        if x1 - x0 < 1e-12 {
-            x1 = x0 + 1.0;
-        }
-        if y1 - y0 < 1e-12 {
-            (y0, y1) = (y0 - 0.5, y1 + 0.5);
-        }
-        Self { x0, x1, y0, y1 }
-    }
-    pub fn px(&self, x: f64, y: f64) -> (f64, f64) {
-        (
-            L + (x - self.x0) / (self.x1 - self.x0) * (W - L - R),
-            T + (1.0 - (y - self.y0) / (self.y1 - self.y0)) * (H - T - B),
-        )
-    }
-}
-
-/// A line chart as an SVG document: axes with 5 ticks each, one polyline per series, a legend.
-pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> String {
-    let f = Frame::new(series);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = write!(
-        s,
-        r#"<rect width="{W}" height="{H}" fill="white"/><text x="{}" y="16" text-anchor="middle" font-size="13">{}</text>"#,
-        W / 2.0,
-        esc(title)
-    );
-    let (ax0, ay0) = (L, H - B);
-    let _ = write!(
-        s,
-        r##"<line x1="{L}" y1="{T}" x2="{L}" y2="{ay0}" stroke="#444"/><line x1="{ax0}" y1="{ay0}" x2="{}" y2="{ay0}" stroke="#444"/>"##,
-        W - R
-    );
-    for i in 0..=4 {
-        let fr = i as f64 / 4.0;
-        let mut xv = f.x0 + fr * (f.x1 - f.x0);
-        if f.x1 - f.x0 >= 8.0 {
-            xv = xv.round(); // steps are whole numbers
-        }
-        let yv = f.y0 + fr * (f.y1 - f.y0);
-        let (xp, _) = f.px(xv, f.y0);
-        let (_, yp) = f.px(f.x0, yv);
-        let _ = write!(
-            s,
-            r##"<line x1="{xp:.1}" y1="{ay0}" x2="{xp:.1}" y2="{}" stroke="#444"/><text x="{xp:.1}" y="{}" text-anchor="middle">{}</text>"##,
-            ay0 + 4.0,
-            ay0 + 16.0,
-            tick(xv)
-        );
-        let _ = write!(
-            s,
-            r##"<line x1="{}" y1="{yp:.1}" x2="{L}" y2="{yp:.1}" stroke="#444"/><line x1="{L}" y1="{yp:.1}" x2="{}" y2="{yp:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-            L - 4.0,
-            W - R,
-            L - 6.0,
-            yp + 4.0,
-            tick(yv)
-        );
-    }
-    let _ = write!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
-        (L + W - R) / 2.0,
-        H - 6.0,
-        esc(x_label)
-    );
-    for (i, ser) in series.iter().enumerate() {
-        let pts: Vec<String> = ser
-            .points
-            .iter()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .map(|&(x, y)| {
-                let (a, b) = f.px(x, y);
-                format!("{a:.2},{b:.2}")
-            })
-            .collect();
-        let _ = write!(
-            s,
-            r#"<polyline data-series="{}" fill="none" stroke="{}" stroke-width="1.5" points="{}"/>"#,
-            esc(&ser.name),
-            ser.color,
-            pts.join(" ")
-        );
-        let ly = T + 6.0 + 14.0 * i as f64;
-        let _ = write!(
-            s,
-            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
-            W - R - 150.0,
-            W - R - 130.0,
-            ser.color,
-            W - R - 125.0,
-            ly + 4.0,
-            esc(&ser.name)
-        );
-    }
-    s.push_str("</svg>\n");
-    s
-}
 
 /// Exponential moving average (weight `a` on the past), as TensorBoard's smoothing.
 pub fn smooth(points: &[(f64, f64)], a: f64) -> Vec<(f64, f64)> {
@@ -182,59 +29,23 @@ pub fn smooth(points: &[(f64, f64)], a: f64) -> Vec<(f64, f64)> {
     out
 }
 
-/// The charts of a run (file name, SVG), from its metrics.jsonl lines.
-pub fn charts(lines: &[Value]) -> Vec<(String, String)> {
-    let pick = |key: &str| -> Vec<(f64, f64)> {
-        lines
-            .iter()
-            .filter_map(|v| Some((v["step"].as_f64()?, v.get(key)?.as_f64()?)))
-            .collect()
-    };
-    let mut out = Vec::new();
-    let loss = pick("loss");
-    if !loss.is_empty() {
-        let sm = smooth(&loss, 0.8);
-        out.push((
-            "loss.svg".to_string(),
-            line_chart(
-                "training loss",
-                "step",
-                &[
-                    Series {
-                        name: "loss".into(),
-                        points: loss,
-                        color: COLORS[0],
-                    },
-                    Series {
-                        name: "smoothed (EMA 0.8)".into(),
-                        points: sm,
-                        color: COLORS[1],
-                    },
-                ],
-            ),
-        ));
+fn chart(title: &str, y_label: &str, series: &[Series], y_from_zero: bool) -> String {
+    Chart {
+        title,
+        x_label: "optimizer step",
+        y_label,
+        series,
+        y_from_zero,
+        marker: None,
+        vline: None,
+        x_integer: true,
     }
-    for (key, title) in [
-        ("lr", "learning rate"),
-        ("grad_norm", "gradient norm (before clipping)"),
-    ] {
-        let p = pick(key);
-        if !p.is_empty() {
-            out.push((
-                format!("{key}.svg"),
-                line_chart(
-                    title,
-                    "step",
-                    &[Series {
-                        name: key.into(),
-                        points: p,
-                        color: COLORS[2],
-                    }],
-                ),
-            ));
-        }
-    }
-    // Evaluation: one series per metric.
+    .svg()
+}
+
+/// The evaluation metrics worth plotting: STS's eight correlations are narrowed to the cosine
+/// ones; the primary metric of each evaluation line is remembered for the best marker.
+fn eval_names(lines: &[Value]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for v in lines {
         if let Some(Value::Object(e)) = v.get("eval") {
@@ -245,10 +56,70 @@ pub fn charts(lines: &[Value]) -> Vec<(String, String)> {
             }
         }
     }
-    // STS evaluations report 8 correlations; the cosine ones tell the story.
     if names.iter().any(|n| n.contains("cosine")) {
         names.retain(|n| n.contains("cosine"));
     }
+    names
+}
+
+/// The charts of a run (file name, SVG), from its metrics.jsonl lines.
+pub fn charts(lines: &[Value]) -> Vec<(String, String)> {
+    let pick = |key: &str| -> Vec<(f64, f64)> {
+        lines
+            .iter()
+            .filter_map(|v| Some((v["step"].as_f64()?, v.get(key)?.as_f64()?)))
+            .collect()
+    };
+    let line = |name: &str, points, color| Series {
+        name: name.into(),
+        points,
+        color,
+        style: Style::Line,
+    };
+    let mut out = Vec::new();
+    let loss = pick("loss");
+    if !loss.is_empty() {
+        let sm = smooth(&loss, 0.8);
+        let style = if loss.len() <= 2 {
+            Style::LineAndPoints
+        } else {
+            Style::Line
+        };
+        let series = [
+            Series {
+                style,
+                ..line("loss", loss, COLORS[0])
+            },
+            line("smoothed (EMA 0.8)", sm, COLORS[1]),
+        ];
+        out.push((
+            "loss.svg".into(),
+            chart(
+                "training loss",
+                "loss (mean of each log window)",
+                &series,
+                false,
+            ),
+        ));
+    }
+    for (key, title, y, zero) in [
+        ("lr", "learning rate", "learning rate", true),
+        (
+            "grad_norm",
+            "gradient norm (before clipping)",
+            "global L2 norm",
+            true,
+        ),
+    ] {
+        let p = pick(key);
+        if !p.is_empty() {
+            out.push((
+                format!("{key}.svg"),
+                chart(title, y, &[line(key, p, COLORS[2])], zero),
+            ));
+        }
+    }
+    let names = eval_names(lines);
     if !names.is_empty() {
         let series: Vec<Series> = names
             .iter()
@@ -260,15 +131,124 @@ pub fn charts(lines: &[Value]) -> Vec<(String, String)> {
                     .filter_map(|v| Some((v["step"].as_f64()?, v.get("eval")?.get(n)?.as_f64()?)))
                     .collect(),
                 color: COLORS[i % COLORS.len()],
+                style: Style::LineAndPoints,
             })
             .collect();
-        out.push((
-            "eval.svg".to_string(),
-            line_chart("evaluation", "step", &series),
-        ));
+        let marker =
+            best_eval(lines).map(|(step, name, v)| ((step, v), format!("best {name} {v:.4}")));
+        let svg = Chart {
+            title: "evaluation",
+            x_label: "optimizer step",
+            y_label: "metric value",
+            series: &series,
+            y_from_zero: false,
+            marker,
+            vline: None,
+            x_integer: true,
+        }
+        .svg();
+        out.push(("eval.svg".into(), svg));
     }
     out
 }
+
+/// The best evaluation of a run by its primary metric: (step, metric, value).
+fn best_eval(lines: &[Value]) -> Option<(f64, String, f64)> {
+    let mut best: Option<(f64, String, f64)> = None;
+    for v in lines {
+        let (Some(step), Some(e)) = (v["step"].as_f64(), v.get("eval")) else {
+            continue;
+        };
+        let Some(primary) = e.get("primary_metric").and_then(Value::as_str) else {
+            continue;
+        };
+        let Some(x) = e.get(primary).and_then(Value::as_f64) else {
+            continue;
+        };
+        let higher = e
+            .get("greater_is_better")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        let better = best
+            .as_ref()
+            .is_none_or(|(_, _, b)| if higher { x > *b } else { x < *b });
+        if better {
+            best = Some((step, primary.to_string(), x));
+        }
+    }
+    best
+}
+
+/// The summary panel of a training report: what was trained on what, and how it ended.
+fn summary(output: &Path, lines: &[Value]) -> String {
+    let cfg: Value = std::fs::read_to_string(output.join("train_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let s = |v: &Value| match v {
+        Value::String(x) => x.clone(),
+        Value::Null => "–".into(),
+        other => other.to_string(),
+    };
+    let losses: Vec<f64> = lines.iter().filter_map(|v| v["loss"].as_f64()).collect();
+    let steps = lines
+        .iter()
+        .filter_map(|v| v["step"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let mut rows: Vec<(&str, String)> = vec![
+        (
+            "model",
+            format!(
+                "{} ({} encoder, {} ops)",
+                s(&cfg["model"]["model"]),
+                s(&cfg["family"]),
+                s(&cfg["exec"])
+            ),
+        ),
+        ("data", s(&cfg["data"])),
+        ("loss", s(&cfg["loss"])),
+        (
+            "hyperparameters",
+            format!(
+                "batch {}, lr {}, warmup ratio {}, {} epoch(s){}, seed {}",
+                s(&cfg["batch_size"]),
+                s(&cfg["lr"]),
+                s(&cfg["warmup_ratio"]),
+                s(&cfg["epochs"]),
+                cfg["max_steps"]
+                    .as_u64()
+                    .map(|m| format!(" / max {m} steps"))
+                    .unwrap_or_default(),
+                s(&cfg["seed"])
+            ),
+        ),
+        (
+            "training",
+            match (losses.first(), losses.last()) {
+                (Some(a), Some(b)) => format!("{steps} optimizer steps; loss {a:.4} → {b:.4}"),
+                _ => format!("{steps} optimizer steps"),
+            },
+        ),
+    ];
+    if let Some(last) = lines.iter().rev().find_map(|v| v.get("eval")) {
+        if let Some(p) = last.get("primary_metric").and_then(Value::as_str) {
+            let v = last.get(p).and_then(Value::as_f64).unwrap_or(f64::NAN);
+            rows.push(("final evaluation", format!("{p} {v:.4}")));
+        }
+    }
+    if let Some((step, name, v)) = best_eval(lines) {
+        rows.push(("best evaluation", format!("{name} {v:.4} at step {step}")));
+    }
+    let mut html = String::from("<table class=\"summary\">");
+    for (k, v) in rows {
+        let _ = write!(html, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
+    }
+    html.push_str("</table>");
+    html
+}
+
+const STYLE: &str = "body{font-family:sans-serif;max-width:720px;margin:2em auto}svg{display:block;margin:1em 0;border:1px solid #ddd}table{border-collapse:collapse}th{text-align:left;padding:2px 12px 2px 0;color:#555}td{padding:2px 12px}";
 
 /// Writes the charts and `report.html` into a training run's output directory.
 pub fn write_train_report(output: &Path, title: &str) -> Result<()> {
@@ -278,25 +258,12 @@ pub fn write_train_report(output: &Path, title: &str) -> Result<()> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    let charts = charts(&lines);
     let mut html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>body{{font-family:sans-serif;max-width:700px;margin:2em auto}}svg{{display:block;margin:1em 0;border:1px solid #ddd}}</style></head><body><h1>{0}</h1>",
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>{STYLE}</style></head><body><h1>{0}</h1>",
         esc(title)
     );
-    let last_loss = lines.iter().rev().find_map(|v| v["loss"].as_f64());
-    let steps = lines
-        .iter()
-        .filter_map(|v| v["step"].as_u64())
-        .max()
-        .unwrap_or(0);
-    let _ = write!(
-        html,
-        "<p>{steps} optimizer steps; last logged loss {}.</p>",
-        last_loss
-            .map(|l| format!("{l:.4}"))
-            .unwrap_or_else(|| "–".into())
-    );
-    for (name, svg) in &charts {
+    html.push_str(&summary(output, &lines));
+    for (name, svg) in &charts(&lines) {
         crate::fsutil::write_atomic(&output.join(name), svg.as_bytes())?;
         html.push_str(svg);
     }
@@ -304,33 +271,36 @@ pub fn write_train_report(output: &Path, title: &str) -> Result<()> {
     crate::fsutil::write_atomic(&output.join("report.html"), html.as_bytes())
 }
 
-/// A scatter plot (one circle per point) as an SVG document.
+/// A scatter plot (one dot per point) as an SVG document.
 pub fn scatter_chart(title: &str, x_label: &str, y_label: &str, pts: &[(f64, f64)]) -> String {
-    // The line chart's frame and axes for these points (an invisible polyline), then circles.
-    let ser = [Series {
+    let series = [Series {
         name: String::new(),
         points: pts.to_vec(),
-        color: "none",
+        color: COLORS[0],
+        style: Style::Points,
     }];
-    let f = Frame::new(&ser);
-    let mut s = line_chart(title, x_label, &ser).replace("</svg>\n", "");
-    let _ = write!(
-        s,
-        r#"<text x="14" y="{0}" transform="rotate(-90 14 {0})" text-anchor="middle">{1}</text><g data-series="points" fill="{2}" fill-opacity="0.45">"#,
-        H / 2.0,
-        esc(y_label),
-        COLORS[0]
-    );
-    for &(x, y) in pts.iter().filter(|(x, y)| x.is_finite() && y.is_finite()) {
-        let (a, b) = f.px(x, y);
-        let _ = write!(s, r#"<circle cx="{a:.2}" cy="{b:.2}" r="2"/>"#);
+    Chart {
+        title,
+        x_label,
+        y_label,
+        series: &series,
+        y_from_zero: false,
+        marker: None,
+        vline: None,
+        x_integer: false,
     }
-    s.push_str("</g></svg>\n");
-    s
+    .svg()
 }
 
-/// Histograms of two samples on shared bins (e.g. cosine of positive and of negative pairs).
-pub fn histogram_chart(title: &str, a: (&str, &[f64]), b: (&str, &[f64]), bins: usize) -> String {
+/// Histograms of two samples on shared bins (e.g. cosine of positive and of negative pairs),
+/// with an optional labelled threshold.
+pub fn histogram_chart(
+    title: &str,
+    a: (&str, &[f64]),
+    b: (&str, &[f64]),
+    bins: usize,
+    threshold: Option<f64>,
+) -> String {
     let all = a.1.iter().chain(b.1).copied().filter(|v| v.is_finite());
     let (lo, hi) = all.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
     let (lo, hi) = if lo > hi {
@@ -350,8 +320,7 @@ pub fn histogram_chart(title: &str, a: (&str, &[f64]), b: (&str, &[f64]), bins: 
     };
     let (ca, cb) = (count(a.1), count(b.1));
     let width = (hi - lo) / bins as f64;
-    let top = ca.iter().chain(&cb).copied().max().unwrap_or(1).max(1) as f64;
-    // Frame: x = cosine, y = count (0..top), drawn as step outlines via the line chart.
+    // Step outlines of the bars.
     let step = |c: &[usize]| -> Vec<(f64, f64)> {
         let mut p = vec![(lo, 0.0)];
         for (i, &n) in c.iter().enumerate() {
@@ -362,42 +331,45 @@ pub fn histogram_chart(title: &str, a: (&str, &[f64]), b: (&str, &[f64]), bins: 
         p.push((hi, 0.0));
         p
     };
-    let mut s = line_chart(
+    let series = [
+        Series {
+            name: a.0.to_string(),
+            points: step(&ca),
+            color: COLORS[2],
+            style: Style::Line,
+        },
+        Series {
+            name: b.0.to_string(),
+            points: step(&cb),
+            color: COLORS[3],
+            style: Style::Line,
+        },
+    ];
+    let s = Chart {
         title,
-        "cosine similarity",
-        &[
-            Series {
-                name: a.0.to_string(),
-                points: step(&ca),
-                color: COLORS[2],
-            },
-            Series {
-                name: b.0.to_string(),
-                points: step(&cb),
-                color: COLORS[3],
-            },
-            Series {
-                name: String::new(),
-                points: vec![(lo, top)],
-                color: "none",
-            },
-        ],
-    );
+        x_label: "cosine similarity",
+        y_label: "pairs per bin",
+        series: &series,
+        y_from_zero: true,
+        marker: None,
+        vline: threshold.map(|t| (t, format!("threshold {t:.4}"))),
+        x_integer: false,
+    }
+    .svg();
     let counts = |c: &[usize]| {
         c.iter()
             .map(|n| n.to_string())
             .collect::<Vec<_>>()
             .join(" ")
     };
-    s = s.replace(
+    s.replace(
         "</svg>\n",
         &format!(
             "<desc data-bins=\"{bins}\" data-lo=\"{lo}\" data-hi=\"{hi}\" data-counts-a=\"{}\" data-counts-b=\"{}\"/></svg>\n",
             counts(&ca),
             counts(&cb)
         ),
-    );
-    s
+    )
 }
 
 /// `eval --report DIR`: the task's plot (`scatter.svg` for STS, `histogram.svg` for pair
@@ -405,13 +377,23 @@ pub fn histogram_chart(title: &str, a: (&str, &[f64]), b: (&str, &[f64]), bins: 
 pub fn write_eval_report(dir: &Path, title: &str, m: &crate::eval::Metrics) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (name, svg) = match &m.points {
-        Some(crate::eval::EvalPoints::Scatter { gold, pred }) => {
-            let pts: Vec<(f64, f64)> = gold.iter().copied().zip(pred.iter().copied()).collect();
+        Some(crate::eval::EvalPoints::Scatter { gold, pred, scale }) => {
+            // Gold scores back in the file's own scale (STS-B: 0–5).
+            let pts: Vec<(f64, f64)> = gold
+                .iter()
+                .map(|g| g * scale)
+                .zip(pred.iter().copied())
+                .collect();
+            let x = if *scale == 1.0 {
+                "gold score".to_string()
+            } else {
+                format!("gold score (as in the file: 0–{scale})")
+            };
             (
                 "scatter.svg",
                 scatter_chart(
                     "predicted cosine vs gold score",
-                    "gold score",
+                    &x,
                     "cosine similarity",
                     &pts,
                 ),
@@ -424,12 +406,13 @@ pub fn write_eval_report(dir: &Path, title: &str, m: &crate::eval::Metrics) -> R
                 ("positives", pos),
                 ("negatives", neg),
                 30,
+                m.get("cosine_accuracy_threshold"),
             ),
         ),
         None => ("", String::new()),
     };
     let mut html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>body{{font-family:sans-serif;max-width:700px;margin:2em auto}}td{{padding:2px 12px}}svg{{display:block;margin:1em 0;border:1px solid #ddd}}</style></head><body><h1>{0}</h1><table>",
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>{STYLE}</style></head><body><h1>{0}</h1><table>",
         esc(title)
     );
     for (k, v) in &m.values {

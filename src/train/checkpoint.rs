@@ -20,11 +20,16 @@ pub struct TrainerState {
     pub best: Option<(f64, usize)>,
     pub recipe: serde_json::Value,
     pub embtune_version: String,
+    /// Wall time of the run up to this checkpoint, every segment (resumed or not) summed.
+    #[serde(default)]
+    pub wall_seconds: f64,
 }
 
 pub const STATE_FILE: &str = "trainer_state.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const MODEL_DIR: &str = "model";
+/// The folder of an output directory that holds its checkpoints.
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// One file of a checkpoint: path relative to the checkpoint, size, sha256 (hex).
@@ -127,7 +132,7 @@ pub fn verify(ckpt: &Path) -> Result<()> {
 }
 
 pub fn checkpoints_dir(output: &Path) -> PathBuf {
-    output.join("checkpoints")
+    output.join(CHECKPOINTS_DIR)
 }
 
 pub fn checkpoint_path(output: &Path, step: usize) -> PathBuf {

@@ -12,7 +12,6 @@ pub mod phases;
 mod prepare;
 pub mod run;
 pub mod schedule;
-pub mod signals;
 
 pub use outcome::{Throughput, TrainReport, WARM_STEPS};
 pub use run::{run, train};
@@ -71,6 +70,11 @@ pub struct TrainConfig {
     pub save_total_limit: Option<usize>,
     pub log_steps: usize,
     pub resume: Option<PathBuf>,
+    /// Train into an output directory that already holds files (a previous run's checkpoints and
+    /// best/ are removed first); without it such a directory is refused, as HF's
+    /// `overwrite_output_dir`.
+    #[serde(default)]
+    pub overwrite: bool,
     /// Progress bar on stderr (a terminal).
     #[serde(skip)]
     pub progress: bool,
@@ -115,6 +119,7 @@ impl Default for TrainConfig {
             save_total_limit: None,
             log_steps: 10,
             resume: None,
+            overwrite: false,
             progress: false,
             log_lines: false,
             phase_timing: false,
@@ -185,6 +190,7 @@ impl TrainConfig {
         if let Some(o) = v.as_object_mut() {
             for k in [
                 "resume",
+                "overwrite",
                 "output",
                 "model",
                 "eval_steps",

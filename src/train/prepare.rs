@@ -9,7 +9,7 @@ use crate::data::{read_table, ReadOptions};
 use crate::eval::{self, Evaluator};
 use crate::loss::{self, Loss, LossKind};
 use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Everything prepared before step 1; fails fast on bad data or outputs.
 pub(super) struct Prepared {
@@ -82,7 +82,8 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
             cfg.data.display()
         );
     }
-    check_writable(&cfg.output)?;
+    check_output_dir(cfg)?;
+    crate::fsutil::check_writable_dir(&cfg.output)?;
     let evaluator = match &cfg.eval {
         Some(e) => {
             let t = read_table(&e.data, e.format, &ReadOptions::default())?;
@@ -99,8 +100,13 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
         Some(dir) => {
             let ckpt = checkpoint::resolve(dir)?;
             let state = checkpoint::read_state(&ckpt)?;
-            if state.recipe != cfg.recipe() {
-                bail!("--resume {}: the checkpoint was made with a different recipe (data, loss or hyperparameters); resume with the same flags", ckpt.display());
+            let changed = recipe_changes(&state.recipe, &cfg.recipe());
+            if !changed.is_empty() {
+                bail!(
+                    "--resume {}: the checkpoint was made with other settings: {}; resume with the same flags",
+                    ckpt.display(),
+                    changed.join(", ")
+                );
             }
             Some((ckpt, state))
         }
@@ -117,14 +123,81 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     })
 }
 
-fn check_writable(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("output directory {} cannot be created", dir.display()))?;
-    let probe = dir.join(format!(".write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"ok")
-        .with_context(|| format!("output directory {} is not writable", dir.display()))?;
-    std::fs::remove_file(&probe).ok();
-    Ok(())
+/// The output-directory rule (as HF's `overwrite_output_dir`): a directory that already holds
+/// files is refused unless the run resumes from it (`--resume`) or starts over (`--overwrite`,
+/// which first removes a previous run's checkpoints and best model).
+fn check_output_dir(cfg: &TrainConfig) -> Result<()> {
+    let dir = &cfg.output;
+    if cfg.resume.is_some() {
+        return Ok(());
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".write-test-"))
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let checkpoints = dir.join(checkpoint::CHECKPOINTS_DIR);
+    if cfg.overwrite {
+        for d in [checkpoints, dir.join("best")] {
+            if d.is_dir() {
+                std::fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
+            }
+        }
+        return Ok(());
+    }
+    let mut shown: Vec<&str> = names.iter().map(|s| s.as_str()).take(4).collect();
+    if names.len() > 4 {
+        shown.push("…");
+    }
+    if checkpoints.is_dir() {
+        bail!(
+            "output directory {} holds a previous run's checkpoints: continue it with --resume {}, or start over with --overwrite",
+            dir.display(),
+            dir.display()
+        );
+    }
+    bail!(
+        "output directory {} is not empty ({}): choose another --output, or pass --overwrite to write into it",
+        dir.display(),
+        shown.join(", ")
+    );
+}
+
+/// The settings that differ between a checkpoint's recipe and this run's, as the flags that set
+/// them (`--lr 2e-5 → 3e-5`).
+fn recipe_changes(saved: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+    fn flat(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v.as_object() {
+            Some(o) => o.iter().for_each(|(k, x)| flat(k, x, out)),
+            None => out.push((prefix.to_string(), v.to_string())),
+        }
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    flat("", saved, &mut a);
+    flat("", now, &mut b);
+    let get = |v: &[(String, String)], k: &str| {
+        v.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, x)| x.clone())
+            .unwrap_or_else(|| "null".into())
+    };
+    let mut keys: Vec<String> = a.iter().chain(&b).map(|(k, _)| k.clone()).collect();
+    keys.dedup();
+    let mut out: Vec<String> = Vec::new();
+    for k in keys {
+        let (x, y) = (get(&a, &k), get(&b, &k));
+        let line = format!("--{} {x} → {y}", k.replace('_', "-"));
+        if x != y && !out.contains(&line) {
+            out.push(line);
+        }
+    }
+    out
 }
 
 /// The optimizer steps of the whole run: batches of rows, epoch after epoch.

@@ -10,7 +10,8 @@ use super::optimizer::{AdamW, AdamWConfig};
 use super::outcome::{Throughput, TrainReport, WARM_STEPS};
 use super::phases::{Phase, PhaseTimer};
 use super::schedule::{lr_at, warmup_steps};
-use super::{signals, TrainConfig};
+use super::TrainConfig;
+use crate::signals;
 
 use crate::encode::EncodeOptions;
 use crate::loss::LossKind;
@@ -51,9 +52,6 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     };
     let mut model = SentenceEncoder::load(&spec, &device)?;
     crate::logging::model_loaded(&spec, &model);
-    for n in &model.notices {
-        tracing::info!("note: {n}");
-    }
     if let Some(d) = cfg.dropout {
         model.set_dropout(d);
     }
@@ -108,11 +106,13 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
 
     let mut start = 0;
     let mut best = None;
+    let mut wall_before = 0.0;
     if let Some((ckpt, state)) = &p.resume {
         opt.load(&ckpt.join(checkpoint::OPTIMIZER_FILE), state.step as u64)?;
         model.restore_dropout_state(state.dropout_rng);
         start = state.step;
         best = state.best;
+        wall_before = state.wall_seconds;
         tracing::info!(
             "resuming from {} at step {start} of {total}",
             ckpt.display()
@@ -139,7 +139,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         .open(&metrics_path)
         .with_context(|| format!("opening {}", metrics_path.display()))?;
     tracing::info!(
-        "training {} on {} rows ({} text column{}{}), {total} steps, batch {}, warmup {warmup}, on {} ({:?})",
+        "training {} on {} rows ({} text column{}{}), {total} steps, batch {}, warmup {warmup}, on {} ({}, {} ops)",
         p.loss.name(),
         p.set.len(),
         cols,
@@ -152,6 +152,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         cfg.batch_size,
         crate::device::describe(&device),
         cfg.model.compute.dtype,
+        model.exec(),
     );
 
     signals::install();
@@ -182,6 +183,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             best,
             recipe: cfg.recipe(),
             embtune_version: env!("CARGO_PKG_VERSION").into(),
+            wall_seconds: wall_before + wall.elapsed().as_secs_f64(),
         };
         let path = checkpoint::write(&cfg.output, &state, |dir| {
             model.save(&dir.join(checkpoint::MODEL_DIR))?;
@@ -198,7 +200,11 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     for step in start..total {
         if let Some(sig) = signals::pending() {
             let path = save_ckpt(step, best, &model, &opt)?;
-            tracing::info!("interrupted: checkpoint saved to {}", path.display());
+            tracing::info!(
+                "interrupted: checkpoint saved to {}; continue with the same command and --resume {}",
+                path.display(),
+                cfg.output.display()
+            );
             interrupted = Some(sig);
             break;
         }
@@ -279,7 +285,11 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             if improved {
                 best = Some((v, done));
                 if cfg.save_best {
-                    model.save(&cfg.output.join("best"))?;
+                    let dir = cfg.output.join("best");
+                    model.save(&dir)?;
+                    // best/ says which step it is.
+                    let note = json!({"step": done, "metric": m.primary, "value": v});
+                    crate::fsutil::write_atomic(&dir.join(BEST_FILE), note.to_string().as_bytes())?;
                 }
             }
             final_eval = Some(m);
@@ -300,12 +310,15 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         model.save_into(&cfg.output)?;
         if cfg.save_best && cfg.output.join("best").is_dir() {
             tracing::info!(
-                "best {} at step {}: kept in {}",
+                "best {:.4} at step {}: kept in {}",
                 best.map(|b| b.0).unwrap_or(f64::NAN),
                 best.map(|b| b.1).unwrap_or(0),
                 cfg.output.join("best").display()
             );
         }
+    }
+    if let Some((a, b)) = logged_loss_span(&metrics_path) {
+        (first_loss, last_loss) = (Some(a), Some(b));
     }
     let report = TrainReport {
         steps: total,
@@ -334,13 +347,28 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
                 })
                 .collect(),
             device: crate::device::describe(&device),
-            wall_seconds: wall.elapsed().as_secs_f64(),
+            wall_seconds: wall_before + wall.elapsed().as_secs_f64(),
         };
         super::card::write(cfg, &report, &card)?;
         let title = format!("embtune training report: {}", cfg.output.display());
         crate::report::write_train_report(&cfg.output, &title)?;
     }
     Ok((report, model))
+}
+
+/// The file in `<output>/best/` that names the step and metric of the best model.
+pub const BEST_FILE: &str = "embtune_best.json";
+
+/// The mean loss of the first and last logged windows of the whole run (metrics.jsonl keeps the
+/// windows of every segment, so this holds after a resume too).
+fn logged_loss_span(path: &Path) -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let losses: Vec<f64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("loss").and_then(|x| x.as_f64()))
+        .collect();
+    Some((*losses.first()?, *losses.last()?))
 }
 
 /// Forward + backward over the micro-batches of one optimizer step: summed gradients (each

@@ -106,7 +106,7 @@ fn training_on_a_full_disk_fails_cleanly_and_keeps_the_previous_model() {
     // (model.safetensors is ~100 kB) fails.
     let before = std::fs::read(o.join("model.safetensors")).unwrap();
     let mut c = embtune_cmd_offline();
-    c.args(args("6"));
+    c.args(args("6")).arg("--overwrite");
     let r = limited(c, 32 * 1024);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success(), "{err}");
