@@ -51,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             batch_size: bs,
             normalize: true,
             progress: false,
+            ..Default::default()
         };
         encode(&model, &texts[..64.min(texts.len())], &opts)?; // warm-up
         let mut secs = Vec::new();

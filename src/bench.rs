@@ -54,6 +54,8 @@ pub fn encode_throughput(
         batch_size,
         normalize: true,
         progress: false,
+        prompt: None,
+        truncate_dim: None,
     };
     let warm = (2 * batch_size).min(all.len());
     encode(&model, &all[..warm], &opts)?;

@@ -130,6 +130,8 @@ pub fn compare(spec: &ModelSpec, dev: &Device, stsb: &Path) -> Result<Vec<Check>
         batch_size: 64,
         normalize: false,
         progress: false,
+        prompt: None,
+        truncate_dim: None,
     };
     let e_cpu = encode(&cpu, &texts, &opts)?;
     let e_gpu = encode(&gpu, &texts, &opts)?;
@@ -265,7 +267,7 @@ pub fn compare(spec: &ModelSpec, dev: &Device, stsb: &Path) -> Result<Vec<Check>
         for (k, (m, o)) in [(&cpu, &mut oc), (&gpu, &mut og)].into_iter().enumerate() {
             let grads = grads_of(m, &*l, &cols, Some(&rows.score[..b]))?;
             // max_norm below the norms seen here, so the clipping factor matters.
-            step_norms[k] = crate::train::run::clip_and_step(o, &grads, 1e-4, 0.5)?.value()?;
+            step_norms[k] = crate::train::clip::clip_and_step(o, &grads, 1e-4, 0.5)?.value()?;
         }
         norm_diff = norm_diff.max((step_norms[0] - step_norms[1]).abs() / step_norms[0].max(1e-12));
         norms.push(step_norms[0]);

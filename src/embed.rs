@@ -5,6 +5,7 @@
 use crate::data::{read_table, DataFormat, ReadOptions};
 use crate::encode::{encode, Embeddings, EncodeOptions};
 use crate::fsutil::AtomicFile;
+use crate::model::prompts::Side;
 use crate::model::{ModelSpec, SentenceEncoder};
 use crate::quantize::{quantize, Precision, Quantized, Ranges, ValuesRef};
 use anyhow::{bail, Context, Result};
@@ -51,6 +52,9 @@ pub struct EmbedConfig {
     pub read: ReadOptions,
     pub output: PathBuf,
     pub encode: EncodeOptions,
+    /// `--prompt` / `--prompt-name` (neither: the model's default prompt).
+    #[serde(default)]
+    pub prompt: crate::model::prompts::PromptChoice,
     /// Inputs longer than this are encoded in chunks kept in `<output>.parts/` (resumable).
     #[serde(default = "default_chunk_rows")]
     pub chunk_rows: usize,
@@ -184,8 +188,10 @@ pub fn run(cfg: &EmbedConfig) -> Result<EmbedReport> {
     let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
     crate::logging::model_loaded(&cfg.model, &model);
     // Quantized precisions are L2-normalised first, as sentence-transformers' evaluator does.
+    let prompt = model.prompts.choose(&cfg.prompt, Side::Plain, "--prompt-name")?;
     let opts = EncodeOptions {
         normalize: cfg.encode.normalize || cfg.precision != Precision::Float32,
+        prompt: Some(prompt),
         ..cfg.encode.clone()
     };
     let source = settle_ranges(cfg, &model, &opts, source)?;
@@ -290,6 +296,7 @@ fn encode_all(
         "model": cfg.model,
         "column": cfg.column,
         "normalize": opts.normalize,
+        "prompt": opts.prompt,
         "format": cfg.format,
         "precision": cfg.precision,
     });

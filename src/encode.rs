@@ -15,6 +15,35 @@ pub struct EncodeOptions {
     pub normalize: bool,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Prepended to every text (`Some("")`: no prompt); `None`: the model's default prompt, as
+    /// sentence-transformers' `encode` does. With the model's `include_prompt: false` the
+    /// prompt's tokens are left out of pooling.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Keep the first this many dimensions (`--truncate-dim`; Matryoshka models), as
+    /// sentence-transformers' `truncate_dim`: cut after the model's own Normalize, normalised
+    /// again only when `normalize` asks for it.
+    #[serde(default)]
+    pub truncate_dim: Option<usize>,
+}
+
+impl EncodeOptions {
+    /// The dimension of the embeddings these options give with `model`.
+    pub fn out_dim(&self, model: &SentenceEncoder) -> usize {
+        self.truncate_dim.map_or(model.dim(), |d| d.min(model.dim()))
+    }
+}
+
+/// `--truncate-dim` against the model: at most its embedding dimension.
+pub fn check_truncate_dim(opts: &EncodeOptions, model: &SentenceEncoder) -> Result<()> {
+    match opts.truncate_dim {
+        Some(0) => anyhow::bail!("--truncate-dim must be at least 1"),
+        Some(d) if d > model.dim() => anyhow::bail!(
+            "--truncate-dim {d} is larger than the model's embedding dimension {}",
+            model.dim()
+        ),
+        _ => Ok(()),
+    }
 }
 
 impl Default for EncodeOptions {
@@ -23,6 +52,8 @@ impl Default for EncodeOptions {
             batch_size: 32,
             normalize: false,
             progress: false,
+            prompt: None,
+            truncate_dim: None,
         }
     }
 }
@@ -52,11 +83,22 @@ impl Embeddings {
     }
 }
 
-/// Encodes `texts` in eval mode (no dropout).
+/// Encodes `texts` in eval mode (no dropout), each with the prompt of `opts` prepended.
 pub fn encode(model: &SentenceEncoder, texts: &[&str], opts: &EncodeOptions) -> Result<Embeddings> {
-    let dim = model.dim();
+    check_truncate_dim(opts, model)?;
+    let dim = opts.out_dim(model);
+    let cut = dim < model.dim();
     let bs = opts.batch_size.max(1);
-    let toks = model.tokenizer.tokenize(texts)?;
+    let prompt = model.prompt_for(opts.prompt.as_deref())?;
+    let (toks, prompt_len) = match &prompt {
+        None => (model.tokenizer.tokenize(texts)?, 0),
+        Some(p) => {
+            let joined: Vec<String> = texts.iter().map(|t| format!("{p}{t}")).collect();
+            let refs: Vec<&str> = joined.iter().map(String::as_str).collect();
+            let len = crate::model::prompts::prompt_length(&model.tokenizer, p)?;
+            (model.tokenizer.tokenize(&refs)?, len)
+        }
+    };
     let truncated = toks.iter().filter(|t| t.truncated).count();
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(toks[i].ids.len()));
@@ -64,9 +106,13 @@ pub fn encode(model: &SentenceEncoder, texts: &[&str], opts: &EncodeOptions) -> 
     let mut bar = Progress::new("encoding", texts.len() as u64, opts.progress);
     for chunk in order.chunks(bs) {
         let ids: Vec<&[u32]> = chunk.iter().map(|&i| toks[i].ids.as_slice()).collect();
-        let batch = model.tokenizer.pad(&ids, model.device())?;
+        let mut batch = model.tokenizer.pad(&ids, model.device())?;
+        batch.prompt_len = prompt_len;
         let mut emb = model.embed_inference(&batch)?;
-        if opts.normalize && !model.normalize {
+        if cut {
+            emb = emb.narrow(1, 0, dim)?;
+        }
+        if opts.normalize && (!model.normalize || cut) {
             emb = crate::model::pooling::l2_normalize(&emb)?;
         }
         let rows: Vec<Vec<f32>> = emb.to_dtype(candle_core::DType::F32)?.to_vec2()?;

@@ -21,6 +21,7 @@ pub mod data;
 pub mod devcheck;
 pub mod device;
 pub mod embed;
+pub mod embed_cache;
 pub mod embed_parts;
 pub mod encode;
 pub mod eval;

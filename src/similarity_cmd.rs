@@ -1,11 +1,12 @@
 //! The `similarity` job: the cosine of two texts, or the top-k nearest texts of a corpus for a
 //! query. The corpus is embedded once and cached next to it (`<corpus>.embtune-cache/<key>.npy`,
-//! the key hashing the model, its pooling/length settings, compute precision and the corpus bytes).
+//! `embed_cache`: the key hashes the model's weights, settings and the corpus texts).
 
 use crate::encode::{encode, Embeddings, EncodeOptions};
+use crate::model::prompts::{PromptChoice, Side};
 use crate::model::{ModelSpec, SentenceEncoder};
 use crate::similarity::cosine;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -18,6 +19,14 @@ pub struct SimilarityConfig {
     pub corpus: Option<PathBuf>,
     pub top_k: usize,
     pub encode: EncodeOptions,
+    /// The texts' (pair mode) or the query's prompt; neither: the model's default prompt, or
+    /// for a query its `query` prompt (sentence-transformers' encode_query).
+    #[serde(default)]
+    pub prompt: PromptChoice,
+    /// The corpus's prompt; neither: the model's `document`/`passage`/`corpus` prompt, else its
+    /// default (encode_document).
+    #[serde(default)]
+    pub document_prompt: PromptChoice,
 }
 
 /// One search hit.
@@ -34,77 +43,24 @@ pub enum Answer {
     Hits(Vec<Hit>),
 }
 
-/// 64-bit FNV-1a: a stable cache key (not a security hash).
-fn fnv64(bytes: &[u8], mut h: u64) -> u64 {
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
-
-pub fn cache_path(corpus: &Path, model: &SentenceEncoder, bytes: &[u8]) -> PathBuf {
-    let settings = format!(
-        "{}|{:?}|{}|{}|{:?}",
-        model.source,
-        model.pooling.modes,
-        model.tokenizer.max_seq_length(),
-        model.normalize,
-        model.compute_dtype()
-    );
-    let key = fnv64(bytes, fnv64(settings.as_bytes(), 0xcbf29ce484222325));
-    let name = corpus
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    corpus
-        .with_file_name(format!("{name}.embtune-cache"))
-        .join(format!("{key:016x}.npy"))
-}
-
-fn read_npy(path: &Path) -> Option<Embeddings> {
-    let b = std::fs::read(path).ok()?;
-    let hlen = u16::from_le_bytes([*b.get(8)?, *b.get(9)?]) as usize;
-    let header = std::str::from_utf8(b.get(10..10 + hlen)?).ok()?;
-    let shape = header.split("'shape': (").nth(1)?.split(')').next()?;
-    let dims: Vec<usize> = shape
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let (n, d) = (*dims.first()?, *dims.get(1)?);
-    let data: Vec<f32> = b
-        .get(10 + hlen..)?
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    (data.len() == n * d).then_some(Embeddings {
-        data,
-        dim: d,
-        truncated: 0,
-    })
-}
-
 fn corpus_embeddings(
     model: &SentenceEncoder,
     corpus: &Path,
     texts: &[String],
     opts: &EncodeOptions,
 ) -> Result<Embeddings> {
-    let bytes = std::fs::read(corpus).with_context(|| format!("reading {}", corpus.display()))?;
-    let cache = cache_path(corpus, model, &bytes);
-    if let Some(e) = read_npy(&cache).filter(|e| e.len() == texts.len()) {
-        return Ok(e);
-    }
+    let dir = cache_dir(corpus);
     let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-    let e = encode(model, &refs, opts)?;
-    // The cache is an optimisation: failing to write it is not an error.
-    if let Some(dir) = cache.parent() {
-        if std::fs::create_dir_all(dir).is_ok() {
-            let _ =
-                crate::embed::write_embeddings(&cache, crate::embed::OutputFormat::Npy, &e, &refs);
-        }
-    }
-    Ok(e)
+    crate::embed_cache::embeddings(model, &refs, opts, Some(&dir), "similarity")
+}
+
+/// `<corpus>.embtune-cache/` next to the corpus.
+fn cache_dir(corpus: &Path) -> PathBuf {
+    let name = corpus
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    corpus.with_file_name(format!("{name}.embtune-cache"))
 }
 
 pub fn run(cfg: &SimilarityConfig) -> Result<Answer> {
@@ -113,6 +69,7 @@ pub fn run(cfg: &SimilarityConfig) -> Result<Answer> {
     match (&cfg.query, &cfg.corpus, cfg.texts.as_slice()) {
         (None, None, [a, b]) => {
             let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
+            opts.prompt = Some(model.prompts.choose(&cfg.prompt, Side::Plain, "--prompt-name")?);
             let e = encode(&model, &[a.as_str(), b.as_str()], &opts)?;
             Ok(Answer::Pair(cosine(e.row(0), e.row(1))))
         }
@@ -130,8 +87,20 @@ pub fn run(cfg: &SimilarityConfig) -> Result<Answer> {
                 tracing::warn!("warning: {e:#}: the corpus embeddings will not be cached");
             }
             let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
-            let ce = corpus_embeddings(&model, corpus, &texts, &opts)?;
-            let qe = encode(&model, &[q.as_str()], &opts)?;
+            let q_opts = EncodeOptions {
+                prompt: Some(model.prompts.choose(&cfg.prompt, Side::Query, "--prompt-name")?),
+                ..opts.clone()
+            };
+            let d_opts = EncodeOptions {
+                prompt: Some(model.prompts.choose(
+                    &cfg.document_prompt,
+                    Side::Document,
+                    "--document-prompt-name",
+                )?),
+                ..opts.clone()
+            };
+            let ce = corpus_embeddings(&model, corpus, &texts, &d_opts)?;
+            let qe = encode(&model, &[q.as_str()], &q_opts)?;
             let mut scored: Vec<(f64, usize)> = (0..texts.len())
                 .map(|i| (cosine(qe.row(0), ce.row(i)), i))
                 .collect();

@@ -18,6 +18,9 @@ pub struct TokenBatch {
     /// Every token type id is 0 (single-sentence inputs): the encoder may add token-type row 0
     /// by broadcasting instead of a gather.
     pub single_segment: bool,
+    /// Leading tokens of every row that are a prompt's (set by `encode`): pooling leaves them
+    /// out when the model's Pooling has `include_prompt: false`.
+    pub prompt_len: usize,
 }
 
 /// Bytes of text kept per token of max_seq_length before tokenizing (see `tokenize`).
@@ -227,5 +230,6 @@ pub fn pad_batch(items: &[&[u32]], pad_id: u32, device: &Device) -> Result<Token
         ids,
         lengths: items.iter().map(|i| i.len()).collect(),
         single_segment: true,
+        prompt_len: 0,
     })
 }

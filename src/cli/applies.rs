@@ -61,8 +61,22 @@ fn loss_in(c: &Ctx, kinds: &[LossKind]) -> bool {
     loss(c).is_some_and(|l| kinds.contains(&l))
 }
 
+fn task(c: &Ctx) -> Option<EvalTask> {
+    c.m.try_get_one::<EvalTask>("task").ok().flatten().copied()
+}
+
 fn source(c: &Ctx) -> Option<Source> {
     c.m.try_get_one::<Source>("from").ok().flatten().copied()
+}
+
+/// The negatives flags of `pairs`: --from pairs, or --from qrels with --mine.
+fn negatives_flag(m: &Ctx) -> Option<&'static str> {
+    match source(m) {
+        Some(Source::Pairs) => None,
+        Some(Source::Qrels) if m.given("mine") => None,
+        Some(Source::Qrels) => Some("--mine with --from qrels (or --from pairs)"),
+        _ => Some("--from pairs (or qrels with --mine)"),
+    }
 }
 
 /// `Some(what it applies to)` when the flag has no effect.
@@ -73,6 +87,8 @@ const CONTRASTIVE: [LossKind; 3] = [
     LossKind::OnlineContrastive,
     LossKind::Triplet,
 ];
+
+const GIST: [LossKind; 2] = [LossKind::Gist, LossKind::CachedGist];
 
 /// How a flag without effect is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,20 +103,31 @@ use Severity::{Error as E, Warn as W};
 /// (subcommand, flag id, severity, when it has no effect → what it applies to).
 const RULES: &[(&str, &str, Severity, Unused)] = &[
     ("train", "margin", E, |m| {
-        (!loss_in(m, &CONTRASTIVE)).then_some("--loss contrastive, online-contrastive or triplet")
+        (!loss_in(m, &CONTRASTIVE) && !loss_in(m, &GIST))
+            .then_some("--loss contrastive, online-contrastive, triplet, gist or cached-gist")
+    }),
+    ("train", "guide_model", E, |m| {
+        (!loss_in(m, &GIST)).then_some("--loss gist or cached-gist")
+    }),
+    ("train", "temperature", E, |m| {
+        (!loss_in(m, &GIST)).then_some("--loss gist or cached-gist (mnrl's is --scale = 1/temperature)")
+    }),
+    ("train", "eval_split", E, |m| {
+        (!m.given("eval_data")).then_some("--eval-data (a BEIR folder, for retrieval)")
     }),
     ("train", "distance", E, |m| {
         (!loss_in(m, &CONTRASTIVE)).then_some("--loss contrastive, online-contrastive or triplet")
     }),
     ("train", "scale", E, |m| {
-        (!loss_in(m, &[LossKind::Mnrl, LossKind::Cosent])).then_some("--loss mnrl or cosent")
+        (!loss_in(m, &[LossKind::Mnrl, LossKind::CachedMnrl, LossKind::Cosent]))
+            .then_some("--loss mnrl, cached-mnrl or cosent")
     }),
     ("train", "symmetric", E, |m| {
-        (!loss_in(m, &[LossKind::Mnrl])).then_some("--loss mnrl")
+        (!loss_in(m, &[LossKind::Mnrl, LossKind::CachedMnrl])).then_some("--loss mnrl or cached-mnrl")
     }),
     ("train", "allow_duplicates", E, |m| {
-        (!loss_in(m, &[LossKind::Mnrl]))
-            .then_some("--loss mnrl (the only loss that refuses duplicates)")
+        (!loss(m).is_some_and(LossKind::in_batch_negatives))
+            .then_some("--loss mnrl, cached-mnrl, gist or cached-gist (the losses that refuse duplicates)")
     }),
     ("train", "eval_steps", E, |m| {
         (!m.given("eval_data")).then_some("--eval-data")
@@ -132,6 +159,15 @@ const RULES: &[(&str, &str, Severity, Unused)] = &[
         let task = m.m.try_get_one::<EvalTask>("task").ok().flatten().copied();
         (task != Some(EvalTask::Sts)).then_some("--task sts")
     }),
+    ("eval", "queries", E, |m| (task(m) != Some(EvalTask::Retrieval)).then_some("--task retrieval")),
+    ("eval", "query_prompt", E, |m| (task(m) != Some(EvalTask::Retrieval)).then_some("--task retrieval")),
+    ("eval", "document_prompt", E, |m| (task(m) != Some(EvalTask::Retrieval)).then_some("--task retrieval")),
+    ("eval", "query_prompt_name", E, |m| (task(m) != Some(EvalTask::Retrieval)).then_some("--task retrieval")),
+    ("eval", "document_prompt_name", E, |m| (task(m) != Some(EvalTask::Retrieval)).then_some("--task retrieval")),
+    ("eval", "prompt", E, |m| (task(m) == Some(EvalTask::Retrieval)).then_some("--task sts, triplet or binary (retrieval: --query-prompt, --document-prompt)")),
+    ("eval", "prompt_name", E, |m| (task(m) == Some(EvalTask::Retrieval)).then_some("--task sts, triplet or binary (retrieval: --query-prompt-name, --document-prompt-name)")),
+    ("eval", "columns", E, |m| (task(m) == Some(EvalTask::Retrieval)).then_some("--task sts, triplet or binary")),
+    ("eval", "precision", E, |m| (task(m) == Some(EvalTask::Retrieval)).then_some("--task sts, triplet or binary")),
     ("embed", "ranges", E, |m| {
         (!m.given("precision")).then_some("--precision int8 or uint8")
     }),
@@ -155,17 +191,14 @@ const RULES: &[(&str, &str, Severity, Unused)] = &[
         (source(m) != Some(Source::Classes)).then_some("--from classes")
     }),
     ("pairs", "mine", E, |m| {
-        (source(m) != Some(Source::Pairs)).then_some("--from pairs")
+        (!matches!(source(m), Some(Source::Pairs | Source::Qrels))).then_some("--from pairs or qrels")
     }),
-    ("pairs", "num_negatives", E, |m| {
-        (source(m) != Some(Source::Pairs)).then_some("--from pairs")
+    ("pairs", "columns", E, |m| {
+        (source(m) == Some(Source::Qrels)).then_some("--from scores, labeled, classes, nli or pairs (a BEIR folder has its own layout)")
     }),
-    ("pairs", "corpus", E, |m| {
-        (source(m) != Some(Source::Pairs)).then_some("--from pairs")
-    }),
-    ("pairs", "output_format", E, |m| {
-        (source(m) != Some(Source::Pairs)).then_some("--from pairs")
-    }),
+    ("pairs", "num_negatives", E, |m| negatives_flag(m)),
+    ("pairs", "corpus", E, |m| negatives_flag(m)),
+    ("pairs", "output_format", E, |m| negatives_flag(m)),
     ("pairs", "range_min", E, |m| {
         (!m.given("mine")).then_some("--mine")
     }),

@@ -1,6 +1,6 @@
 //! `embtune embed`: flags → [`EmbedConfig`] → [`crate::embed::run`].
 
-use super::{InputArgs, ModelArgs};
+use super::{InputArgs, ModelArgs, PromptArgs};
 
 use crate::embed::EmbedConfig;
 use crate::encode::EncodeOptions;
@@ -47,6 +47,12 @@ pub struct EmbedArgs {
     /// queries and a corpus are quantized alike.
     #[arg(long)]
     pub ranges: Option<PathBuf>,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    /// Keep only the first N dimensions of each embedding (models trained with Matryoshka
+    /// losses keep most of their quality), as sentence-transformers' truncate_dim.
+    #[arg(long)]
+    pub truncate_dim: Option<usize>,
     /// Texts per forward pass.
     #[arg(long, short = 'b', default_value_t = 32)]
     pub batch_size: usize,
@@ -79,7 +85,10 @@ impl EmbedArgs {
                 batch_size: self.batch_size,
                 normalize: self.normalize,
                 progress: !self.quiet,
+                prompt: None,
+                truncate_dim: self.truncate_dim,
             },
+            prompt: self.prompt.choice(),
             chunk_rows: self.chunk_rows,
             resume: self.resume,
             precision: self.precision,

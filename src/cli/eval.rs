@@ -1,6 +1,7 @@
 //! `embtune eval`: flags → [`EvalConfig`] → [`crate::eval::job::run`] → table or JSON.
 
-use super::{InputArgs, ModelArgs};
+use super::{InputArgs, ModelArgs, PromptArgs};
+use crate::model::prompts::PromptChoice;
 
 use crate::encode::EncodeOptions;
 use crate::eval::job::EvalConfig;
@@ -13,12 +14,44 @@ use std::path::PathBuf;
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Evaluation data: CSV/TSV (header row), JSONL, or an STS-B file with --format stsb.
-    #[arg(long, short = 'd')]
-    pub data: PathBuf,
+    /// Evaluation data: CSV/TSV (header row), JSONL, or an STS-B file with --format stsb; for
+    /// --task retrieval a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv; --split,
+    /// default test).
+    #[arg(long, short = 'd', required_unless_present_all = ["queries", "corpus", "qrels"])]
+    pub data: Option<PathBuf>,
+    /// --task retrieval without a BEIR folder: the queries (JSONL with _id, text) …
+    #[arg(long, requires_all = ["corpus", "qrels"], conflicts_with = "data")]
+    pub queries: Option<PathBuf>,
+    /// … the corpus (JSONL with _id, title, text; a document is title + " " + text) …
+    #[arg(long, requires_all = ["queries", "qrels"])]
+    pub corpus: Option<PathBuf>,
+    /// … and the judgments (TSV: query-id, corpus-id, score; score > 0 is relevant).
+    #[arg(long, requires_all = ["queries", "corpus"])]
+    pub qrels: Option<PathBuf>,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    /// Keep only the first N dimensions of each embedding (models trained with Matryoshka
+    /// losses keep most of their quality), as sentence-transformers' truncate_dim.
+    #[arg(long)]
+    pub truncate_dim: Option<usize>,
+    /// --task retrieval: prepended to every query [default: the model's "query" prompt, else
+    /// its default prompt], as sentence-transformers' encode_query.
+    #[arg(long)]
+    pub query_prompt: Option<String>,
+    /// --task retrieval: one of the model's prompts by name for the queries.
+    #[arg(long, conflicts_with = "query_prompt")]
+    pub query_prompt_name: Option<String>,
+    /// --task retrieval: prepended to every document [default: the model's "document",
+    /// "passage" or "corpus" prompt, else its default prompt], as encode_document.
+    #[arg(long)]
+    pub document_prompt: Option<String>,
+    /// --task retrieval: one of the model's prompts by name for the documents.
+    #[arg(long, conflicts_with = "document_prompt")]
+    pub document_prompt_name: Option<String>,
     #[command(flatten)]
     pub reader: InputArgs,
-    /// sts: score pairs; triplet: anchor/positive/negative; binary: 0/1-labeled pairs.
+    /// sts: score pairs; triplet: anchor/positive/negative; binary: 0/1-labeled pairs;
+    /// retrieval: queries against a corpus (nDCG@10, MRR@10, MAP@100, recall/precision/accuracy@k).
     #[arg(long, value_enum, default_value = "sts")]
     pub task: EvalTask,
     /// Columns, comma-separated: text columns then the score/label column
@@ -75,9 +108,27 @@ impl EvalArgs {
                 Some(cols)
             }
         };
+        let retrieval = match (&self.queries, &self.corpus, &self.qrels) {
+            (Some(q), Some(c), Some(r)) => Some(crate::eval::retrieval::RetrievalSource::Files {
+                queries: q.clone(),
+                corpus: c.clone(),
+                qrels: r.clone(),
+            }),
+            _ => None,
+        };
         Ok(EvalConfig {
             model: self.model.into_spec(),
-            data: self.data,
+            data: self.data.or_else(|| self.queries.clone()).unwrap_or_default(),
+            retrieval,
+            prompt: self.prompt.choice(),
+            query_prompt: PromptChoice {
+                text: self.query_prompt,
+                name: self.query_prompt_name,
+            },
+            document_prompt: PromptChoice {
+                text: self.document_prompt,
+                name: self.document_prompt_name,
+            },
             format: self.reader.format,
             task: self.task,
             columns,
@@ -87,6 +138,8 @@ impl EvalArgs {
                 batch_size: self.batch_size,
                 normalize: false,
                 progress: !self.quiet,
+                prompt: None,
+                truncate_dim: self.truncate_dim,
             },
             precision: self.precision,
         })

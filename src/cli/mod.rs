@@ -62,6 +62,27 @@ pub struct ModelArgs {
     pub load: LoadArgs,
 }
 
+/// `--prompt` / `--prompt-name` (embed, eval, similarity).
+#[derive(Debug, Clone, Default, Args)]
+pub struct PromptArgs {
+    /// Text prepended to every input, as sentence-transformers' `prompt` ("" for none: overrides
+    /// the model's default prompt) [default: the model's default_prompt_name, if any].
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// One of the model's prompts (config_sentence_transformers.json) by name, e.g. query.
+    #[arg(long, conflicts_with = "prompt")]
+    pub prompt_name: Option<String>,
+}
+
+impl PromptArgs {
+    pub fn choice(&self) -> crate::model::prompts::PromptChoice {
+        crate::model::prompts::PromptChoice {
+            text: self.prompt.clone(),
+            name: self.prompt_name.clone(),
+        }
+    }
+}
+
 /// How to load a model, besides which (shared by every command that loads one).
 #[derive(Debug, Clone, Default, Args)]
 pub struct LoadArgs {
@@ -120,6 +141,18 @@ impl ModelArgs {
 }
 
 impl LoadArgs {
+    /// The spec of a second model (a guide) loaded as the trained one is — same cache, token,
+    /// device and precision — but with its own revision, pooling and length.
+    pub fn guide_spec(self, model: String) -> ModelSpec {
+        Self {
+            revision: None,
+            pooling: None,
+            max_seq_length: None,
+            ..self
+        }
+        .spec(model)
+    }
+
     /// The spec of loading `model` with these options.
     pub fn spec(self, model: String) -> ModelSpec {
         ModelSpec {
@@ -143,7 +176,9 @@ pub struct InputArgs {
     /// Input format [default: from the extension: .txt, .csv, .tsv, .jsonl, .parquet; or stsb].
     #[arg(long, value_enum)]
     pub format: Option<DataFormat>,
-    /// Split of a Hub dataset given as hf://datasets/<org>/<name>[/<config>][@<revision>] [default: train].
+    /// Split of a Hub dataset given as hf://datasets/<org>/<name>[/<config>][@<revision>], or the
+    /// qrels split of a BEIR folder (qrels/<split>.tsv) [default: train; eval --task retrieval:
+    /// test].
     #[arg(long)]
     pub split: Option<String>,
     /// CSV/TSV field delimiter (one character, or \t) [default: , for csv, tab for tsv].

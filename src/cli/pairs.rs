@@ -11,12 +11,14 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct PairsArgs {
-    /// Input dataset (CSV/TSV with a header, JSONL, STS-B with --format stsb).
+    /// Input dataset (CSV/TSV with a header, JSONL — FlagEmbedding's query/pos/neg rows too —,
+    /// STS-B with --format stsb), or a BEIR folder with --from qrels.
     #[arg(long, short = 'd', required_unless_present = "check")]
     pub data: Option<PathBuf>,
     #[command(flatten)]
     pub reader: InputArgs,
-    /// What the rows are: scores, labeled, classes, nli, pairs.
+    /// What the rows are: scores, labeled, classes, nli, pairs, or qrels (a BEIR folder's
+    /// judged query–document pairs; --split, default train).
     #[arg(long, value_enum, required_unless_present = "check")]
     pub from: Option<Source>,
     /// Columns: role=column pairs (anchor=question,positive=answer), or the columns in the roles'
@@ -36,13 +38,16 @@ pub struct PairsArgs {
     /// classes: triplets per anchor text.
     #[arg(long, default_value_t = 1)]
     pub per_anchor: usize,
-    /// pairs: mine hard negatives with --model (default: random negatives).
+    /// pairs: mine hard negatives with --model (default: random negatives); qrels: add mined
+    /// negatives from the folder's corpus (default: pairs only).
     #[arg(long)]
     pub mine: bool,
     /// pairs: negatives per anchor.
     #[arg(long, default_value_t = 1)]
     pub num_negatives: usize,
-    /// pairs: extra candidate texts (text file, or a file with a "text" column) added to the positives.
+    /// pairs: extra candidate texts (text file, a file with a "text" column, or a BEIR
+    /// corpus.jsonl: title + " " + text) added to the positives; qrels: instead of the folder's
+    /// corpus.
     #[arg(long)]
     pub corpus: Option<PathBuf>,
     /// Mining: skip this many of the most similar surviving candidates.
@@ -145,6 +150,8 @@ impl PairsArgs {
                 batch_size: self.batch_size,
                 normalize: true,
                 progress: !self.quiet,
+                prompt: None,
+                truncate_dim: None,
             },
         })
     }

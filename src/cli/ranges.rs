@@ -78,6 +78,9 @@ pub const RULES: &[(&str, Range)] = &[
     ("top-k", Range::AtLeast(1)),
     ("num-negatives", Range::AtLeast(1)),
     ("per-anchor", Range::AtLeast(1)),
+    ("mini-batch-size", Range::AtLeast(1)),
+    ("truncate-dim", Range::AtLeast(1)),
+    ("matryoshka-dims", Range::AtLeast(1)),
     ("range-max", Range::AtLeast(1)),
     ("steps", Range::AtLeast(1)),
     ("n", Range::AtLeast(1)),
@@ -90,6 +93,8 @@ pub const RULES: &[(&str, Range)] = &[
     // Rates and weights.
     ("lr", Range::Positive),
     ("scale", Range::Positive),
+    ("temperature", Range::Positive),
+    ("matryoshka-weights", Range::NonNegative),
     ("score-scale", Range::Positive),
     ("margin", Range::NonNegative),
     ("mining-margin", Range::NonNegative),

@@ -1,6 +1,6 @@
 //! `embtune similarity`: two texts → cosine; `--query` + `--corpus` → the top-k nearest texts.
 
-use super::ModelArgs;
+use super::{ModelArgs, PromptArgs};
 use crate::encode::EncodeOptions;
 use crate::similarity_cmd::{run as run_similarity, Answer, SimilarityConfig};
 use anyhow::Result;
@@ -20,6 +20,19 @@ pub struct SimilarityArgs {
     /// first column). Embedded once, cached in <corpus>.embtune-cache/.
     #[arg(long, requires = "query")]
     pub corpus: Option<PathBuf>,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    /// Keep only the first N dimensions of each embedding (models trained with Matryoshka
+    /// losses keep most of their quality), as sentence-transformers' truncate_dim.
+    #[arg(long)]
+    pub truncate_dim: Option<usize>,
+    /// The corpus's prompt [default: the model's document/passage/corpus prompt, else its
+    /// default prompt]; --prompt applies to the query (default: the model's query prompt).
+    #[arg(long, requires = "corpus")]
+    pub document_prompt: Option<String>,
+    /// One of the model's prompts by name for the corpus.
+    #[arg(long, requires = "corpus", conflicts_with = "document_prompt")]
+    pub document_prompt_name: Option<String>,
     /// Hits to print.
     #[arg(long, default_value_t = 10)]
     pub top_k: usize,
@@ -45,6 +58,13 @@ pub fn run(a: SimilarityArgs) -> Result<()> {
             batch_size: a.batch_size,
             normalize: true,
             progress: false,
+            prompt: None,
+            truncate_dim: a.truncate_dim,
+        },
+        prompt: a.prompt.choice(),
+        document_prompt: crate::model::prompts::PromptChoice {
+            text: a.document_prompt,
+            name: a.document_prompt_name,
         },
     };
     match run_similarity(&cfg)? {

@@ -40,9 +40,34 @@ pub struct TrainArgs {
     /// Distance for contrastive (default cosine) and triplet (default euclidean).
     #[arg(long, value_enum)]
     pub distance: Option<Distance>,
-    /// mnrl: also rank anchors for each positive (symmetric InfoNCE).
+    /// mnrl, cached-mnrl: also rank anchors for each positive (symmetric InfoNCE:
+    /// MultipleNegativesSymmetricRankingLoss and its cached variant).
     #[arg(long)]
     pub symmetric: bool,
+    /// GradCache: embed the batch this many texts at a time, so memory stays that of a small
+    /// batch while the loss sees the whole batch [default with cached-mnrl/cached-gist: 32;
+    /// given with another loss, that loss is computed the same way].
+    #[arg(long)]
+    pub mini_batch_size: Option<usize>,
+    /// gist, cached-gist: the frozen guide model (Hub id or directory) whose similarities mark
+    /// in-batch false negatives; often the model you start from.
+    #[arg(long)]
+    pub guide_model: Option<String>,
+    /// gist, cached-gist: similarity temperature [default: 0.01].
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Matryoshka: also train the embeddings truncated to these sizes (comma-separated, e.g.
+    /// 384,256,128,64), the loss summed over them (MatryoshkaLoss around --loss).
+    #[arg(long, value_delimiter = ',')]
+    pub matryoshka_dims: Option<Vec<usize>>,
+    /// Matryoshka: one weight per size [default: 1 each].
+    #[arg(long, value_delimiter = ',', requires = "matryoshka_dims")]
+    pub matryoshka_weights: Option<Vec<f64>>,
+    /// Prompts prepended to the texts while training: one for every column ("query: "), or
+    /// per column as role or column name (anchor="query: ",positive="passage: "). Saved with
+    /// the model (and as its query / document prompts, which retrieval evaluation uses).
+    #[arg(long)]
+    pub prompts: Option<String>,
     /// Output directory: the final model (sentence-transformers layout), metrics.jsonl,
     /// train_config.json, checkpoints/.
     #[arg(long, short = 'o')]
@@ -89,15 +114,20 @@ pub struct TrainArgs {
     /// Override the model's dropout rates (0 disables dropout).
     #[arg(long)]
     pub dropout: Option<f64>,
-    /// Evaluation data used during training.
+    /// Evaluation data used during training (repeat for several sets; the first one's primary
+    /// metric decides --save-best): a file, or a BEIR folder for retrieval.
     #[arg(long)]
-    pub eval_data: Option<PathBuf>,
+    pub eval_data: Vec<PathBuf>,
     /// Evaluation data format [default: from the extension].
     #[arg(long, value_enum)]
     pub eval_format: Option<DataFormat>,
-    /// Evaluation task.
-    #[arg(long, value_enum, default_value = "sts")]
-    pub eval_task: EvalTask,
+    /// Evaluation task: one for every --eval-data, or one per --eval-data in order [default:
+    /// retrieval for a folder with corpus.jsonl, else sts].
+    #[arg(long, value_enum)]
+    pub eval_task: Vec<EvalTask>,
+    /// Retrieval evaluation: the qrels split of the BEIR folder [default: test].
+    #[arg(long)]
+    pub eval_split: Option<String>,
     /// Evaluation columns (as `eval --columns`).
     #[arg(long, value_delimiter = ',')]
     pub eval_columns: Option<Vec<String>>,
@@ -131,13 +161,38 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     pub fn into_config(self) -> Result<TrainConfig> {
-        let eval = self.eval_data.map(|data| EvalSpec {
-            data,
-            format: self.eval_format,
-            task: self.eval_task,
-            columns: self.eval_columns,
-            score_scale: None,
-        });
+        let tasks = &self.eval_task;
+        if tasks.len() > 1 && tasks.len() != self.eval_data.len() {
+            anyhow::bail!(
+                "--eval-task given {} times for {} --eval-data: give one task for all, or one per --eval-data in the same order",
+                tasks.len(),
+                self.eval_data.len()
+            );
+        }
+        let eval = self
+            .eval_data
+            .iter()
+            .enumerate()
+            .map(|(i, data)| EvalSpec {
+                data: data.clone(),
+                format: self.eval_format,
+                task: tasks
+                    .get(i)
+                    .or(tasks.first())
+                    .copied()
+                    .unwrap_or_else(|| default_eval_task(data)),
+                columns: self.eval_columns.clone(),
+                score_scale: None,
+                split: self.eval_split.clone(),
+            })
+            .collect();
+        let guide = self
+            .guide_model
+            .map(|g| self.model.load.clone().guide_spec(g));
+        let prompts = match &self.prompts {
+            Some(p) => crate::train::prompts::parse(p)?,
+            None => Vec::new(),
+        };
         let cfg = TrainConfig {
             model: self.model.into_spec(),
             data: self.data,
@@ -153,7 +208,15 @@ impl TrainArgs {
                 margin: self.margin,
                 distance: self.distance,
                 symmetric: self.symmetric,
+                temperature: self.temperature,
             },
+            matryoshka: self.matryoshka_dims.map(|dims| crate::loss::MatryoshkaSpec {
+                dims,
+                weights: self.matryoshka_weights.unwrap_or_default(),
+            }),
+            mini_batch_size: self.mini_batch_size,
+            guide,
+            prompts,
             output: self.output,
             epochs: self.epochs,
             max_steps: self.max_steps,
@@ -187,6 +250,15 @@ impl TrainArgs {
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+}
+
+/// A folder with a corpus is a retrieval set; anything else is scored pairs (sts).
+fn default_eval_task(data: &std::path::Path) -> EvalTask {
+    if data.join("corpus.jsonl").is_file() {
+        EvalTask::Retrieval
+    } else {
+        EvalTask::Sts
     }
 }
 

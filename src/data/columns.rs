@@ -137,7 +137,7 @@ impl ColumnsArg {
 /// The training roles: 0 = anchor (also sentence1, text, query, premise), 1 = positive
 /// (sentence2, document, hypothesis), 2.. = negative, negative_1, negative_2, …; `label`/`score`
 /// name the label column.
-fn training_slot(role: &str) -> Option<usize> {
+pub(crate) fn training_slot(role: &str) -> Option<usize> {
     match role {
         "anchor" | "sentence1" | "text" | "query" | "premise" => Some(0),
         "positive" | "sentence2" | "document" | "hypothesis" => Some(1),

@@ -3,6 +3,7 @@
 //! Depends only on csv and serde_json.
 
 pub mod columns;
+pub mod flag;
 pub mod hub;
 pub mod parquet;
 pub mod read;
@@ -58,10 +59,30 @@ impl DataFormat {
 }
 
 /// The texts of a corpus file: a file with a known extension is read in that format (its
-/// `text` column, else its first column); any other file is one text per line.
+/// `text` column, else its first column; a BEIR `corpus.jsonl` as title + " " + text); any other
+/// file is one text per line.
 pub fn read_corpus_texts(path: &Path) -> Result<Vec<String>> {
     let format = DataFormat::from_path(path).unwrap_or(DataFormat::Text);
     let t = read_table(path, Some(format), &ReadOptions::default())?;
+    // A BEIR corpus (`_id`, `title`, `text`): a document is title + " " + text, as the retrieval
+    // evaluator reads it.
+    if let (true, Some(ti), Some(te)) = (
+        t.columns.iter().any(|c| c == "_id"),
+        t.columns.iter().position(|c| c == "title"),
+        t.columns.iter().position(|c| c == "text"),
+    ) {
+        let cell = |r: &Row, c: usize| -> Result<String> {
+            Ok(match &r.cells[c] {
+                Value::Null => String::new(),
+                _ => t.text(r, c)?.into_owned(),
+            })
+        };
+        return t
+            .rows
+            .iter()
+            .map(|r| Ok(format!("{} {}", cell(r, ti)?, cell(r, te)?).trim().to_string()))
+            .collect();
+    }
     let col = t.column(if t.columns.iter().any(|c| c == "text") {
         "text"
     } else {

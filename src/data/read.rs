@@ -1,4 +1,5 @@
-//! The readers behind [`read_table`]: text lines, CSV/TSV with a header, JSONL, STS-B.
+//! The readers behind [`read_table`]: text lines, CSV/TSV with a header, JSONL, STS-B; a table in
+//! FlagEmbedding's layout is turned into training columns (`flag.rs`).
 
 use super::{DataFormat, Row, Table};
 use anyhow::{bail, Context, Result};
@@ -29,7 +30,10 @@ impl Default for ReadOptions {
 
 /// Reads a whole file; `format` None means "from the extension". An empty dataset is an error.
 pub fn read_table(path: &Path, format: Option<DataFormat>, opts: &ReadOptions) -> Result<Table> {
-    let t = read_table_inner(path, format, opts)?;
+    let mut t = read_table_inner(path, format, opts)?;
+    if super::flag::is_flag_layout(&t) {
+        t = super::flag::to_training_table(t)?;
+    }
     tracing::debug!(
         "read {}: {} rows, format {:?}, columns {:?}",
         path.display(),

@@ -1,8 +1,10 @@
 //! The `eval` job: read a dataset, build the task's evaluator, encode, score.
 
+use super::retrieval::{RetrievalEvaluator, RetrievalSource};
 use super::{build_with_defaults_at, EvalTask, Metrics};
 use crate::data::{read_table, DataFormat, ReadOptions};
 use crate::encode::EncodeOptions;
+use crate::model::prompts::{PromptChoice, Side};
 use crate::model::{ModelSpec, SentenceEncoder};
 use crate::quantize::Precision;
 use anyhow::Result;
@@ -26,19 +28,50 @@ pub struct EvalConfig {
     /// sentence-transformers' `precision=`); None: the model's raw float32 output.
     #[serde(default)]
     pub precision: Option<Precision>,
+    /// `--task retrieval`: where the queries, corpus and qrels are.
+    #[serde(default)]
+    pub retrieval: Option<RetrievalSource>,
+    /// `--prompt` / `--prompt-name` for the texts of sts/triplet/binary (neither: the model's
+    /// default prompt).
+    #[serde(default)]
+    pub prompt: PromptChoice,
+    /// Retrieval prompts of the queries / documents (neither: the model's own, see `prompts`).
+    #[serde(default)]
+    pub query_prompt: PromptChoice,
+    #[serde(default)]
+    pub document_prompt: PromptChoice,
 }
 
 /// Runs the evaluation; data errors come before the model is loaded.
 pub fn run(cfg: &EvalConfig) -> Result<Metrics> {
-    let table = read_table(&cfg.data, cfg.format, &cfg.read)?;
-    let evaluator = build_with_defaults_at(
-        cfg.task,
-        &table,
-        cfg.columns.as_deref(),
-        cfg.score_scale,
-        cfg.precision,
-    )?;
+    let evaluator: Box<dyn super::Evaluator> = match cfg.task {
+        EvalTask::Retrieval => {
+            let src = cfg.retrieval.clone().unwrap_or_else(|| RetrievalSource::Beir {
+                dir: cfg.data.clone(),
+                split: cfg.read.split.clone().unwrap_or_else(|| "test".into()),
+            });
+            let mut e = RetrievalEvaluator::new(&src)?;
+            e.query_prompt = cfg.query_prompt.clone();
+            e.document_prompt = cfg.document_prompt.clone();
+            e.cache = Some(crate::embed_cache::default_dir());
+            Box::new(e)
+        }
+        _ => {
+            let table = read_table(&cfg.data, cfg.format, &cfg.read)?;
+            build_with_defaults_at(
+                cfg.task,
+                &table,
+                cfg.columns.as_deref(),
+                cfg.score_scale,
+                cfg.precision,
+            )?
+        }
+    };
     let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
     crate::logging::model_loaded(&cfg.model, &model);
-    evaluator.evaluate(&model, &cfg.encode)
+    let opts = EncodeOptions {
+        prompt: Some(model.prompts.choose(&cfg.prompt, Side::Plain, "--prompt-name")?),
+        ..cfg.encode.clone()
+    };
+    evaluator.evaluate(&model, &opts)
 }

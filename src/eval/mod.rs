@@ -6,6 +6,7 @@
 
 pub mod binary;
 pub mod job;
+pub mod retrieval;
 pub mod stats;
 pub mod sts;
 pub mod triplet;
@@ -28,6 +29,9 @@ pub enum EvalTask {
     Triplet,
     /// Pairs with a 0/1 label: accuracy, F1, precision, recall, AP at the best threshold.
     Binary,
+    /// Queries against a corpus with relevance judgments (a BEIR folder): nDCG, MRR, MAP,
+    /// recall, precision, accuracy @k.
+    Retrieval,
 }
 
 impl EvalTask {
@@ -37,6 +41,7 @@ impl EvalTask {
             EvalTask::Sts => &["sentence1", "sentence2", "score"],
             EvalTask::Triplet => &["anchor", "positive", "negative"],
             EvalTask::Binary => &["sentence1", "sentence2", "label"],
+            EvalTask::Retrieval => &[],
         }
     }
 }
@@ -75,6 +80,11 @@ pub enum EvalPoints {
     },
     /// Pair classification / triplets: cosines of positive and of negative pairs.
     Split { pos: Vec<f64>, neg: Vec<f64> },
+    /// Retrieval: nDCG@10 of each query, and mean recall@k for k = 1, 2, ….
+    Ranking {
+        ndcg: Vec<f64>,
+        recall_at: Vec<(usize, f64)>,
+    },
 }
 
 impl Metrics {
@@ -175,6 +185,10 @@ pub fn build_at(
             e.precision = precision;
             Box::new(e)
         }
+        EvalTask::Retrieval => bail!(
+            "{}: the retrieval task reads a BEIR folder (--data DIR) or --queries/--corpus/--qrels, not a table",
+            table.path.display()
+        ),
     })
 }
 

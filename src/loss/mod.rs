@@ -1,13 +1,18 @@
 //! Training losses on pooled embeddings: trait [`Loss`], one file per loss, [`build`] is the
-//! registry. Each loss declares the data it needs ([`InputShape`]) so that `train` can refuse
-//! mismatched data before step 1. Defaults are sentence-transformers'.
+//! registry of base losses and [`LossSpec`] the nested configuration (a modifier such as
+//! Matryoshka wraps any loss). Each loss declares the data it needs ([`InputShape`]) so that
+//! `train` can refuse mismatched data before step 1. Defaults are sentence-transformers'.
 //!
 //! Contract: `compute(embeddings, labels)` gets one `[B, D]` tensor per text column, in column
 //! order, and labels `[B]` (f32: 0/1 or a score) when the loss needs them; returns a scalar.
+//! A guided loss (GIST) also gets the frozen guide model's embeddings of the same texts
+//! (`compute_guided`).
 
 pub mod contrastive;
 pub mod cosent;
 pub mod cosine;
+pub mod gist;
+pub mod matryoshka;
 pub mod mnrl;
 pub mod online_contrastive;
 pub mod triplet;
@@ -30,10 +35,52 @@ pub enum LossKind {
     /// (MultipleNegativesRankingLoss / InfoNCE).
     #[value(alias = "infonce")]
     Mnrl,
+    /// MNRL with GradCache (CachedMultipleNegativesRankingLoss): the same loss and gradients,
+    /// the batch embedded --mini-batch-size texts at a time, so a large batch fits in memory.
+    CachedMnrl,
+    /// GISTEmbedLoss: MNRL at temperature 0.01 whose in-batch candidates that the frozen
+    /// --guide-model scores above the positive are left out (false negatives).
+    Gist,
+    /// GIST with GradCache (CachedGISTEmbedLoss).
+    CachedGist,
     /// Pairs + float score: CoSENT ranking loss on scaled cosine (CoSENTLoss).
     Cosent,
     /// Pairs + float score: MSE between cosine and score (CosineSimilarityLoss).
     Cosine,
+}
+
+impl LossKind {
+    /// Losses whose negatives are the batch's other texts (a duplicate text in a batch would be
+    /// its own negative: batches avoid them by default).
+    pub fn in_batch_negatives(self) -> bool {
+        matches!(
+            self,
+            LossKind::Mnrl | LossKind::CachedMnrl | LossKind::Gist | LossKind::CachedGist
+        )
+    }
+    /// The cached (GradCache) variants: the step embeds mini-batches (default 32, as
+    /// sentence-transformers).
+    pub fn cached(self) -> bool {
+        matches!(self, LossKind::CachedMnrl | LossKind::CachedGist)
+    }
+    /// The losses that need a guide model.
+    pub fn guided(self) -> bool {
+        matches!(self, LossKind::Gist | LossKind::CachedGist)
+    }
+    /// The loss's name in sentence-transformers.
+    pub fn st_name(self) -> &'static str {
+        match self {
+            LossKind::Contrastive => "ContrastiveLoss",
+            LossKind::OnlineContrastive => "OnlineContrastiveLoss",
+            LossKind::Triplet => "TripletLoss",
+            LossKind::Mnrl => "MultipleNegativesRankingLoss",
+            LossKind::CachedMnrl => "CachedMultipleNegativesRankingLoss",
+            LossKind::Gist => "GISTEmbedLoss",
+            LossKind::CachedGist => "CachedGISTEmbedLoss",
+            LossKind::Cosent => "CoSENTLoss",
+            LossKind::Cosine => "CosineSimilarityLoss",
+        }
+    }
 }
 
 /// Distance used by contrastive and triplet losses.
@@ -122,6 +169,57 @@ pub struct LossParams {
     pub distance: Option<Distance>,
     /// MNRL: add the positive→anchor direction.
     pub symmetric: bool,
+    /// GIST: similarity temperature [default 0.01].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+}
+
+/// `--matryoshka-dims` / `--matryoshka-weights`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatryoshkaSpec {
+    pub dims: Vec<usize>,
+    /// One per dimension [default: 1 each].
+    pub weights: Vec<f64>,
+}
+
+/// A loss configuration: a base loss, or a modifier wrapping one (nested).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossSpec {
+    Base {
+        kind: LossKind,
+    },
+    Matryoshka {
+        dims: Vec<usize>,
+        weights: Vec<f64>,
+        loss: Box<LossSpec>,
+    },
+}
+
+impl LossSpec {
+    /// The base loss at the heart of the configuration.
+    pub fn base(&self) -> LossKind {
+        match self {
+            LossSpec::Base { kind } => *kind,
+            LossSpec::Matryoshka { loss, .. } => loss.base(),
+        }
+    }
+    /// As sentence-transformers would name it: `MatryoshkaLoss(MultipleNegativesRankingLoss)`.
+    pub fn st_name(&self) -> String {
+        match self {
+            LossSpec::Base { kind } => kind.st_name().to_string(),
+            LossSpec::Matryoshka { loss, .. } => format!("MatryoshkaLoss({})", loss.st_name()),
+        }
+    }
+    /// Builds the loss.
+    pub fn build(&self, p: &LossParams) -> Box<dyn Loss> {
+        match self {
+            LossSpec::Base { kind } => build(*kind, p),
+            LossSpec::Matryoshka { dims, weights, loss } => {
+                Box::new(matryoshka::Matryoshka::new(loss.build(p), dims, weights))
+            }
+        }
+    }
 }
 
 /// One loss.
@@ -134,6 +232,20 @@ pub trait Loss: Send + Sync {
         embeddings: &[Tensor],
         labels: Option<&Tensor>,
     ) -> candle_core::Result<Tensor>;
+    /// Whether [`Loss::compute_guided`] needs the guide model's embeddings.
+    fn needs_guide(&self) -> bool {
+        false
+    }
+    /// The loss given the frozen guide model's embeddings of the same texts too (one `[B, D']`
+    /// per column, no graph); losses without a guide ignore them.
+    fn compute_guided(
+        &self,
+        embeddings: &[Tensor],
+        _guide: &[Tensor],
+        labels: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        self.compute(embeddings, labels)
+    }
 }
 
 /// The registry.
@@ -151,9 +263,13 @@ pub fn build(kind: LossKind, p: &LossParams) -> Box<dyn Loss> {
             margin: p.margin.unwrap_or(5.0),
             distance: p.distance.unwrap_or(Distance::Euclidean),
         }),
-        LossKind::Mnrl => Box::new(mnrl::Mnrl {
+        LossKind::Mnrl | LossKind::CachedMnrl => Box::new(mnrl::Mnrl {
             scale: p.scale.unwrap_or(20.0),
             symmetric: p.symmetric,
+        }),
+        LossKind::Gist | LossKind::CachedGist => Box::new(gist::Gist {
+            temperature: p.temperature.unwrap_or(0.01),
+            margin: p.margin.unwrap_or(0.0),
         }),
         LossKind::Cosent => Box::new(cosent::Cosent {
             scale: p.scale.unwrap_or(20.0),

@@ -59,6 +59,15 @@ impl Fwd {
         }
     }
 
+    /// Train mode without a graph: dropout masks as [`Fwd::train`] draws them (the same RNG state
+    /// gives the same masks), nothing kept for a backward (GradCache's first pass).
+    pub fn train_no_graph(exec: Exec, compute: DType, rng: Rng) -> Self {
+        Self {
+            dropout: Some(RefCell::new(rng)),
+            ..Self::inference(exec, compute)
+        }
+    }
+
     pub fn train_mode(&self) -> bool {
         self.dropout.is_some()
     }

@@ -177,7 +177,9 @@ impl SentenceEncoder {
             );
         }
         if let Some(modes) = &spec.pooling {
+            let include_prompt = pooling.include_prompt;
             pooling = PoolingConfig::new(modes.clone(), hidden);
+            pooling.include_prompt = include_prompt;
         }
         let mut dense = Vec::new();
         let mut dim = pooling.output_dim();
@@ -197,30 +199,22 @@ impl SentenceEncoder {
             .modules
             .iter()
             .any(|m| m.kind == ModuleKind::Normalize);
-        // sentence-transformers applies these prompts in encode(prompt_name=…) and by default
-        // with default_prompt_name; embtune does not apply prompts yet: say so.
-        if let Some(prompts) = stack
-            .st_config
-            .as_ref()
-            .and_then(|c| c.get("prompts"))
-            .and_then(Value::as_object)
-        {
-            let set: Vec<String> = prompts
-                .iter()
-                .filter(|(_, v)| v.as_str().is_some_and(|p| !p.is_empty()))
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect();
-            if !set.is_empty() {
-                let default = stack
-                    .st_config
-                    .as_ref()
-                    .and_then(|c| c.get("default_prompt_name"))
-                    .and_then(Value::as_str);
-                notices.push(format!(
-                    "config_sentence_transformers.json defines prompts ({}){}; embtune does not apply prompts yet, so its embeddings are those of the texts as given (sentence-transformers' encode without a prompt)",
-                    set.join(", "),
-                    default.map(|d| format!(", default {d:?}")).unwrap_or_default()
-                ));
+        // sentence-transformers refuses a default prompt name that names no prompt at load.
+        let prompts = super::prompts::Prompts::from_st_config(stack.st_config.as_ref());
+        if let Some(d) = &prompts.default_name {
+            match prompts.map.get(d) {
+                None => bail!(
+                    "{}: field default_prompt_name: {d:?} is not among the prompts ({}); fix the name or set it to null",
+                    src.optional("config_sentence_transformers.json")
+                        .ok()
+                        .flatten()
+                        .map_or_else(|| src.describe(), |p| p.display().to_string()),
+                    if prompts.map.is_empty() { "there are none".to_string() } else { prompts.map.keys().cloned().collect::<Vec<_>>().join(", ") }
+                ),
+                Some(p) if !p.is_empty() => notices.push(format!(
+                    "the model's default prompt {d:?} ({p:?}) is prepended to every text, as sentence-transformers does; --prompt \"\" turns it off"
+                )),
+                Some(_) => {}
             }
         }
         let mut enc = Self::assemble(
@@ -234,6 +228,14 @@ impl SentenceEncoder {
             src.describe(),
         );
         enc.notices = notices;
+        enc.weights_file = std::fs::metadata(&weights_path).ok().map(|m| {
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{}:{}:{t}", weights_path.display(), m.len())
+        });
         enc.set_compute_dtype(spec.compute.dtype.dtype());
         Ok(enc)
     }

@@ -3,7 +3,7 @@
 //! (`load`) and saved back in it. It holds the model's execution path ([`Exec`], resolved once at
 //! load) and the dropout RNG (one seed per forward call, saved in checkpoints). Submodules:
 //! `encoder` (the trait and per-call `Fwd`), `family` (config + weight names per model_type, the
-//! registry), `nn` (shared blocks), `weights`, `config`, `hub`, `st_format`, `pooling`, `dense`.
+//! registry), `nn` (shared blocks), `weights`, `config`, `hub`, `st_format`, `pooling`, `prompts`, `dense`.
 //! Nothing outside `model/` touches a family's internals.
 
 pub mod config;
@@ -14,6 +14,7 @@ pub mod hub;
 mod load;
 pub mod nn;
 pub mod pooling;
+pub mod prompts;
 pub mod st_format;
 pub mod weights;
 
@@ -75,6 +76,8 @@ pub struct SentenceEncoder {
     /// The raw config.json (written back unchanged on save).
     config_json: Value,
     st_config: Option<Value>,
+    /// The model's prompts (`config_sentence_transformers.json`), written back on save.
+    pub prompts: prompts::Prompts,
     /// Tokenizer files to write on save: (file name, contents), read at load — the directory
     /// loaded from may be gone by then (e.g. a checkpoint pruned after a resume).
     tokenizer_files: Vec<(String, Vec<u8>)>,
@@ -82,6 +85,12 @@ pub struct SentenceEncoder {
     pub source: String,
     /// Notices for the user (e.g. "no modules.json: mean pooling").
     pub notices: Vec<String>,
+    /// The weights file this model was loaded from, its size and modification time (caches key
+    /// on it); None for a model built in memory.
+    weights_file: Option<String>,
+    /// Set once the trainable parameters were handed out (`named_vars`): the weights may have
+    /// changed since, so nothing is cached for them.
+    weights_exposed: std::sync::atomic::AtomicBool,
 }
 
 impl SentenceEncoder {
@@ -163,10 +172,31 @@ impl SentenceEncoder {
             dense,
             normalize,
             config_json,
+            prompts: prompts::Prompts::from_st_config(st_config.as_ref()),
             st_config,
             tokenizer_files,
             source,
             notices: Vec::new(),
+            weights_file: None,
+            weights_exposed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// A fingerprint of the weights as loaded (file, size, modification time), for caches;
+    /// None for a model built in memory or whose parameters were handed out for training.
+    pub fn weights_fingerprint(&self) -> Option<String> {
+        if self.weights_exposed.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        self.weights_file.clone()
+    }
+
+    /// The prompt text an encode with `prompt` prepends: `Some(text)` as given (empty: none),
+    /// `None`: the model's default prompt, as sentence-transformers' `encode` applies it.
+    pub fn prompt_for(&self, prompt: Option<&str>) -> Result<Option<String>> {
+        match prompt {
+            Some(p) => Ok(Some(p.to_string()).filter(|p| !p.is_empty())),
+            None => self.prompts.resolve(None, None, prompts::Side::Plain),
         }
     }
 
@@ -248,6 +278,11 @@ impl SentenceEncoder {
             .unwrap_or_else(|e| e.into_inner())
             .state(self.dropout_seed)
     }
+    /// Sets the dropout RNG back to `s` (taken by [`Self::dropout_state`] in this run) so the
+    /// next passes draw the same masks again (GradCache's replay).
+    pub fn rewind_dropout(&self, s: RngState) {
+        *self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner()) = Rng::from_state(s);
+    }
     pub fn restore_dropout_state(&mut self, s: RngState) {
         self.dropout_seed = s.seed;
         *self
@@ -257,7 +292,10 @@ impl SentenceEncoder {
     }
 
     /// Every trainable parameter with its HF name (Dense ones prefixed by their module dir).
+    /// (After this, caches no longer trust the weights: see [`Self::weights_fingerprint`].)
     pub fn named_vars(&self) -> Vec<(String, Var)> {
+        self.weights_exposed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut v: Vec<(String, Var)> = self.encoder.vars().to_vec();
         for (i, d) in self.dense.iter().enumerate() {
             v.extend(
@@ -276,14 +314,29 @@ impl SentenceEncoder {
             let fwd = Fwd::eval(self.exec, self.compute);
             return self.head(&self.encoder.forward(batch, &fwd)?, batch, true);
         }
+        self.train_pass(batch, true)
+    }
+
+    /// Train-mode embeddings `[B, D]` (dropout on, seeds from the model's dropout RNG, which
+    /// moves on) without an autograd graph: GradCache's first pass, replayed later with the
+    /// same masks from the state [`Self::dropout_state`] gave before it.
+    pub fn embed_batch_no_graph(&self, batch: &TokenBatch) -> candle_core::Result<Tensor> {
+        self.train_pass(batch, false)
+    }
+
+    fn train_pass(&self, batch: &TokenBatch, graph: bool) -> candle_core::Result<Tensor> {
         let mut rng = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
-        let fwd = Fwd::train(self.exec, self.compute, rng.clone());
+        let fwd = if graph {
+            Fwd::train(self.exec, self.compute, rng.clone())
+        } else {
+            Fwd::train_no_graph(self.exec, self.compute, rng.clone())
+        };
         let hidden = self.encoder.forward(batch, &fwd)?;
         if let Some(r) = fwd.into_rng() {
             *rng = r;
         }
         drop(rng);
-        self.head(&hidden, batch, true)
+        self.head(&hidden, batch, graph)
     }
 
     /// Hidden states `[B, S, H]` of the transformer in eval mode without a graph (tests, checks).
@@ -293,30 +346,42 @@ impl SentenceEncoder {
     }
 
     /// Pads the token ids of a training batch's text columns (`columns[c][i]`: row i of column
-    /// c): one batch per column, or with `joint` all columns in one batch (one forward pass
-    /// instead of one per column — fewer, larger kernels — at the cost of padding every column
-    /// to the longest text of all).
+    /// c; `prompt_lens[c]`: column c's leading prompt tokens, see `TokenBatch::prompt_len`): one
+    /// batch per column, or with `joint` all columns in one batch (one forward pass instead of
+    /// one per column — fewer, larger kernels — at the cost of padding every column to the
+    /// longest text of all; not when pooling must leave out prompts of different lengths).
     pub fn pad_columns(
         &self,
         columns: &[Vec<&[u32]>],
+        prompt_lens: &[usize],
         joint: bool,
         device: &Device,
     ) -> Result<ColumnBatches> {
-        if joint && columns.len() > 1 {
+        let plen = |c: usize| prompt_lens.get(c).copied().unwrap_or(0);
+        let same_prompts = self.pooling.include_prompt
+            || (0..columns.len()).all(|c| plen(c) == plen(0));
+        if joint && columns.len() > 1 && same_prompts {
             let rows = columns[0].len();
             if columns.iter().any(|c| c.len() != rows) {
                 anyhow::bail!("internal: text columns of different lengths in one batch");
             }
             let all: Vec<&[u32]> = columns.iter().flatten().copied().collect();
+            let mut batch = self.tokenizer.pad(&all, device)?;
+            batch.prompt_len = plen(0);
             Ok(ColumnBatches {
-                batches: vec![self.tokenizer.pad(&all, device)?],
+                batches: vec![batch],
                 joint_rows: Some((columns.len(), rows)),
             })
         } else {
             Ok(ColumnBatches {
                 batches: columns
                     .iter()
-                    .map(|c| self.tokenizer.pad(c, device))
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let mut b = self.tokenizer.pad(c, device)?;
+                        b.prompt_len = plen(i);
+                        Ok(b)
+                    })
                     .collect::<Result<_>>()?,
                 joint_rows: None,
             })
@@ -349,9 +414,12 @@ impl SentenceEncoder {
     }
 
     fn head(&self, hidden: &Tensor, batch: &TokenBatch, grad: bool) -> candle_core::Result<Tensor> {
-        let mut x = self
-            .pooling
-            .forward(hidden, &batch.attention_mask, &batch.lengths)?;
+        let mut x = self.pooling.forward(
+            hidden,
+            &batch.attention_mask,
+            &batch.lengths,
+            batch.prompt_len,
+        )?;
         for d in &self.dense {
             x = d.forward(&x, grad)?;
         }
@@ -429,8 +497,9 @@ impl SentenceEncoder {
             if let Some(ver) = ver.as_object_mut() {
                 ver.insert("embtune".into(), json!(env!("CARGO_PKG_VERSION")));
             }
-            obj.entry("prompts").or_insert_with(|| json!({}));
-            obj.entry("default_prompt_name").or_insert(Value::Null);
+            let (prompts, default_name) = self.prompts.to_json();
+            obj.insert("prompts".into(), prompts);
+            obj.insert("default_prompt_name".into(), default_name);
             obj.entry("model_type")
                 .or_insert_with(|| json!("SentenceTransformer"));
             obj.entry("similarity_fn_name")

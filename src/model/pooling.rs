@@ -98,7 +98,8 @@ impl Pooling {
 pub struct PoolingConfig {
     pub modes: Vec<Pooling>,
     pub word_embedding_dimension: usize,
-    /// Kept for round-tripping; we have no prompts to exclude.
+    /// false: a prompt's tokens are left out of pooling (`TokenBatch::prompt_len`), as
+    /// sentence-transformers' Pooling does (INSTRUCTOR-style models).
     pub include_prompt: bool,
 }
 
@@ -191,18 +192,32 @@ impl PoolingConfig {
         Value::Object(m)
     }
 
-    /// `hidden: [B, S, H]`, `attention_mask: [B, S]` (1 real, 0 pad), `lengths[i]` real tokens.
+    /// `hidden: [B, S, H]`, `attention_mask: [B, S]` (1 real, 0 pad), `lengths[i]` real tokens,
+    /// `prompt_len` leading prompt tokens per row (left out with `include_prompt: false`).
     /// Returns `[B, modes·H]`.
     pub fn forward(
         &self,
         hidden: &Tensor,
         attention_mask: &Tensor,
         lengths: &[usize],
+        prompt_len: usize,
     ) -> candle_core::Result<Tensor> {
+        let skip = if self.include_prompt { 0 } else { prompt_len };
+        let mask = if skip == 0 {
+            attention_mask.clone()
+        } else {
+            // sentence-transformers zeroes the first prompt_length positions of the mask (ours
+            // is right-padded), and CLS pooling takes the first position the mask keeps.
+            let s = attention_mask.dim(1)?;
+            let keep: Vec<u32> = (0..s).map(|j| u32::from(j >= skip)).collect();
+            let keep = Tensor::from_vec(keep, (1, s), attention_mask.device())?
+                .to_dtype(attention_mask.dtype())?;
+            attention_mask.broadcast_mul(&keep)?
+        };
         let parts: Vec<Tensor> = self
             .modes
             .iter()
-            .map(|m| pool_one(*m, hidden, attention_mask, lengths))
+            .map(|m| pool_one(*m, hidden, &mask, lengths, skip))
             .collect::<candle_core::Result<_>>()?;
         if parts.len() == 1 {
             Ok(parts.into_iter().next().unwrap_or_else(|| unreachable!()))
@@ -236,11 +251,20 @@ fn pool_one(
     hidden: &Tensor,
     attention_mask: &Tensor,
     lengths: &[usize],
+    skip: usize,
 ) -> candle_core::Result<Tensor> {
     let (_b, s, _h) = hidden.dims3()?;
     let mask = attention_mask.to_dtype(hidden.dtype())?.unsqueeze(2)?; // [B, S, 1]
     match mode {
-        Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1),
+        Pooling::Cls if skip == 0 => hidden.narrow(1, 0, 1)?.squeeze(1),
+        Pooling::Cls => {
+            // The first kept position; a row that is all prompt falls back to position 0
+            // (torch's argmax of an all-zero mask).
+            let first: Vec<usize> = lengths.iter().map(|&l| if skip < l { skip } else { 0 }).collect();
+            hidden
+                .broadcast_mul(&one_hot_rows(&first, s, hidden)?)?
+                .sum(1)
+        }
         Pooling::LastToken => {
             let last: Vec<usize> = lengths.iter().map(|l| l.saturating_sub(1)).collect();
             hidden
@@ -320,7 +344,7 @@ mod tests {
         let h = Tensor::new(&[[[1f32, 2.], [3., -4.], [100., 100.]]], &dev).unwrap();
         let m = Tensor::new(&[[1u32, 1, 0]], &dev).unwrap();
         let get = |mode| {
-            pool_one(mode, &h, &m, &[2])
+            pool_one(mode, &h, &m, &[2], 0)
                 .unwrap()
                 .to_vec2::<f32>()
                 .unwrap()[0]

@@ -29,6 +29,10 @@ pub enum Source {
     Nli,
     /// (anchor, positive) pairs, e.g. (query, document): add random or mined negatives.
     Pairs,
+    /// A BEIR folder's judgments (`--split`, default train): a (query, relevant document) row per
+    /// judgment with score > 0, the document as title + " " + text; `--mine` adds negatives mined
+    /// from the folder's corpus (or `--corpus`).
+    Qrels,
 }
 
 impl Source {
@@ -39,7 +43,7 @@ impl Source {
             Source::Labeled => &["sentence1", "sentence2", "label"],
             Source::Classes => &["text", "label"],
             Source::Nli => &["premise", "hypothesis", "label"],
-            Source::Pairs => &["anchor", "positive"],
+            Source::Pairs | Source::Qrels => &["anchor", "positive"],
         }
     }
 }
@@ -157,8 +161,67 @@ pub struct PairsReport {
     pub skipped: BTreeMap<String, usize>,
 }
 
+/// `--from qrels`: the judged (query, document) pairs of a BEIR folder as a table of anchor and
+/// positive columns, and the corpus file (candidates for mining).
+fn qrels_table(cfg: &PairsConfig) -> Result<(Table, PathBuf)> {
+    let split = cfg.read.split.clone().unwrap_or_else(|| "train".into());
+    let src = crate::eval::retrieval::RetrievalSource::Beir {
+        dir: cfg.data.clone(),
+        split: split.clone(),
+    };
+    let d = src.load()?;
+    for n in &d.notes {
+        tracing::info!("note: {n}");
+    }
+    let doc: std::collections::HashMap<&str, &str> =
+        d.corpus.iter().map(|(i, t)| (i.as_str(), t.as_str())).collect();
+    let mut rows = Vec::new();
+    for (qid, q) in &d.queries {
+        let mut judged: Vec<(&String, &f64)> = d.qrels[qid].iter().filter(|(_, s)| **s > 0.0).collect();
+        judged.sort_by(|a, b| a.0.cmp(b.0));
+        for (id, _) in judged {
+            rows.push(crate::data::Row {
+                line: rows.len() + 1,
+                cells: vec![q.clone().into(), doc[id.as_str()].to_string().into()],
+            });
+        }
+    }
+    let [_, corpus, qrels] = src.files();
+    Ok((
+        Table {
+            path: qrels,
+            format: DataFormat::Tsv,
+            columns: vec!["anchor".into(), "positive".into()],
+            rows,
+        },
+        corpus,
+    ))
+}
+
 /// Builds the rows (no writing): the library entry point tests call.
 pub fn build_rows(cfg: &PairsConfig) -> Result<(Rows, PairsReport)> {
+    if cfg.source == Source::Qrels {
+        let (t, corpus) = qrels_table(cfg)?;
+        let mut report = PairsReport {
+            rows_in: t.len(),
+            ..Default::default()
+        };
+        let mut rows = if cfg.negatives.mined {
+            // Candidates: the folder's corpus (or --corpus when given), as
+            // sentence-transformers' mine_hard_negatives(corpus=…).
+            let mut c = cfg.clone();
+            c.negatives.corpus.get_or_insert(corpus);
+            mine::add_negatives(&t, &[0, 1], &c, &mut report)?
+        } else {
+            Rows {
+                columns: t.columns.clone(),
+                rows: t.rows.iter().map(|r| r.cells.clone()).collect(),
+            }
+        };
+        report.duplicates_dropped = rows.dedup();
+        report.rows_out = rows.rows.len();
+        return Ok((rows, report));
+    }
     let t = read_table(&cfg.data, cfg.format, &cfg.read)?;
     let mut report = PairsReport {
         rows_in: t.len(),
@@ -182,6 +245,7 @@ pub fn build_rows(cfg: &PairsConfig) -> Result<(Rows, PairsReport)> {
         Source::Classes => build::from_classes(&t, &cols, cfg, &mut report)?,
         Source::Nli => build::from_nli(&t, &cols, cfg, &mut report)?,
         Source::Pairs => mine::add_negatives(&t, &cols, cfg, &mut report)?,
+        Source::Qrels => unreachable!("handled above"),
     };
     report.duplicates_dropped = rows.dedup();
     report.rows_out = rows.rows.len();

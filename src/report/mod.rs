@@ -3,7 +3,8 @@
 //! rate, the gradient norm and every evaluation metric, the best evaluation marked), read from
 //! the run's metrics.jsonl and train_config.json; and `eval --report`'s page (metrics, and a
 //! scatter of cosine against the gold score in the data's own scale, or histograms of positive
-//! and negative pairs with the decision threshold). Self-contained HTML, charts inline
+//! and negative pairs with the decision threshold, or for retrieval the per-query nDCG@10
+//! distribution and the recall@k curve). Self-contained HTML, charts inline
 //! (`chart.rs`, hand-written SVG). Depends on `eval::Metrics`, `fsutil`.
 
 pub mod chart;
@@ -43,12 +44,63 @@ fn chart(title: &str, y_label: &str, series: &[Series], y_from_zero: bool) -> St
     .svg()
 }
 
+/// The evaluation of a metrics line if it is of the first evaluation set (the one that decides
+/// the best model); the other sets' lines carry `eval_index` ≥ 1 and get their own charts.
+fn primary_eval(v: &Value) -> Option<&Value> {
+    (v.get("eval_index").and_then(Value::as_u64).unwrap_or(0) == 0)
+        .then(|| v.get("eval"))
+        .flatten()
+}
+
+/// The charts of the evaluation sets after the first: (file name, SVG) each.
+fn other_eval_charts(lines: &[Value]) -> Vec<(String, String)> {
+    let max = lines
+        .iter()
+        .filter_map(|v| v.get("eval_index").and_then(Value::as_u64))
+        .max()
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for i in 1..=max {
+        let set: Vec<&Value> = lines
+            .iter()
+            .filter(|v| v.get("eval_index").and_then(Value::as_u64) == Some(i))
+            .collect();
+        let Some(first) = set.first() else { continue };
+        let name = first["eval_set"].as_str().unwrap_or("").to_string();
+        let primary = first["eval"]["primary_metric"].as_str().unwrap_or("").to_string();
+        let points: Vec<(f64, f64)> = set
+            .iter()
+            .filter_map(|v| Some((v["step"].as_f64()?, v["eval"].get(&primary)?.as_f64()?)))
+            .collect();
+        let series = [Series {
+            name: primary.clone(),
+            points,
+            color: COLORS[(i as usize) % COLORS.len()],
+            style: Style::LineAndPoints,
+        }];
+        let title = format!("evaluation: {name}");
+        let svg = Chart {
+            title: &title,
+            x_label: "optimizer step",
+            y_label: "metric value",
+            series: &series,
+            y_from_zero: false,
+            marker: None,
+            vline: None,
+            x_integer: true,
+        }
+        .svg();
+        out.push((format!("eval-{i}.svg"), svg));
+    }
+    out
+}
+
 /// The evaluation metrics worth plotting: STS's eight correlations are narrowed to the cosine
 /// ones; the primary metric of each evaluation line is remembered for the best marker.
 fn eval_names(lines: &[Value]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for v in lines {
-        if let Some(Value::Object(e)) = v.get("eval") {
+        if let Some(Value::Object(e)) = primary_eval(v) {
             for (k, x) in e {
                 if x.is_number() && !names.contains(k) {
                     names.push(k.clone());
@@ -128,7 +180,7 @@ pub fn charts(lines: &[Value]) -> Vec<(String, String)> {
                 name: n.clone(),
                 points: lines
                     .iter()
-                    .filter_map(|v| Some((v["step"].as_f64()?, v.get("eval")?.get(n)?.as_f64()?)))
+                    .filter_map(|v| Some((v["step"].as_f64()?, primary_eval(v)?.get(n)?.as_f64()?)))
                     .collect(),
                 color: COLORS[i % COLORS.len()],
                 style: Style::LineAndPoints,
@@ -149,6 +201,7 @@ pub fn charts(lines: &[Value]) -> Vec<(String, String)> {
         .svg();
         out.push(("eval.svg".into(), svg));
     }
+    out.extend(other_eval_charts(lines));
     out
 }
 
@@ -156,7 +209,7 @@ pub fn charts(lines: &[Value]) -> Vec<(String, String)> {
 fn best_eval(lines: &[Value]) -> Option<(f64, String, f64)> {
     let mut best: Option<(f64, String, f64)> = None;
     for v in lines {
-        let (Some(step), Some(e)) = (v["step"].as_f64(), v.get("eval")) else {
+        let (Some(step), Some(e)) = (v["step"].as_f64(), primary_eval(v)) else {
             continue;
         };
         let Some(primary) = e.get("primary_metric").and_then(Value::as_str) else {
@@ -231,7 +284,7 @@ fn summary(output: &Path, lines: &[Value]) -> String {
             },
         ),
     ];
-    if let Some(last) = lines.iter().rev().find_map(|v| v.get("eval")) {
+    if let Some(last) = lines.iter().rev().find_map(primary_eval) {
         if let Some(p) = last.get("primary_metric").and_then(Value::as_str) {
             let v = last.get(p).and_then(Value::as_f64).unwrap_or(f64::NAN);
             rows.push(("final evaluation", format!("{p} {v:.4}")));
@@ -372,6 +425,38 @@ pub fn histogram_chart(
     )
 }
 
+/// A histogram of one sample, values in [0, 1] (e.g. per-query nDCG).
+fn one_histogram(title: &str, x_label: &str, v: &[f64], bins: usize) -> String {
+    let mut c = vec![0usize; bins];
+    for x in v.iter().filter(|x| x.is_finite()) {
+        c[((x.clamp(0.0, 1.0) * bins as f64) as usize).min(bins - 1)] += 1;
+    }
+    let w = 1.0 / bins as f64;
+    let mut p = vec![(0.0, 0.0)];
+    for (i, &n) in c.iter().enumerate() {
+        p.push((i as f64 * w, n as f64));
+        p.push(((i + 1) as f64 * w, n as f64));
+    }
+    p.push((1.0, 0.0));
+    let series = [Series {
+        name: String::new(),
+        points: p,
+        color: COLORS[0],
+        style: Style::Line,
+    }];
+    Chart {
+        title,
+        x_label,
+        y_label: "queries per bin",
+        series: &series,
+        y_from_zero: true,
+        marker: None,
+        vline: None,
+        x_integer: false,
+    }
+    .svg()
+}
+
 /// `eval --report DIR`: the task's plot (`scatter.svg` for STS, `histogram.svg` for pair
 /// classification and triplets) and `report.html` with the metrics table.
 pub fn write_eval_report(dir: &Path, title: &str, m: &crate::eval::Metrics) -> Result<()> {
@@ -409,6 +494,29 @@ pub fn write_eval_report(dir: &Path, title: &str, m: &crate::eval::Metrics) -> R
                 m.get("cosine_accuracy_threshold"),
             ),
         ),
+        Some(crate::eval::EvalPoints::Ranking { ndcg, recall_at }) => {
+            // Two plots: the per-query nDCG@10 distribution, and recall against k.
+            let hist = one_histogram("nDCG@10 of each query", "nDCG@10", ndcg, 20);
+            crate::fsutil::write_atomic(&dir.join("ndcg.svg"), hist.as_bytes())?;
+            let curve = [Series {
+                name: "cosine recall@k".into(),
+                points: recall_at.iter().map(|&(k, r)| (k as f64, r)).collect(),
+                color: COLORS[0],
+                style: Style::Line,
+            }];
+            let svg = Chart {
+                title: "recall@k (cosine)",
+                x_label: "k (documents retrieved)",
+                y_label: "mean recall",
+                series: &curve,
+                y_from_zero: true,
+                marker: None,
+                vline: None,
+                x_integer: true,
+            }
+            .svg();
+            ("recall.svg", format!("{hist}{svg}"))
+        }
         None => ("", String::new()),
     };
     let mut html = format!(

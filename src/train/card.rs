@@ -6,7 +6,6 @@
 
 use super::outcome::TrainReport;
 use super::TrainConfig;
-use crate::loss::LossKind;
 use crate::model::SentenceEncoder;
 use anyhow::Result;
 use serde_json::Value;
@@ -25,18 +24,6 @@ pub struct CardInput<'a> {
     pub wall_seconds: f64,
 }
 
-/// sentence-transformers' class for each loss.
-pub fn st_loss_class(k: LossKind) -> &'static str {
-    match k {
-        LossKind::Contrastive => "ContrastiveLoss",
-        LossKind::OnlineContrastive => "OnlineContrastiveLoss",
-        LossKind::Triplet => "TripletLoss",
-        LossKind::Mnrl => "MultipleNegativesRankingLoss",
-        LossKind::Cosent => "CoSENTLoss",
-        LossKind::Cosine => "CosineSimilarityLoss",
-    }
-}
-
 /// Config fields whose values differ from `TrainConfig::default()` (paths and I/O excluded).
 fn non_default(cfg: &TrainConfig) -> Vec<(String, String)> {
     let (Ok(Value::Object(a)), Ok(Value::Object(d))) = (
@@ -46,7 +33,7 @@ fn non_default(cfg: &TrainConfig) -> Vec<(String, String)> {
         return Vec::new();
     };
     let skip = [
-        "model", "data", "output", "resume", "read", "format", "eval",
+        "model", "data", "output", "resume", "read", "format", "eval", "guide",
     ];
     a.iter()
         .filter(|(k, v)| !skip.contains(&k.as_str()) && d.get(*k) != Some(*v))
@@ -81,7 +68,7 @@ pub fn render(cfg: &TrainConfig, report: &TrainReport, inp: &CardInput) -> Strin
         s,
         "# {name}\n\nA sentence-transformers model fine-tuned from `{base}` with embtune \
          ({} loss). It maps sentences to a {}-dimensional vector space for semantic similarity, search, clustering and classification.\n",
-        st_loss_class(cfg.loss),
+        cfg.loss_spec().st_name(),
         m.dim()
     );
     let _ = writeln!(s, "## Model\n\n- Base model: `{base}`");
@@ -105,7 +92,17 @@ pub fn render(cfg: &TrainConfig, report: &TrainReport, inp: &CardInput) -> Strin
         },
         if m.normalize { " → Normalize" } else { "" }
     );
-    let _ = writeln!(s, "- Output: {} dimensions, cosine similarity\n", m.dim());
+    let _ = writeln!(s, "- Output: {} dimensions, cosine similarity", m.dim());
+    if !m.prompts.map.is_empty() {
+        let list: Vec<String> = m
+            .prompts
+            .map
+            .iter()
+            .map(|(k, v)| format!("`{k}`: {v:?}"))
+            .collect();
+        let _ = writeln!(s, "- Prompts: {}{}", list.join(", "), m.prompts.default_name.as_ref().map(|d| format!(" (default: `{d}`)")).unwrap_or_default());
+    }
+    s.push('\n');
 
     let _ = writeln!(s, "## Training data\n");
     let _ = writeln!(
@@ -151,7 +148,7 @@ pub fn render(cfg: &TrainConfig, report: &TrainReport, inp: &CardInput) -> Strin
     let _ = writeln!(
         s,
         "- Loss: `{}` (`--loss {}`){}",
-        st_loss_class(cfg.loss),
+        cfg.loss_spec().st_name(),
         clap::ValueEnum::to_possible_value(&cfg.loss)
             .map(|v| v.get_name().to_string())
             .unwrap_or_default(),
@@ -199,25 +196,36 @@ pub fn render(cfg: &TrainConfig, report: &TrainReport, inp: &CardInput) -> Strin
         }
         s.push('\n');
     }
-    if let Some(ev) = &report.final_eval {
+    if !report.final_evals.is_empty() {
         let _ = writeln!(s, "## Evaluation\n");
-        if let Some(e) = &cfg.eval {
-            let task = format!("{:?}", e.task).to_lowercase();
+        for (i, (name, ev)) in report.final_evals.iter().enumerate() {
+            let task = cfg
+                .eval
+                .get(i)
+                .map(|e| format!(" (task {})", format!("{:?}", e.task).to_lowercase()))
+                .unwrap_or_default();
+            let _ = writeln!(s, "On `{name}`{task} after the last step:\n");
+            let _ = writeln!(s, "| metric | value |\n|---|---:|");
+            for (k, v) in &ev.values {
+                let mark = if *k == ev.primary { " (primary)" } else { "" };
+                let _ = writeln!(s, "| {k}{mark} | {v:.4} |");
+            }
+            if let (0, Some((b, step))) = (i, report.best) {
+                let _ = writeln!(s, "\nBest {}: {b:.4} at step {step}.", ev.primary);
+            }
+            s.push('\n');
+        }
+        if let (false, Some((name, ev))) = (report.matryoshka_evals.is_empty(), report.final_evals.first()) {
             let _ = writeln!(
                 s,
-                "On `{}` (task {task}) after the last step:\n",
-                e.data.display()
+                "### By embedding size (Matryoshka)\n\n{} on `{name}` with the embeddings truncated to each trained size (`--truncate-dim`):\n\n| dimensions | {} |\n|---:|---:|",
+                ev.primary, ev.primary
             );
+            for (d, v) in &report.matryoshka_evals {
+                let _ = writeln!(s, "| {d} | {v:.4} |");
+            }
+            s.push('\n');
         }
-        let _ = writeln!(s, "| metric | value |\n|---|---:|");
-        for (k, v) in &ev.values {
-            let mark = if *k == ev.primary { " (primary)" } else { "" };
-            let _ = writeln!(s, "| {k}{mark} | {v:.4} |");
-        }
-        if let Some((b, step)) = report.best {
-            let _ = writeln!(s, "\nBest {}: {b:.4} at step {step}.", ev.primary);
-        }
-        s.push('\n');
     }
 
     let _ = writeln!(

@@ -1,24 +1,31 @@
 //! Fine-tuning: [`TrainConfig`] (resolved from the command line in one step, saved with every
-//! run), the loop (`run.rs`), our AdamW (`optimizer.rs`), schedules, batching, checkpoints and
-//! exact resume. Depends on model, loss, data, eval (evaluation during training).
+//! run), the loop (`run.rs`) over its parts — how a batch becomes gradients (`step.rs`: plain,
+//! accumulated, cached), what happens around the steps (`observe.rs`: logging, evaluation,
+//! checkpoints), clipping (`clip.rs`) — our AdamW (`optimizer.rs`), schedules, batching,
+//! prompts, checkpoints and exact resume. Depends on model, loss, data, eval (evaluation during
+//! training).
 
 pub mod batcher;
 pub mod card;
 pub mod checkpoint;
+pub mod clip;
 pub mod data;
+mod observe;
 pub mod optimizer;
 pub mod outcome;
 pub mod phases;
 mod prepare;
+pub mod prompts;
 pub mod run;
 pub mod schedule;
+pub mod step;
 
 pub use outcome::{Throughput, TrainReport, WARM_STEPS};
 pub use run::{run, train};
 
 use crate::data::{DataFormat, ReadOptions};
 use crate::eval::EvalTask;
-use crate::loss::{LossKind, LossParams};
+use crate::loss::{LossKind, LossParams, LossSpec, MatryoshkaSpec};
 use crate::model::ModelSpec;
 use anyhow::{bail, Result};
 use data::ColumnSpec;
@@ -26,14 +33,18 @@ use schedule::Schedule;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// Evaluation during training.
+/// One evaluation set used during training.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalSpec {
+    /// A file (sts, triplet, binary) or a BEIR folder (retrieval).
     pub data: PathBuf,
     pub format: Option<DataFormat>,
     pub task: EvalTask,
     pub columns: Option<Vec<String>>,
     pub score_scale: Option<f64>,
+    /// Retrieval: the qrels split [default: test].
+    #[serde(default)]
+    pub split: Option<String>,
 }
 
 /// Everything a training run needs. Defaults are sentence-transformers' / HF's.
@@ -46,6 +57,18 @@ pub struct TrainConfig {
     pub columns: ColumnSpec,
     pub loss: LossKind,
     pub loss_params: LossParams,
+    /// Matryoshka: the loss at each of these embedding sizes (see [`TrainConfig::loss_spec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matryoshka: Option<MatryoshkaSpec>,
+    /// GradCache: texts embedded at a time (`--mini-batch-size`; cached losses: 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mini_batch_size: Option<usize>,
+    /// GIST: the frozen guide model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guide: Option<ModelSpec>,
+    /// Training prompts (`--prompts`): (column or role, prompt); key "" = every column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<(String, String)>,
     pub output: PathBuf,
     pub epochs: usize,
     pub max_steps: Option<usize>,
@@ -62,7 +85,9 @@ pub struct TrainConfig {
     /// None: on for losses with in-batch negatives (MNRL).
     pub no_duplicates: Option<bool>,
     pub dropout: Option<f64>,
-    pub eval: Option<EvalSpec>,
+    /// Evaluation sets; the first one's primary metric decides `--save-best`.
+    #[serde(default)]
+    pub eval: Vec<EvalSpec>,
     /// None: evaluate at the end of each epoch (when eval data is given).
     pub eval_steps: Option<usize>,
     pub save_best: bool,
@@ -97,6 +122,10 @@ impl Default for TrainConfig {
             columns: ColumnSpec::default(),
             loss: LossKind::Cosent,
             loss_params: LossParams::default(),
+            matryoshka: None,
+            mini_batch_size: None,
+            guide: None,
+            prompts: Vec::new(),
             output: PathBuf::from("output"),
             epochs: 1,
             max_steps: None,
@@ -112,7 +141,7 @@ impl Default for TrainConfig {
             shuffle: true,
             no_duplicates: None,
             dropout: None,
-            eval: None,
+            eval: Vec::new(),
             eval_steps: None,
             save_best: false,
             save_steps: None,
@@ -178,10 +207,54 @@ impl TrainConfig {
                 bail!("--dropout must be in [0, 1), got {p}");
             }
         }
-        if self.save_best && self.eval.is_none() {
+        if self.save_best && self.eval.is_empty() {
             bail!("--save-best needs --eval-data");
         }
+        if self.mini_batch_size == Some(0) {
+            bail!("--mini-batch-size must be at least 1");
+        }
+        if let Some(m) = &self.matryoshka {
+            if m.dims.is_empty() || m.dims.contains(&0) {
+                bail!("--matryoshka-dims: give positive sizes, e.g. 384,256,128,64");
+            }
+            if !m.weights.is_empty() && m.weights.len() != m.dims.len() {
+                bail!(
+                    "--matryoshka-weights: {} weights for {} dimensions; give one per dimension",
+                    m.weights.len(),
+                    m.dims.len()
+                );
+            }
+            if let Some(w) = m.weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+                bail!("--matryoshka-weights: {w} is not a non-negative number");
+            }
+        }
+        if self.loss.guided() && self.guide.is_none() {
+            bail!("--loss {} needs --guide-model (the frozen model that spots false negatives, e.g. the model you start from)", serde_json::to_value(self.loss).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default());
+        }
         Ok(())
+    }
+
+    /// The loss configuration, nested: Matryoshka (when set) around the base loss.
+    pub fn loss_spec(&self) -> LossSpec {
+        let base = LossSpec::Base { kind: self.loss };
+        match &self.matryoshka {
+            Some(m) => LossSpec::Matryoshka {
+                dims: m.dims.clone(),
+                weights: if m.weights.is_empty() {
+                    vec![1.0; m.dims.len()]
+                } else {
+                    m.weights.clone()
+                },
+                loss: Box::new(base),
+            },
+            None => base,
+        }
+    }
+
+    /// The GradCache mini-batch of this run, if it caches.
+    pub fn cache_mini_batch(&self) -> Option<usize> {
+        self.mini_batch_size
+            .or_else(|| self.loss.cached().then_some(32))
     }
 
     /// The fields that must match for `--resume` to continue the same run.

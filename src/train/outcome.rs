@@ -13,7 +13,13 @@ pub struct TrainReport {
     /// Mean loss of the first and last logging windows.
     pub first_loss: Option<f64>,
     pub last_loss: Option<f64>,
+    /// The last evaluation of the first set (its primary metric decides `--save-best`).
     pub final_eval: Option<Metrics>,
+    /// The last evaluation of every set: (set name, metrics), the first set first.
+    pub final_evals: Vec<(String, Metrics)>,
+    /// Matryoshka runs: the first set's primary metric of the final model at each trained
+    /// dimension (embeddings truncated), largest first.
+    pub matryoshka_evals: Vec<(usize, f64)>,
     pub best: Option<(f64, usize)>,
     /// Some(signal) when stopped by SIGINT/SIGTERM after saving a checkpoint.
     pub interrupted: Option<i32>,

@@ -6,7 +6,9 @@ use super::checkpoint::{self, TrainerState};
 use super::data::TrainSet;
 use super::TrainConfig;
 use crate::data::{read_table, ReadOptions};
-use crate::eval::{self, Evaluator};
+use super::observe::EvalSet;
+use super::prompts::TrainPrompts;
+use crate::eval::{self, EvalTask};
 use crate::loss::{self, Loss, LossKind};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -18,13 +20,14 @@ pub(super) struct Prepared {
     pub(super) set: TrainSet,
     pub(super) simcse: bool,
     pub(super) loss: Box<dyn Loss>,
-    pub(super) evaluator: Option<Box<dyn Evaluator>>,
+    pub(super) evaluators: Vec<EvalSet>,
+    pub(super) prompts: TrainPrompts,
     pub(super) resume: Option<(PathBuf, TrainerState)>,
 }
 
 pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     cfg.validate()?;
-    let loss = loss::build(cfg.loss, &cfg.loss_params);
+    let loss = cfg.loss_spec().build(&cfg.loss_params);
     let table = read_table(&cfg.data, cfg.format, &cfg.read)?;
     let takes_label = loss.input_shape().label != loss::LabelKind::None;
     let mut set = TrainSet::from_table(&table, &cfg.columns, takes_label)?;
@@ -42,7 +45,7 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
         set.labels = None;
         set.label_column = None;
     }
-    let simcse = set.n_texts() == 1 && cfg.loss == LossKind::Mnrl;
+    let simcse = set.n_texts() == 1 && matches!(cfg.loss, LossKind::Mnrl | LossKind::CachedMnrl);
     let n_texts = if simcse { 2 } else { set.n_texts() };
     let shape = loss.input_shape();
     shape
@@ -84,18 +87,31 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     }
     check_output_dir(cfg)?;
     crate::fsutil::check_writable_dir(&cfg.output)?;
-    let evaluator = match &cfg.eval {
-        Some(e) => {
-            let t = read_table(&e.data, e.format, &ReadOptions::default())?;
-            let ev = eval::build_with_defaults(e.task, &t, e.columns.as_deref(), e.score_scale)?;
-            Some((ev, t))
-        }
-        None => None,
-    };
-    let (evaluator, eval_table) = match evaluator {
-        Some((ev, t)) => (Some(ev), Some(t)),
-        None => (None, None),
-    };
+    let prompts = TrainPrompts::resolve(&cfg.prompts, &set.columns)?;
+    let mut evaluators = Vec::with_capacity(cfg.eval.len());
+    let mut eval_table = None;
+    for e in &cfg.eval {
+        let evaluator: Box<dyn eval::Evaluator> = match e.task {
+            EvalTask::Retrieval => {
+                let src = eval::retrieval::RetrievalSource::Beir {
+                    dir: e.data.clone(),
+                    split: e.split.clone().unwrap_or_else(|| "test".into()),
+                };
+                // No corpus cache: the weights change between evaluations.
+                Box::new(eval::retrieval::RetrievalEvaluator::new(&src)?)
+            }
+            _ => {
+                let t = read_table(&e.data, e.format, &ReadOptions::default())?;
+                let ev = eval::build_with_defaults(e.task, &t, e.columns.as_deref(), e.score_scale)?;
+                eval_table.get_or_insert(t);
+                ev
+            }
+        };
+        evaluators.push(EvalSet {
+            name: e.data.display().to_string(),
+            evaluator,
+        });
+    }
     let resume = match &cfg.resume {
         Some(dir) => {
             let ckpt = checkpoint::resolve(dir)?;
@@ -118,7 +134,8 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
         set,
         simcse,
         loss,
-        evaluator,
+        evaluators,
+        prompts,
         resume,
     })
 }
@@ -202,7 +219,7 @@ fn recipe_changes(saved: &serde_json::Value, now: &serde_json::Value) -> Vec<Str
 
 /// The optimizer steps of the whole run: batches of rows, epoch after epoch.
 pub(super) fn plan(cfg: &TrainConfig, set: &TrainSet) -> Vec<Vec<usize>> {
-    let no_dup = cfg.no_duplicates.unwrap_or(cfg.loss == LossKind::Mnrl);
+    let no_dup = cfg.no_duplicates.unwrap_or(cfg.loss.in_batch_negatives());
     let mut batches = Vec::new();
     let mut epoch = 0;
     loop {

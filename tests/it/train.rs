@@ -77,13 +77,14 @@ fn config(f: &Fixture, out: &str, steps: usize) -> TrainConfig {
 
 /// Evaluation during training: STS on the training file itself.
 fn sts_eval_on_train_data(cfg: &mut TrainConfig, f: &Fixture) {
-    cfg.eval = Some(embtune::train::EvalSpec {
+    cfg.eval = vec![embtune::train::EvalSpec {
         data: f.data.clone(),
         format: None,
         task: embtune::eval::EvalTask::Sts,
         columns: None,
         score_scale: None,
-    });
+        split: None,
+    }];
 }
 
 /// Mean eval-mode loss over the whole file.
@@ -583,7 +584,8 @@ fn evaluation_during_training_is_logged_and_save_best_keeps_the_best() {
             .iter()
             .map(|v| v["step"].as_u64().unwrap())
             .collect::<Vec<_>>(),
-        vec![2, 4, 6]
+        vec![0, 2, 4, 6],
+        "an evaluation before step 1, then every 2 steps"
     );
     let scores: Vec<f64> = evals
         .iter()
@@ -597,6 +599,20 @@ fn evaluation_during_training_is_logged_and_save_best_keeps_the_best() {
         evals[scores.iter().position(|s| *s == max).unwrap()]["step"]
             .as_u64()
             .unwrap()
+    );
+    // Step 0 is the base model's score.
+    let t = embtune::data::read_table(&f.data, None, &Default::default()).unwrap();
+    let sts = embtune::eval::build(
+        embtune::eval::EvalTask::Sts,
+        &t,
+        &["sentence1".into(), "sentence2".into(), "score".into()],
+        1.0,
+    )
+    .unwrap();
+    let base = SentenceEncoder::load(&cfg.model, &Device::Cpu).unwrap();
+    assert_eq!(
+        sts.evaluate(&base, &EncodeOptions::default()).unwrap().primary_value(),
+        scores[0]
     );
     // The kept best model scores exactly the best value.
     let m = SentenceEncoder::load(
@@ -681,14 +697,12 @@ fn a_model_card_is_written_with_this_runs_numbers() {
         assert!(card.contains(&needle), "card lacks {needle:?}:\n{card}");
     }
     // The loss table is metrics.jsonl's.
-    let first: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(cfg.output.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let first: serde_json::Value = std::fs::read_to_string(cfg.output.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v.get("loss").is_some())
+        .unwrap();
     let row = format!(
         "| 1 | {:.3} | {:.4} |",
         first["epoch"].as_f64().unwrap(),
@@ -760,7 +774,8 @@ fn the_training_report_plots_this_runs_metrics() {
     assert_eq!(argmax(&ys), argmax(&losses));
     assert_eq!(points(&loss_svg, "smoothed (EMA 0.8)").len(), losses.len());
     let eval_svg = std::fs::read_to_string(cfg.output.join("eval.svg")).unwrap();
-    assert_eq!(points(&eval_svg, "spearman_cosine").len(), 2);
+    // Before step 1, at step 4 and at the end.
+    assert_eq!(points(&eval_svg, "spearman_cosine").len(), 3);
     for name in ["lr.svg", "grad_norm.svg"] {
         assert!(cfg.output.join(name).is_file(), "{name}");
     }

@@ -1,0 +1,298 @@
+//! What happens around the steps besides the gradients, as observers the loop calls after each
+//! optimizer step (in order: [`Logger`], [`Evaluations`], [`Checkpoints`]) and at the start and
+//! end of the run: the loss/lr/grad-norm windows in `metrics.jsonl` and on stderr, evaluation
+//! (before step 1, every `--eval-steps` or epoch, the first set's primary metric deciding
+//! `--save-best`), and checkpoints every `--save-steps`. Depends on `eval`, `model`,
+//! `checkpoint`, `optimizer`, `progress`.
+
+use super::checkpoint::{self, TrainerState};
+use super::clip::GradNorm;
+use super::optimizer::AdamW;
+use super::TrainConfig;
+use crate::encode::EncodeOptions;
+use crate::eval::{Evaluator, Metrics};
+use crate::model::SentenceEncoder;
+use crate::progress::Progress;
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The file in `<output>/best/` that names the step and metric of the best model.
+pub const BEST_FILE: &str = "embtune_best.json";
+
+/// One finished optimizer step, as the observers see it.
+pub(super) struct Event<'a> {
+    pub done: usize,
+    pub total: usize,
+    pub lr: f64,
+    pub norm: &'a GradNorm,
+    pub examples: usize,
+    /// The mean losses of the steps whose values reached the host with this one (on a GPU they
+    /// are read only when needed, so several may arrive at once; on the CPU one per step).
+    pub losses: &'a [f64],
+    pub log_now: bool,
+    pub eval_now: bool,
+    pub save_now: bool,
+}
+
+/// `metrics.jsonl`, one JSON object per line, appended.
+pub(super) struct MetricsFile {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+    pub fn line(&mut self, v: &Value) -> Result<()> {
+        writeln!(self.file, "{v}").with_context(|| format!("writing {}", self.path.display()))
+    }
+    pub fn flush(&mut self) -> Result<()> {
+        self.file
+            .flush()
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+/// What the observers share: the best evaluation so far (checkpoints keep it), the last
+/// evaluation of each set, the metrics file.
+pub(super) struct RunState {
+    pub best: Option<(f64, usize)>,
+    /// The latest metrics of each evaluation set (name, metrics), the first set first.
+    pub last_evals: Vec<(String, Metrics)>,
+    pub metrics: MetricsFile,
+    pub steps_per_epoch: usize,
+}
+
+impl RunState {
+    pub fn epoch(&self, step: usize) -> f64 {
+        step as f64 / self.steps_per_epoch.max(1) as f64
+    }
+}
+
+pub(super) trait Observer {
+    /// Before the first step of this segment (`start`: the step resumed from, else 0).
+    fn start(&mut self, _start: usize, _st: &mut RunState, _model: &SentenceEncoder) -> Result<()> {
+        Ok(())
+    }
+    fn step(
+        &mut self,
+        ev: &Event,
+        st: &mut RunState,
+        model: &SentenceEncoder,
+        opt: &AdamW,
+    ) -> Result<()>;
+    fn finish(&mut self, _st: &mut RunState) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Loss windows: `metrics.jsonl` lines every `--log-steps`, the progress bar or plain lines on
+/// stderr, and a per-step DEBUG line.
+pub(super) struct Logger {
+    bar: Progress,
+    log_lines: bool,
+    debug_steps: bool,
+    window: (f64, usize, usize, Instant),
+    step_loss: f64,
+    /// The mean of the first and the last logged window of this segment.
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+}
+
+impl Logger {
+    pub fn new(cfg: &TrainConfig, steps_left: usize) -> Self {
+        Self {
+            bar: Progress::new("training", steps_left as u64, cfg.progress),
+            log_lines: cfg.log_lines,
+            debug_steps: tracing::enabled!(tracing::Level::DEBUG),
+            window: (0.0, 0, 0, Instant::now()),
+            step_loss: f64::NAN,
+            first_loss: None,
+            last_loss: None,
+        }
+    }
+}
+
+impl Observer for Logger {
+    fn step(&mut self, ev: &Event, st: &mut RunState, _: &SentenceEncoder, _: &AdamW) -> Result<()> {
+        let (sum, n, examples, _) = &mut self.window;
+        for l in ev.losses {
+            *sum += l;
+            *n += 1;
+            self.step_loss = *l;
+        }
+        *examples += ev.examples;
+        let done = ev.done;
+        if self.debug_steps {
+            tracing::debug!(
+                "step {done}/{}: loss {:.6} lr {:.3e} grad-norm {:.4} ({} examples)",
+                ev.total,
+                self.step_loss,
+                ev.lr,
+                ev.norm.value()?,
+                ev.examples
+            );
+        }
+        self.bar.inc(1);
+        self.bar
+            .set_message(format!("loss {:.4} lr {:.2e}", self.step_loss, ev.lr));
+        if ev.log_now {
+            let (sum, n, examples, since) = self.window;
+            let norm = ev.norm.value()?;
+            let secs = since.elapsed().as_secs_f64().max(1e-9);
+            let mean = sum / n as f64;
+            self.first_loss.get_or_insert(mean);
+            self.last_loss = Some(mean);
+            let rate = examples as f64 / secs;
+            st.metrics.line(&json!({"step": done, "epoch": st.epoch(done), "loss": mean, "lr": ev.lr,
+                "grad_norm": norm, "examples_per_sec": rate}))?;
+            if self.log_lines {
+                tracing::info!(
+                    "step {done}/{}  loss {mean:.6}  lr {:.3e}  grad-norm {norm:.3}  {rate:.1} examples/s",
+                    ev.total,
+                    ev.lr
+                );
+            }
+            self.window = (0.0, 0, 0, Instant::now());
+        }
+        Ok(())
+    }
+    fn finish(&mut self, _: &mut RunState) -> Result<()> {
+        self.bar.finish();
+        Ok(())
+    }
+}
+
+/// One evaluation set of a run.
+pub(super) struct EvalSet {
+    pub name: String,
+    pub evaluator: Box<dyn Evaluator>,
+}
+
+/// Evaluation during training: every set, before step 1 (the curve starts at the base model)
+/// and whenever the loop says; the first set's primary metric keeps `best/` (`--save-best`).
+pub(super) struct Evaluations {
+    pub sets: Vec<EvalSet>,
+    pub save_best: bool,
+    pub output: PathBuf,
+}
+
+impl Evaluations {
+    fn evaluate(&self, step: usize, st: &mut RunState, model: &SentenceEncoder) -> Result<()> {
+        let opts = EncodeOptions {
+            batch_size: 64,
+            ..Default::default()
+        };
+        let mut evals = Vec::with_capacity(self.sets.len());
+        for (i, set) in self.sets.iter().enumerate() {
+            let m = set
+                .evaluator
+                .evaluate(model, &opts)
+                .with_context(|| format!("evaluating on {} at step {step}", set.name))?;
+            let mut line = json!({"step": step, "epoch": st.epoch(step), "eval": m.to_json()});
+            if self.sets.len() > 1 {
+                line["eval_set"] = json!(set.name);
+                line["eval_index"] = json!(i);
+            }
+            st.metrics.line(&line)?;
+            tracing::info!(
+                "step {step}: {}{} = {:.4}",
+                if self.sets.len() > 1 { format!("{}: ", set.name) } else { String::new() },
+                m.primary,
+                m.primary_value()
+            );
+            evals.push((set.name.clone(), m));
+        }
+        if let Some((_, m)) = evals.first() {
+            let v = m.primary_value();
+            let improved = st
+                .best
+                .is_none_or(|(b, _)| if m.greater_is_better { v > b } else { v < b });
+            if improved {
+                st.best = Some((v, step));
+                if self.save_best {
+                    let dir = self.output.join("best");
+                    model.save(&dir)?;
+                    // best/ says which step it is.
+                    let note = json!({"step": step, "metric": m.primary, "value": v});
+                    crate::fsutil::write_atomic(&dir.join(BEST_FILE), note.to_string().as_bytes())?;
+                }
+            }
+        }
+        st.last_evals = evals;
+        Ok(())
+    }
+}
+
+impl Observer for Evaluations {
+    fn start(&mut self, start: usize, st: &mut RunState, model: &SentenceEncoder) -> Result<()> {
+        if start == 0 && !self.sets.is_empty() {
+            self.evaluate(0, st, model)?;
+        }
+        Ok(())
+    }
+    fn step(&mut self, ev: &Event, st: &mut RunState, model: &SentenceEncoder, _: &AdamW) -> Result<()> {
+        if ev.eval_now && !self.sets.is_empty() {
+            self.evaluate(ev.done, st, model)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checkpoints: every `--save-steps` (pruned to `--save-total-limit`), and on an interrupt.
+pub(super) struct Checkpoints<'a> {
+    pub cfg: &'a TrainConfig,
+    pub total: usize,
+    /// Wall seconds of the earlier segments of this run, and when this one started.
+    pub wall_before: f64,
+    pub wall: Instant,
+}
+
+impl Checkpoints<'_> {
+    pub fn save(
+        &self,
+        step: usize,
+        best: Option<(f64, usize)>,
+        model: &SentenceEncoder,
+        opt: &AdamW,
+    ) -> Result<PathBuf> {
+        let state = TrainerState {
+            step,
+            total_steps: self.total,
+            dropout_rng: model.dropout_state(),
+            best,
+            recipe: self.cfg.recipe(),
+            embtune_version: env!("CARGO_PKG_VERSION").into(),
+            wall_seconds: self.wall_before + self.wall.elapsed().as_secs_f64(),
+        };
+        let path = checkpoint::write(&self.cfg.output, &state, |dir| {
+            model.save(&dir.join(checkpoint::MODEL_DIR))?;
+            opt.save(&dir.join(checkpoint::OPTIMIZER_FILE))
+        })?;
+        if let Some(limit) = self.cfg.save_total_limit {
+            checkpoint::prune(&self.cfg.output, limit, None)?;
+        }
+        Ok(path)
+    }
+}
+
+impl Observer for Checkpoints<'_> {
+    fn step(&mut self, ev: &Event, st: &mut RunState, model: &SentenceEncoder, opt: &AdamW) -> Result<()> {
+        if ev.save_now {
+            self.save(ev.done, st.best, model, opt)?;
+        }
+        Ok(())
+    }
+}

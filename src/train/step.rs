@@ -1,0 +1,411 @@
+//! One optimizer step's gradients: the seam between the loop and how a batch becomes
+//! gradients. [`TrainStep`] has three implementations, chosen once per run ([`for_config`]):
+//! - [`Plain`]: one batch — a padded batch per text column, forward with dropout, loss,
+//!   backward;
+//! - [`Accumulated`]: several micro-batches (`--grad-accum`), each loss divided by their count,
+//!   gradients summed;
+//! - [`Cached`] (GradCache, `--loss cached-mnrl`, `--mini-batch-size`): each micro-batch is
+//!   embedded mini-batch by mini-batch without a graph (dropout on), the loss and its gradient
+//!   with respect to those embeddings are computed on the whole batch, then each mini-batch is
+//!   embedded again with a graph — its dropout masks replayed from the RNG state saved before its
+//!   first pass — and `sum(embeddings · cached gradient)` back-propagated. Memory is bounded by
+//!   the mini-batch while the loss sees the whole batch (in-batch negatives); gradients equal
+//!   the plain step's.
+//! Depends on model, loss, tokenize, phases.
+
+use super::phases::{Phase, PhaseTimer};
+use crate::loss::Loss;
+use crate::model::SentenceEncoder;
+use crate::tokenize::{TokenBatch, Tokenized};
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor, Var};
+
+/// The tokenized training data a step reads its rows from.
+pub struct StepData<'a> {
+    /// Row-major: `tokens[row * cols + col]`.
+    pub tokens: &'a [Tokenized],
+    /// Text columns in the data.
+    pub cols: usize,
+    /// SimCSE: one text column fed twice (two dropout masks).
+    pub simcse: bool,
+    /// The label of each row, when the loss takes one.
+    pub labels: Option<&'a [f32]>,
+    /// Leading prompt tokens of each data column's texts (0: no prompt).
+    pub prompt_lens: &'a [usize],
+}
+
+impl StepData<'_> {
+    /// Text columns the loss gets (SimCSE: 2).
+    pub fn columns(&self) -> usize {
+        if self.simcse {
+            2
+        } else {
+            self.cols
+        }
+    }
+    fn data_column(&self, c: usize) -> usize {
+        if self.simcse {
+            0
+        } else {
+            c
+        }
+    }
+    fn ids(&self, rows: &[usize], c: usize) -> Vec<&[u32]> {
+        let col = self.data_column(c);
+        rows.iter()
+            .map(|&r| self.tokens[r * self.cols + col].ids.as_slice())
+            .collect()
+    }
+    fn prompt_len(&self, c: usize) -> usize {
+        self.prompt_lens
+            .get(self.data_column(c))
+            .copied()
+            .unwrap_or(0)
+    }
+    fn labels(&self, rows: &[usize], device: &Device) -> Result<Option<Tensor>> {
+        Ok(match self.labels {
+            Some(l) => Some(Tensor::from_vec(
+                rows.iter().map(|&r| l[r]).collect::<Vec<f32>>(),
+                rows.len(),
+                device,
+            )?),
+            None => None,
+        })
+    }
+}
+
+/// The frozen guide model of a guided loss (GIST) and the texts tokenized for it (row-major like
+/// [`StepData::tokens`]; its own prompt token counts per data column).
+pub struct Guide<'a> {
+    pub model: &'a SentenceEncoder,
+    pub tokens: &'a [Tokenized],
+    pub prompt_lens: &'a [usize],
+}
+
+/// Everything a step needs besides its rows.
+pub struct StepCtx<'a> {
+    pub model: &'a SentenceEncoder,
+    pub loss: &'a dyn Loss,
+    pub data: StepData<'a>,
+    pub guide: Option<Guide<'a>>,
+    /// The trainable parameters, in the optimizer's order.
+    pub vars: &'a [Var],
+    pub device: &'a Device,
+}
+
+/// One step's result: a gradient per parameter (None: untouched), each micro-batch's loss (still
+/// on the device) and the number of examples.
+pub struct StepOutput {
+    pub grads: Vec<Option<Tensor>>,
+    pub losses: Vec<Tensor>,
+    pub examples: usize,
+}
+
+pub trait TrainStep {
+    fn name(&self) -> &'static str;
+    /// The gradients of one optimizer step over `micro` (one or more batches of row indices).
+    fn run(
+        &self,
+        ctx: &StepCtx,
+        micro: &[&[usize]],
+        timer: &mut PhaseTimer,
+    ) -> Result<StepOutput>;
+}
+
+/// The step a run takes: cached when a mini-batch size is set, else accumulated when several
+/// micro-batches make a step, else plain.
+pub fn for_config(grad_accum: usize, mini_batch: Option<usize>) -> Box<dyn TrainStep> {
+    match (mini_batch, grad_accum) {
+        (Some(m), _) => Box::new(Cached { mini_batch: m.max(1) }),
+        (None, 1) => Box::new(Plain),
+        (None, _) => Box::new(Accumulated),
+    }
+}
+
+pub struct Plain;
+pub struct Accumulated;
+pub struct Cached {
+    pub mini_batch: usize,
+}
+
+/// Gradients summed over several backward passes.
+struct GradSum(Vec<Option<Tensor>>);
+
+impl GradSum {
+    fn new(n: usize) -> Self {
+        Self(vec![None; n])
+    }
+    fn add(&mut self, grads: &candle_core::backprop::GradStore, vars: &[Var]) -> Result<()> {
+        for (a, v) in self.0.iter_mut().zip(vars) {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                *a = Some(match a.take() {
+                    Some(prev) => (prev + g)?,
+                    None => g.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TrainStep for Plain {
+    fn name(&self) -> &'static str {
+        "plain"
+    }
+    fn run(&self, ctx: &StepCtx, micro: &[&[usize]], timer: &mut PhaseTimer) -> Result<StepOutput> {
+        let [rows] = micro else {
+            anyhow::bail!("internal: a plain step takes one batch, got {}", micro.len());
+        };
+        let mut acc = GradSum::new(ctx.vars.len());
+        let loss = graph_micro(ctx, rows, None, &mut acc, timer)?;
+        Ok(StepOutput {
+            grads: acc.0,
+            losses: vec![loss],
+            examples: rows.len(),
+        })
+    }
+}
+
+impl TrainStep for Accumulated {
+    fn name(&self) -> &'static str {
+        "accumulated"
+    }
+    fn run(&self, ctx: &StepCtx, micro: &[&[usize]], timer: &mut PhaseTimer) -> Result<StepOutput> {
+        accumulate(ctx, micro, timer, |ctx, rows, divide, acc, timer| {
+            graph_micro(ctx, rows, divide, acc, timer)
+        })
+    }
+}
+
+impl TrainStep for Cached {
+    fn name(&self) -> &'static str {
+        "cached"
+    }
+    fn run(&self, ctx: &StepCtx, micro: &[&[usize]], timer: &mut PhaseTimer) -> Result<StepOutput> {
+        accumulate(ctx, micro, timer, |ctx, rows, divide, acc, timer| {
+            cached_micro(ctx, rows, self.mini_batch, divide, acc, timer)
+        })
+    }
+}
+
+type MicroFn<'f> =
+    dyn Fn(&StepCtx, &[usize], Option<f64>, &mut GradSum, &mut PhaseTimer) -> Result<Tensor> + 'f;
+
+/// Runs `one` over each micro-batch (each loss divided by their count when there are several)
+/// and sums the gradients.
+fn accumulate(
+    ctx: &StepCtx,
+    micro: &[&[usize]],
+    timer: &mut PhaseTimer,
+    one: impl Fn(&StepCtx, &[usize], Option<f64>, &mut GradSum, &mut PhaseTimer) -> Result<Tensor>,
+) -> Result<StepOutput> {
+    let one: &MicroFn = &one;
+    let mut acc = GradSum::new(ctx.vars.len());
+    let mut losses = Vec::with_capacity(micro.len());
+    let divide = (micro.len() > 1).then_some(micro.len() as f64);
+    let mut examples = 0;
+    for rows in micro {
+        examples += rows.len();
+        losses.push(one(ctx, rows, divide, &mut acc, timer)?);
+    }
+    Ok(StepOutput {
+        grads: acc.0,
+        losses,
+        examples,
+    })
+}
+
+/// The loss of `rows` from their embeddings: with the guide's embeddings of the same texts when
+/// the loss is guided (eval mode, no graph).
+fn loss_of(ctx: &StepCtx, rows: &[usize], embs: &[Tensor], labels: Option<&Tensor>) -> Result<Tensor> {
+    if !ctx.loss.needs_guide() {
+        return Ok(ctx.loss.compute(embs, labels)?);
+    }
+    let Some(g) = &ctx.guide else {
+        anyhow::bail!("internal: a guided loss without its guide model");
+    };
+    let d = &ctx.data;
+    let guide: Vec<Tensor> = (0..d.columns())
+        .map(|c| {
+            let col = d.data_column(c);
+            let ids: Vec<&[u32]> = rows
+                .iter()
+                .map(|&r| g.tokens[r * d.cols + col].ids.as_slice())
+                .collect();
+            let mut batch = g.model.tokenizer.pad(&ids, ctx.device)?;
+            batch.prompt_len = g.prompt_lens.get(col).copied().unwrap_or(0);
+            Ok(g.model.embed_inference(&batch)?)
+        })
+        .collect::<Result<_>>()?;
+    Ok(ctx.loss.compute_guided(embs, &guide, labels)?)
+}
+
+/// The loss (detached, as reported) and the loss to back-propagate (divided by `divide`).
+fn divided_loss(
+    ctx: &StepCtx,
+    rows: &[usize],
+    embs: &[Tensor],
+    labels: Option<&Tensor>,
+    divide: Option<f64>,
+) -> Result<(Tensor, Tensor)> {
+    let l = loss_of(ctx, rows, embs, labels)?;
+    let out = l.detach();
+    Ok(match divide {
+        Some(n) => (out, (l / n)?),
+        None => (out, l),
+    })
+}
+
+/// One micro-batch with a graph: pad, forward (dropout on), loss (divided by `divide`),
+/// backward, add the gradients. Returns the undivided loss, detached.
+fn graph_micro(
+    ctx: &StepCtx,
+    rows: &[usize],
+    divide: Option<f64>,
+    acc: &mut GradSum,
+    timer: &mut PhaseTimer,
+) -> Result<Tensor> {
+    let (model, d) = (ctx.model, &ctx.data);
+    timer.begin();
+    let ids: Vec<Vec<&[u32]>> = (0..d.columns()).map(|c| d.ids(rows, c)).collect();
+    let plens: Vec<usize> = (0..d.columns()).map(|c| d.prompt_len(c)).collect();
+    let joint = join_columns(ctx.device, &ids);
+    let batches = model.pad_columns(&ids, &plens, joint, ctx.device)?;
+    let labels = d.labels(rows, ctx.device)?;
+    timer.end(Phase::Batch)?;
+    timer.begin();
+    let embs = model.embed_columns(&batches, true)?;
+    timer.end(Phase::Forward)?;
+    timer.begin();
+    let (out, l) = divided_loss(ctx, rows, &embs, labels.as_ref(), divide)?;
+    timer.end(Phase::Loss)?;
+    timer.begin();
+    let grads = l.backward()?;
+    timer.end(Phase::Backward)?;
+    timer.begin();
+    acc.add(&grads, ctx.vars)?;
+    drop(grads);
+    timer.end(Phase::Accumulate)?;
+    Ok(out)
+}
+
+/// One micro-batch by GradCache (see the module header).
+fn cached_micro(
+    ctx: &StepCtx,
+    rows: &[usize],
+    mini: usize,
+    divide: Option<f64>,
+    acc: &mut GradSum,
+    timer: &mut PhaseTimer,
+) -> Result<Tensor> {
+    let (model, d) = (ctx.model, &ctx.data);
+    // First pass: every mini-batch of every column without a graph, dropout on; the RNG state
+    // before each is kept to replay its masks.
+    timer.begin();
+    let mut passes: Vec<Vec<(TokenBatch, crate::rng::RngState)>> = Vec::new();
+    let mut cached: Vec<Var> = Vec::new();
+    for c in 0..d.columns() {
+        let mut col = Vec::new();
+        let mut parts = Vec::new();
+        for chunk in rows.chunks(mini) {
+            let mut batch = model.tokenizer.pad(&d.ids(chunk, c), ctx.device)?;
+            batch.prompt_len = d.prompt_len(c);
+            let state = model.dropout_state();
+            parts.push(model.embed_batch_no_graph(&batch)?);
+            col.push((batch, state));
+        }
+        passes.push(col);
+        cached.push(Var::from_tensor(&Tensor::cat(&parts, 0)?.detach())?);
+    }
+    let after = model.dropout_state();
+    timer.end(Phase::Forward)?;
+    // The loss on the whole batch, and its gradient with respect to each column's embeddings.
+    timer.begin();
+    let labels = d.labels(rows, ctx.device)?;
+    let embs: Vec<Tensor> = cached.iter().map(|v| v.as_tensor().clone()).collect();
+    let (out, l) = divided_loss(ctx, rows, &embs, labels.as_ref(), divide)?;
+    let loss_grads = l.backward()?;
+    timer.end(Phase::Loss)?;
+    // Replay: each mini-batch again with a graph and the same masks; the cached gradient is
+    // the upstream gradient of its embeddings.
+    timer.begin();
+    for (c, col) in passes.iter().enumerate() {
+        let Some(g) = loss_grads.get(cached[c].as_tensor()) else {
+            continue; // a column the loss does not read
+        };
+        let mut start = 0;
+        for (batch, state) in col {
+            model.rewind_dropout(*state);
+            let n = batch.lengths.len();
+            let e = model.embed_batch(batch, true)?;
+            let upstream = g.narrow(0, start, n)?.to_dtype(e.dtype())?;
+            let surrogate = (e * upstream)?.sum_all()?;
+            let grads = surrogate.backward().context("GradCache replay")?;
+            acc.add(&grads, ctx.vars)?;
+            start += n;
+        }
+    }
+    model.rewind_dropout(after);
+    timer.end(Phase::Backward)?;
+    Ok(out)
+}
+
+/// Whether a step's text columns go through the encoder as one batch: on a GPU, unless that
+/// pads more than 15 % extra tokens. One pass has half (or a third) of the kernels, and small
+/// batches on a GPU are bound by the number of kernels, not their size (GPU run 1: step time
+/// far above the FLOPs; scripts/gpu-check.sh measures both ways). Long passages beside short
+/// queries stay separate. On the CPU, no: interleaved runs (CoSENT, batch 16, STS-B) measured
+/// no difference (25.7 vs 25.8 pairs/s), and separate passes keep the recorded results
+/// reproducible. `EMBTUNE_JOINT_FORWARD=0|1` decides instead (benchmarks, tests).
+pub fn join_columns(device: &Device, columns: &[Vec<&[u32]>]) -> bool {
+    if columns.len() < 2 {
+        return false;
+    }
+    static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let forced = FORCED.get_or_init(|| match std::env::var("EMBTUNE_JOINT_FORWARD").as_deref() {
+        Ok("0") => Some(false),
+        Ok("1") => Some(true),
+        _ => None,
+    });
+    forced.unwrap_or_else(|| device.is_cuda() && joint_padding_ok(columns))
+}
+
+/// A joint batch computes at most 15 % more (padded) tokens than the columns' own batches.
+fn joint_padding_ok(columns: &[Vec<&[u32]>]) -> bool {
+    let longest = |c: &[&[u32]]| c.iter().map(|x| x.len()).max().unwrap_or(0);
+    let separate: usize = columns.iter().map(|c| c.len() * longest(c)).sum();
+    let rows: usize = columns.iter().map(|c| c.len()).sum();
+    let joint = rows * columns.iter().map(|c| longest(c)).max().unwrap_or(0);
+    joint as f64 <= 1.15 * separate as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_joined_only_when_padding_stays_within_15_percent() {
+        fn ids(lens: &[usize]) -> Vec<Vec<u32>> {
+            lens.iter().map(|&n| vec![1; n]).collect()
+        }
+        fn cols<'a>(a: &'a [Vec<u32>], b: &'a [Vec<u32>]) -> Vec<Vec<&'a [u32]>> {
+            vec![
+                a.iter().map(|x| x.as_slice()).collect(),
+                b.iter().map(|x| x.as_slice()).collect(),
+            ]
+        }
+        // 2×(2·22) = 88 vs 2·21 + 2·22 = 86: joined.
+        let (a, b) = (ids(&[21, 5]), ids(&[22, 3]));
+        assert!(joint_padding_ok(&cols(&a, &b)));
+        // 4×20 = 80 vs 2·13 + 2·20 = 66 (+21 %): separate.
+        let (a, b) = (ids(&[13, 5]), ids(&[20, 3]));
+        assert!(!joint_padding_ok(&cols(&a, &b)));
+        // short queries, long passages: 2×(2·100) = 400 vs 2·10 + 2·100 = 220: separate.
+        let (a, b) = (ids(&[10, 8]), ids(&[100, 90]));
+        assert!(!joint_padding_ok(&cols(&a, &b)));
+        // The CPU keeps separate passes; one column: nothing to join.
+        let (a, b) = (ids(&[20, 5]), ids(&[20, 5]));
+        assert!(!join_columns(&Device::Cpu, &cols(&a, &b)));
+        assert!(!join_columns(&Device::Cpu, &cols(&a, &b)[..1]));
+    }
+}
