@@ -1,6 +1,7 @@
 //! Where a model's files come from: a local directory, or a Hugging Face Hub repo resolved through
 //! the hf-hub crate. A file already in the standard Hub cache (`models--org--name/{refs,snapshots}`)
-//! is used without network; offline mode (`--offline` or `HF_HUB_OFFLINE=1`) means cache only.
+//! is used without network; offline mode (`--offline` or `HF_HUB_OFFLINE=1`) means cache only;
+//! when the Hub cannot be reached, a cached snapshot is used as it is (one warning).
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -207,7 +208,24 @@ fn hub_file(repo_id: &str, opts: &HubOptions, name: &str) -> Result<Option<PathB
         // Absent from the cached snapshot: an optional file is treated as absent.
         return Ok(None);
     }
-    download(repo_id, opts, &cache, name)
+    // The Hub was unreachable earlier in this process: the cached snapshot is what there is.
+    if NETWORK_DOWN.load(std::sync::atomic::Ordering::Relaxed) && snapshot_cached(&repo_dir, rev) {
+        return Ok(None);
+    }
+    download(repo_id, opts, &cache, name, &repo_dir)
+}
+
+/// Set when a download failed for want of a network: later lookups of files that the cached
+/// snapshot lacks treat them as absent instead of trying again (as huggingface_hub falls back to
+/// the cache when the Hub cannot be reached).
+static NETWORK_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the cache holds a snapshot of `rev` (its refs entry or the commit's folder).
+fn snapshot_cached(repo_dir: &Path, rev: &str) -> bool {
+    let commit = std::fs::read_to_string(repo_dir.join("refs").join(rev))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| rev.to_string());
+    repo_dir.join("snapshots").join(commit).is_dir()
 }
 
 fn cached(repo_dir: &Path, rev: &str, name: &str) -> Option<PathBuf> {
@@ -221,7 +239,13 @@ fn cached(repo_dir: &Path, rev: &str, name: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-fn download(repo_id: &str, opts: &HubOptions, cache: &Path, name: &str) -> Result<Option<PathBuf>> {
+fn download(
+    repo_id: &str,
+    opts: &HubOptions,
+    cache: &Path,
+    name: &str,
+    repo_dir: &Path,
+) -> Result<Option<PathBuf>> {
     use hf_hub::api::sync::{ApiBuilder, ApiError};
     use hf_hub::{Repo, RepoType};
     // from_env: HF_ENDPOINT (a mirror) is honoured, as huggingface_hub does.
@@ -239,6 +263,21 @@ fn download(repo_id: &str, opts: &HubOptions, cache: &Path, name: &str) -> Resul
     match repo.get(name) {
         Ok(p) => Ok(Some(p)),
         Err(ApiError::RequestError(e)) if matches!(*e, ureq::Error::Status(404, _)) => Ok(None),
+        Err(ApiError::RequestError(e))
+            if matches!(*e, ureq::Error::Transport(_)) && snapshot_cached(repo_dir, opts.revision()) =>
+        {
+            // No network, but the model is cached: use the snapshot, as huggingface_hub does.
+            if !NETWORK_DOWN.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                let reason = match e.as_ref() {
+                    ureq::Error::Transport(t) => t.kind().to_string(),
+                    _ => String::new(),
+                };
+                tracing::warn!(
+                    "warning: the Hugging Face Hub cannot be reached ({reason}); using the cached snapshot of {repo_id} (HF_HUB_OFFLINE=1 or --offline skips the network)"
+                );
+            }
+            Ok(None)
+        }
         Err(e) => {
             // One line: the reason without the URL (ureq and hf-hub each repeat it).
             let reason = match &e {

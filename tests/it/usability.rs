@@ -991,7 +991,8 @@ fn max_seq_length_past_the_position_table_is_refused() {
     );
 }
 
-/// Without network the error is one line with the reason (not the URL three times).
+/// Without network the error is one line with the reason (not the URL three times); a cached
+/// model still loads.
 #[test]
 fn no_network_is_one_line() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1017,4 +1018,17 @@ fn no_network_is_one_line() {
         &["nobody/no-such-model", "cannot download", "--offline"],
     );
     assert_eq!(e.matches("127.0.0.1").count(), 0, "{e}");
+    // A model in the cache works without network and without offline mode (files its snapshot
+    // lacks, such as added_tokens.json, count as absent), with one warning — as huggingface_hub.
+    crate::common::ensure_real_model();
+    let out = crate::common::embtune_cmd_offline()
+        .env_remove("HF_HUB_OFFLINE")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .args(["embed", "-m", "sentence-transformers/all-MiniLM-L6-v2", "-d", s(&input), "-o"])
+        .arg(tmp.path().join("cached.npy"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("cannot be reached").count(), 1, "{err}");
 }
