@@ -1,7 +1,9 @@
 //! `--config FILE.toml` and `--print-config` for every subcommand. The file's keys are the
 //! subcommand's long flag names (`batch-size` or `batch_size`), its values their values (true
-//! for a switch, arrays for comma lists); they are placed before the command line's own flags,
-//! and a flag given on the command line wins (the command is parsed with args_override_self); a
+//! for a switch, arrays for comma lists and for flags given several times, such as
+//! `eval-data`); they are placed before the command line's own flags, and a flag given on the
+//! command line wins (the command is parsed with args_override_self; a repeated flag adds to the
+//! file's); a
 //! switch the file sets is turned off with `--switch=false`. Relative paths in a file are read
 //! from the file's folder; a value the flag does not accept is an error naming the file and key.
 //! `--print-config` prints every resolved flag as TOML — a file `--config` accepts, paths made
@@ -191,6 +193,15 @@ fn file_args(path: &PathBuf, sub: &Command) -> Result<Vec<OsString>> {
                 "{}: key {key:?} is a switch: expected true or false",
                 path.display()
             ),
+            (toml::Value::Array(a), false) if arg.get_value_delimiter().is_none() => {
+                // A flag given several times (--eval-data A --eval-data B): one per item.
+                for v in a {
+                    let v = relocate(item(v)?);
+                    parse_check(&v)?;
+                    out.push(format!("--{flag}").into());
+                    out.push(v.into());
+                }
+            }
             (toml::Value::Array(a), false) => {
                 let parts = a.iter().map(&item).collect::<Result<Vec<_>>>()?;
                 let joined = parts.join(",");

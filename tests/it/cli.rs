@@ -426,6 +426,16 @@ fn config_files_flags_precedence_and_print_config() {
         );
         assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("loss = \"{r}\"")));
     }
+    // The retrieval recipe: a repeated flag from an array, its path read from the recipe's
+    // folder (data/recipes/../../../shared/… = the shared data next to the repository).
+    let o = print_config(&common::repo_root().join("data/recipes/retrieval.toml"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("loss = \"cached-mnrl\"") && out.contains("mini-batch-size = 32"), "{out}");
+    let line = out.lines().find(|l| l.starts_with("eval-data = [\"")).unwrap_or_else(|| panic!("{out}"));
+    let path = line.trim_start_matches("eval-data = [\"").trim_end_matches("\"]");
+    assert!(path.ends_with("data/retrieval/pubmedqa-pqal"), "{line}");
+    assert!(Path::new(path).join("corpus.jsonl").is_file(), "{line}");
 }
 
 /// Without a terminal, long loops print plain progress lines (every EMBTUNE_PROGRESS_EVERY

@@ -59,10 +59,23 @@ fn max_rel_diff(a: &[Option<Tensor>], b: &[Option<Tensor>]) -> f32 {
 
 /// The gradients of one step of `loss` over the 8 pairs, by `kind` of step.
 fn step_grads(model: &SentenceEncoder, loss: LossKind, mini: Option<usize>) -> (Vec<Option<Tensor>>, f32) {
+    step_grads_with(model, loss, mini, false)
+}
+
+fn step_grads_with(
+    model: &SentenceEncoder,
+    loss: LossKind,
+    mini: Option<usize>,
+    symmetric: bool,
+) -> (Vec<Option<Tensor>>, f32) {
     let texts: Vec<&str> = PAIRS.iter().flat_map(|(a, p)| [*a, *p]).collect();
     let toks = model.tokenizer.tokenize(&texts).unwrap();
     let vars: Vec<_> = model.named_vars().into_iter().map(|(_, v)| v).collect();
-    let loss = LossSpec::Base { kind: loss }.build(&LossParams::default());
+    let params = LossParams {
+        symmetric,
+        ..Default::default()
+    };
+    let loss = LossSpec::Base { kind: loss }.build(&params);
     let ctx = StepCtx {
         model,
         loss: loss.as_ref(),
@@ -100,6 +113,12 @@ fn gradcache_gradients_equal_plain_mnrl() {
             let d = max_rel_diff(&cached, &plain);
             assert!(d <= 1e-5, "{family} mini {mini}: gradients differ by {d:e}");
         }
+        // CachedMultipleNegativesSymmetricRankingLoss against the symmetric MNRL.
+        let (sym, ls) = step_grads_with(&model, LossKind::Mnrl, None, true);
+        let (csym, lcs) = step_grads_with(&model, LossKind::CachedMnrl, Some(3), true);
+        assert!((ls - lcs).abs() <= 1e-6 && (ls - lp).abs() > 1e-4, "{family}: {ls} {lcs} {lp}");
+        let d = max_rel_diff(&csym, &sym);
+        assert!(d <= 1e-5, "{family} symmetric: gradients differ by {d:e}");
     }
 }
 
@@ -351,6 +370,18 @@ fn matryoshka_training_and_truncated_embeddings() {
     let (f, c) = (rows(&full), rows(&cut));
     assert_eq!(c[0].len(), 8);
     assert_eq!(c[0], f[0][..8].to_vec());
+    // similarity --truncate-dim: the cosine of the cut embeddings.
+    let r = embtune(&["similarity", "-m", s(&out), "--json", "--truncate-dim", "8", "A man is playing a guitar.", "Stocks fell."]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let got = serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap()["cosine"].as_f64().unwrap();
+    let dot: f64 = c[0].iter().zip(&c[1]).map(|(a, b)| a * b).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((got - dot / (norm(&c[0]) * norm(&c[1]))).abs() < 1e-5, "{got}");
+    // eval --truncate-dim 8 gives the card's value at 8 dimensions.
+    let r = embtune(&["eval", "-m", s(&out), "-d", s(&sts), "--json", "--truncate-dim", "8"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v = serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap()["spearman_cosine"].as_f64().unwrap();
+    assert!(card.contains(&format!("| 8 | {v:.4} |")), "{v:.4} not the card's value at 8:\n{card}");
     let e = embtune(&["embed", "-m", s(&out), "-d", s(&input), "-o", s(&tmp.path().join("x.npy")), "--truncate-dim", "33"]);
     assert_one_line_error(&e, &["--truncate-dim 33", "32"]);
     let e = train(&[

@@ -144,3 +144,50 @@ fn ranking_points(
         recall_at: recall.into_iter().enumerate().map(|(k, r)| (k + 1, r / nq)).collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Equal scores rank the lower document id first (the corpus is held sorted by id), also
+    /// across corpus chunks and at the cut-off, as sentence-transformers 6.2 breaks ties.
+    #[test]
+    fn ties_rank_the_lower_document_id_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::create_dir_all(dir.join("qrels")).unwrap();
+        // Written out of id order: d3, d1, d2, d0.
+        std::fs::write(
+            dir.join("corpus.jsonl"),
+            "{\"_id\":\"d3\",\"text\":\"c\"}\n{\"_id\":\"d1\",\"text\":\"a\"}\n{\"_id\":\"d2\",\"text\":\"b\"}\n{\"_id\":\"d0\",\"text\":\"z\"}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("queries.jsonl"), "{\"_id\":\"q\",\"text\":\"x\"}\n").unwrap();
+        std::fs::write(dir.join("qrels/test.tsv"), "q\td2\t1\n").unwrap();
+        let d = RetrievalSource::Beir {
+            dir: dir.to_path_buf(),
+            split: "test".into(),
+        }
+        .load()
+        .unwrap();
+        let ids: Vec<&str> = d.corpus.iter().map(|(i, _)| i.as_str()).collect();
+        assert_eq!(ids, ["d0", "d1", "d2", "d3"]);
+        // d1, d2, d3 tie above d0; keep 2 with a chunk of 1 document at a time.
+        let corpus = Embeddings {
+            data: vec![0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+            dim: 2,
+            truncated: 0,
+        };
+        let q = Embeddings {
+            data: vec![1.0, 0.0],
+            dim: 2,
+            truncated: 0,
+        };
+        let ranked = crate::pairs::mine::top_k(&q, &corpus, 2, 1).unwrap();
+        let got: Vec<&str> = ranked[0].iter().map(|(_, i)| ids[*i]).collect();
+        assert_eq!(got, ["d1", "d2"]);
+        // So the relevant d2 is at rank 2: MRR 1/2.
+        let m = metrics::query_metrics(&got, &d.qrels["q"]);
+        assert_eq!(m.iter().find(|(n, _)| n == "mrr@10").unwrap().1, 0.5);
+    }
+}
