@@ -8,7 +8,7 @@ Data: (title, abstract) pairs of ../shared/data/retrieval/dbpedia-entity-5k/corp
 (5,000 real rows, abstracts ~55 words), all-MiniLM-L6-v2 at max_seq_length 128, one optimizer
 step (--steps), 2 threads each. Peak RSS is ru_maxrss of each process (os.wait4). A batch size is
 "within the budget" when the whole process peaked at or under it; the series of a system stops
-at its first batch over the budget. Writes results/gradcache.json and results/gradcache.md.
+at its first batch over the budget (from batch 256 on, the headline: MNRL b256 vs cached b256). Writes results/gradcache.json and results/gradcache.md.
 """
 import argparse
 import json
@@ -49,7 +49,13 @@ def main():
     ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--plain", default="64,128,256,512,1024")
     ap.add_argument("--cached", default="256,512,1024,2048,4096")
+    ap.add_argument("--systems", default="embtune,sentence-transformers",
+                    help="run only these systems")
+    # --merge: keep the runs of results/gradcache.json that this invocation does not repeat
+    # (same system, loss and batch), e.g. to add one batch size to an earlier run.
+    ap.add_argument("--merge", action="store_true")
     a = ap.parse_args()
+    systems = a.systems.split(",")
     corpus = ROOT.parent / "shared/data/retrieval/dbpedia-entity-5k/corpus.jsonl"
     work = ROOT / "out/bench-gradcache"
     work.mkdir(parents=True, exist_ok=True)
@@ -59,10 +65,13 @@ def main():
             d = json.loads(line)
             o.write(json.dumps({"anchor": d["title"], "positive": d["text"]}) + "\n")
     env = dict(os.environ, HF_HUB_OFFLINE="1", RAYON_NUM_THREADS="2")
+    old = []
+    if a.merge and (ROOT / "results/gradcache.json").is_file():
+        old = json.loads((ROOT / "results/gradcache.json").read_text())["runs"]
     results = []
-    for system in ("embtune", "sentence-transformers"):
+    for system in systems:
         for loss, sizes in (("mnrl", a.plain), ("cached-mnrl", a.cached)):
-            for b in [int(x) for x in sizes.split(",")]:
+            for b in [int(x) for x in sizes.split(",") if x]:
                 if system == "embtune":
                     argv = [a.embtune, "train", "-m", "sentence-transformers/all-MiniLM-L6-v2", "-d", str(data),
                             "--loss", loss, "-b", str(b), "--max-steps", str(a.steps), "--max-seq-length", "128",
@@ -79,8 +88,12 @@ def main():
                     row["stderr_tail"] = err.decode(errors="replace")[-400:]
                 results.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
-                if code != 0 or rss > a.budget_mib:
+                # Past the budget the series stops — but not before the headline batch, 256.
+                if code != 0 or (rss > a.budget_mib and b >= 256):
                     break
+    redone = {(r["system"], r["loss"], r["batch_size"]) for r in results}
+    results = [r for r in old if (r["system"], r["loss"], r["batch_size"]) not in redone] + results
+    results.sort(key=lambda r: (r["system"] != "embtune", r["loss"], r["batch_size"]))
     within = {}
     for r in results:
         k = (r["system"], r["loss"])
