@@ -1,44 +1,22 @@
-//! The `embed` job: read texts, encode them (batched, length-sorted), optionally quantize them
-//! (`quantize`: float16, int8/uint8 with ranges saved in `<output>.ranges.json`, binary), write
-//! `.npy`, `.safetensors` (tensor "embeddings") or `.jsonl` ({"text", "embedding"}) atomically.
+//! The `embed` job: stream the input's texts a chunk at a time (`data::stream`), encode them
+//! (batched, length-sorted inside a chunk; `embed_parts`: resumable parts for inputs of more than
+//! one chunk), optionally quantize them (`quantize`: float16, int8/uint8 with ranges saved in
+//! `<output>.ranges.json`, binary), and write `.npy`, `.safetensors` (tensor "embeddings") or
+//! `.jsonl` ({"text", "embedding"}) chunk by chunk to a temporary name (`embed_write`). With
+//! `--shard K/N` only that slice of the rows, into the shard's own output and sidecar (`shard`).
+//! Memory is bounded by the chunk and the model, not the input.
 
-use crate::data::{read_table, DataFormat, ReadOptions};
+use crate::data::{read_table, DataFormat, ReadOptions, TextStream};
+use crate::embed_parts::{encode_stream, Encoded, PassOptions};
+pub use crate::embed_write::OutputFormat;
+use crate::embed_write::{Elem, OutputWriter};
 use crate::encode::{encode, Embeddings, EncodeOptions};
-use crate::fsutil::AtomicFile;
 use crate::model::prompts::Side;
 use crate::model::{ModelSpec, SentenceEncoder};
-use crate::quantize::{quantize, Precision, Quantized, Ranges, ValuesRef};
+use crate::quantize::{quantize, Precision, Ranges, ValuesRef};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// Output file kinds, chosen by the output's extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OutputFormat {
-    Npy,
-    Safetensors,
-    Jsonl,
-}
-
-impl OutputFormat {
-    pub fn from_path(p: &Path) -> Result<Self> {
-        match p
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase())
-            .as_deref()
-        {
-            Some("npy") => Ok(Self::Npy),
-            Some("safetensors") => Ok(Self::Safetensors),
-            Some("jsonl") => Ok(Self::Jsonl),
-            _ => bail!(
-                "{}: output must end in .npy, .safetensors or .jsonl",
-                p.display()
-            ),
-        }
-    }
-}
 
 /// Everything `embed` needs, resolved from the command line in one step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +48,9 @@ pub struct EmbedConfig {
     /// int8/uint8: a saved ranges file (`<output>.ranges.json` of an earlier run).
     #[serde(default)]
     pub ranges: Option<PathBuf>,
+    /// `--shard K/N` (resolved, `auto` included): encode only that slice of the rows.
+    #[serde(default)]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl EmbedConfig {
@@ -90,6 +71,12 @@ impl EmbedConfig {
         }
         if self.ranges.is_some() && self.calibration.is_some() {
             bail!("--ranges and --calibration both give the int8/uint8 ranges: use one");
+        }
+        if int && self.shard.is_some() && self.ranges.is_none() && self.calibration.is_none() {
+            bail!(
+                "--shard with --precision {}: each shard would compute its own ranges from its own rows; pass --calibration FILE or --ranges FILE so that all shards quantize alike",
+                self.precision
+            );
         }
         Ok(())
     }
@@ -151,7 +138,7 @@ enum RangesSource {
 }
 
 /// Checks the precision flags and reads what they name, before the model is loaded.
-fn ranges_source(cfg: &EmbedConfig, rows: usize) -> Result<RangesSource> {
+fn ranges_source(cfg: &EmbedConfig) -> Result<RangesSource> {
     cfg.validate()?;
     if !cfg.precision.uses_ranges() {
         return Ok(RangesSource::None);
@@ -168,38 +155,108 @@ fn ranges_source(cfg: &EmbedConfig, rows: usize) -> Result<RangesSource> {
         }
         return Ok(RangesSource::Calibration(texts));
     }
-    if rows == 1 {
-        bail!(crate::quantize::SINGLE_ROW);
-    }
-    if rows < 100 {
-        tracing::info!(
-            "note: {} ranges computed from only {rows} embeddings; --calibration with more texts gives steadier ones",
-            cfg.precision
-        );
-    }
     Ok(RangesSource::Own)
 }
 
 pub fn run(cfg: &EmbedConfig) -> Result<EmbedReport> {
     let out_format = OutputFormat::from_path(&cfg.output)?;
-    crate::fsutil::check_writable_file(&cfg.output)?;
-    let texts = read_texts(cfg)?;
-    let source = ranges_source(cfg, texts.len())?;
+    cfg.validate()?;
+    let output = match cfg.shard {
+        Some(s) => s.output_path(&cfg.output),
+        None => cfg.output.clone(),
+    };
+    crate::fsutil::check_writable_file(&output)?;
+    let column = cfg.column.as_deref().unwrap_or("text");
+    let open = || TextStream::open(&cfg.input, cfg.format, &cfg.read, column);
+    let mut texts = open()?;
+    let source = ranges_source(cfg)?;
+    // A shard needs the row count first: one pass that parses and counts (nothing kept).
+    let (range, total) = match cfg.shard {
+        Some(s) => {
+            let total = crate::data::stream::count_rows(&cfg.input, cfg.format, &cfg.read)?;
+            (s.rows(total), Some(total))
+        }
+        None => (0..usize::MAX, None),
+    };
     let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
     crate::logging::model_loaded(&cfg.model, &model);
     // Quantized precisions are L2-normalised first, as sentence-transformers' evaluator does.
-    let prompt = model.prompts.choose(&cfg.prompt, Side::Plain, "--prompt-name")?;
+    let prompt = model
+        .prompts
+        .choose(&cfg.prompt, Side::Plain, "--prompt-name")?;
     let opts = EncodeOptions {
         normalize: cfg.encode.normalize || cfg.precision != Precision::Float32,
         prompt: Some(prompt),
         ..cfg.encode.clone()
     };
+    crate::encode::check_truncate_dim(&opts, &model)?;
     let source = settle_ranges(cfg, &model, &opts, source)?;
-    let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-    let (emb, resumed_chunks) = encode_all(cfg, &model, &refs, &opts)?;
-    let (rows, dim, truncated) = (emb.len(), emb.dim, emb.truncated);
-    let ranges_file = quantize_and_write(cfg, out_format, emb, source, &refs)?;
-    let parts = crate::embed_parts::parts_dir(&cfg.output);
+    let settings = job_settings(cfg, &opts);
+    let parts = crate::embed_parts::parts_dir(&output);
+    let pass = PassOptions {
+        parts: &parts,
+        chunk_rows: cfg.chunk_rows,
+        resume: cfg.resume,
+        ranges: matches!(source, RangesSource::Own),
+    };
+    let sha = std::cell::OnceCell::new();
+    let input_sha = || -> Result<String> {
+        if let Some(s) = sha.get() {
+            return Ok(String::clone(s));
+        }
+        let s = input_sha256(cfg)?;
+        Ok(sha.get_or_init(|| s).clone())
+    };
+    let enc = if range.is_empty() {
+        // A shard of an input with fewer rows than shards: nothing to encode.
+        Encoded {
+            chunks: crate::embed_parts::Chunks::Memory(Embeddings {
+                data: Vec::new(),
+                dim: opts.out_dim(&model),
+                truncated: 0,
+            }),
+            rows: 0,
+            dim: opts.out_dim(&model),
+            truncated: 0,
+            reused: 0,
+            ranges: None,
+        }
+    } else {
+        let key = || -> Result<serde_json::Value> {
+            Ok(serde_json::json!({
+                "input_sha256": input_sha()?,
+                "settings": settings,
+                "rows": [range.start, range.end.min(u64::MAX as usize)],
+                "chunk_rows": cfg.chunk_rows,
+            }))
+        };
+        encode_stream(&model, &mut texts, range.clone(), &opts, &pass, key)?
+    };
+    drop(texts);
+    let (rows, dim, truncated) = (enc.rows, enc.dim, enc.truncated);
+    let ranges_file =
+        quantize_and_write(cfg, &output, out_format, &enc, source, range.start, &open)?;
+    if let (Some(s), Some(total)) = (cfg.shard, total) {
+        crate::shard::Sidecar {
+            embtune: env!("CARGO_PKG_VERSION").to_string(),
+            shard: s.index,
+            shards: s.count,
+            rows_total: total,
+            row_start: range.start,
+            rows,
+            input: cfg.input.display().to_string(),
+            input_sha256: input_sha()?,
+            settings: settings.clone(),
+            format: out_format,
+            cols: cfg.precision.columns(dim),
+            precision: cfg.precision,
+            ranges_file: ranges_file
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned()),
+        }
+        .save(&output)?;
+    }
     if parts.exists() {
         std::fs::remove_dir_all(&parts).with_context(|| format!("removing {}", parts.display()))?;
     }
@@ -207,12 +264,51 @@ pub fn run(cfg: &EmbedConfig) -> Result<EmbedReport> {
         rows,
         dim,
         truncated,
-        output: cfg.output.clone(),
-        resumed_chunks,
+        output,
+        resumed_chunks: enc.reused,
         precision: cfg.precision,
         bytes_per_embedding: cfg.precision.bytes_per_embedding(dim),
         ranges_file,
     })
+}
+
+/// What makes two runs (or two shards) the same job, besides the input's bytes.
+fn job_settings(cfg: &EmbedConfig, opts: &EncodeOptions) -> serde_json::Value {
+    // Where the model is cached and whether the Hub is reachable do not change the embeddings.
+    let m = &cfg.model;
+    serde_json::json!({
+        "model": {
+            "model": m.model,
+            "revision": m.hub.revision,
+            "pooling": m.pooling,
+            "max_seq_length": m.max_seq_length,
+            "compute": m.compute,
+        },
+        "format": cfg.format,
+        "column": cfg.column,
+        "normalize": opts.normalize,
+        "prompt": opts.prompt,
+        "truncate_dim": opts.truncate_dim,
+        "precision": cfg.precision,
+        "ranges": cfg.ranges,
+        "calibration": cfg.calibration,
+    })
+}
+
+/// The sha256 of the input: the file, or a Hub split's parquet files in order.
+fn input_sha256(cfg: &EmbedConfig) -> Result<String> {
+    let spec = cfg.input.to_string_lossy();
+    if spec.starts_with(crate::data::hub::PREFIX) {
+        let r = crate::data::hub::DatasetRef::parse(&spec)?;
+        let split = cfg.read.split.as_deref().unwrap_or("train");
+        let files = crate::data::hub::resolve(&r, split, &Default::default())?;
+        let all: Result<Vec<String>> = files
+            .iter()
+            .map(|f| crate::fsutil::sha256_file(f).map(|r| r.1))
+            .collect();
+        return Ok(all?.join("+"));
+    }
+    crate::fsutil::sha256_file(&cfg.input).map(|r| r.1)
 }
 
 /// Checks given ranges against the model and turns calibration texts into ranges — both
@@ -245,64 +341,72 @@ fn settle_ranges(
     })
 }
 
-/// Quantizes the float32 result, saves the int8/uint8 ranges used (`<output>.ranges.json`,
-/// before the output, so an output never lacks its ranges) and writes the output.
+/// Saves the int8/uint8 ranges used (`<output>.ranges.json`, before the output, so an output
+/// never lacks its ranges), then writes the output chunk by chunk, each quantized on the way
+/// (a `.jsonl` output reads its texts again from the input, `open`).
 fn quantize_and_write(
     cfg: &EmbedConfig,
+    output: &Path,
     format: OutputFormat,
-    emb: Embeddings,
+    enc: &Encoded,
     source: RangesSource,
-    texts: &[&str],
+    first_row: usize,
+    open: &dyn Fn() -> Result<TextStream>,
 ) -> Result<Option<PathBuf>> {
     let (ranges, calibration) = match source {
         RangesSource::Given(r, c) => (Some(r), c),
-        RangesSource::Own => (
-            Some(Ranges::from_embeddings(&emb)?),
-            "the embeddings themselves".to_string(),
-        ),
+        RangesSource::Own => {
+            if enc.rows == 1 {
+                bail!(crate::quantize::SINGLE_ROW);
+            }
+            if enc.rows < 100 {
+                tracing::info!(
+                    "note: {} ranges computed from only {} embeddings; --calibration with more texts gives steadier ones",
+                    cfg.precision,
+                    enc.rows
+                );
+            }
+            let r = enc
+                .ranges
+                .clone()
+                .context("no embeddings to compute int8/uint8 ranges from")?;
+            (Some(r), "the embeddings themselves".to_string())
+        }
         _ => (None, String::new()),
-    };
-    let q = match cfg.precision {
-        Precision::Float32 => Quantized::from_f32(emb),
-        p => quantize(&emb, p, ranges.as_ref())?,
     };
     let ranges_file = match &ranges {
         Some(r) => {
-            let p = ranges_path(&cfg.output);
+            let p = ranges_path(output);
             r.save(&p, cfg.precision, &calibration)?;
             Some(p)
         }
         None => None,
     };
-    write_values(&cfg.output, format, q.view(), q.cols, texts)?;
-    Ok(ranges_file)
-}
-
-/// Float32 embeddings of all texts: directly, or chunk by chunk (resumable) for large inputs.
-fn encode_all(
-    cfg: &EmbedConfig,
-    model: &SentenceEncoder,
-    refs: &[&str],
-    opts: &EncodeOptions,
-) -> Result<(Embeddings, usize)> {
-    let parts = crate::embed_parts::parts_dir(&cfg.output);
-    let chunked = refs.len() > cfg.chunk_rows || cfg.resume || parts.exists();
-    if !chunked {
-        return Ok((encode(model, refs, opts)?, 0));
+    let cols = cfg.precision.columns(enc.dim);
+    let mut w = OutputWriter::create(output, format, Elem::of(cfg.precision), enc.rows, cols)?;
+    let mut texts = match format {
+        OutputFormat::Jsonl if enc.rows > 0 => {
+            let mut t = open()?;
+            t.skip(first_row)?;
+            Some(t)
+        }
+        _ => None,
+    };
+    for i in 0..enc.num_chunks() {
+        let emb = enc.chunk(i)?;
+        let q = match cfg.precision {
+            Precision::Float32 => None,
+            p => Some(quantize(&emb, p, ranges.as_ref())?),
+        };
+        let values = q.as_ref().map_or(ValuesRef::F32(&emb.data), |q| q.view());
+        let chunk_texts = match texts.as_mut() {
+            Some(t) => t.next_chunk(emb.len())?,
+            None => Vec::new(),
+        };
+        w.append(values, emb.len(), &chunk_texts)?;
     }
-    let input = std::fs::read(&cfg.input).unwrap_or_default();
-    let settings = serde_json::json!({
-        "input": cfg.input,
-        "model": cfg.model,
-        "column": cfg.column,
-        "normalize": opts.normalize,
-        "prompt": opts.prompt,
-        "format": cfg.format,
-        "precision": cfg.precision,
-    });
-    let key =
-        crate::embed_parts::job_key(&input, &settings, refs.len(), cfg.chunk_rows, model.dim());
-    crate::embed_parts::encode_in_parts(model, refs, opts, &parts, &key, cfg.chunk_rows, cfg.resume)
+    w.finish()?;
+    Ok(ranges_file)
 }
 
 /// Writes float32 embeddings atomically in `format`.
@@ -325,67 +429,17 @@ pub fn write_values(
     texts: &[&str],
 ) -> Result<()> {
     let rows = texts.len();
-    let mut f = AtomicFile::create(path)?;
-    let w = f.writer()?;
-    let ctx = || format!("writing {}", path.display());
-    match format {
-        OutputFormat::Npy => {
-            w.write_all(&npy_header_typed(values.npy_descr(), rows, cols))
-                .with_context(ctx)?;
-            w.write_all(&values.le_bytes()).with_context(ctx)?;
-        }
-        OutputFormat::Safetensors => {
-            let data = values.le_bytes();
-            let view = safetensors::tensor::TensorView::new(
-                values.safetensors_dtype(),
-                vec![rows, cols],
-                &data,
-            )
-            .map_err(|e| anyhow::anyhow!("{e:?}"))
-            .context("building the safetensors tensor")?;
-            let meta: std::collections::HashMap<String, String> =
-                [("format".to_string(), "pt".to_string())].into();
-            let bytes = safetensors::serialize([("embeddings", view)], Some(meta))
-                .context("serializing safetensors")?;
-            w.write_all(&bytes).with_context(ctx)?;
-        }
-        OutputFormat::Jsonl => {
-            for (i, t) in texts.iter().enumerate() {
-                let line = serde_json::json!({"text": t, "embedding": values.json(i * cols..(i + 1) * cols)});
-                serde_json::to_writer(&mut *w, &line).with_context(ctx)?;
-                w.write_all(b"\n").with_context(ctx)?;
-            }
-        }
-    }
-    f.commit()
-}
-
-/// NumPy v1.0 header for a C-order little-endian f32 array `[rows, dim]`, padded to 64 bytes.
-pub fn npy_header(rows: usize, dim: usize) -> Vec<u8> {
-    npy_header_typed("<f4", rows, dim)
-}
-
-/// NumPy v1.0 header for a C-order array `[rows, cols]` of `descr` (`<f4`, `<f2`, `|i1`, `|u1`).
-pub fn npy_header_typed(descr: &str, rows: usize, cols: usize) -> Vec<u8> {
-    let dict =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    let unpadded = 10 + dict.len() + 1;
-    let pad = (64 - unpadded % 64) % 64;
-    let header_len = (dict.len() + pad + 1) as u16;
-    let mut h = b"\x93NUMPY\x01\x00".to_vec();
-    h.extend_from_slice(&header_len.to_le_bytes());
-    h.extend_from_slice(dict.as_bytes());
-    h.extend(std::iter::repeat_n(b' ', pad));
-    h.push(b'\n');
-    h
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn npy_header_is_aligned() {
-        let h = super::npy_header(3, 384);
-        assert_eq!(h.len() % 64, 0);
-        assert!(String::from_utf8_lossy(&h).contains("'shape': (3, 384)"));
-    }
+    let elem = match values {
+        ValuesRef::F32(_) => Elem::of(Precision::Float32),
+        ValuesRef::F16(_) => Elem::of(Precision::Float16),
+        ValuesRef::I8(_) => Elem::of(Precision::Int8),
+        ValuesRef::U8(_) => Elem::of(Precision::Uint8),
+    };
+    let mut w = OutputWriter::create(path, format, elem, rows, cols)?;
+    let owned: Vec<String> = match format {
+        OutputFormat::Jsonl => texts.iter().map(|t| t.to_string()).collect(),
+        _ => Vec::new(),
+    };
+    w.append(values, rows, &owned)?;
+    w.finish()
 }

@@ -1,12 +1,17 @@
-//! Resumable `embed` for large inputs: texts are encoded in chunks of `chunk_rows` (input order),
-//! each finished chunk written atomically to `<output>.parts/chunk-NNNNNN.bin`, and the output
-//! assembled from the chunks at the end (then the parts are removed). `--resume` keeps the
-//! finished chunks of an interrupted run of the same job (`job.json`: input sha256, model and
-//! settings) and encodes only the rest; without it, leftover parts are discarded.
+//! `embed`'s encoding pass over a stream of texts: an input of at most one chunk is encoded in
+//! memory; a longer one chunk by chunk (`chunk_rows`, input order), each finished chunk written
+//! atomically to `<output>.parts/chunk-NNNNNN.bin`, so memory holds one chunk, and an
+//! interrupted run continues with `--resume` from the finished chunks of the same job
+//! (`job.json`: input sha256, model, settings, rows range); without it, leftover parts are
+//! discarded. The output is then written from the chunks (`embed.rs`), and the parts removed.
+//! Depends on `encode`, `data::stream`, `quantize::Ranges`, `signals` and `fsutil`.
 
+use crate::data::TextStream;
 use crate::encode::{encode, Embeddings, EncodeOptions};
 use crate::model::SentenceEncoder;
+use crate::quantize::Ranges;
 use anyhow::{bail, Context, Result};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// Directory of finished chunks for `output`.
@@ -18,34 +23,12 @@ pub fn parts_dir(output: &Path) -> PathBuf {
     output.with_file_name(format!("{name}.parts"))
 }
 
-/// What makes two runs the same job (JSON, compared as a whole on resume).
-pub fn job_key(
-    input_bytes: &[u8],
-    model_settings: &serde_json::Value,
-    rows: usize,
-    chunk_rows: usize,
-    dim: usize,
-) -> serde_json::Value {
-    use sha2::Digest;
-    let sha: String = sha2::Sha256::digest(input_bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    serde_json::json!({
-        "input_sha256": sha,
-        "model": model_settings,
-        "rows": rows,
-        "chunk_rows": chunk_rows,
-        "dim": dim,
-    })
-}
-
 fn chunk_path(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("chunk-{i:06}.bin"))
 }
 
 /// A finished chunk: `rows` (u64 LE), `truncated` (u64 LE), then rows × dim f32 LE.
-fn read_chunk(p: &Path, rows: usize, dim: usize) -> Option<(Vec<f32>, usize)> {
+fn read_chunk(p: &Path, rows: usize, dim: usize) -> Option<Embeddings> {
     let b = std::fs::read(p).ok()?;
     if b.len() != 16 + rows * dim * 4 {
         return None;
@@ -59,7 +42,11 @@ fn read_chunk(p: &Path, rows: usize, dim: usize) -> Option<(Vec<f32>, usize)> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    Some((data, t))
+    Some(Embeddings {
+        data,
+        dim,
+        truncated: t,
+    })
 }
 
 fn write_chunk(p: &Path, rows: usize, emb: &Embeddings) -> Result<()> {
@@ -72,30 +59,131 @@ fn write_chunk(p: &Path, rows: usize, emb: &Embeddings) -> Result<()> {
     crate::fsutil::write_atomic(p, &b)
 }
 
-/// Encodes `texts` chunk by chunk into `parts` (reusing finished chunks when `resume`), and
-/// returns all embeddings in input order plus how many chunks were reused.
-pub fn encode_in_parts(
+/// Where the embeddings of an encoding pass are.
+pub enum Chunks {
+    Memory(Embeddings),
+    Parts { dir: PathBuf, rows: Vec<usize> },
+}
+
+/// What the encoding pass produced.
+pub struct Encoded {
+    pub chunks: Chunks,
+    pub rows: usize,
+    pub dim: usize,
+    pub truncated: usize,
+    /// Chunks reused from an interrupted run.
+    pub reused: usize,
+    /// Per-dimension min/max of all embeddings (int8/uint8 ranges of the embeddings themselves).
+    pub ranges: Option<Ranges>,
+}
+
+impl Encoded {
+    pub fn num_chunks(&self) -> usize {
+        match &self.chunks {
+            Chunks::Memory(_) => 1,
+            Chunks::Parts { rows, .. } => rows.len(),
+        }
+    }
+
+    /// The embeddings of chunk `i` (read back from its part).
+    pub fn chunk(&self, i: usize) -> Result<std::borrow::Cow<'_, Embeddings>> {
+        match &self.chunks {
+            Chunks::Memory(e) => Ok(std::borrow::Cow::Borrowed(e)),
+            Chunks::Parts { dir, rows } => {
+                let p = chunk_path(dir, i);
+                read_chunk(&p, rows[i], self.dim)
+                    .map(std::borrow::Cow::Owned)
+                    .with_context(|| {
+                        format!(
+                            "{}: missing or damaged (removed during the run?)",
+                            p.display()
+                        )
+                    })
+            }
+        }
+    }
+}
+
+fn merge_ranges(acc: &mut Option<Ranges>, emb: &Embeddings) -> Result<()> {
+    if emb.is_empty() {
+        return Ok(());
+    }
+    let r = Ranges::from_embeddings(emb)?;
+    match acc {
+        None => *acc = Some(r),
+        Some(a) => {
+            for j in 0..a.min.len() {
+                a.min[j] = a.min[j].min(r.min[j]);
+                a.max[j] = a.max[j].max(r.max[j]);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How a pass runs.
+pub struct PassOptions<'a> {
+    pub parts: &'a Path,
+    pub chunk_rows: usize,
+    pub resume: bool,
+    /// Track the per-dimension min/max (for int8/uint8 ranges of the embeddings themselves).
+    pub ranges: bool,
+}
+
+/// Encodes rows `range` of `texts` (the rows before it are skipped unread; `range.end` may be
+/// `usize::MAX`: to the end). `key` gives the job's identity for `job.json`; it is asked for
+/// only when the input needs more than one chunk.
+pub fn encode_stream(
     model: &SentenceEncoder,
-    texts: &[&str],
+    texts: &mut TextStream,
+    range: Range<usize>,
     opts: &EncodeOptions,
-    parts: &Path,
-    key: &serde_json::Value,
-    chunk_rows: usize,
-    resume: bool,
-) -> Result<(Embeddings, usize)> {
+    pass: &PassOptions,
+    key: impl FnOnce() -> Result<serde_json::Value>,
+) -> Result<Encoded> {
+    let chunk_rows = pass.chunk_rows.max(1);
+    let skipped = texts.skip(range.start)?;
+    let wanted = range.end.saturating_sub(range.start);
+    let dim = opts.out_dim(model);
+    let first = texts.next_chunk(chunk_rows.min(wanted))?;
+    let parts = pass.parts;
+    if skipped < range.start || first.is_empty() {
+        bail!(
+            "the input has fewer rows ({}) than the slice asks for",
+            skipped + first.len()
+        );
+    }
+    let single = first.len() < chunk_rows || first.len() == wanted;
+    if single && !pass.resume && !parts.exists() {
+        let refs: Vec<&str> = first.iter().map(String::as_str).collect();
+        let emb = encode(model, &refs, opts)?;
+        let mut ranges = None;
+        if pass.ranges {
+            merge_ranges(&mut ranges, &emb)?;
+        }
+        return Ok(Encoded {
+            rows: emb.len(),
+            dim,
+            truncated: emb.truncated,
+            reused: 0,
+            ranges,
+            chunks: Chunks::Memory(emb),
+        });
+    }
+    let key = key()?;
     let job = parts.join("job.json");
     if parts.exists() {
         let same = std::fs::read_to_string(&job)
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .is_some_and(|k| &k == key);
-        if resume && !same {
+            .is_some_and(|k| k == key);
+        if pass.resume && !same {
             bail!(
                 "--resume: {} holds the parts of a different job (input, model or settings changed); remove it or run without --resume",
                 parts.display()
             );
         }
-        if !resume {
+        if !pass.resume {
             tracing::info!(
                 "note: discarding the parts of an earlier run in {} (use --resume to continue it)",
                 parts.display()
@@ -107,47 +195,68 @@ pub fn encode_in_parts(
     std::fs::create_dir_all(parts).with_context(|| format!("creating {}", parts.display()))?;
     // Ctrl-C / SIGTERM stop after the chunk being encoded (a second one stops at once).
     crate::signals::install();
-    crate::fsutil::write_atomic(&job, &serde_json::to_vec_pretty(key)?)?;
-    let dim = model.dim();
-    let mut data = Vec::with_capacity(texts.len() * dim);
-    let (mut truncated, mut reused) = (0, 0);
-    for (i, chunk) in texts.chunks(chunk_rows.max(1)).enumerate() {
+    crate::fsutil::write_atomic(&job, &serde_json::to_vec_pretty(&key)?)?;
+    let (mut rows, mut truncated, mut reused) = (Vec::new(), 0, 0);
+    let mut ranges = None;
+    let mut chunk = first;
+    let mut done = 0usize;
+    loop {
+        let i = rows.len();
         let p = chunk_path(parts, i);
-        if resume {
-            if let Some((d, t)) = read_chunk(&p, chunk.len(), dim) {
-                data.extend(d);
-                truncated += t;
+        let reuse = if pass.resume {
+            read_chunk(&p, chunk.len(), dim)
+        } else {
+            None
+        };
+        let emb = match reuse {
+            Some(e) => {
                 reused += 1;
-                continue;
+                e
             }
+            None => {
+                let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                let emb = encode(model, &refs, opts)?;
+                write_chunk(&p, chunk.len(), &emb)?;
+                emb
+            }
+        };
+        if pass.ranges {
+            merge_ranges(&mut ranges, &emb)?;
         }
-        let emb = encode(model, chunk, opts)?;
-        write_chunk(&p, chunk.len(), &emb)?;
-        data.extend_from_slice(&emb.data);
         truncated += emb.truncated;
-        let done = i + 1;
+        done += chunk.len();
+        rows.push(chunk.len());
+        drop(emb);
+        let last = chunk.len() < chunk_rows || done >= wanted;
+        chunk = if last {
+            Vec::new()
+        } else {
+            texts.next_chunk(chunk_rows.min(wanted - done))?
+        };
+        if chunk.is_empty() {
+            break;
+        }
         if let Some(signal) = crate::signals::pending() {
-            let total = texts.len().div_ceil(chunk_rows.max(1));
-            if done < total {
-                return Err(crate::signals::Interrupted {
-                    signal,
-                    message: format!(
-                        "interrupted: chunks 1–{done} of {total} ({} of {} rows) are kept in {}; continue with the same command and --resume",
-                        (done * chunk_rows).min(texts.len()),
-                        texts.len(),
-                        parts.display()
-                    ),
-                }
-                .into());
+            return Err(crate::signals::Interrupted {
+                signal,
+                message: format!(
+                    "interrupted: chunks 1–{} ({done} rows) are kept in {}; continue with the same command and --resume",
+                    rows.len(),
+                    parts.display()
+                ),
             }
+            .into());
         }
     }
-    Ok((
-        Embeddings {
-            data,
-            dim,
-            truncated,
+    Ok(Encoded {
+        chunks: Chunks::Parts {
+            dir: parts.to_path_buf(),
+            rows,
         },
+        rows: done,
+        dim,
+        truncated,
         reused,
-    ))
+        ranges,
+    })
 }

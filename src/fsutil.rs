@@ -1,5 +1,6 @@
 //! Files that are never half-written: write to a temporary name in the same directory, fsync,
-//! rename into place, fsync the directory. Used for every output and checkpoint.
+//! rename into place, fsync the directory. Used for every output and checkpoint. Also a file's
+//! size and sha256, read in pieces (checkpoint manifests, embed job keys, shard sidecars).
 
 use anyhow::{Context, Result};
 use std::fs;
@@ -208,4 +209,26 @@ pub fn write_entries_into(target: &Path, fill: impl FnOnce(&Path) -> Result<()>)
     fs::remove_dir_all(&tmp).ok();
     sync_dir(target);
     Ok(())
+}
+
+/// The size and sha256 (hex) of a file, read in 1 MiB pieces.
+pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((size, hex))
 }

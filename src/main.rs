@@ -5,6 +5,12 @@
 use clap::FromArgMatches;
 
 fn main() {
+    // `embtune … | head` ends quietly like other Unix tools (Rust ignores SIGPIPE, so printing
+    // to a closed pipe would panic).
+    // SAFETY: restoring a signal's default disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     embtune::runtime::tune_allocator();
     embtune::runtime::tune_threads();
     if let Err(e) = run() {

@@ -239,6 +239,30 @@ impl ValuesRef<'_> {
         }
     }
 
+    /// How many values.
+    pub fn len(self) -> usize {
+        match self {
+            ValuesRef::F32(v) => v.len(),
+            ValuesRef::F16(v) => v.len(),
+            ValuesRef::I8(v) => v.len(),
+            ValuesRef::U8(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// Values `range`.
+    pub fn slice(self, range: std::ops::Range<usize>) -> Self {
+        match self {
+            ValuesRef::F32(v) => ValuesRef::F32(&v[range]),
+            ValuesRef::F16(v) => ValuesRef::F16(&v[range]),
+            ValuesRef::I8(v) => ValuesRef::I8(&v[range]),
+            ValuesRef::U8(v) => ValuesRef::U8(&v[range]),
+        }
+    }
+
     /// All values as little-endian bytes.
     pub fn le_bytes(self) -> Vec<u8> {
         match self {

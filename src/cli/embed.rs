@@ -70,6 +70,48 @@ pub struct EmbedArgs {
     /// model and settings) and encode only the rest.
     #[arg(long)]
     pub resume: bool,
+    /// Encode only shard K of N (0-based, a contiguous slice of the rows by row count) into
+    /// <stem>-KKKKK-of-NNNNN.<ext> beside --output, with a .shard.json sidecar; join them with
+    /// `embtune merge`. `auto`: K and N from a Slurm array (SLURM_ARRAY_TASK_ID and _COUNT, or
+    /// _MIN/_MAX/_STEP) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with --shards N).
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<String>,
+    /// With --shard auto under a Kubernetes Indexed Job: the number of shards (the Job's
+    /// completions).
+    #[arg(long, requires = "shard")]
+    pub shards: Option<usize>,
+}
+
+/// `embtune merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The merged output (.npy, .safetensors or .jsonl: the --output the shards were run with).
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Shard files [default: every <stem>-KKKKK-of-NNNNN.<ext> beside --output].
+    pub shards: Vec<PathBuf>,
+    /// Hide the summary.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+pub fn run_merge(args: MergeArgs) -> Result<()> {
+    let shards = if args.shards.is_empty() {
+        crate::shard::find_shards(&args.output)?
+    } else {
+        args.shards
+    };
+    let r = crate::shard::merge(&args.output, &shards)?;
+    tracing::info!(
+        "merged {} shards ({} rows) into {}",
+        r.shards,
+        r.rows,
+        r.output.display()
+    );
+    if let Some(p) = &r.ranges_file {
+        tracing::info!("ranges: {}", p.display());
+    }
+    Ok(())
 }
 
 impl EmbedArgs {
@@ -94,6 +136,11 @@ impl EmbedArgs {
             precision: self.precision,
             calibration: self.calibration,
             ranges: self.ranges,
+            shard: self
+                .shard
+                .as_deref()
+                .map(|a| crate::shard::Shard::resolve(a, self.shards, &|k| std::env::var(k).ok()))
+                .transpose()?,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -37,6 +37,9 @@ pub struct Cli {
 pub enum Command {
     /// Encode texts from a file into embeddings (.npy, .safetensors or .jsonl).
     Embed(embed::EmbedArgs),
+    /// Join the outputs of `embed --shard K/N` into one file, in order (refuses missing,
+    /// repeated or mismatched shards).
+    Merge(embed::MergeArgs),
     /// Evaluate a model: STS correlation, triplet accuracy or pair classification.
     Eval(eval::EvalArgs),
     /// Build training pairs/triplets from a dataset (thresholds, labels, classes, NLI, negatives), or check a dataset.
@@ -228,6 +231,7 @@ pub fn verbosity(m: &clap::ArgMatches) -> crate::logging::Verbosity {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Embed(a) => embed::run(a),
+        Command::Merge(a) => embed::run_merge(a),
         Command::Eval(a) => eval::run(a),
         Command::Train(a) => train::run(a),
         Command::Pairs(a) => pairs::run(a),

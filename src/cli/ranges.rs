@@ -75,6 +75,7 @@ pub const RULES: &[(&str, Range)] = &[
     ("save-total-limit", Range::AtLeast(1)),
     ("log-steps", Range::AtLeast(1)),
     ("chunk-rows", Range::AtLeast(1)),
+    ("shards", Range::AtLeast(1)),
     ("top-k", Range::AtLeast(1)),
     ("num-negatives", Range::AtLeast(1)),
     ("per-anchor", Range::AtLeast(1)),

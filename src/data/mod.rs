@@ -1,15 +1,18 @@
-//! Reading datasets into a [`Table`] of named columns, one reader per [`DataFormat`]. Every error
-//! names the file and line (and field), and says what was expected.
-//! Depends only on csv and serde_json.
+//! Reading datasets into a [`Table`] of named columns, one reader per [`DataFormat`], or a row
+//! at a time in file order ([`RowStream`], `stream.rs`: memory bounded by a chunk, not the file).
+//! Every error names the file and line (and field), and says what was expected.
+//! Depends on csv, serde_json, parquet (`parquet.rs`) and the Hub client (`hub.rs`).
 
 pub mod columns;
 pub mod flag;
 pub mod hub;
 pub mod parquet;
 pub mod read;
+pub mod stream;
 
 pub use columns::{ColumnSpec, Columns, ColumnsArg};
 pub use read::{read_table, ReadOptions};
+pub use stream::{RowStream, TextStream};
 
 use anyhow::{bail, Result};
 use serde_json::Value;
@@ -80,7 +83,11 @@ pub fn read_corpus_texts(path: &Path) -> Result<Vec<String>> {
         return t
             .rows
             .iter()
-            .map(|r| Ok(format!("{} {}", cell(r, ti)?, cell(r, te)?).trim().to_string()))
+            .map(|r| {
+                Ok(format!("{} {}", cell(r, ti)?, cell(r, te)?)
+                    .trim()
+                    .to_string())
+            })
             .collect();
     }
     let col = t.column(if t.columns.iter().any(|c| c == "text") {
@@ -132,52 +139,12 @@ pub struct Table {
 impl Table {
     /// Index of a column by name; the error lists the columns the file has.
     pub fn column(&self, name: &str) -> Result<usize> {
-        match self.columns.iter().position(|c| c == name) {
-            Some(i) => Ok(i),
-            None => {
-                // A CSV/TSV without a header row: its first data row became the column names.
-                let headerless = matches!(self.format, DataFormat::Csv | DataFormat::Tsv)
-                    && self
-                        .columns
-                        .iter()
-                        .any(|c| c.trim().parse::<f64>().is_ok() || c.contains(' '));
-                bail!(
-                    "{}: missing column {name:?}; the file has columns: {}{}",
-                    self.path.display(),
-                    if self.columns.is_empty() {
-                        "(none)".to_string()
-                    } else {
-                        self.columns.join(", ")
-                    },
-                    if headerless {
-                        " (the first row looks like data: CSV/TSV files need a header row naming the columns)"
-                    } else {
-                        ""
-                    }
-                )
-            }
-        }
+        column_index(&self.path, self.format, &self.columns, name)
     }
 
     /// The text in `row`, column `col`: a string (numbers are accepted as their text).
     pub fn text<'a>(&'a self, row: &'a Row, col: usize) -> Result<std::borrow::Cow<'a, str>> {
-        match &row.cells[col] {
-            Value::String(s) => Ok(std::borrow::Cow::Borrowed(s)),
-            Value::Number(n) => Ok(std::borrow::Cow::Owned(n.to_string())),
-            Value::Null => bail!(
-                "{}:{}: field {:?}: missing; expected a text",
-                self.path.display(),
-                row.line,
-                self.columns[col]
-            ),
-            other => bail!(
-                "{}:{}: field {:?}: expected a text, got {}",
-                self.path.display(),
-                row.line,
-                self.columns[col],
-                kind(other)
-            ),
-        }
+        cell_text(&self.path, &self.columns, row, col)
     }
 
     /// A finite number in `row`, column `col` (a JSON number or a numeric string).
@@ -205,6 +172,68 @@ impl Table {
     }
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+}
+
+/// Index of column `name` among `columns` of a file; the error lists the columns the file has
+/// (and, for a CSV/TSV whose first row looks like data, says it needs a header row).
+pub fn column_index(
+    path: &Path,
+    format: DataFormat,
+    columns: &[String],
+    name: &str,
+) -> Result<usize> {
+    match columns.iter().position(|c| c == name) {
+        Some(i) => Ok(i),
+        None => {
+            // A CSV/TSV without a header row: its first data row became the column names.
+            let headerless = matches!(format, DataFormat::Csv | DataFormat::Tsv)
+                && columns
+                    .iter()
+                    .any(|c| c.trim().parse::<f64>().is_ok() || c.contains(' '));
+            bail!(
+                "{}: missing column {name:?}; the file has columns: {}{}",
+                path.display(),
+                if columns.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    columns.join(", ")
+                },
+                if headerless {
+                    " (the first row looks like data: CSV/TSV files need a header row naming the columns)"
+                } else {
+                    ""
+                }
+            )
+        }
+    }
+}
+
+/// The text in `row`, column `col` of a file with `columns` (numbers are accepted as their
+/// text; a cell past the row's end — a JSONL object read before the key first appeared — is
+/// missing).
+pub fn cell_text<'a>(
+    path: &Path,
+    columns: &[String],
+    row: &'a Row,
+    col: usize,
+) -> Result<std::borrow::Cow<'a, str>> {
+    match row.cells.get(col).unwrap_or(&Value::Null) {
+        Value::String(s) => Ok(std::borrow::Cow::Borrowed(s)),
+        Value::Number(n) => Ok(std::borrow::Cow::Owned(n.to_string())),
+        Value::Null => bail!(
+            "{}:{}: field {:?}: missing; expected a text",
+            path.display(),
+            row.line,
+            columns[col]
+        ),
+        other => bail!(
+            "{}:{}: field {:?}: expected a text, got {}",
+            path.display(),
+            row.line,
+            columns[col],
+            kind(other)
+        ),
     }
 }
 

@@ -42,10 +42,18 @@ fn to_value(f: &Field) -> Value {
 /// Reads a parquet file; rows are numbered from 1 across row groups (used as "line").
 pub fn read(path: &Path) -> Result<Table> {
     let p = path.to_path_buf();
-    // The decoder can panic on some corrupt pages; a bad file must be an error, not a crash.
+    guarded(path, move || read_inner(&p))
+}
+
+/// Runs `f`, turning a decoder panic (some corrupt pages make it panic) into an error: a bad
+/// file must be an error, not a crash.
+pub(crate) fn guarded<T>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T> + std::panic::UnwindSafe,
+) -> Result<T> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let res = std::panic::catch_unwind(move || read_inner(&p));
+    let res = std::panic::catch_unwind(f);
     std::panic::set_hook(hook);
     match res {
         Ok(r) => r,
@@ -56,7 +64,8 @@ pub fn read(path: &Path) -> Result<Table> {
     }
 }
 
-fn read_inner(path: &Path) -> Result<Table> {
+/// An open parquet file and its top-level column names.
+pub(crate) fn open(path: &Path) -> Result<(SerializedFileReader<std::fs::File>, Vec<String>)> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader = SerializedFileReader::new(file)
         .map_err(|e| anyhow!("{}: not a valid parquet file: {e}", path.display()))?;
@@ -69,25 +78,42 @@ fn read_inner(path: &Path) -> Result<Table> {
         .iter()
         .map(|f| f.name().to_string())
         .collect();
+    Ok((reader, columns))
+}
+
+/// The rows of row group `rg`, numbered on from `first_line`.
+pub(crate) fn read_group(
+    reader: &SerializedFileReader<std::fs::File>,
+    path: &Path,
+    columns: &[String],
+    rg: usize,
+    first_line: usize,
+) -> Result<Vec<Row>> {
+    let ctx = |e: parquet::errors::ParquetError| anyhow!("{}: row group {rg}: {e}", path.display());
+    let group = reader.get_row_group(rg).map_err(ctx)?;
+    let mut rows = Vec::new();
+    for (i, row) in group.get_row_iter(None).map_err(ctx)?.enumerate() {
+        let row = row.map_err(|e| anyhow!("{}: row group {rg}, row {i}: {e}", path.display()))?;
+        let mut cells = vec![Value::Null; columns.len()];
+        for (name, field) in row.get_column_iter() {
+            if let Some(k) = columns.iter().position(|c| c == name) {
+                cells[k] = to_value(field);
+            }
+        }
+        rows.push(Row {
+            line: first_line + rows.len(),
+            cells,
+        });
+    }
+    Ok(rows)
+}
+
+fn read_inner(path: &Path) -> Result<Table> {
+    let (reader, columns) = open(path)?;
     let mut rows = Vec::new();
     for rg in 0..reader.num_row_groups() {
-        let ctx =
-            |e: parquet::errors::ParquetError| anyhow!("{}: row group {rg}: {e}", path.display());
-        let group = reader.get_row_group(rg).map_err(ctx)?;
-        for (i, row) in group.get_row_iter(None).map_err(ctx)?.enumerate() {
-            let row =
-                row.map_err(|e| anyhow!("{}: row group {rg}, row {i}: {e}", path.display()))?;
-            let mut cells = vec![Value::Null; columns.len()];
-            for (name, field) in row.get_column_iter() {
-                if let Some(k) = columns.iter().position(|c| c == name) {
-                    cells[k] = to_value(field);
-                }
-            }
-            rows.push(Row {
-                line: rows.len() + 1,
-                cells,
-            });
-        }
+        let group = read_group(&reader, path, &columns, rg, rows.len() + 1)?;
+        rows.extend(group);
     }
     Ok(Table {
         path: path.to_path_buf(),

@@ -96,7 +96,7 @@ fn read_table_inner(path: &Path, format: Option<DataFormat>, opts: &ReadOptions)
 }
 
 /// UTF-8 or an error naming the line and byte offset of the first invalid byte.
-fn utf8<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a str> {
+pub(super) fn utf8<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a str> {
     std::str::from_utf8(bytes).or_else(|e| {
         let at = e.valid_up_to();
         let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
@@ -131,15 +131,7 @@ fn jsonl(text: &str, path: &Path) -> Result<(Vec<String>, Vec<Row>)> {
         if l.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(l).with_context(|| {
-            format!(
-                "{}:{n}: invalid JSON; expected one JSON object per line",
-                path.display()
-            )
-        })?;
-        let Value::Object(obj) = v else {
-            bail!("{}:{n}: expected a JSON object, got {}", path.display(), v);
-        };
+        let obj = jsonl_object(l, n, path)?;
         for k in obj.keys() {
             if !columns.contains(k) {
                 columns.push(k.clone());
@@ -160,6 +152,24 @@ fn jsonl(text: &str, path: &Path) -> Result<(Vec<String>, Vec<Row>)> {
     Ok((columns, rows))
 }
 
+/// One JSONL line (not blank) as its object, or an error naming the line.
+pub(super) fn jsonl_object(
+    l: &str,
+    n: usize,
+    path: &Path,
+) -> Result<serde_json::Map<String, Value>> {
+    let v: Value = serde_json::from_str(l).with_context(|| {
+        format!(
+            "{}:{n}: invalid JSON; expected one JSON object per line",
+            path.display()
+        )
+    })?;
+    let Value::Object(obj) = v else {
+        bail!("{}:{n}: expected a JSON object, got {}", path.display(), v);
+    };
+    Ok(obj)
+}
+
 pub const STSB_COLUMNS: [&str; 7] = [
     "genre",
     "file",
@@ -176,24 +186,29 @@ fn stsb(text: &str, path: &Path) -> Result<(Vec<String>, Vec<Row>)> {
         if l.trim().is_empty() {
             continue;
         }
-        let fields: Vec<&str> = l.split('\t').collect();
-        if fields.len() < 7 {
-            bail!(
-                "{}:{n}: {} tab-separated fields; expected 7 (genre, file, year, id, score, sentence1, sentence2)",
-                path.display(),
-                fields.len()
-            );
-        }
-        // Some STS-B lines carry extra source columns after sentence2; they are ignored.
-        rows.push(Row {
-            line: n,
-            cells: fields[..7]
-                .iter()
-                .map(|f| Value::String(f.to_string()))
-                .collect(),
-        });
+        rows.push(stsb_row(l, n, path)?);
     }
     Ok((STSB_COLUMNS.iter().map(|s| s.to_string()).collect(), rows))
+}
+
+/// One STS-B line (not blank) as a row of the seven [`STSB_COLUMNS`].
+pub(super) fn stsb_row(l: &str, n: usize, path: &Path) -> Result<Row> {
+    let fields: Vec<&str> = l.split('\t').collect();
+    if fields.len() < 7 {
+        bail!(
+            "{}:{n}: {} tab-separated fields; expected 7 (genre, file, year, id, score, sentence1, sentence2)",
+            path.display(),
+            fields.len()
+        );
+    }
+    // Some STS-B lines carry extra source columns after sentence2; they are ignored.
+    Ok(Row {
+        line: n,
+        cells: fields[..7]
+            .iter()
+            .map(|f| Value::String(f.to_string()))
+            .collect(),
+    })
 }
 
 fn delimited(text: &str, path: &Path, delim: u8, quoting: bool) -> Result<(Vec<String>, Vec<Row>)> {
@@ -203,23 +218,9 @@ fn delimited(text: &str, path: &Path, delim: u8, quoting: bool) -> Result<(Vec<S
         .has_headers(true)
         .flexible(false)
         .from_reader(text.as_bytes());
-    let header: Vec<String> = rdr
-        .headers()
-        .with_context(|| format!("{}:1: unreadable header row", path.display()))?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
-    if header.iter().all(|h| h.is_empty()) {
+    let Some(header) = header_row(&mut rdr, path)? else {
         return Ok((Vec::new(), Vec::new()));
-    }
-    for (i, h) in header.iter().enumerate() {
-        if header[..i].contains(h) {
-            bail!(
-                "{}:1: duplicate column name {h:?} in the header row",
-                path.display()
-            );
-        }
-    }
+    };
     check_header(text.lines().next().unwrap_or(""), &header, delim, path)?;
     // Line numbers from byte offsets (the csv crate's own line count stays at 1 with CRLF ends).
     let newlines: Vec<usize> = text
@@ -234,15 +235,7 @@ fn delimited(text: &str, path: &Path, delim: u8, quoting: bool) -> Result<(Vec<S
     for rec in rdr.records() {
         let rec = rec.map_err(|e| {
             let line = e.position().map(|p| line_of(p.byte())).unwrap_or(0);
-            match e.kind() {
-                csv::ErrorKind::UnequalLengths {
-                    expected_len, len, ..
-                } => anyhow::anyhow!(
-                    "{}:{line}: {len} fields; expected {expected_len} like the header row",
-                    path.display()
-                ),
-                _ => anyhow::anyhow!("{}:{line}: {e}", path.display()),
-            }
+            record_error(&e, line, path)
         })?;
         let line = rec.position().map(|p| line_of(p.byte())).unwrap_or(0);
         if rec.iter().all(|f| f.is_empty()) {
@@ -256,6 +249,45 @@ fn delimited(text: &str, path: &Path, delim: u8, quoting: bool) -> Result<(Vec<S
     Ok((header, rows))
 }
 
+/// The header row's column names (trimmed; None when all are empty: no data), refusing a
+/// repeated name.
+pub(super) fn header_row<R: std::io::Read>(
+    rdr: &mut csv::Reader<R>,
+    path: &Path,
+) -> Result<Option<Vec<String>>> {
+    let header: Vec<String> = rdr
+        .headers()
+        .with_context(|| format!("{}:1: unreadable header row", path.display()))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    if header.iter().all(|h| h.is_empty()) {
+        return Ok(None);
+    }
+    for (i, h) in header.iter().enumerate() {
+        if header[..i].contains(h) {
+            bail!(
+                "{}:1: duplicate column name {h:?} in the header row",
+                path.display()
+            );
+        }
+    }
+    Ok(Some(header))
+}
+
+/// The error of a CSV record at file line `line`, worded as the whole-file reader words it.
+pub(super) fn record_error(e: &csv::Error, line: usize, path: &Path) -> anyhow::Error {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => anyhow::anyhow!(
+            "{}:{line}: {len} fields; expected {expected_len} like the header row",
+            path.display()
+        ),
+        _ => anyhow::anyhow!("{}:{line}: {e}", path.display()),
+    }
+}
+
 /// Whether a header cell is really data: a number, or a text of four words or more.
 fn looks_like_data(cell: &str) -> bool {
     let c = cell.trim();
@@ -265,7 +297,12 @@ fn looks_like_data(cell: &str) -> bool {
 /// Refuses a header row that is data (a file without a header would lose its first row and
 /// train on column names made of text), with the likely fix: a tab-separated file read as CSV,
 /// or an STS-B file (which has no header) read without `--format stsb`.
-fn check_header(first_line: &str, header: &[String], delim: u8, path: &Path) -> Result<()> {
+pub(super) fn check_header(
+    first_line: &str,
+    header: &[String],
+    delim: u8,
+    path: &Path,
+) -> Result<()> {
     let tabs: Vec<&str> = first_line.split('\t').collect();
     let stsb_like = tabs.len() >= 7 && tabs[4].trim().parse::<f64>().is_ok();
     if delim != b'\t' && header.len() == 1 && tabs.len() >= 2 {

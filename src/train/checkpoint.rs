@@ -40,27 +40,6 @@ pub struct ManifestEntry {
     pub sha256: String,
 }
 
-fn sha256_file(path: &Path) -> Result<(u64, String)> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(&buf[..n]);
-    }
-    let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok((size, hex))
-}
-
 /// Every regular file under `dir` (relative paths, sorted), except the manifest itself.
 fn files_under(dir: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
@@ -87,7 +66,7 @@ pub fn manifest(dir: &Path) -> Result<Vec<ManifestEntry>> {
     files_under(dir)?
         .into_iter()
         .map(|path| {
-            let (size, sha256) = sha256_file(&dir.join(&path))?;
+            let (size, sha256) = crate::fsutil::sha256_file(&dir.join(&path))?;
             Ok(ManifestEntry { path, size, sha256 })
         })
         .collect()
@@ -111,7 +90,7 @@ pub fn verify(ckpt: &Path) -> Result<()> {
         if !p.is_file() {
             bail!("{}: {} is missing", ckpt.display(), e.path);
         }
-        let (size, sha) = sha256_file(&p)?;
+        let (size, sha) = crate::fsutil::sha256_file(&p)?;
         if size != e.size {
             bail!(
                 "{}: {} has {size} bytes, the manifest says {}",

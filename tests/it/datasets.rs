@@ -43,7 +43,7 @@ fn parquet_round_trip_keeps_strings_ints_floats_and_nulls() {
 }
 
 /// Writes `datasets--org--name` into `cache` with a default config (train/test) and a "triplet" config.
-fn seed_cache(cache: &Path) {
+pub(crate) fn seed_cache(cache: &Path) {
     let repo = cache.join("datasets--org--name");
     let sha = "0123456789abcdef0123456789abcdef01234567";
     let snap = repo.join("snapshots").join(sha);

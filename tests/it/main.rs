@@ -24,5 +24,6 @@ mod retrieval;
 mod retrieval_training;
 mod save_load;
 mod similarity;
+mod streaming;
 mod train;
 mod usability;

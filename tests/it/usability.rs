@@ -246,6 +246,9 @@ fn every_numeric_flag_of_every_subcommand_is_range_checked() {
             if long == "matryoshka-weights" {
                 args.extend(["--matryoshka-dims".into(), "8".into()]);
             }
+            if long == "shards" {
+                args.extend(["--shard".into(), "auto".into()]);
+            }
             args.push(format!("--{long}={bad}"));
             let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
             let e =
@@ -1024,11 +1027,59 @@ fn no_network_is_one_line() {
     let out = crate::common::embtune_cmd_offline()
         .env_remove("HF_HUB_OFFLINE")
         .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .args(["embed", "-m", "sentence-transformers/all-MiniLM-L6-v2", "-d", s(&input), "-o"])
+        .args([
+            "embed",
+            "-m",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "-d",
+            s(&input),
+            "-o",
+        ])
         .arg(tmp.path().join("cached.npy"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert_eq!(err.matches("cannot be reached").count(), 1, "{err}");
+}
+
+/// `embtune … | head` ends quietly: a closed stdout stops the process (SIGPIPE), no panic.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    tiny::write_tiny_model(&model, 3);
+    let texts = tmp.path().join("t.txt");
+    std::fs::write(&texts, "a b\n".repeat(2000)).unwrap();
+    let mut child = crate::common::embtune_cmd_offline()
+        .args([
+            "similarity",
+            "-m",
+            s(&model),
+            "--query",
+            "a",
+            "--corpus",
+            s(&texts),
+        ])
+        .args(["--top-k", "2000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc_sigpipe()),
+        "{:?} {err}",
+        out.status
+    );
+}
+
+fn libc_sigpipe() -> i32 {
+    13 // SIGPIPE on Linux
 }
