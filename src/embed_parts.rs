@@ -27,21 +27,30 @@ fn chunk_path(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("chunk-{i:06}.bin"))
 }
 
-/// A finished chunk: `rows` (u64 LE), `truncated` (u64 LE), then rows × dim f32 LE.
+/// A finished chunk: `rows` (u64 LE), `truncated` (u64 LE), then rows × dim f32 LE; read in
+/// pieces straight into the floats (no second copy of the chunk).
 fn read_chunk(p: &Path, rows: usize, dim: usize) -> Option<Embeddings> {
-    let b = std::fs::read(p).ok()?;
-    if b.len() != 16 + rows * dim * 4 {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p).ok()?;
+    if f.metadata().ok()?.len() != (16 + rows * dim * 4) as u64 {
         return None;
     }
-    let r = u64::from_le_bytes(b[..8].try_into().ok()?) as usize;
-    let t = u64::from_le_bytes(b[8..16].try_into().ok()?) as usize;
+    let mut head = [0u8; 16];
+    f.read_exact(&mut head).ok()?;
+    let r = u64::from_le_bytes(head[..8].try_into().ok()?) as usize;
+    let t = u64::from_le_bytes(head[8..].try_into().ok()?) as usize;
     if r != rows || t > rows {
         return None;
     }
-    let data = b[16..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let mut data = Vec::with_capacity(rows * dim);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut left = rows * dim * 4;
+    while left > 0 {
+        let n = left.min(buf.len());
+        f.read_exact(&mut buf[..n]).ok()?;
+        data.extend(buf[..n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        left -= n;
+    }
     Some(Embeddings {
         data,
         dim,
@@ -49,14 +58,18 @@ fn read_chunk(p: &Path, rows: usize, dim: usize) -> Option<Embeddings> {
     })
 }
 
+/// Writes a chunk atomically, through a buffer (no byte copy of the whole chunk).
 fn write_chunk(p: &Path, rows: usize, emb: &Embeddings) -> Result<()> {
-    let mut b = Vec::with_capacity(16 + emb.data.len() * 4);
-    b.extend_from_slice(&(rows as u64).to_le_bytes());
-    b.extend_from_slice(&(emb.truncated as u64).to_le_bytes());
+    use std::io::Write;
+    let mut f = crate::fsutil::AtomicFile::create(p)?;
+    let w = f.writer()?;
+    let ctx = || format!("writing {}", p.display());
+    w.write_all(&(rows as u64).to_le_bytes()).with_context(ctx)?;
+    w.write_all(&(emb.truncated as u64).to_le_bytes()).with_context(ctx)?;
     for x in &emb.data {
-        b.extend_from_slice(&x.to_le_bytes());
+        w.write_all(&x.to_le_bytes()).with_context(ctx)?;
     }
-    crate::fsutil::write_atomic(p, &b)
+    f.commit()
 }
 
 /// Where the embeddings of an encoding pass are.

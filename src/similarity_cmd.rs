@@ -1,6 +1,8 @@
 //! The `similarity` job: the cosine of two texts, or the top-k nearest texts of a corpus for a
-//! query. The corpus is embedded once and cached next to it (`<corpus>.embtune-cache/<key>.npy`,
-//! `embed_cache`: the key hashes the model's weights, settings and the corpus texts).
+//! query. The corpus is read as a stream, a chunk at a time (`data::stream::corpus_chunk`), keeping only the
+//! best k hits so far (memory: a chunk, not the corpus); each chunk's embeddings are cached next
+//! to the corpus (`<corpus>.embtune-cache/<key>.npy`, `embed_cache`: the key hashes the model's
+//! weights, settings and the chunk's texts).
 
 use crate::encode::{encode, Embeddings, EncodeOptions};
 use crate::model::prompts::{PromptChoice, Side};
@@ -74,16 +76,10 @@ pub fn run(cfg: &SimilarityConfig) -> Result<Answer> {
             Ok(Answer::Pair(cosine(e.row(0), e.row(1))))
         }
         (Some(q), Some(corpus), []) => {
-            let texts = crate::data::read_corpus_texts(corpus)?;
+            let mut stream = crate::data::CorpusTexts::open(corpus)?;
+            let first = stream.next_chunk(crate::data::stream::corpus_chunk())?;
             // The cache is an optimisation: say before the work if it cannot be kept.
-            let cache_dir = corpus.with_file_name(format!(
-                "{}.embtune-cache",
-                corpus
-                    .file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ));
-            if let Err(e) = crate::fsutil::check_writable_dir(&cache_dir) {
+            if let Err(e) = crate::fsutil::check_writable_dir(&cache_dir(corpus)) {
                 tracing::warn!("warning: {e:#}: the corpus embeddings will not be cached");
             }
             let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
@@ -99,22 +95,37 @@ pub fn run(cfg: &SimilarityConfig) -> Result<Answer> {
                 )?),
                 ..opts.clone()
             };
-            let ce = corpus_embeddings(&model, corpus, &texts, &d_opts)?;
             let qe = encode(&model, &[q.as_str()], &q_opts)?;
-            let mut scored: Vec<(f64, usize)> = (0..texts.len())
-                .map(|i| (cosine(qe.row(0), ce.row(i)), i))
-                .collect();
-            scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let k = cfg.top_k.max(1);
+            // The best k so far: (score, corpus index, text), best first, ties by index.
+            let mut best: Vec<(f64, usize, String)> = Vec::new();
+            let (mut chunk, mut offset) = (first, 0);
+            while !chunk.is_empty() {
+                let ce = corpus_embeddings(&model, corpus, &chunk, &d_opts)?;
+                let mut scored: Vec<(f64, usize)> = (0..chunk.len())
+                    .map(|i| (cosine(qe.row(0), ce.row(i)), i))
+                    .collect();
+                scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                scored.truncate(k);
+                let mut texts: Vec<Option<String>> = chunk.into_iter().map(Some).collect();
+                best.extend(
+                    scored
+                        .into_iter()
+                        .map(|(sc, i)| (sc, offset + i, texts[i].take().unwrap_or_default())),
+                );
+                best.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                best.truncate(k);
+                offset += texts.len();
+                chunk = stream.next_chunk(crate::data::stream::corpus_chunk())?;
+            }
             Ok(Answer::Hits(
-                scored
-                    .into_iter()
-                    .take(cfg.top_k.max(1))
+                best.into_iter()
                     .enumerate()
-                    .map(|(r, (score, index))| Hit {
+                    .map(|(r, (score, index, text))| Hit {
                         rank: r + 1,
                         score,
                         index,
-                        text: texts[index].clone(),
+                        text,
                     })
                     .collect(),
             ))

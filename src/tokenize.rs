@@ -33,6 +33,9 @@ pub struct Tokenized {
     pub truncated: bool,
 }
 
+/// Texts tokenized in one parallel call (bounds the tokenizer's transient memory).
+const TOKENIZE_SLICE: usize = 4096;
+
 /// The model's tokenizer with sentence-transformers' Transformer-module settings applied.
 #[derive(Clone)]
 pub struct TextTokenizer {
@@ -180,18 +183,20 @@ impl TextTokenizer {
         } else {
             cut.iter().map(|(t, _)| *t).collect()
         };
-        let enc = self
-            .inner
-            .encode_batch_fast(inputs, true)
-            .map_err(|e| anyhow!("tokenizing: {e}"))?;
-        Ok(enc
-            .into_iter()
-            .zip(&cut)
-            .map(|(e, (_, pre_cut))| Tokenized {
+        // A slice at a time: the tokenizer's full encodings (tokens, offsets, masks) of only
+        // TOKENIZE_SLICE texts exist at once, whatever the number of texts.
+        let mut out = Vec::with_capacity(inputs.len());
+        for (slice, cuts) in inputs.chunks(TOKENIZE_SLICE).zip(cut.chunks(TOKENIZE_SLICE)) {
+            let enc = self
+                .inner
+                .encode_batch_fast(slice.to_vec(), true)
+                .map_err(|e| anyhow!("tokenizing: {e}"))?;
+            out.extend(enc.into_iter().zip(cuts).map(|(e, (_, pre_cut))| Tokenized {
                 truncated: *pre_cut || !e.get_overflowing().is_empty(),
                 ids: e.get_ids().to_vec(),
-            })
-            .collect())
+            }));
+        }
+        Ok(out)
     }
 
     /// Right-pads token id lists into a [`TokenBatch`] on `device`.

@@ -12,7 +12,7 @@ pub mod stream;
 
 pub use columns::{ColumnSpec, Columns, ColumnsArg};
 pub use read::{read_table, ReadOptions};
-pub use stream::{RowStream, TextStream};
+pub use stream::{CorpusTexts, RowStream, TextStream};
 
 use anyhow::{bail, Result};
 use serde_json::Value;
@@ -61,44 +61,20 @@ impl DataFormat {
     }
 }
 
-/// The texts of a corpus file: a file with a known extension is read in that format (its
-/// `text` column, else its first column; a BEIR `corpus.jsonl` as title + " " + text); any other
-/// file is one text per line.
+/// The texts of a corpus file, all of them (see [`stream::CorpusTexts`], which reads them a
+/// chunk at a time): a file with a known extension is read in that format (its `text` column,
+/// else its first column; a BEIR `corpus.jsonl` as title + " " + text); any other file is one
+/// text per line.
 pub fn read_corpus_texts(path: &Path) -> Result<Vec<String>> {
-    let format = DataFormat::from_path(path).unwrap_or(DataFormat::Text);
-    let t = read_table(path, Some(format), &ReadOptions::default())?;
-    // A BEIR corpus (`_id`, `title`, `text`): a document is title + " " + text, as the retrieval
-    // evaluator reads it.
-    if let (true, Some(ti), Some(te)) = (
-        t.columns.iter().any(|c| c == "_id"),
-        t.columns.iter().position(|c| c == "title"),
-        t.columns.iter().position(|c| c == "text"),
-    ) {
-        let cell = |r: &Row, c: usize| -> Result<String> {
-            Ok(match &r.cells[c] {
-                Value::Null => String::new(),
-                _ => t.text(r, c)?.into_owned(),
-            })
-        };
-        return t
-            .rows
-            .iter()
-            .map(|r| {
-                Ok(format!("{} {}", cell(r, ti)?, cell(r, te)?)
-                    .trim()
-                    .to_string())
-            })
-            .collect();
+    let mut s = stream::CorpusTexts::open(path)?;
+    let mut out = Vec::new();
+    loop {
+        let chunk = s.next_chunk(1 << 16)?;
+        if chunk.is_empty() {
+            return Ok(out);
+        }
+        out.extend(chunk);
     }
-    let col = t.column(if t.columns.iter().any(|c| c == "text") {
-        "text"
-    } else {
-        &t.columns[0]
-    })?;
-    t.rows
-        .iter()
-        .map(|r| Ok(t.text(r, col)?.into_owned()))
-        .collect()
 }
 
 /// The distinct sentences (sentence1 then sentence2 of each row, first occurrence kept, in file

@@ -524,6 +524,78 @@ impl TextStream {
     }
 }
 
+/// Corpus texts read (and embedded) at a time by `similarity` and mining: 50,000, or
+/// `EMBTUNE_CORPUS_CHUNK` (tests use a small one to cross chunk boundaries).
+pub fn corpus_chunk() -> usize {
+    std::env::var("EMBTUNE_CORPUS_CHUNK")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(50_000)
+}
+
+/// The texts of a corpus file, a chunk at a time, as [`super::read_corpus_texts`] defines them:
+/// a file with a known extension is read in that format (its `text` column, else its first
+/// column; a BEIR `corpus.jsonl` — `_id`, `title`, `text` — as title + " " + text); any other
+/// file is one text per line. Which columns make the text is settled by the first chunk.
+pub struct CorpusTexts {
+    rows: RowStream,
+    /// (title, text) columns of a BEIR corpus, or the one text column.
+    pick: Option<CorpusPick>,
+}
+
+#[derive(Clone, Copy)]
+enum CorpusPick {
+    Beir(usize, usize),
+    Column(usize),
+}
+
+impl CorpusTexts {
+    pub fn open(path: &Path) -> Result<Self> {
+        let format = DataFormat::from_path(path).unwrap_or(DataFormat::Text);
+        Ok(Self {
+            rows: RowStream::open(path, Some(format), &ReadOptions::default())?,
+            pick: None,
+        })
+    }
+
+    /// Up to `n` next texts (fewer only at the end).
+    pub fn next_chunk(&mut self, n: usize) -> Result<Vec<String>> {
+        let rows = self.rows.next_chunk(n)?;
+        let s = &self.rows;
+        let cols = &s.columns;
+        let pick = match self.pick {
+            Some(p) => p,
+            None if rows.is_empty() => return Ok(Vec::new()),
+            None => {
+                let at = |name: &str| cols.iter().position(|c| c == name);
+                let p = match (at("_id"), at("title"), at("text")) {
+                    (Some(_), Some(ti), Some(te)) => CorpusPick::Beir(ti, te),
+                    (_, _, Some(te)) => CorpusPick::Column(te),
+                    _ if cols.is_empty() => bail!("{}: no columns", s.path.display()),
+                    _ => CorpusPick::Column(0),
+                };
+                self.pick = Some(p);
+                p
+            }
+        };
+        rows.iter()
+            .map(|r| match pick {
+                CorpusPick::Column(c) => Ok(super::cell_text(&s.path, cols, r, c)?.into_owned()),
+                CorpusPick::Beir(ti, te) => {
+                    let cell = |c: usize| -> Result<String> {
+                        Ok(match r.cells.get(c).unwrap_or(&Value::Null) {
+                            Value::Null => String::new(),
+                            _ => super::cell_text(&s.path, cols, r, c)?.into_owned(),
+                        })
+                    };
+                    Ok(format!("{} {}", cell(ti)?, cell(te)?).trim().to_string())
+                }
+            })
+            .collect()
+    }
+}
+
 /// Rows in `path`, counted by reading it through once (a stream; nothing kept).
 pub fn count_rows(path: &Path, format: Option<DataFormat>, opts: &ReadOptions) -> Result<usize> {
     let mut s = RowStream::open(path, format, opts)?;

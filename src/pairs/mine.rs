@@ -5,8 +5,11 @@
 //! `score + margin > pos`, when `score > pos − |pos|·relative_margin` (pos = the lowest score among
 //! the anchor's positives), above `--max-score` or below `--min-score`; then the first
 //! `range_max` survivors are kept, the first `range_min` of them skipped, and the next
-//! `num_negatives` taken. Top-k is chunked: memory grows with the corpus embeddings, never with
-//! the square of the corpus.
+//! `num_negatives` taken. The `--corpus` file is read as a stream, a chunk at a time: each
+//! chunk's new texts are embedded, scored against every anchor into per-anchor top-k heaps and
+//! dropped, so memory holds the anchors, the heaps and a 16-byte hash per corpus text (for
+//! deduplication), never the corpus's embeddings or texts; a second pass fetches the texts of
+//! the negatives chosen. Random negatives use the same corpus index.
 
 use super::output::{NegativeFormat, Rows};
 use super::{PairsConfig, PairsReport};
@@ -17,32 +20,25 @@ use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::path::Path;
 
-/// Anchors with their positives (duplicate anchors merged) and the candidate corpus.
+/// Anchors with their positives (duplicate anchors merged).
 struct Grouped {
     rows: Vec<(String, String)>,
     anchors: Vec<String>,
-    /// anchor index → corpus indices of its positives
+    /// anchor index → its positives (indices into `positive_texts`)
     positives: Vec<Vec<usize>>,
-    corpus: Vec<String>,
+    /// The distinct positive texts.
+    positive_texts: Vec<String>,
 }
 
-fn group(t: &Table, c: &[usize], extra_corpus: Vec<String>) -> Result<Grouped> {
+fn group(t: &Table, c: &[usize]) -> Result<Grouped> {
     let mut rows = Vec::new();
     for r in &t.rows {
         rows.push((t.text(r, c[0])?.into_owned(), t.text(r, c[1])?.into_owned()));
     }
-    let mut corpus = Vec::new();
-    let mut cindex: HashMap<String, usize> = HashMap::new();
-    for s in extra_corpus
-        .into_iter()
-        .chain(rows.iter().map(|r| r.1.clone()))
-    {
-        if !cindex.contains_key(&s) {
-            cindex.insert(s.clone(), corpus.len());
-            corpus.push(s);
-        }
-    }
+    let mut positive_texts = Vec::new();
+    let mut pindex: HashMap<&str, usize> = HashMap::new();
     let mut anchors = Vec::new();
     let mut aindex: HashMap<&str, usize> = HashMap::new();
     let mut positives: Vec<Vec<usize>> = Vec::new();
@@ -52,7 +48,10 @@ fn group(t: &Table, c: &[usize], extra_corpus: Vec<String>) -> Result<Grouped> {
             positives.push(Vec::new());
             anchors.len() - 1
         });
-        let pi = cindex[p];
+        let pi = *pindex.entry(p.as_str()).or_insert_with(|| {
+            positive_texts.push(p.clone());
+            positive_texts.len() - 1
+        });
         if !positives[i].contains(&pi) {
             positives[i].push(pi);
         }
@@ -61,15 +60,120 @@ fn group(t: &Table, c: &[usize], extra_corpus: Vec<String>) -> Result<Grouped> {
         rows,
         anchors,
         positives,
-        corpus,
+        positive_texts,
     })
 }
 
-fn read_corpus(cfg: &PairsConfig) -> Result<Vec<String>> {
-    let Some(p) = &cfg.negatives.corpus else {
-        return Ok(Vec::new());
-    };
-    crate::data::read_corpus_texts(p)
+/// A text's identity for deduplication (the first 16 bytes of its sha256).
+fn text_hash(s: &str) -> u128 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(s.as_bytes());
+    u128::from_le_bytes(d[..16].try_into().unwrap_or([0; 16]))
+}
+
+/// The candidate corpus — the `--corpus` texts deduplicated, then the positives not among them
+/// (sentence-transformers' order) — as hashes; texts are fetched again when needed.
+struct Corpus {
+    path: Option<std::path::PathBuf>,
+    hashes: Vec<u128>,
+    /// Corpus indices below this come from the `--corpus` file.
+    from_file: usize,
+    /// positive text index → corpus index.
+    positive_index: Vec<usize>,
+    /// Corpus index → positive text index, for the indices past `from_file`.
+    tail: Vec<usize>,
+}
+
+impl Corpus {
+    /// Streams the `--corpus` file (if any), then the positives; `each(texts, first_index)` gets
+    /// every run of texts new to the corpus (to embed and score them).
+    fn build(
+        path: Option<&Path>,
+        g: &Grouped,
+        mut each: impl FnMut(&[String], usize) -> Result<()>,
+    ) -> Result<Corpus> {
+        let mut index: HashMap<u128, usize> = HashMap::new();
+        let mut hashes = Vec::new();
+        if let Some(p) = path {
+            let mut stream = crate::data::CorpusTexts::open(p)?;
+            loop {
+                let chunk = stream.next_chunk(crate::data::stream::corpus_chunk())?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let first = hashes.len();
+                let mut new = Vec::new();
+                for t in chunk {
+                    let h = text_hash(&t);
+                    if let std::collections::hash_map::Entry::Vacant(e) = index.entry(h) {
+                        e.insert(hashes.len());
+                        hashes.push(h);
+                        new.push(t);
+                    }
+                }
+                if !new.is_empty() {
+                    each(&new, first)?;
+                }
+            }
+        }
+        let from_file = hashes.len();
+        let (mut positive_index, mut tail, mut new) = (Vec::new(), Vec::new(), Vec::new());
+        for (pi, t) in g.positive_texts.iter().enumerate() {
+            let h = text_hash(t);
+            let j = *index.entry(h).or_insert_with(|| {
+                hashes.push(h);
+                tail.push(pi);
+                new.push(t.clone());
+                hashes.len() - 1
+            });
+            positive_index.push(j);
+        }
+        if !new.is_empty() {
+            each(&new, from_file)?;
+        }
+        Ok(Corpus {
+            path: path.map(Path::to_path_buf),
+            hashes,
+            from_file,
+            positive_index,
+            tail,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// The texts of corpus indices `wanted` (a second pass over the `--corpus` file for those
+    /// that come from it).
+    fn texts(&self, g: &Grouped, wanted: &HashSet<usize>) -> Result<HashMap<usize, String>> {
+        let mut out = HashMap::new();
+        for &j in wanted {
+            if j >= self.from_file {
+                out.insert(j, g.positive_texts[self.tail[j - self.from_file]].clone());
+            }
+        }
+        if let (Some(p), true) = (&self.path, wanted.iter().any(|&j| j < self.from_file)) {
+            let mut seen: HashSet<u128> = HashSet::new();
+            let mut stream = crate::data::CorpusTexts::open(p)?;
+            loop {
+                let chunk = stream.next_chunk(crate::data::stream::corpus_chunk())?;
+                if chunk.is_empty() {
+                    break;
+                }
+                for t in chunk {
+                    let h = text_hash(&t);
+                    if seen.insert(h) {
+                        let j = seen.len() - 1;
+                        if wanted.contains(&j) {
+                            out.insert(j, t);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// `--from pairs`: adds negatives, random or mined.
@@ -83,31 +187,39 @@ pub fn add_negatives(
     if n == 0 {
         bail!("--num-negatives must be at least 1");
     }
-    let g = group(t, c, read_corpus(cfg)?)?;
-    let negatives: Vec<Vec<usize>> = if cfg.negatives.mined {
+    let g = group(t, c)?;
+    let path = cfg.negatives.corpus.as_deref();
+    let (corpus, negatives) = if cfg.negatives.mined {
         let spec = cfg
             .model
             .as_ref()
             .context("hard-negative mining needs --model")?;
         let model = SentenceEncoder::load_on_spec_device(spec)?;
-        mine(&model, &g, cfg)?
+        mine(&model, &g, path, cfg)?
     } else {
-        random(&g, n, cfg.seed)
+        let corpus = Corpus::build(path, &g, |_, _| Ok(()))?;
+        let negs = random(&g, &corpus, n, cfg.seed);
+        (corpus, negs)
     };
-    Ok(layout(&g, &negatives, n, cfg.negatives.format, report))
+    let wanted: HashSet<usize> = negatives.iter().flatten().copied().collect();
+    let texts = corpus.texts(&g, &wanted)?;
+    Ok(layout(&g, &negatives, &texts, n, cfg.negatives.format, report))
 }
 
-fn random(g: &Grouped, n: usize, seed: u64) -> Vec<Vec<usize>> {
+fn random(g: &Grouped, corpus: &Corpus, n: usize, seed: u64) -> Vec<Vec<usize>> {
     let mut rng = Rng::with_stream(seed, 9);
     g.anchors
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            let excluded: HashSet<usize> = g.positives[i].iter().copied().collect();
-            let pool: Vec<usize> = (0..g.corpus.len())
-                .filter(|j| !excluded.contains(j) && g.corpus[*j] != *a)
+            let excluded: HashSet<usize> = g.positives[i]
+                .iter()
+                .map(|&p| corpus.positive_index[p])
                 .collect();
-            let mut pool = pool;
+            let ah = text_hash(a);
+            let mut pool: Vec<usize> = (0..corpus.len())
+                .filter(|j| !excluded.contains(j) && corpus.hashes[*j] != ah)
+                .collect();
             rng.shuffle(&mut pool);
             pool.truncate(n);
             pool
@@ -134,45 +246,72 @@ pub fn top_k_on(
     k: usize,
     chunk: usize,
 ) -> candle_core::Result<Vec<Vec<(f32, usize)>>> {
-    #[derive(PartialEq)]
-    struct MinItem(f32, usize);
-    impl Eq for MinItem {}
-    impl PartialOrd for MinItem {
-        fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-            Some(self.cmp(o))
-        }
-    }
-    impl Ord for MinItem {
-        fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-            // Reversed: the heap's top is the smallest score (ties: larger index first out).
-            o.0.total_cmp(&self.0).then(self.1.cmp(&o.1))
-        }
-    }
-    let mut heaps: Vec<BinaryHeap<MinItem>> = (0..anchors.len())
-        .map(|_| BinaryHeap::with_capacity(k + 1))
-        .collect();
-    let d = anchors.dim;
-    const ANCHOR_CHUNK: usize = 1024;
+    let mut t = TopK::new(anchors.len(), k);
     for start in (0..corpus.len()).step_by(chunk.max(1)) {
         let end = (start + chunk).min(corpus.len());
-        // Scores of an anchor chunk against a corpus chunk as one matrix product (memory:
-        // ANCHOR_CHUNK × chunk floats).
-        let c = candle_core::Tensor::from_slice(
-            &corpus.data[start * d..end * d],
-            (end - start, d),
-            dev,
-        )?
-        .t()?;
+        let d = corpus.dim;
+        t.add(dev, anchors, &corpus.data[start * d..end * d], start)?;
+    }
+    Ok(t.finish())
+}
+
+#[derive(PartialEq)]
+struct MinItem(f32, usize);
+impl Eq for MinItem {}
+impl PartialOrd for MinItem {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for MinItem {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        // Reversed: the heap's top is the smallest score (ties: larger index first out).
+        o.0.total_cmp(&self.0).then(self.1.cmp(&o.1))
+    }
+}
+
+/// The best `k` corpus rows per anchor, fed a run of corpus rows at a time.
+pub struct TopK {
+    heaps: Vec<BinaryHeap<MinItem>>,
+    k: usize,
+}
+
+impl TopK {
+    pub fn new(anchors: usize, k: usize) -> Self {
+        Self {
+            heaps: (0..anchors).map(|_| BinaryHeap::with_capacity(k + 1)).collect(),
+            k,
+        }
+    }
+
+    /// Scores corpus rows `rows` (row-major, the anchors' width; the first is corpus index
+    /// `first`) against every anchor. Embeddings must be L2-normalised (cosine = dot).
+    pub fn add(
+        &mut self,
+        dev: &candle_core::Device,
+        anchors: &Embeddings,
+        rows: &[f32],
+        first: usize,
+    ) -> candle_core::Result<()> {
+        let d = anchors.dim;
+        let n = rows.len() / d.max(1);
+        if n == 0 {
+            return Ok(());
+        }
+        const ANCHOR_CHUNK: usize = 1024;
+        // Scores of an anchor chunk against the rows as one matrix product (memory:
+        // ANCHOR_CHUNK × rows floats).
+        let c = candle_core::Tensor::from_slice(rows, (n, d), dev)?.t()?;
         for a0 in (0..anchors.len()).step_by(ANCHOR_CHUNK) {
             let a1 = (a0 + ANCHOR_CHUNK).min(anchors.len());
             let a =
                 candle_core::Tensor::from_slice(&anchors.data[a0 * d..a1 * d], (a1 - a0, d), dev)?;
             let scores: Vec<Vec<f32>> = a.matmul(&c)?.to_vec2()?;
             for (i, row) in scores.into_iter().enumerate() {
-                let heap = &mut heaps[a0 + i];
+                let heap = &mut self.heaps[a0 + i];
                 for (off, s) in row.into_iter().enumerate() {
-                    let j = start + off;
-                    if heap.len() < k {
+                    let j = first + off;
+                    if heap.len() < self.k {
                         heap.push(MinItem(s, j));
                     } else if heap.peek().is_some_and(|m| s > m.0) {
                         heap.pop();
@@ -181,25 +320,31 @@ pub fn top_k_on(
                 }
             }
         }
+        Ok(())
     }
-    Ok(heaps
-        .into_iter()
-        .map(|h| {
-            let mut v: Vec<(f32, usize)> = h.into_iter().map(|m| (m.0, m.1)).collect();
-            v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            v
-        })
-        .collect())
+
+    /// Each anchor's list, best first (ties by corpus index).
+    pub fn finish(self) -> Vec<Vec<(f32, usize)>> {
+        self.heaps
+            .into_iter()
+            .map(|h| {
+                let mut v: Vec<(f32, usize)> = h.into_iter().map(|m| (m.0, m.1)).collect();
+                v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                v
+            })
+            .collect()
+    }
 }
 
-fn mine(model: &SentenceEncoder, g: &Grouped, cfg: &PairsConfig) -> Result<Vec<Vec<usize>>> {
+fn mine(
+    model: &SentenceEncoder,
+    g: &Grouped,
+    path: Option<&Path>,
+    cfg: &PairsConfig,
+) -> Result<(Corpus, Vec<Vec<usize>>)> {
     let o = &cfg.negatives;
     let mut enc = cfg.encode.clone();
     enc.normalize = true;
-    let a_refs: Vec<&str> = g.anchors.iter().map(|s| s.as_str()).collect();
-    let c_refs: Vec<&str> = g.corpus.iter().map(|s| s.as_str()).collect();
-    let ae = encode(model, &a_refs, &enc)?;
-    let ce = encode(model, &c_refs, &enc)?;
     let max_pos = g.positives.iter().map(|p| p.len()).max().unwrap_or(1);
     let filtered = o.margin.is_some() || o.relative_margin.is_some() || o.max_score.is_some();
     let range_max = o
@@ -212,12 +357,25 @@ fn mine(model: &SentenceEncoder, g: &Grouped, cfg: &PairsConfig) -> Result<Vec<V
             o.num_negatives
         );
     }
-    let k = (range_max + max_pos + 1).min(ce.len());
-    let cands = top_k_on(model.device(), &ae, &ce, k, 4096)?;
-    let dot = |i: usize, j: usize| -> f64 {
+    let a_refs: Vec<&str> = g.anchors.iter().map(|s| s.as_str()).collect();
+    let p_refs: Vec<&str> = g.positive_texts.iter().map(|s| s.as_str()).collect();
+    let ae = encode(model, &a_refs, &enc)?;
+    let pe = encode(model, &p_refs, &enc)?;
+    let mut heaps = TopK::new(g.anchors.len(), range_max + max_pos + 1);
+    let corpus = Corpus::build(path, g, |texts, first| {
+        let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+        let ce = encode(model, &refs, &enc)?;
+        for start in (0..ce.len()).step_by(4096) {
+            let end = (start + 4096).min(ce.len());
+            heaps.add(model.device(), &ae, &ce.data[start * ce.dim..end * ce.dim], first + start)?;
+        }
+        Ok(())
+    })?;
+    let cands = heaps.finish();
+    let dot = |i: usize, p: usize| -> f64 {
         ae.row(i)
             .iter()
-            .zip(ce.row(j))
+            .zip(pe.row(p))
             .map(|(x, y)| (*x as f64) * (*y as f64))
             .sum()
     };
@@ -227,12 +385,17 @@ fn mine(model: &SentenceEncoder, g: &Grouped, cfg: &PairsConfig) -> Result<Vec<V
             .iter()
             .map(|&p| dot(i, p))
             .fold(f64::INFINITY, f64::min);
+        let own: Vec<usize> = g.positives[i]
+            .iter()
+            .map(|&p| corpus.positive_index[p])
+            .collect();
+        let ah = text_hash(&g.anchors[i]);
         let survivors: Vec<usize> = list
             .into_iter()
             .filter(|&(s, j)| {
                 let s = s as f64;
-                !g.positives[i].contains(&j)
-                    && g.corpus[j] != g.anchors[i]
+                !own.contains(&j)
+                    && corpus.hashes[j] != ah
                     && o.margin.is_none_or(|m| s + m <= pos)
                     && o.relative_margin.is_none_or(|m| s <= pos - pos.abs() * m)
                     && o.max_score.is_none_or(|m| s <= m)
@@ -245,13 +408,14 @@ fn mine(model: &SentenceEncoder, g: &Grouped, cfg: &PairsConfig) -> Result<Vec<V
             .collect();
         out.push(survivors);
     }
-    Ok(out)
+    Ok((corpus, out))
 }
 
 /// Lays the negatives out as rows (one per original (anchor, positive) row).
 fn layout(
     g: &Grouped,
     negs: &[Vec<usize>],
+    texts: &HashMap<usize, String>,
     n: usize,
     format: NegativeFormat,
     report: &mut PairsReport,
@@ -286,13 +450,13 @@ fn layout(
         match format {
             NegativeFormat::Triplet => {
                 for &j in ns {
-                    rows.push(vec![json!(a), json!(p), json!(g.corpus[j])]);
+                    rows.push(vec![json!(a), json!(p), json!(texts[&j])]);
                 }
             }
             NegativeFormat::LabeledPair => {
                 rows.push(vec![json!(a), json!(p), json!(1)]);
                 for &j in ns {
-                    rows.push(vec![json!(a), json!(g.corpus[j]), json!(0)]);
+                    rows.push(vec![json!(a), json!(texts[&j]), json!(0)]);
                 }
             }
             NegativeFormat::NTuple => {
@@ -304,7 +468,7 @@ fn layout(
                     continue;
                 }
                 let mut r = vec![json!(a), json!(p)];
-                r.extend(ns.iter().map(|&j| json!(g.corpus[j])));
+                r.extend(ns.iter().map(|&j| json!(texts[&j])));
                 rows.push(r);
             }
         }

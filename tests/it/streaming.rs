@@ -473,3 +473,47 @@ fn embed_streams_a_hub_dataset_split() {
         ]
     );
 }
+
+/// `similarity --corpus` and mining read the corpus a chunk at a time: chunks of 7 texts (a
+/// corpus with repeated texts across chunk boundaries) give exactly the answers of one chunk.
+#[test]
+fn similarity_and_mining_give_the_same_answers_in_small_corpus_chunks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    tiny::write_tiny_model(&model, 5);
+    let corpus = tmp.path().join("corpus.txt");
+    let texts: Vec<String> = (0..40).map(|i| format!("document {} about {}", i % 23, ["cats", "dogs", "rain", "sun"][i % 4])).collect();
+    std::fs::write(&corpus, texts.join("\n")).unwrap();
+    let pairs = tmp.path().join("p.jsonl");
+    let rows: String = (0..12)
+        .map(|i| format!("{}\n", json!({"anchor": format!("question {i} about {}", ["cats", "sun"][i % 2]), "positive": texts[i * 3].clone()})))
+        .collect();
+    std::fs::write(&pairs, rows).unwrap();
+    let m = model.to_str().unwrap();
+    let run = |chunk: &str, args: &[&str]| -> Vec<u8> {
+        let mut c = embtune_cmd_offline();
+        c.args(args).env("EMBTUNE_CORPUS_CHUNK", chunk);
+        let out = ok(c.output().unwrap());
+        out.stdout
+    };
+    let sim = ["similarity", "-m", m, "--query", "cats in the rain", "--corpus", corpus.to_str().unwrap(), "--top-k", "9", "--json"];
+    let whole = run("100000", &sim);
+    assert_eq!(whole, run("7", &sim));
+    let hits: Value = serde_json::from_slice(&whole).unwrap();
+    assert_eq!(hits.as_array().unwrap().len(), 9);
+    for (mode, extra) in [("mined", vec!["--mine", "-m", m, "--num-negatives", "2"]), ("random", vec!["--num-negatives", "3"])] {
+        let outs: Vec<Vec<u8>> = ["100000", "7"]
+            .iter()
+            .map(|chunk| {
+                let o = tmp.path().join(format!("{mode}-{chunk}.jsonl"));
+                let mut args = vec!["pairs", "--from", "pairs", "-d", pairs.to_str().unwrap(), "--corpus", corpus.to_str().unwrap()];
+                args.extend(extra.iter().copied());
+                args.extend(["-o", o.to_str().unwrap(), "-q"]);
+                run(chunk, &args);
+                std::fs::read(&o).unwrap()
+            })
+            .collect();
+        assert!(!outs[0].is_empty(), "{mode}");
+        assert_eq!(outs[0], outs[1], "{mode}");
+    }
+}
