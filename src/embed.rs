@@ -4,9 +4,10 @@
 //! `<output>.ranges.json`, binary), and write `.npy`, `.safetensors` (tensor "embeddings") or
 //! `.jsonl` ({"text", "embedding"}) chunk by chunk to a temporary name (`embed_write`). With
 //! `--shard K/N` only that slice of the rows, into the shard's own output and sidecar (`shard`).
-//! Memory is bounded by the chunk and the model, not the input.
+//! Memory is bounded by the chunk and the model, not the input (`--calibration` too: its ranges
+//! are accumulated a chunk at a time).
 
-use crate::data::{read_table, DataFormat, ReadOptions, TextStream};
+use crate::data::{DataFormat, ReadOptions, TextStream};
 use crate::embed_parts::{encode_stream, Encoded, PassOptions};
 pub use crate::embed_write::OutputFormat;
 use crate::embed_write::{Elem, OutputWriter};
@@ -113,27 +114,12 @@ pub struct EmbedReport {
     pub ranges_file: Option<PathBuf>,
 }
 
-/// Reads the text column of the input (one text per row, in file order).
-pub fn read_texts(cfg: &EmbedConfig) -> Result<Vec<String>> {
-    read_texts_from(&cfg.input, cfg)
-}
-
-/// Reads the text column of `path` with `cfg`'s reader options (format, column, delimiter).
-fn read_texts_from(path: &Path, cfg: &EmbedConfig) -> Result<Vec<String>> {
-    let table = read_table(path, cfg.format, &cfg.read)?;
-    let col = table.column(cfg.column.as_deref().unwrap_or("text"))?;
-    table
-        .rows
-        .iter()
-        .map(|r| Ok(table.text(r, col)?.into_owned()))
-        .collect()
-}
-
 /// Where the int8/uint8 ranges come from, settled before encoding.
 enum RangesSource {
     None,
     Given(Ranges, String),
-    Calibration(Vec<String>),
+    /// The `--calibration` texts, opened (and their first row read) before the model loads.
+    Calibration(TextStream),
     Own,
 }
 
@@ -149,10 +135,10 @@ fn ranges_source(cfg: &EmbedConfig) -> Result<RangesSource> {
         return Ok(RangesSource::Given(r, origin));
     }
     if let Some(p) = &cfg.calibration {
-        let texts = read_texts_from(p, cfg)?;
-        if texts.is_empty() {
-            bail!("--calibration {}: no texts", p.display());
-        }
+        // Read like --input: the same format, column and reader options.
+        let column = cfg.column.as_deref().unwrap_or("text");
+        let texts = TextStream::open(p, cfg.format, &cfg.read, column)
+            .with_context(|| format!("--calibration {}", p.display()))?;
         return Ok(RangesSource::Calibration(texts));
     }
     Ok(RangesSource::Own)
@@ -166,6 +152,14 @@ pub fn run(cfg: &EmbedConfig) -> Result<EmbedReport> {
         None => cfg.output.clone(),
     };
     crate::fsutil::check_writable_file(&output)?;
+    if cfg.shard.is_some() {
+        // A shard's sidecar says its output is finished: an earlier run's must not vouch for
+        // this one's while it is being written.
+        let side = crate::shard::sidecar_path(&output);
+        if side.exists() {
+            std::fs::remove_file(&side).with_context(|| format!("removing {}", side.display()))?;
+        }
+    }
     let column = cfg.column.as_deref().unwrap_or("text");
     let open = || TextStream::open(&cfg.input, cfg.format, &cfg.read, column);
     let mut texts = open()?;
@@ -234,6 +228,10 @@ pub fn run(cfg: &EmbedConfig) -> Result<EmbedReport> {
     };
     drop(texts);
     let (rows, dim, truncated) = (enc.rows, enc.dim, enc.truncated);
+    let shard_sha = match cfg.shard {
+        Some(_) => Some(input_sha()?),
+        None => None,
+    };
     let ranges_file =
         quantize_and_write(cfg, &output, out_format, &enc, source, range.start, &open)?;
     if let (Some(s), Some(total)) = (cfg.shard, total) {
@@ -245,7 +243,7 @@ pub fn run(cfg: &EmbedConfig) -> Result<EmbedReport> {
             row_start: range.start,
             rows,
             input: cfg.input.display().to_string(),
-            input_sha256: input_sha()?,
+            input_sha256: shard_sha.unwrap_or_default(),
             settings: settings.clone(),
             format: out_format,
             cols: cfg.precision.columns(dim),
@@ -285,6 +283,7 @@ fn job_settings(cfg: &EmbedConfig, opts: &EncodeOptions) -> serde_json::Value {
             "compute": m.compute,
         },
         "format": cfg.format,
+        "read": cfg.read,
         "column": cfg.column,
         "normalize": opts.normalize,
         "prompt": opts.prompt,
@@ -321,21 +320,31 @@ fn settle_ranges(
 ) -> Result<RangesSource> {
     Ok(match source {
         RangesSource::Given(r, c) => {
-            if r.dim() != model.dim() {
+            if r.dim() != opts.out_dim(model) {
                 let p = cfg.ranges.as_deref().unwrap_or(Path::new("")).display();
                 bail!(
-                    "--ranges {p}: ranges of dimension {} but the model's embeddings have {}",
+                    "--ranges {p}: ranges of dimension {} but the embeddings have {}",
                     r.dim(),
-                    model.dim()
+                    opts.out_dim(model)
                 );
             }
             RangesSource::Given(r, c)
         }
-        RangesSource::Calibration(t) => {
-            let refs: Vec<&str> = t.iter().map(|s| s.as_str()).collect();
-            let calib = encode(model, &refs, opts)?;
+        RangesSource::Calibration(mut t) => {
+            // A chunk at a time: the ranges are the min/max over every calibration embedding.
+            let mut ranges = None;
+            loop {
+                let chunk = t.next_chunk(cfg.chunk_rows.max(1))?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let refs: Vec<&str> = chunk.iter().map(|s| s.as_str()).collect();
+                crate::embed_parts::merge_ranges(&mut ranges, &encode(model, &refs, opts)?)?;
+            }
             let name = cfg.calibration.as_deref().unwrap_or(Path::new(""));
-            RangesSource::Given(Ranges::from_embeddings(&calib)?, name.display().to_string())
+            let r =
+                ranges.with_context(|| format!("--calibration {}: no texts", name.display()))?;
+            RangesSource::Given(r, name.display().to_string())
         }
         s => s,
     })

@@ -83,14 +83,14 @@ pub fn embeddings(
 ) -> Result<Embeddings> {
     let prompt = model.prompt_for(opts.prompt.as_deref())?;
     let settings = format!(
-        "{extra}|{}|{prompt:?}|{}",
-        opts.normalize, model.pooling.include_prompt
+        "{extra}|{}|{prompt:?}|{}|{:?}",
+        opts.normalize, model.pooling.include_prompt, opts.truncate_dim
     );
     let path = dir.and_then(|d| cache_path(d, model, &settings, texts));
     if let Some(e) = path
         .as_deref()
         .and_then(read_npy)
-        .filter(|e| e.len() == texts.len() && e.dim == model.dim())
+        .filter(|e| e.len() == texts.len() && e.dim == opts.out_dim(model))
     {
         tracing::debug!("embeddings of {} texts from the cache", texts.len());
         return Ok(e);

@@ -1,4 +1,4 @@
-//! `embed`'s encoding pass over a stream of texts: an input of at most one chunk is encoded in
+//! `embed`'s encoding pass over a stream of texts: an input shorter than one chunk is encoded in
 //! memory; a longer one chunk by chunk (`chunk_rows`, input order), each finished chunk written
 //! atomically to `<output>.parts/chunk-NNNNNN.bin`, so memory holds one chunk, and an
 //! interrupted run continues with `--resume` from the finished chunks of the same job
@@ -48,7 +48,11 @@ fn read_chunk(p: &Path, rows: usize, dim: usize) -> Option<Embeddings> {
     while left > 0 {
         let n = left.min(buf.len());
         f.read_exact(&mut buf[..n]).ok()?;
-        data.extend(buf[..n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        data.extend(
+            buf[..n]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
         left -= n;
     }
     Some(Embeddings {
@@ -64,8 +68,10 @@ fn write_chunk(p: &Path, rows: usize, emb: &Embeddings) -> Result<()> {
     let mut f = crate::fsutil::AtomicFile::create(p)?;
     let w = f.writer()?;
     let ctx = || format!("writing {}", p.display());
-    w.write_all(&(rows as u64).to_le_bytes()).with_context(ctx)?;
-    w.write_all(&(emb.truncated as u64).to_le_bytes()).with_context(ctx)?;
+    w.write_all(&(rows as u64).to_le_bytes())
+        .with_context(ctx)?;
+    w.write_all(&(emb.truncated as u64).to_le_bytes())
+        .with_context(ctx)?;
     for x in &emb.data {
         w.write_all(&x.to_le_bytes()).with_context(ctx)?;
     }
@@ -117,7 +123,8 @@ impl Encoded {
     }
 }
 
-fn merge_ranges(acc: &mut Option<Ranges>, emb: &Embeddings) -> Result<()> {
+/// Widens `acc` to the per-dimension min/max of `emb` too.
+pub fn merge_ranges(acc: &mut Option<Ranges>, emb: &Embeddings) -> Result<()> {
     if emb.is_empty() {
         return Ok(());
     }

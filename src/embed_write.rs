@@ -214,11 +214,35 @@ impl OutputWriter {
             );
         }
         if self.format == OutputFormat::Jsonl {
-            let lines = std::io::BufReader::new(std::fs::File::open(src)?);
-            let n = std::io::BufRead::lines(lines).count();
+            // Every line whole: a JSON object with an embedding of `cols` values, ending in \n.
+            let mut lines = std::io::BufReader::new(std::fs::File::open(src)?);
+            let (mut n, mut line) = (0, String::new());
+            loop {
+                line.clear();
+                let got = std::io::BufRead::read_line(&mut lines, &mut line)
+                    .with_context(|| format!("reading {}", src.display()))?;
+                if got == 0 {
+                    break;
+                }
+                n += 1;
+                let width = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("embedding")
+                            .and_then(|e| e.as_array())
+                            .map(|a| a.len())
+                    });
+                if !line.ends_with('\n') || width != Some(self.cols) {
+                    bail!(
+                        "{}:{n}: not a whole row of {} values (the file was changed or truncated?)",
+                        src.display(),
+                        self.cols
+                    );
+                }
+            }
             if n != rows {
                 bail!(
-                    "{}: {n} lines but its sidecar says {rows} rows",
+                    "{}: {n} lines but its sidecar says {rows} rows (changed or truncated?)",
                     src.display()
                 );
             }

@@ -4,8 +4,8 @@
 //! checksum, rows); `--shard auto` takes K and N from a Slurm array
 //! (`SLURM_ARRAY_TASK_ID` with `SLURM_ARRAY_TASK_COUNT` or `_MIN`/`_MAX`/`_STEP`) or a Kubernetes
 //! Indexed Job (`JOB_COMPLETION_INDEX`, with `--shards N`). `embtune merge` joins the shards in
-//! order into one output — the bytes a single run writes — refusing missing, repeated or
-//! mismatched shards. Depends on `embed_write` and serde_json.
+//! order into one output — on the CPU the bytes a single run writes (a text's embedding does
+//! not depend on its batch there) — refusing missing, repeated or mismatched shards. Depends on `embed_write` and serde_json.
 
 use crate::embed_write::{Elem, OutputFormat, OutputWriter};
 use anyhow::{bail, Context, Result};
@@ -127,6 +127,9 @@ pub fn sidecar_path(output: &Path) -> PathBuf {
     output.with_file_name(format!("{name}.shard.json"))
 }
 
+/// More shards than this in a sidecar is taken for a damaged file.
+const MAX_SHARDS: usize = 1_000_000;
+
 /// What a shard records about itself (written after its output).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Sidecar {
@@ -159,7 +162,17 @@ impl Sidecar {
         let text = std::fs::read_to_string(&p).with_context(|| {
             format!("{}: no shard sidecar {} (not an `embed --shard` output, or its run did not finish)", output.display(), p.display())
         })?;
-        serde_json::from_str(&text).with_context(|| format!("{}: not a shard sidecar", p.display()))
+        let c: Sidecar = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a shard sidecar", p.display()))?;
+        if c.shards == 0 || c.shards > MAX_SHARDS || c.shard >= c.shards {
+            bail!(
+                "{}: shard {} of {}: not a valid shard (edited?)",
+                p.display(),
+                c.shard,
+                c.shards
+            );
+        }
+        Ok(c)
     }
 }
 

@@ -71,7 +71,11 @@ pub fn run(cfg: &SimilarityConfig) -> Result<Answer> {
     match (&cfg.query, &cfg.corpus, cfg.texts.as_slice()) {
         (None, None, [a, b]) => {
             let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
-            opts.prompt = Some(model.prompts.choose(&cfg.prompt, Side::Plain, "--prompt-name")?);
+            opts.prompt = Some(
+                model
+                    .prompts
+                    .choose(&cfg.prompt, Side::Plain, "--prompt-name")?,
+            );
             let e = encode(&model, &[a.as_str(), b.as_str()], &opts)?;
             Ok(Answer::Pair(cosine(e.row(0), e.row(1))))
         }
@@ -84,7 +88,11 @@ pub fn run(cfg: &SimilarityConfig) -> Result<Answer> {
             }
             let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
             let q_opts = EncodeOptions {
-                prompt: Some(model.prompts.choose(&cfg.prompt, Side::Query, "--prompt-name")?),
+                prompt: Some(
+                    model
+                        .prompts
+                        .choose(&cfg.prompt, Side::Query, "--prompt-name")?,
+                ),
                 ..opts.clone()
             };
             let d_opts = EncodeOptions {

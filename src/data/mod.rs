@@ -61,22 +61,6 @@ impl DataFormat {
     }
 }
 
-/// The texts of a corpus file, all of them (see [`stream::CorpusTexts`], which reads them a
-/// chunk at a time): a file with a known extension is read in that format (its `text` column,
-/// else its first column; a BEIR `corpus.jsonl` as title + " " + text); any other file is one
-/// text per line.
-pub fn read_corpus_texts(path: &Path) -> Result<Vec<String>> {
-    let mut s = stream::CorpusTexts::open(path)?;
-    let mut out = Vec::new();
-    loop {
-        let chunk = s.next_chunk(1 << 16)?;
-        if chunk.is_empty() {
-            return Ok(out);
-        }
-        out.extend(chunk);
-    }
-}
-
 /// The distinct sentences (sentence1 then sentence2 of each row, first occurrence kept, in file
 /// order) of an STS-B-format file: what the encode benchmarks embed.
 pub fn read_unique_stsb_sentences(path: &Path) -> Result<Vec<String>> {

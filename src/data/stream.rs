@@ -1,10 +1,12 @@
 //! Streaming readers: the rows of a file in file order, one at a time or a chunk at a time, so
 //! memory is bounded by the chunk (and the longest line / a Parquet row group), not the file.
 //! They give exactly the rows, line numbers and error messages of the whole-file readers of
-//! `read.rs` (shared per-line parsers; tested format by format in tests/it/streaming.rs): UTF-8
-//! is checked line by line, a BOM is dropped, CRLF ends are read, CSV quoting may span lines.
-//! One difference: a JSONL file's columns grow as keys first appear, so a row read before a key
-//! appeared lacks it. FlagEmbedding rows are not rewritten here (training reads whole files).
+//! `read.rs` (shared per-line parsers; tested format by format in tests/it/streaming.rs): a BOM
+//! is dropped, CRLF ends are read, CSV quoting may span lines. Differences: UTF-8 is checked
+//! line by line, so of two faults the first in the file is reported (the whole-file reader
+//! names invalid UTF-8 first wherever it is); a JSONL file's columns grow as keys first appear,
+//! so a row read before a key appeared lacks it; FlagEmbedding rows are not rewritten into
+//! anchor/positive/negative columns (training reads whole files and does).
 //! Depends on `read.rs`, `parquet.rs`, `hub.rs`, csv and serde_json.
 
 use super::read::{self, ReadOptions};
@@ -262,7 +264,7 @@ impl RowStream {
     }
 
     fn parquet(files: Vec<PathBuf>, path: PathBuf) -> Result<Self> {
-        let (reader, columns) = super::parquet::open(&files[0])?;
+        let (reader, columns) = open_parquet(&files[0])?;
         let first = OpenParquet {
             reader,
             path: files[0].clone(),
@@ -435,7 +437,7 @@ impl RowStream {
                     let Some(f) = files.pop_front() else {
                         return Ok(None);
                     };
-                    let (reader, columns) = super::parquet::open(&f)?;
+                    let (reader, columns) = open_parquet(&f)?;
                     if columns != self.columns {
                         bail!(
                             "{}: columns {:?} differ from the first file's {:?}",
@@ -471,40 +473,52 @@ impl RowStream {
     }
 }
 
+/// Opens a parquet file with the decoder's panics turned into errors (as `parquet::read`).
+fn open_parquet(
+    path: &Path,
+) -> Result<(
+    parquet::file::reader::SerializedFileReader<std::fs::File>,
+    Vec<String>,
+)> {
+    super::parquet::guarded(path, || super::parquet::open(path))
+}
+
 /// One text column of a [`RowStream`], a chunk at a time (what `embed` reads).
 pub struct TextStream {
     rows: RowStream,
     column: String,
+    /// The first row, read at open (so an empty file is refused before the column check).
+    first: Option<Row>,
 }
 
 impl TextStream {
-    /// Opens `path` and checks that it has `column` (a JSONL file: checked as rows come).
+    /// Opens `path`, reads its first row (a file without data rows is an error) and checks that
+    /// it has `column` (a JSONL file: among the first row's keys).
     pub fn open(
         path: &Path,
         format: Option<DataFormat>,
         opts: &ReadOptions,
         column: &str,
     ) -> Result<Self> {
-        let rows = RowStream::open(path, format, opts)?;
-        if rows.format != DataFormat::Jsonl {
-            super::column_index(&rows.path, rows.format, &rows.columns, column)?;
-        }
+        let mut rows = RowStream::open(path, format, opts)?;
+        let first = rows.next_row()?;
+        super::column_index(&rows.path, rows.format, &rows.columns, column)?;
         Ok(Self {
             rows,
             column: column.to_string(),
+            first,
         })
     }
 
     /// Up to `n` next texts (fewer only at the end).
     pub fn next_chunk(&mut self, n: usize) -> Result<Vec<String>> {
-        let rows = self.rows.next_chunk(n)?;
+        let mut rows = Vec::with_capacity(n.min(1 << 16));
+        if n > 0 {
+            rows.extend(self.first.take());
+        }
+        rows.extend(self.rows.next_chunk(n - rows.len())?);
         let s = &self.rows;
-        let col = match s.columns.iter().position(|c| *c == self.column) {
-            Some(c) => c,
-            // A JSONL file that has not named the field by now: the whole-file reader's error.
-            None if rows.is_empty() => return Ok(Vec::new()),
-            None => super::column_index(&s.path, s.format, &s.columns, &self.column)?,
-        };
+        let col = super::column_index(&s.path, s.format, &s.columns, &self.column)?;
         rows.iter()
             .map(|r| Ok(super::cell_text(&s.path, &s.columns, r, col)?.into_owned()))
             .collect()
@@ -513,14 +527,25 @@ impl TextStream {
     /// Skips `n` rows (counted, not kept).
     pub fn skip(&mut self, n: usize) -> Result<usize> {
         let mut k = 0;
+        if n > 0 && self.first.take().is_some() {
+            k += 1;
+        }
         while k < n && self.rows.next_row()?.is_some() {
             k += 1;
         }
         Ok(k)
     }
 
-    pub fn rows_read(&self) -> usize {
-        self.rows.rows_read()
+    /// Every remaining text (for small files such as `--calibration`).
+    pub fn read_all(&mut self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        loop {
+            let c = self.next_chunk(1 << 16)?;
+            if c.is_empty() {
+                return Ok(out);
+            }
+            out.extend(c);
+        }
     }
 }
 
@@ -534,17 +559,18 @@ pub fn corpus_chunk() -> usize {
         .unwrap_or(50_000)
 }
 
-/// The texts of a corpus file, a chunk at a time, as [`super::read_corpus_texts`] defines them:
+/// The texts of a corpus file (`similarity --corpus`, mining's `--corpus`), a chunk at a time:
 /// a file with a known extension is read in that format (its `text` column, else its first
 /// column; a BEIR `corpus.jsonl` — `_id`, `title`, `text` — as title + " " + text); any other
-/// file is one text per line. Which columns make the text is settled by the first chunk.
+/// file is one text per line. Which columns make the text is settled by the first chunk; a
+/// JSONL key that appears later and would change that choice is an error.
 pub struct CorpusTexts {
     rows: RowStream,
     /// (title, text) columns of a BEIR corpus, or the one text column.
     pick: Option<CorpusPick>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum CorpusPick {
     Beir(usize, usize),
     Column(usize),
@@ -564,20 +590,34 @@ impl CorpusTexts {
         let rows = self.rows.next_chunk(n)?;
         let s = &self.rows;
         let cols = &s.columns;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let at = |name: &str| cols.iter().position(|c| c == name);
+        let now = match (at("_id"), at("title"), at("text")) {
+            (Some(_), Some(ti), Some(te)) => CorpusPick::Beir(ti, te),
+            (_, _, Some(te)) => CorpusPick::Column(te),
+            _ if cols.is_empty() => bail!("{}: no columns", s.path.display()),
+            _ => CorpusPick::Column(0),
+        };
         let pick = match self.pick {
-            Some(p) => p,
-            None if rows.is_empty() => return Ok(Vec::new()),
             None => {
-                let at = |name: &str| cols.iter().position(|c| c == name);
-                let p = match (at("_id"), at("title"), at("text")) {
-                    (Some(_), Some(ti), Some(te)) => CorpusPick::Beir(ti, te),
-                    (_, _, Some(te)) => CorpusPick::Column(te),
-                    _ if cols.is_empty() => bail!("{}: no columns", s.path.display()),
-                    _ => CorpusPick::Column(0),
-                };
-                self.pick = Some(p);
-                p
+                self.pick = Some(now);
+                now
             }
+            Some(p) if p == now => p,
+            Some(_) => bail!(
+                "{}:{}: the key {:?} first appears here, after the corpus texts were chosen from {:?}: \
+                 put every key (`_id`, `title`, `text`) in the first rows",
+                s.path.display(),
+                rows[0].line,
+                cols.iter().find(|c| ["_id", "title", "text"].contains(&c.as_str())).cloned().unwrap_or_default(),
+                match self.pick {
+                    Some(CorpusPick::Beir(..)) => "title + text".to_string(),
+                    Some(CorpusPick::Column(c)) => cols[c].clone(),
+                    None => String::new(),
+                }
+            ),
         };
         rows.iter()
             .map(|r| match pick {

@@ -8,8 +8,9 @@
 //! `num_negatives` taken. The `--corpus` file is read as a stream, a chunk at a time: each
 //! chunk's new texts are embedded, scored against every anchor into per-anchor top-k heaps and
 //! dropped, so memory holds the anchors, the heaps and a 16-byte hash per corpus text (for
-//! deduplication), never the corpus's embeddings or texts; a second pass fetches the texts of
-//! the negatives chosen. Random negatives use the same corpus index.
+//! deduplication, ≈ 50–60 bytes with its index), never the corpus's embeddings or texts; a
+//! second pass fetches the texts of the negatives chosen. Random negatives use the same corpus
+//! index.
 
 use super::output::{NegativeFormat, Rows};
 use super::{PairsConfig, PairsReport};
@@ -203,6 +204,12 @@ pub fn add_negatives(
     };
     let wanted: HashSet<usize> = negatives.iter().flatten().copied().collect();
     let texts = corpus.texts(&g, &wanted)?;
+    if texts.len() != wanted.len() {
+        bail!(
+            "{}: the corpus changed while it was being read (fewer texts on the second pass)",
+            path.map(|p| p.display().to_string()).unwrap_or_default()
+        );
+    }
     Ok(layout(&g, &negatives, &texts, n, cfg.negatives.format, report))
 }
 
@@ -279,7 +286,10 @@ pub struct TopK {
 impl TopK {
     pub fn new(anchors: usize, k: usize) -> Self {
         Self {
-            heaps: (0..anchors).map(|_| BinaryHeap::with_capacity(k + 1)).collect(),
+            // Reserved up to a bound: a large k on a small corpus must not reserve k per anchor.
+            heaps: (0..anchors)
+                .map(|_| BinaryHeap::with_capacity(k.min(1024) + 1))
+                .collect(),
             k,
         }
     }

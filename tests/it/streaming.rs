@@ -403,6 +403,27 @@ fn merge_refuses_missing_foreign_and_repeated_shards_and_bad_shard_values() {
         &embtune(&["merge", "-o", o2.to_str().unwrap()]),
         &["the model differs"],
     );
+    // A .jsonl shard cut inside its last line.
+    let j = f.dir.join("j.jsonl");
+    for k in 0..2 {
+        ok(embed(&f, &j, &["--shard", &format!("{k}/2")]));
+    }
+    let j0 = f.dir.join("j-00000-of-00002.jsonl");
+    let data = std::fs::read(&j0).unwrap();
+    std::fs::write(&j0, &data[..data.len() - 5]).unwrap();
+    assert_one_line_error(
+        &embtune(&["merge", "-o", j.to_str().unwrap()]),
+        &["j-00000-of-00002.jsonl:15", "truncated"],
+    );
+    // A sidecar edited to name a shard that cannot exist.
+    let side = embtune::shard::sidecar_path(&shard(0));
+    let good = std::fs::read_to_string(&side).unwrap();
+    std::fs::write(&side, good.replace("\"shard\": 0", "\"shard\": 7")).unwrap();
+    assert_one_line_error(
+        &embtune(&["merge", "-o", o]),
+        &["shard 7 of 3", "not a valid shard"],
+    );
+    std::fs::write(&side, good).unwrap();
     // A shard file truncated after its run.
     let data = std::fs::read(shard(2)).unwrap();
     std::fs::write(shard(2), &data[..data.len() - 4]).unwrap();
@@ -411,6 +432,19 @@ fn merge_refuses_missing_foreign_and_repeated_shards_and_bad_shard_values() {
         &["e-00002-of-00003.npy", "truncated"],
     );
     assert!(!out.exists());
+    // A file without data rows says so (not that a column is missing).
+    let head = f.dir.join("head.csv");
+    std::fs::write(&head, "a,b\n").unwrap();
+    let r = embtune(&[
+        "embed",
+        "-m",
+        f.model.to_str().unwrap(),
+        "-i",
+        head.to_str().unwrap(),
+        "-o",
+        f.dir.join("h.npy").to_str().unwrap(),
+    ]);
+    assert_one_line_error(&r, &["head.csv", "no data rows"]);
     // Bad --shard values, before anything is read.
     for (v, needle) in [
         ("3/3", "shard 3 of 3 does not exist"),
@@ -482,7 +516,15 @@ fn similarity_and_mining_give_the_same_answers_in_small_corpus_chunks() {
     let model = tmp.path().join("m");
     tiny::write_tiny_model(&model, 5);
     let corpus = tmp.path().join("corpus.txt");
-    let texts: Vec<String> = (0..40).map(|i| format!("document {} about {}", i % 23, ["cats", "dogs", "rain", "sun"][i % 4])).collect();
+    let texts: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                "document {} about {}",
+                i % 23,
+                ["cats", "dogs", "rain", "sun"][i % 4]
+            )
+        })
+        .collect();
     std::fs::write(&corpus, texts.join("\n")).unwrap();
     let pairs = tmp.path().join("p.jsonl");
     let rows: String = (0..12)
@@ -496,17 +538,76 @@ fn similarity_and_mining_give_the_same_answers_in_small_corpus_chunks() {
         let out = ok(c.output().unwrap());
         out.stdout
     };
-    let sim = ["similarity", "-m", m, "--query", "cats in the rain", "--corpus", corpus.to_str().unwrap(), "--top-k", "9", "--json"];
+    let sim = [
+        "similarity",
+        "-m",
+        m,
+        "--query",
+        "cats in the rain",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--top-k",
+        "9",
+        "--json",
+    ];
     let whole = run("100000", &sim);
     assert_eq!(whole, run("7", &sim));
+    // The cached corpus embeddings are keyed by --truncate-dim too (a cache of full embeddings
+    // must not answer a truncated search): cached and fresh truncated answers agree.
+    let cut: Vec<&str> = sim.iter().copied().chain(["--truncate-dim", "8"]).collect();
+    let first = run("100000", &cut);
+    assert_ne!(first, whole);
+    std::fs::remove_dir_all(tmp.path().join("corpus.txt.embtune-cache")).unwrap();
+    assert_eq!(first, run("100000", &cut));
+    // A BEIR key that first appears after the texts were chosen is an error, not dropped text.
+    let late = tmp.path().join("late.jsonl");
+    let rows: String = (0..10)
+        .map(|i| {
+            if i < 8 {
+                format!("{}\n", json!({"_id": i.to_string(), "text": "t"}))
+            } else {
+                format!(
+                    "{}\n",
+                    json!({"_id": i.to_string(), "title": "x", "text": "t"})
+                )
+            }
+        })
+        .collect();
+    std::fs::write(&late, rows).unwrap();
+    let mut c = embtune_cmd_offline();
+    c.args([
+        "similarity",
+        "-m",
+        m,
+        "--query",
+        "q",
+        "--corpus",
+        late.to_str().unwrap(),
+    ])
+    .env("EMBTUNE_CORPUS_CHUNK", "4");
+    assert_one_line_error(
+        &c.output().unwrap(),
+        &["late.jsonl:9", "title", "first appears"],
+    );
     let hits: Value = serde_json::from_slice(&whole).unwrap();
     assert_eq!(hits.as_array().unwrap().len(), 9);
-    for (mode, extra) in [("mined", vec!["--mine", "-m", m, "--num-negatives", "2"]), ("random", vec!["--num-negatives", "3"])] {
+    for (mode, extra) in [
+        ("mined", vec!["--mine", "-m", m, "--num-negatives", "2"]),
+        ("random", vec!["--num-negatives", "3"]),
+    ] {
         let outs: Vec<Vec<u8>> = ["100000", "7"]
             .iter()
             .map(|chunk| {
                 let o = tmp.path().join(format!("{mode}-{chunk}.jsonl"));
-                let mut args = vec!["pairs", "--from", "pairs", "-d", pairs.to_str().unwrap(), "--corpus", corpus.to_str().unwrap()];
+                let mut args = vec![
+                    "pairs",
+                    "--from",
+                    "pairs",
+                    "-d",
+                    pairs.to_str().unwrap(),
+                    "--corpus",
+                    corpus.to_str().unwrap(),
+                ];
                 args.extend(extra.iter().copied());
                 args.extend(["-o", o.to_str().unwrap(), "-q"]);
                 run(chunk, &args);
