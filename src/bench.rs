@@ -178,7 +178,7 @@ pub fn train_throughput(
     phases: bool,
 ) -> Result<TrainResult> {
     let out = scratch_dir()?;
-    let uses_score = matches!(loss, LossKind::Cosent | LossKind::Cosine);
+    let uses_score = matches!(loss, LossKind::Cosent | LossKind::Angle | LossKind::Cosine);
     let cfg = TrainConfig {
         model: spec.clone(),
         data: stsb_train.to_path_buf(),

@@ -170,6 +170,7 @@ pub fn compare(spec: &ModelSpec, dev: &Device, stsb: &Path) -> Result<Vec<Check>
     let third: Vec<String> = (0..b).map(|i| rows.b[i + 1].clone()).collect();
     for kind in [
         LossKind::Cosent,
+        LossKind::Angle,
         LossKind::Cosine,
         LossKind::Mnrl,
         LossKind::Contrastive,
@@ -182,7 +183,7 @@ pub fn compare(spec: &ModelSpec, dev: &Device, stsb: &Path) -> Result<Vec<Check>
             cols.push(&third);
         }
         let labels: Option<Vec<f32>> = match kind {
-            LossKind::Cosent | LossKind::Cosine => Some(rows.score[..b].to_vec()),
+            LossKind::Cosent | LossKind::Angle | LossKind::Cosine => Some(rows.score[..b].to_vec()),
             LossKind::Contrastive | LossKind::OnlineContrastive => Some(
                 rows.score[..b]
                     .iter()

@@ -119,8 +119,8 @@ const RULES: &[(&str, &str, Severity, Unused)] = &[
         (!loss_in(m, &CONTRASTIVE)).then_some("--loss contrastive, online-contrastive or triplet")
     }),
     ("train", "scale", E, |m| {
-        (!loss_in(m, &[LossKind::Mnrl, LossKind::CachedMnrl, LossKind::Cosent]))
-            .then_some("--loss mnrl, cached-mnrl or cosent")
+        (!loss_in(m, &[LossKind::Mnrl, LossKind::CachedMnrl, LossKind::Cosent, LossKind::Angle]))
+            .then_some("--loss mnrl, cached-mnrl, cosent or angle")
     }),
     ("train", "symmetric", E, |m| {
         (!loss_in(m, &[LossKind::Mnrl, LossKind::CachedMnrl])).then_some("--loss mnrl or cached-mnrl")

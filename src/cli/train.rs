@@ -31,7 +31,7 @@ pub struct TrainArgs {
     /// Loss (see README for the data each expects; infonce = mnrl).
     #[arg(long, value_enum)]
     pub loss: LossKind,
-    /// Similarity scale for mnrl/cosent [default: 20].
+    /// Similarity scale for mnrl/cosent/angle [default: 20].
     #[arg(long)]
     pub scale: Option<f64>,
     /// Margin for contrastive (default 0.5) and triplet (default 5).

@@ -45,6 +45,9 @@ pub enum LossKind {
     CachedGist,
     /// Pairs + float score: CoSENT ranking loss on scaled cosine (CoSENTLoss).
     Cosent,
+    /// Pairs + float score: CoSENT on AnglE's angle similarity |cos + sin| instead of cosine
+    /// (AnglELoss, scale 20).
+    Angle,
     /// Pairs + float score: MSE between cosine and score (CosineSimilarityLoss).
     Cosine,
 }
@@ -78,6 +81,7 @@ impl LossKind {
             LossKind::Gist => "GISTEmbedLoss",
             LossKind::CachedGist => "CachedGISTEmbedLoss",
             LossKind::Cosent => "CoSENTLoss",
+            LossKind::Angle => "AnglELoss",
             LossKind::Cosine => "CosineSimilarityLoss",
         }
     }
@@ -273,6 +277,11 @@ pub fn build(kind: LossKind, p: &LossParams) -> Box<dyn Loss> {
         }),
         LossKind::Cosent => Box::new(cosent::Cosent {
             scale: p.scale.unwrap_or(20.0),
+            angle: false,
+        }),
+        LossKind::Angle => Box::new(cosent::Cosent {
+            scale: p.scale.unwrap_or(20.0),
+            angle: true,
         }),
         LossKind::Cosine => Box::new(cosine::CosineSimilarity),
     }
@@ -291,6 +300,27 @@ pub fn normalize_rows(x: &Tensor) -> candle_core::Result<Tensor> {
 /// Cosine similarity of matching rows: `[B, D] × [B, D] → [B]`.
 pub fn pairwise_cosine(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     (normalize_rows(a)? * normalize_rows(b)?)?.sum(D::Minus1)
+}
+
+/// sentence-transformers' `pairwise_angle_sim` (AnglE): `|cos(a, b) + sin(a, b)|` of matching
+/// rows after L2 normalisation, dimension i paired with i + D/2 for the sine term
+/// (`Σ last_a·first_b − first_a·last_b`); an odd D is padded with a zero, as there. `[B]`.
+pub fn pairwise_angle(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    let pad = |x: &Tensor| -> candle_core::Result<Tensor> {
+        let (n, d) = x.dims2()?;
+        if d % 2 == 0 {
+            Ok(x.clone())
+        } else {
+            Tensor::cat(&[x, &Tensor::zeros((n, 1), x.dtype(), x.device())?], 1)
+        }
+    };
+    let (a, b) = (normalize_rows(&pad(a)?)?, normalize_rows(&pad(b)?)?);
+    let h = a.dim(1)? / 2;
+    let cos = (&a * &b)?.sum(D::Minus1)?;
+    let (fa, la) = (a.narrow(1, 0, h)?, a.narrow(1, h, h)?);
+    let (fb, lb) = (b.narrow(1, 0, h)?, b.narrow(1, h, h)?);
+    let sin = ((la * fb)? - (fa * lb)?)?.sum(D::Minus1)?;
+    (cos + sin)?.abs()
 }
 
 /// Cosine similarity matrix: `[N, D] × [M, D] → [N, M]`.

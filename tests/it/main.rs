@@ -26,4 +26,5 @@ mod save_load;
 mod similarity;
 mod streaming;
 mod train;
+mod trainer_parity;
 mod usability;
