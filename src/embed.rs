@@ -85,11 +85,7 @@ impl EmbedConfig {
 
 /// Where `embed` saves the int8/uint8 ranges it used: `<output>.ranges.json`.
 pub fn ranges_path(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    output.with_file_name(format!("{name}.ranges.json"))
+    crate::fsutil::with_name_suffix(output, ".ranges.json")
 }
 
 pub const DEFAULT_CHUNK_ROWS: usize = 50_000;

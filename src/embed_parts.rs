@@ -16,11 +16,7 @@ use std::path::{Path, PathBuf};
 
 /// Directory of finished chunks for `output`.
 pub fn parts_dir(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    output.with_file_name(format!("{name}.parts"))
+    crate::fsutil::with_name_suffix(output, ".parts")
 }
 
 fn chunk_path(dir: &Path, i: usize) -> PathBuf {

@@ -1,6 +1,7 @@
 //! Files that are never half-written: write to a temporary name in the same directory, fsync,
 //! rename into place, fsync the directory. Used for every output and checkpoint. Also a file's
-//! size and sha256, read in pieces (checkpoint manifests, embed job keys, shard sidecars).
+//! size and sha256, read in pieces (checkpoint manifests, embed job keys, shard sidecars), and
+//! the names of a file's companions (`with_name_suffix`).
 
 use anyhow::{Context, Result};
 use std::fs;
@@ -231,4 +232,14 @@ pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
     }
     let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok((size, hex))
+}
+
+/// `path` with `suffix` appended to its file name (`out.npy` → `out.npy.parts`): where a
+/// file's companions live (parts, ranges, shard sidecars, caches).
+pub fn with_name_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!("{name}{suffix}"))
 }

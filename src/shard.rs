@@ -120,11 +120,7 @@ fn shard_path(output: &Path, index: usize, count: usize) -> PathBuf {
 
 /// Where a shard output's sidecar is: `<output>.shard.json`.
 pub fn sidecar_path(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    output.with_file_name(format!("{name}.shard.json"))
+    crate::fsutil::with_name_suffix(output, ".shard.json")
 }
 
 /// More shards than this in a sidecar is taken for a damaged file.

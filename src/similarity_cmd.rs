@@ -58,11 +58,7 @@ fn corpus_embeddings(
 
 /// `<corpus>.embtune-cache/` next to the corpus.
 fn cache_dir(corpus: &Path) -> PathBuf {
-    let name = corpus
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    corpus.with_file_name(format!("{name}.embtune-cache"))
+    crate::fsutil::with_name_suffix(corpus, ".embtune-cache")
 }
 
 pub fn run(cfg: &SimilarityConfig) -> Result<Answer> {
