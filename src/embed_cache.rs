@@ -22,7 +22,12 @@ pub fn fnv64(bytes: &[u8], mut h: u64) -> u64 {
 
 /// The cache file of `texts` embedded by `model` with `extra` settings in `dir`; None when the
 /// model's weights cannot be vouched for (see the module header).
-pub fn cache_path(dir: &Path, model: &SentenceEncoder, extra: &str, texts: &[&str]) -> Option<PathBuf> {
+pub fn cache_path(
+    dir: &Path,
+    model: &SentenceEncoder,
+    extra: &str,
+    texts: &[&str],
+) -> Option<PathBuf> {
     let weights = model.weights_fingerprint()?;
     let settings = format!(
         "{weights}|{}|{:?}|{}|{}|{:?}|{extra}",
@@ -99,7 +104,8 @@ pub fn embeddings(
     if let Some(p) = &path {
         if let Some(d) = p.parent() {
             if std::fs::create_dir_all(d).is_ok() {
-                let _ = crate::embed::write_embeddings(p, crate::embed::OutputFormat::Npy, &e, texts);
+                let _ =
+                    crate::embed::write_embeddings(p, crate::embed::OutputFormat::Npy, &e, texts);
             }
         }
     }

@@ -30,7 +30,8 @@ pub struct EncodeOptions {
 impl EncodeOptions {
     /// The dimension of the embeddings these options give with `model`.
     pub fn out_dim(&self, model: &SentenceEncoder) -> usize {
-        self.truncate_dim.map_or(model.dim(), |d| d.min(model.dim()))
+        self.truncate_dim
+            .map_or(model.dim(), |d| d.min(model.dim()))
     }
 }
 

@@ -186,15 +186,22 @@ impl TextTokenizer {
         // A slice at a time: the tokenizer's full encodings (tokens, offsets, masks) of only
         // TOKENIZE_SLICE texts exist at once, whatever the number of texts.
         let mut out = Vec::with_capacity(inputs.len());
-        for (slice, cuts) in inputs.chunks(TOKENIZE_SLICE).zip(cut.chunks(TOKENIZE_SLICE)) {
+        for (slice, cuts) in inputs
+            .chunks(TOKENIZE_SLICE)
+            .zip(cut.chunks(TOKENIZE_SLICE))
+        {
             let enc = self
                 .inner
                 .encode_batch_fast(slice.to_vec(), true)
                 .map_err(|e| anyhow!("tokenizing: {e}"))?;
-            out.extend(enc.into_iter().zip(cuts).map(|(e, (_, pre_cut))| Tokenized {
-                truncated: *pre_cut || !e.get_overflowing().is_empty(),
-                ids: e.get_ids().to_vec(),
-            }));
+            out.extend(
+                enc.into_iter()
+                    .zip(cuts)
+                    .map(|(e, (_, pre_cut))| Tokenized {
+                        truncated: *pre_cut || !e.get_overflowing().is_empty(),
+                        ids: e.get_ids().to_vec(),
+                    }),
+            );
         }
         Ok(out)
     }

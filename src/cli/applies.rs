@@ -110,7 +110,8 @@ const RULES: &[(&str, &str, Severity, Unused)] = &[
         (!loss_in(m, &GIST)).then_some("--loss gist or cached-gist")
     }),
     ("train", "temperature", E, |m| {
-        (!loss_in(m, &GIST)).then_some("--loss gist or cached-gist (mnrl's is --scale = 1/temperature)")
+        (!loss_in(m, &GIST))
+            .then_some("--loss gist or cached-gist (mnrl's is --scale = 1/temperature)")
     }),
     ("train", "eval_split", E, |m| {
         (!m.given("eval_data")).then_some("--eval-data (a BEIR folder, for retrieval)")
@@ -119,15 +120,25 @@ const RULES: &[(&str, &str, Severity, Unused)] = &[
         (!loss_in(m, &CONTRASTIVE)).then_some("--loss contrastive, online-contrastive or triplet")
     }),
     ("train", "scale", E, |m| {
-        (!loss_in(m, &[LossKind::Mnrl, LossKind::CachedMnrl, LossKind::Cosent, LossKind::Angle]))
-            .then_some("--loss mnrl, cached-mnrl, cosent or angle")
+        (!loss_in(
+            m,
+            &[
+                LossKind::Mnrl,
+                LossKind::CachedMnrl,
+                LossKind::Cosent,
+                LossKind::Angle,
+            ],
+        ))
+        .then_some("--loss mnrl, cached-mnrl, cosent or angle")
     }),
     ("train", "symmetric", E, |m| {
-        (!loss_in(m, &[LossKind::Mnrl, LossKind::CachedMnrl])).then_some("--loss mnrl or cached-mnrl")
+        (!loss_in(m, &[LossKind::Mnrl, LossKind::CachedMnrl]))
+            .then_some("--loss mnrl or cached-mnrl")
     }),
     ("train", "allow_duplicates", E, |m| {
-        (!loss(m).is_some_and(LossKind::in_batch_negatives))
-            .then_some("--loss mnrl, cached-mnrl, gist or cached-gist (the losses that refuse duplicates)")
+        (!loss(m).is_some_and(LossKind::in_batch_negatives)).then_some(
+            "--loss mnrl, cached-mnrl, gist or cached-gist (the losses that refuse duplicates)",
+        )
     }),
     ("train", "eval_steps", E, |m| {
         (!m.given("eval_data")).then_some("--eval-data")
@@ -159,15 +170,35 @@ const RULES: &[(&str, &str, Severity, Unused)] = &[
         let task = m.m.try_get_one::<EvalTask>("task").ok().flatten().copied();
         (task != Some(EvalTask::Sts)).then_some("--task sts")
     }),
-    ("eval", "queries", E, |m| (task(m) != Some(EvalTask::Retrieval)).then_some("--task retrieval")),
-    ("eval", "query_prompt", E, |m| (task(m) != Some(EvalTask::Retrieval)).then_some("--task retrieval")),
-    ("eval", "document_prompt", E, |m| (task(m) != Some(EvalTask::Retrieval)).then_some("--task retrieval")),
-    ("eval", "query_prompt_name", E, |m| (task(m) != Some(EvalTask::Retrieval)).then_some("--task retrieval")),
-    ("eval", "document_prompt_name", E, |m| (task(m) != Some(EvalTask::Retrieval)).then_some("--task retrieval")),
-    ("eval", "prompt", E, |m| (task(m) == Some(EvalTask::Retrieval)).then_some("--task sts, triplet or binary (retrieval: --query-prompt, --document-prompt)")),
-    ("eval", "prompt_name", E, |m| (task(m) == Some(EvalTask::Retrieval)).then_some("--task sts, triplet or binary (retrieval: --query-prompt-name, --document-prompt-name)")),
-    ("eval", "columns", E, |m| (task(m) == Some(EvalTask::Retrieval)).then_some("--task sts, triplet or binary")),
-    ("eval", "precision", E, |m| (task(m) == Some(EvalTask::Retrieval)).then_some("--task sts, triplet or binary")),
+    ("eval", "queries", E, |m| {
+        (task(m) != Some(EvalTask::Retrieval)).then_some("--task retrieval")
+    }),
+    ("eval", "query_prompt", E, |m| {
+        (task(m) != Some(EvalTask::Retrieval)).then_some("--task retrieval")
+    }),
+    ("eval", "document_prompt", E, |m| {
+        (task(m) != Some(EvalTask::Retrieval)).then_some("--task retrieval")
+    }),
+    ("eval", "query_prompt_name", E, |m| {
+        (task(m) != Some(EvalTask::Retrieval)).then_some("--task retrieval")
+    }),
+    ("eval", "document_prompt_name", E, |m| {
+        (task(m) != Some(EvalTask::Retrieval)).then_some("--task retrieval")
+    }),
+    ("eval", "prompt", E, |m| {
+        (task(m) == Some(EvalTask::Retrieval)).then_some(
+            "--task sts, triplet or binary (retrieval: --query-prompt, --document-prompt)",
+        )
+    }),
+    ("eval", "prompt_name", E, |m| {
+        (task(m) == Some(EvalTask::Retrieval)).then_some("--task sts, triplet or binary (retrieval: --query-prompt-name, --document-prompt-name)")
+    }),
+    ("eval", "columns", E, |m| {
+        (task(m) == Some(EvalTask::Retrieval)).then_some("--task sts, triplet or binary")
+    }),
+    ("eval", "precision", E, |m| {
+        (task(m) == Some(EvalTask::Retrieval)).then_some("--task sts, triplet or binary")
+    }),
     ("embed", "ranges", E, |m| {
         (!m.given("precision")).then_some("--precision int8 or uint8")
     }),
@@ -191,10 +222,13 @@ const RULES: &[(&str, &str, Severity, Unused)] = &[
         (source(m) != Some(Source::Classes)).then_some("--from classes")
     }),
     ("pairs", "mine", E, |m| {
-        (!matches!(source(m), Some(Source::Pairs | Source::Qrels))).then_some("--from pairs or qrels")
+        (!matches!(source(m), Some(Source::Pairs | Source::Qrels)))
+            .then_some("--from pairs or qrels")
     }),
     ("pairs", "columns", E, |m| {
-        (source(m) == Some(Source::Qrels)).then_some("--from scores, labeled, classes, nli or pairs (a BEIR folder has its own layout)")
+        (source(m) == Some(Source::Qrels)).then_some(
+            "--from scores, labeled, classes, nli or pairs (a BEIR folder has its own layout)",
+        )
     }),
     ("pairs", "num_negatives", E, |m| negatives_flag(m)),
     ("pairs", "corpus", E, |m| negatives_flag(m)),

@@ -118,7 +118,10 @@ impl EvalArgs {
         };
         Ok(EvalConfig {
             model: self.model.into_spec(),
-            data: self.data.or_else(|| self.queries.clone()).unwrap_or_default(),
+            data: self
+                .data
+                .or_else(|| self.queries.clone())
+                .unwrap_or_default(),
             retrieval,
             prompt: self.prompt.choice(),
             query_prompt: PromptChoice {

@@ -210,10 +210,12 @@ impl TrainArgs {
                 symmetric: self.symmetric,
                 temperature: self.temperature,
             },
-            matryoshka: self.matryoshka_dims.map(|dims| crate::loss::MatryoshkaSpec {
-                dims,
-                weights: self.matryoshka_weights.unwrap_or_default(),
-            }),
+            matryoshka: self
+                .matryoshka_dims
+                .map(|dims| crate::loss::MatryoshkaSpec {
+                    dims,
+                    weights: self.matryoshka_weights.unwrap_or_default(),
+                }),
             mini_batch_size: self.mini_batch_size,
             guide,
             prompts,

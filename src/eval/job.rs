@@ -46,10 +46,13 @@ pub struct EvalConfig {
 pub fn run(cfg: &EvalConfig) -> Result<Metrics> {
     let evaluator: Box<dyn super::Evaluator> = match cfg.task {
         EvalTask::Retrieval => {
-            let src = cfg.retrieval.clone().unwrap_or_else(|| RetrievalSource::Beir {
-                dir: cfg.data.clone(),
-                split: cfg.read.split.clone().unwrap_or_else(|| "test".into()),
-            });
+            let src = cfg
+                .retrieval
+                .clone()
+                .unwrap_or_else(|| RetrievalSource::Beir {
+                    dir: cfg.data.clone(),
+                    split: cfg.read.split.clone().unwrap_or_else(|| "test".into()),
+                });
             let mut e = RetrievalEvaluator::new(&src)?;
             e.query_prompt = cfg.query_prompt.clone();
             e.document_prompt = cfg.document_prompt.clone();
@@ -70,7 +73,11 @@ pub fn run(cfg: &EvalConfig) -> Result<Metrics> {
     let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
     crate::logging::model_loaded(&cfg.model, &model);
     let opts = EncodeOptions {
-        prompt: Some(model.prompts.choose(&cfg.prompt, Side::Plain, "--prompt-name")?),
+        prompt: Some(
+            model
+                .prompts
+                .choose(&cfg.prompt, Side::Plain, "--prompt-name")?,
+        ),
         ..cfg.encode.clone()
     };
     evaluator.evaluate(&model, &opts)

@@ -219,9 +219,11 @@ impl LossSpec {
     pub fn build(&self, p: &LossParams) -> Box<dyn Loss> {
         match self {
             LossSpec::Base { kind } => build(*kind, p),
-            LossSpec::Matryoshka { dims, weights, loss } => {
-                Box::new(matryoshka::Matryoshka::new(loss.build(p), dims, weights))
-            }
+            LossSpec::Matryoshka {
+                dims,
+                weights,
+                loss,
+            } => Box::new(matryoshka::Matryoshka::new(loss.build(p), dims, weights)),
         }
     }
 }

@@ -264,7 +264,8 @@ fn download(
         Ok(p) => Ok(Some(p)),
         Err(ApiError::RequestError(e)) if matches!(*e, ureq::Error::Status(404, _)) => Ok(None),
         Err(ApiError::RequestError(e))
-            if matches!(*e, ureq::Error::Transport(_)) && snapshot_cached(repo_dir, opts.revision()) =>
+            if matches!(*e, ureq::Error::Transport(_))
+                && snapshot_cached(repo_dir, opts.revision()) =>
         {
             // No network, but the model is cached: use the snapshot, as huggingface_hub does.
             if !NETWORK_DOWN.swap(true, std::sync::atomic::Ordering::Relaxed) {

@@ -185,7 +185,10 @@ impl SentenceEncoder {
     /// A fingerprint of the weights as loaded (file, size, modification time), for caches;
     /// None for a model built in memory or whose parameters were handed out for training.
     pub fn weights_fingerprint(&self) -> Option<String> {
-        if self.weights_exposed.load(std::sync::atomic::Ordering::Relaxed) {
+        if self
+            .weights_exposed
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             return None;
         }
         self.weights_file.clone()
@@ -358,8 +361,8 @@ impl SentenceEncoder {
         device: &Device,
     ) -> Result<ColumnBatches> {
         let plen = |c: usize| prompt_lens.get(c).copied().unwrap_or(0);
-        let same_prompts = self.pooling.include_prompt
-            || (0..columns.len()).all(|c| plen(c) == plen(0));
+        let same_prompts =
+            self.pooling.include_prompt || (0..columns.len()).all(|c| plen(c) == plen(0));
         if joint && columns.len() > 1 && same_prompts {
             let rows = columns[0].len();
             if columns.iter().any(|c| c.len() != rows) {

@@ -260,7 +260,10 @@ fn pool_one(
         Pooling::Cls => {
             // The first kept position; a row that is all prompt falls back to position 0
             // (torch's argmax of an all-zero mask).
-            let first: Vec<usize> = lengths.iter().map(|&l| if skip < l { skip } else { 0 }).collect();
+            let first: Vec<usize> = lengths
+                .iter()
+                .map(|&l| if skip < l { skip } else { 0 })
+                .collect();
             hidden
                 .broadcast_mul(&one_hot_rows(&first, s, hidden)?)?
                 .sum(1)

@@ -59,7 +59,12 @@ impl Prompts {
     }
 
     /// The prompt text to prepend (None: none), as sentence-transformers resolves it.
-    pub fn resolve(&self, prompt: Option<&str>, name: Option<&str>, side: Side) -> Result<Option<String>> {
+    pub fn resolve(
+        &self,
+        prompt: Option<&str>,
+        name: Option<&str>,
+        side: Side,
+    ) -> Result<Option<String>> {
         if let Some(p) = prompt {
             return Ok(Some(p.to_string()).filter(|p| !p.is_empty()));
         }
@@ -125,10 +130,14 @@ mod tests {
 
     fn prompts(default: Option<&str>) -> Prompts {
         Prompts {
-            map: [("query", "query: "), ("passage", "passage: "), ("empty", "")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            map: [
+                ("query", "query: "),
+                ("passage", "passage: "),
+                ("empty", ""),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
             default_name: default.map(String::from),
         }
     }
@@ -136,14 +145,36 @@ mod tests {
     #[test]
     fn prompts_resolve_as_sentence_transformers_does() {
         let p = prompts(Some("passage"));
-        assert_eq!(p.resolve(Some("x: "), Some("query"), Side::Plain).unwrap().as_deref(), Some("x: "));
-        assert_eq!(p.resolve(None, Some("query"), Side::Plain).unwrap().as_deref(), Some("query: "));
+        assert_eq!(
+            p.resolve(Some("x: "), Some("query"), Side::Plain)
+                .unwrap()
+                .as_deref(),
+            Some("x: ")
+        );
+        assert_eq!(
+            p.resolve(None, Some("query"), Side::Plain)
+                .unwrap()
+                .as_deref(),
+            Some("query: ")
+        );
         // encode: the default prompt; encode_query: "query"; encode_document: "passage".
-        assert_eq!(p.resolve(None, None, Side::Plain).unwrap().as_deref(), Some("passage: "));
-        assert_eq!(p.resolve(None, None, Side::Query).unwrap().as_deref(), Some("query: "));
-        assert_eq!(p.resolve(None, None, Side::Document).unwrap().as_deref(), Some("passage: "));
+        assert_eq!(
+            p.resolve(None, None, Side::Plain).unwrap().as_deref(),
+            Some("passage: ")
+        );
+        assert_eq!(
+            p.resolve(None, None, Side::Query).unwrap().as_deref(),
+            Some("query: ")
+        );
+        assert_eq!(
+            p.resolve(None, None, Side::Document).unwrap().as_deref(),
+            Some("passage: ")
+        );
         assert_eq!(p.resolve(None, Some("empty"), Side::Plain).unwrap(), None);
         assert!(p.resolve(None, Some("nope"), Side::Plain).is_err());
-        assert_eq!(prompts(None).resolve(None, None, Side::Plain).unwrap(), None);
+        assert_eq!(
+            prompts(None).resolve(None, None, Side::Plain).unwrap(),
+            None
+        );
     }
 }

@@ -210,7 +210,14 @@ pub fn add_negatives(
             path.map(|p| p.display().to_string()).unwrap_or_default()
         );
     }
-    Ok(layout(&g, &negatives, &texts, n, cfg.negatives.format, report))
+    Ok(layout(
+        &g,
+        &negatives,
+        &texts,
+        n,
+        cfg.negatives.format,
+        report,
+    ))
 }
 
 fn random(g: &Grouped, corpus: &Corpus, n: usize, seed: u64) -> Vec<Vec<usize>> {
@@ -377,7 +384,12 @@ fn mine(
         let ce = encode(model, &refs, &enc)?;
         for start in (0..ce.len()).step_by(4096) {
             let end = (start + 4096).min(ce.len());
-            heaps.add(model.device(), &ae, &ce.data[start * ce.dim..end * ce.dim], first + start)?;
+            heaps.add(
+                model.device(),
+                &ae,
+                &ce.data[start * ce.dim..end * ce.dim],
+                first + start,
+            )?;
         }
         Ok(())
     })?;

@@ -173,11 +173,15 @@ fn qrels_table(cfg: &PairsConfig) -> Result<(Table, PathBuf)> {
     for n in &d.notes {
         tracing::info!("note: {n}");
     }
-    let doc: std::collections::HashMap<&str, &str> =
-        d.corpus.iter().map(|(i, t)| (i.as_str(), t.as_str())).collect();
+    let doc: std::collections::HashMap<&str, &str> = d
+        .corpus
+        .iter()
+        .map(|(i, t)| (i.as_str(), t.as_str()))
+        .collect();
     let mut rows = Vec::new();
     for (qid, q) in &d.queries {
-        let mut judged: Vec<(&String, &f64)> = d.qrels[qid].iter().filter(|(_, s)| **s > 0.0).collect();
+        let mut judged: Vec<(&String, &f64)> =
+            d.qrels[qid].iter().filter(|(_, s)| **s > 0.0).collect();
         judged.sort_by(|a, b| a.0.cmp(b.0));
         for (id, _) in judged {
             rows.push(crate::data::Row {

@@ -67,7 +67,10 @@ fn other_eval_charts(lines: &[Value]) -> Vec<(String, String)> {
             .collect();
         let Some(first) = set.first() else { continue };
         let name = first["eval_set"].as_str().unwrap_or("").to_string();
-        let primary = first["eval"]["primary_metric"].as_str().unwrap_or("").to_string();
+        let primary = first["eval"]["primary_metric"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let points: Vec<(f64, f64)> = set
             .iter()
             .filter_map(|v| Some((v["step"].as_f64()?, v["eval"].get(&primary)?.as_f64()?)))

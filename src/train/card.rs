@@ -100,7 +100,16 @@ pub fn render(cfg: &TrainConfig, report: &TrainReport, inp: &CardInput) -> Strin
             .iter()
             .map(|(k, v)| format!("`{k}`: {v:?}"))
             .collect();
-        let _ = writeln!(s, "- Prompts: {}{}", list.join(", "), m.prompts.default_name.as_ref().map(|d| format!(" (default: `{d}`)")).unwrap_or_default());
+        let _ = writeln!(
+            s,
+            "- Prompts: {}{}",
+            list.join(", "),
+            m.prompts
+                .default_name
+                .as_ref()
+                .map(|d| format!(" (default: `{d}`)"))
+                .unwrap_or_default()
+        );
     }
     s.push('\n');
 
@@ -215,7 +224,10 @@ pub fn render(cfg: &TrainConfig, report: &TrainReport, inp: &CardInput) -> Strin
             }
             s.push('\n');
         }
-        if let (false, Some((name, ev))) = (report.matryoshka_evals.is_empty(), report.final_evals.first()) {
+        if let (false, Some((name, ev))) = (
+            report.matryoshka_evals.is_empty(),
+            report.final_evals.first(),
+        ) {
             let _ = writeln!(
                 s,
                 "### By embedding size (Matryoshka)\n\n{} on `{name}` with the embeddings truncated to each trained size (`--truncate-dim`):\n\n| dimensions | {} |\n|---:|---:|",

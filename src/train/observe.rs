@@ -126,7 +126,13 @@ impl Logger {
 }
 
 impl Observer for Logger {
-    fn step(&mut self, ev: &Event, st: &mut RunState, _: &SentenceEncoder, _: &AdamW) -> Result<()> {
+    fn step(
+        &mut self,
+        ev: &Event,
+        st: &mut RunState,
+        _: &SentenceEncoder,
+        _: &AdamW,
+    ) -> Result<()> {
         let (sum, n, examples, _) = &mut self.window;
         for l in ev.losses {
             *sum += l;
@@ -156,8 +162,10 @@ impl Observer for Logger {
             self.first_loss.get_or_insert(mean);
             self.last_loss = Some(mean);
             let rate = examples as f64 / secs;
-            st.metrics.line(&json!({"step": done, "epoch": st.epoch(done), "loss": mean, "lr": ev.lr,
-                "grad_norm": norm, "examples_per_sec": rate}))?;
+            st.metrics.line(
+                &json!({"step": done, "epoch": st.epoch(done), "loss": mean, "lr": ev.lr,
+                "grad_norm": norm, "examples_per_sec": rate}),
+            )?;
             if self.log_lines {
                 tracing::info!(
                     "step {done}/{}  loss {mean:.6}  lr {:.3e}  grad-norm {norm:.3}  {rate:.1} examples/s",
@@ -209,7 +217,11 @@ impl Evaluations {
             st.metrics.line(&line)?;
             tracing::info!(
                 "step {step}: {}{} = {:.4}",
-                if self.sets.len() > 1 { format!("{}: ", set.name) } else { String::new() },
+                if self.sets.len() > 1 {
+                    format!("{}: ", set.name)
+                } else {
+                    String::new()
+                },
                 m.primary,
                 m.primary_value()
             );
@@ -243,7 +255,13 @@ impl Observer for Evaluations {
         }
         Ok(())
     }
-    fn step(&mut self, ev: &Event, st: &mut RunState, model: &SentenceEncoder, _: &AdamW) -> Result<()> {
+    fn step(
+        &mut self,
+        ev: &Event,
+        st: &mut RunState,
+        model: &SentenceEncoder,
+        _: &AdamW,
+    ) -> Result<()> {
         if ev.eval_now && !self.sets.is_empty() {
             self.evaluate(ev.done, st, model)?;
         }
@@ -289,7 +307,13 @@ impl Checkpoints<'_> {
 }
 
 impl Observer for Checkpoints<'_> {
-    fn step(&mut self, ev: &Event, st: &mut RunState, model: &SentenceEncoder, opt: &AdamW) -> Result<()> {
+    fn step(
+        &mut self,
+        ev: &Event,
+        st: &mut RunState,
+        model: &SentenceEncoder,
+        opt: &AdamW,
+    ) -> Result<()> {
         if ev.save_now {
             self.save(ev.done, st.best, model, opt)?;
         }

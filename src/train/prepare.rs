@@ -4,10 +4,10 @@
 use super::batcher::epoch_batches;
 use super::checkpoint::{self, TrainerState};
 use super::data::TrainSet;
-use super::TrainConfig;
-use crate::data::{read_table, ReadOptions};
 use super::observe::EvalSet;
 use super::prompts::TrainPrompts;
+use super::TrainConfig;
+use crate::data::{read_table, ReadOptions};
 use crate::eval::{self, EvalTask};
 use crate::loss::{self, Loss, LossKind};
 use anyhow::{bail, Context, Result};
@@ -102,7 +102,8 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
             }
             _ => {
                 let t = read_table(&e.data, e.format, &ReadOptions::default())?;
-                let ev = eval::build_with_defaults(e.task, &t, e.columns.as_deref(), e.score_scale)?;
+                let ev =
+                    eval::build_with_defaults(e.task, &t, e.columns.as_deref(), e.score_scale)?;
                 eval_table.get_or_insert(t);
                 ev
             }

@@ -18,7 +18,9 @@ pub fn parse(arg: &str) -> Result<Vec<(String, String)>> {
     // is not `key=`.
     let is_key = |s: &str| {
         s.split_once('=').is_some_and(|(k, _)| {
-            !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
         })
     };
     if !is_key(arg) {
@@ -144,7 +146,10 @@ mod tests {
 
     #[test]
     fn prompts_parse_per_column_or_for_all() {
-        assert_eq!(parse("query: ").unwrap(), vec![(String::new(), "query: ".into())]);
+        assert_eq!(
+            parse("query: ").unwrap(),
+            vec![(String::new(), "query: ".into())]
+        );
         assert_eq!(
             parse("anchor=\"query: \",positive=passage, with a comma: ").unwrap(),
             vec![
@@ -158,7 +163,8 @@ mod tests {
     #[test]
     fn keys_are_roles_or_columns() {
         let c = cols(&["question", "answer", "neg1", "neg2"]);
-        let p = TrainPrompts::resolve(&parse("anchor=q: ,negative=p: ,answer=p: ").unwrap(), &c).unwrap();
+        let p = TrainPrompts::resolve(&parse("anchor=q: ,negative=p: ,answer=p: ").unwrap(), &c)
+            .unwrap();
         assert_eq!(p.prefixed(0, "x"), "q: x");
         assert_eq!(p.prefixed(1, "x"), "p: x");
         assert_eq!(p.prefixed(3, "x"), "p: x");

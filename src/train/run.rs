@@ -267,12 +267,17 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             None => done % steps_per_epoch == 0 || done == total,
         };
         let save_now = cfg.save_steps.is_some_and(|n| done % n == 0) && done < total;
-        let losses =
-            if !device.is_cuda() || log_now || eval_now || save_now || cfg.progress || debug_steps {
-                pending.flush()?
-            } else {
-                Vec::new()
-            };
+        let losses = if !device.is_cuda()
+            || log_now
+            || eval_now
+            || save_now
+            || cfg.progress
+            || debug_steps
+        {
+            pending.flush()?
+        } else {
+            Vec::new()
+        };
         let ev = Event {
             done,
             total,

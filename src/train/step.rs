@@ -104,19 +104,16 @@ pub struct StepOutput {
 pub trait TrainStep {
     fn name(&self) -> &'static str;
     /// The gradients of one optimizer step over `micro` (one or more batches of row indices).
-    fn run(
-        &self,
-        ctx: &StepCtx,
-        micro: &[&[usize]],
-        timer: &mut PhaseTimer,
-    ) -> Result<StepOutput>;
+    fn run(&self, ctx: &StepCtx, micro: &[&[usize]], timer: &mut PhaseTimer) -> Result<StepOutput>;
 }
 
 /// The step a run takes: cached when a mini-batch size is set, else accumulated when several
 /// micro-batches make a step, else plain.
 pub fn for_config(grad_accum: usize, mini_batch: Option<usize>) -> Box<dyn TrainStep> {
     match (mini_batch, grad_accum) {
-        (Some(m), _) => Box::new(Cached { mini_batch: m.max(1) }),
+        (Some(m), _) => Box::new(Cached {
+            mini_batch: m.max(1),
+        }),
         (None, 1) => Box::new(Plain),
         (None, _) => Box::new(Accumulated),
     }
@@ -154,7 +151,10 @@ impl TrainStep for Plain {
     }
     fn run(&self, ctx: &StepCtx, micro: &[&[usize]], timer: &mut PhaseTimer) -> Result<StepOutput> {
         let [rows] = micro else {
-            anyhow::bail!("internal: a plain step takes one batch, got {}", micro.len());
+            anyhow::bail!(
+                "internal: a plain step takes one batch, got {}",
+                micro.len()
+            );
         };
         let mut acc = GradSum::new(ctx.vars.len());
         let loss = graph_micro(ctx, rows, None, &mut acc, timer)?;
@@ -217,7 +217,12 @@ fn accumulate(
 
 /// The loss of `rows` from their embeddings: with the guide's embeddings of the same texts when
 /// the loss is guided (eval mode, no graph).
-fn loss_of(ctx: &StepCtx, rows: &[usize], embs: &[Tensor], labels: Option<&Tensor>) -> Result<Tensor> {
+fn loss_of(
+    ctx: &StepCtx,
+    rows: &[usize],
+    embs: &[Tensor],
+    labels: Option<&Tensor>,
+) -> Result<Tensor> {
     if !ctx.loss.needs_guide() {
         return Ok(ctx.loss.compute(embs, labels)?);
     }

@@ -431,9 +431,17 @@ fn config_files_flags_precedence_and_print_config() {
     let o = print_config(&common::repo_root().join("data/recipes/retrieval.toml"));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(out.contains("loss = \"cached-mnrl\"") && out.contains("mini-batch-size = 32"), "{out}");
-    let line = out.lines().find(|l| l.starts_with("eval-data = [\"")).unwrap_or_else(|| panic!("{out}"));
-    let path = line.trim_start_matches("eval-data = [\"").trim_end_matches("\"]");
+    assert!(
+        out.contains("loss = \"cached-mnrl\"") && out.contains("mini-batch-size = 32"),
+        "{out}"
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("eval-data = [\""))
+        .unwrap_or_else(|| panic!("{out}"));
+    let path = line
+        .trim_start_matches("eval-data = [\"")
+        .trim_end_matches("\"]");
     assert!(path.ends_with("data/retrieval/pubmedqa-pqal"), "{line}");
     assert!(Path::new(path).join("corpus.jsonl").is_file(), "{line}");
 }

@@ -203,20 +203,46 @@ fn angle_loss_equals_sentence_transformers() {
     let r: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let loss = build(LossKind::Angle, &LossParams::default());
     for case in r["cases"].as_array().unwrap() {
-        let (b, d) = (case["b"].as_u64().unwrap() as usize, case["d"].as_u64().unwrap() as usize);
+        let (b, d) = (
+            case["b"].as_u64().unwrap() as usize,
+            case["d"].as_u64().unwrap() as usize,
+        );
         let t = |k: &str| -> Tensor {
-            let v: Vec<f64> = case[k].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap())).collect();
+            let v: Vec<f64> = case[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+                .collect();
             Tensor::from_vec(v, (b, d), &Device::Cpu).unwrap()
         };
-        let labels: Vec<f64> = case["labels"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let labels: Vec<f64> = case["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
         let (e1, e2) = (t("e1"), t("e2"));
-        let sims: Vec<f64> = embtune::loss::pairwise_angle(&e1, &e2).unwrap().to_vec1().unwrap();
+        let sims: Vec<f64> = embtune::loss::pairwise_angle(&e1, &e2)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         for (ours, st) in sims.iter().zip(case["angle_sim"].as_array().unwrap()) {
-            assert!((ours - st.as_f64().unwrap()).abs() < 1e-12, "d {d}: {ours} vs {st}");
+            assert!(
+                (ours - st.as_f64().unwrap()).abs() < 1e-12,
+                "d {d}: {ours} vs {st}"
+            );
         }
         let y = Tensor::from_vec(labels, b, &Device::Cpu).unwrap();
-        let l: f64 = loss.compute(&[e1, e2], Some(&y)).unwrap().to_scalar().unwrap();
+        let l: f64 = loss
+            .compute(&[e1, e2], Some(&y))
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         let st = case["loss"].as_f64().unwrap();
-        assert!((l - st).abs() < 1e-9 * st.abs().max(1.0), "d {d}: loss {l} vs {st}");
+        assert!(
+            (l - st).abs() < 1e-9 * st.abs().max(1.0),
+            "d {d}: loss {l} vs {st}"
+        );
     }
 }

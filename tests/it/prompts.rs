@@ -35,7 +35,10 @@ fn with_prompt(prompt: &str) -> EncodeOptions {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Every case of the reference: embeddings within 1e-5 of sentence-transformers', and the same
@@ -80,10 +83,18 @@ fn prompts_embed_as_sentence_transformers_does() {
             .as_array()
             .unwrap()
             .iter()
-            .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32))
+            .flat_map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+            })
             .collect();
         let d = max_abs_diff(&got.data, &want);
-        assert!(d <= 1e-5, "{family} {pooling:?} include_prompt={include} {prompt:?}: {d}");
+        assert!(
+            d <= 1e-5,
+            "{family} {pooling:?} include_prompt={include} {prompt:?}: {d}"
+        );
         if !include {
             let mut all = model;
             all.pooling.include_prompt = true;
@@ -153,34 +164,86 @@ fn the_default_prompt_is_applied_and_names_resolve() {
     let plain = embed(&fixture_model("bert"), &input, &o("plain.npy"), &[]).0;
     let (default, note) = embed(&with_default, &input, &o("default.npy"), &[]);
     assert!(note.contains("default prompt \"query\""), "{note}");
-    let given = embed(&no_default, &input, &o("given.npy"), &["--prompt", "query: "]).0;
-    assert_eq!(default, given, "the default prompt is not the prompt given by hand");
+    let given = embed(
+        &no_default,
+        &input,
+        &o("given.npy"),
+        &["--prompt", "query: "],
+    )
+    .0;
+    assert_eq!(
+        default, given,
+        "the default prompt is not the prompt given by hand"
+    );
     assert_ne!(default, plain);
     let off = embed(&with_default, &input, &o("off.npy"), &["--prompt", ""]).0;
-    assert_eq!(off, plain, "--prompt \"\" did not turn the default prompt off");
-    let named = embed(&with_default, &input, &o("named.npy"), &["--prompt-name", "passage"]).0;
-    let by_hand = embed(&no_default, &input, &o("hand.npy"), &["--prompt", "passage: "]).0;
+    assert_eq!(
+        off, plain,
+        "--prompt \"\" did not turn the default prompt off"
+    );
+    let named = embed(
+        &with_default,
+        &input,
+        &o("named.npy"),
+        &["--prompt-name", "passage"],
+    )
+    .0;
+    let by_hand = embed(
+        &no_default,
+        &input,
+        &o("hand.npy"),
+        &["--prompt", "passage: "],
+    )
+    .0;
     assert_eq!(named, by_hand);
     // A model without a default prompt embeds the texts as given.
     assert_eq!(embed(&no_default, &input, &o("nd.npy"), &[]).0, plain);
 
     let bad = embtune(&[
-        "embed", "-m", s(&no_default), "-d", s(&input), "-o", s(&o("x.npy")),
-        "--prompt-name", "qeury",
+        "embed",
+        "-m",
+        s(&no_default),
+        "-d",
+        s(&input),
+        "-o",
+        s(&o("x.npy")),
+        "--prompt-name",
+        "qeury",
     ]);
     assert_one_line_error(&bad, &["--prompt-name", "qeury", "passage, query"]);
     let both = embtune(&[
-        "embed", "-m", s(&no_default), "-d", s(&input), "-o", s(&o("x.npy")),
-        "--prompt", "a", "--prompt-name", "query",
+        "embed",
+        "-m",
+        s(&no_default),
+        "-d",
+        s(&input),
+        "-o",
+        s(&o("x.npy")),
+        "--prompt",
+        "a",
+        "--prompt-name",
+        "query",
     ]);
     assert!(!both.status.success());
     // A default prompt name that names no prompt: refused at load, naming the file and field.
     let broken = tmp.path().join("broken");
     prompted_model(&broken, Some("search"));
-    let e = embtune(&["embed", "-m", s(&broken), "-d", s(&input), "-o", s(&o("x.npy"))]);
+    let e = embtune(&[
+        "embed",
+        "-m",
+        s(&broken),
+        "-d",
+        s(&input),
+        "-o",
+        s(&o("x.npy")),
+    ]);
     assert_one_line_error(
         &e,
-        &["config_sentence_transformers.json", "default_prompt_name", "\"search\""],
+        &[
+            "config_sentence_transformers.json",
+            "default_prompt_name",
+            "\"search\"",
+        ],
     );
 }
 
@@ -193,7 +256,11 @@ fn similarity_applies_query_and_document_prompts() {
     prompted_model(&m, None);
     let plain = fixture_model("bert");
     let corpus = tmp.path().join("corpus.txt");
-    std::fs::write(&corpus, "The cat sleeps.\nA man plays guitar.\nStocks fell.\n").unwrap();
+    std::fs::write(
+        &corpus,
+        "The cat sleeps.\nA man plays guitar.\nStocks fell.\n",
+    )
+    .unwrap();
     let run = |model: &Path, extra: &[&str]| -> serde_json::Value {
         let mut a = vec!["similarity", "-m", s(model), "--json"];
         a.extend_from_slice(extra);
@@ -215,6 +282,9 @@ fn similarity_applies_query_and_document_prompts() {
         a.extend_from_slice(extra);
         run(model, &a)["cosine"].as_f64().unwrap()
     };
-    assert_eq!(pair(&m, &["--prompt-name", "query"]), pair(&plain, &["--prompt", "query: "]));
+    assert_eq!(
+        pair(&m, &["--prompt-name", "query"]),
+        pair(&plain, &["--prompt", "query: "])
+    );
     assert_ne!(pair(&plain, &["--prompt", "query: "]), pair(&plain, &[]));
 }

@@ -14,7 +14,8 @@ fn s(p: &Path) -> &str {
 
 fn eval_json(args: &[&str], envs: &[(&str, &Path)]) -> (serde_json::Value, String) {
     let mut cmd = crate::common::embtune_cmd_offline();
-    cmd.args(["eval", "--task", "retrieval", "--json"]).args(args);
+    cmd.args(["eval", "--task", "retrieval", "--json"])
+        .args(args);
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -52,7 +53,9 @@ fn pubmedqa_metrics_equal_sentence_transformers() {
         if !k.starts_with("cosine_") {
             continue;
         }
-        let g = got[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {got}"));
+        let g = got[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} missing in {got}"));
         assert!((g - v.as_f64().unwrap()).abs() <= 1e-4, "{k}: {g} vs {v}");
         compared += 1;
     }
@@ -62,7 +65,10 @@ fn pubmedqa_metrics_equal_sentence_transformers() {
         assert!(got[k].is_number(), "{k}");
     }
     // MiniLM normalises: dot equals cosine.
-    assert!((got["dot_ndcg@10"].as_f64().unwrap() - got["cosine_ndcg@10"].as_f64().unwrap()).abs() < 1e-9);
+    assert!(
+        (got["dot_ndcg@10"].as_f64().unwrap() - got["cosine_ndcg@10"].as_f64().unwrap()).abs()
+            < 1e-9
+    );
 }
 
 /// A small BEIR folder: 6 documents, 4 queries (one unjudged), graded qrels.
@@ -111,7 +117,10 @@ fn beir_folders_are_read_as_sentence_transformers_reads_them() {
         eval_json(&["-m", s(&m), "-d", s(&d)], &env)
     };
     let (clean, note) = run(QRELS, "clean");
-    assert!(note.contains("1 of 4 queries have no relevant document"), "{note}");
+    assert!(
+        note.contains("1 of 4 queries have no relevant document"),
+        "{note}"
+    );
     let (crlf, _) = run(&QRELS.replace('\n', "\r\n"), "crlf");
     let (headless, _) = run(QRELS.split_once('\n').unwrap().1, "headless");
     assert_eq!(clean, crlf);
@@ -119,9 +128,17 @@ fn beir_folders_are_read_as_sentence_transformers_reads_them() {
     let unknown = format!("{QRELS}q9\td1\t1\nq9\td2\t1\nq1\td77\t1\n");
     let (with_unknown, note) = run(&unknown, "unknown");
     assert_eq!(clean, with_unknown);
-    assert!(note.contains("2 judgments name 1 query ids not in"), "{note}");
+    assert!(
+        note.contains("2 judgments name 1 query ids not in"),
+        "{note}"
+    );
     assert!(note.contains("1 judgments name documents not in"), "{note}");
-    for v in clean.as_object().unwrap().values().filter_map(|v| v.as_f64()) {
+    for v in clean
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|v| v.as_f64())
+    {
         assert!((0.0..=1.0).contains(&v));
     }
     // The three-file form is the same data.
@@ -163,13 +180,20 @@ fn bad_retrieval_data_is_a_one_line_error() {
         embtune(&a)
     };
     beir(&d, QRELS);
-    assert_one_line_error(&run(&["--split", "dev"]), &["no qrels for split \"dev\"", "splits here: test"]);
+    assert_one_line_error(
+        &run(&["--split", "dev"]),
+        &["no qrels for split \"dev\"", "splits here: test"],
+    );
     // A first line that is not a number is the header; a later one is an error.
     std::fs::write(d.join("qrels/test.tsv"), "q1\td1\t1\nq2\td2\tgood\n").unwrap();
     assert_one_line_error(&run(&[]), &["test.tsv:2", "score", "\"good\""]);
     beir(&d, QRELS);
     let corpus = std::fs::read_to_string(d.join("corpus.jsonl")).unwrap();
-    std::fs::write(d.join("corpus.jsonl"), format!("{corpus}{{\"_id\": \"d2\", \"text\": \"again\"}}\n")).unwrap();
+    std::fs::write(
+        d.join("corpus.jsonl"),
+        format!("{corpus}{{\"_id\": \"d2\", \"text\": \"again\"}}\n"),
+    )
+    .unwrap();
     assert_one_line_error(&run(&[]), &["corpus.jsonl", "\"d2\" appears twice"]);
     std::fs::write(d.join("corpus.jsonl"), "").unwrap();
     let e = run(&[]);
@@ -178,7 +202,10 @@ fn bad_retrieval_data_is_a_one_line_error() {
     assert!(err.contains("corpus.jsonl"), "{err}");
     // Flags of other tasks are refused with the task they belong to.
     beir(&d, QRELS);
-    assert_one_line_error(&run(&["--columns", "a,b,score"]), &["--columns", "--task sts"]);
+    assert_one_line_error(
+        &run(&["--columns", "a,b,score"]),
+        &["--columns", "--task sts"],
+    );
     assert_one_line_error(&run(&["--prompt", "x"]), &["--prompt", "--query-prompt"]);
 }
 
@@ -190,7 +217,14 @@ fn retrieval_report_has_its_charts() {
     beir(&d, QRELS);
     let report = tmp.path().join("report");
     let (_, _) = eval_json(
-        &["-m", s(&fixture_model("bert")), "-d", s(&d), "--report", s(&report)],
+        &[
+            "-m",
+            s(&fixture_model("bert")),
+            "-d",
+            s(&d),
+            "--report",
+            s(&report),
+        ],
         &[("XDG_CACHE_HOME", tmp.path())],
     );
     let html = std::fs::read_to_string(report.join("report.html")).unwrap();

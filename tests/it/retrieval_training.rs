@@ -17,9 +17,15 @@ fn s(p: &Path) -> &str {
 }
 
 const PAIRS: [(&str, &str); 8] = [
-    ("who plays the guitar", "A man is playing a guitar on stage."),
+    (
+        "who plays the guitar",
+        "A man is playing a guitar on stage.",
+    ),
     ("sleeping cat", "The cat sat on the mat and slept all day."),
-    ("market news", "Stocks fell sharply on Monday after the announcement."),
+    (
+        "market news",
+        "Stocks fell sharply on Monday after the announcement.",
+    ),
     ("dogs in snow", "Three dogs run across a snowy field."),
     ("rain tomorrow", "It will rain tomorrow in the north."),
     ("orchestra", "The orchestra played a symphony."),
@@ -47,7 +53,14 @@ fn load(family: &str, dropout: Option<f64>) -> SentenceEncoder {
 /// (some gradients are 0 in theory — key biases under softmax — and differ only by float noise
 /// around 1e-10, which a per-tensor ratio would blow up).
 fn max_rel_diff(a: &[Option<Tensor>], b: &[Option<Tensor>]) -> f32 {
-    let max_abs = |t: &Tensor| t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let max_abs = |t: &Tensor| {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
     let (mut worst, mut scale) = (0f32, 0f32);
     for (x, y) in a.iter().zip(b) {
         let (x, y) = (x.as_ref().unwrap(), y.as_ref().unwrap());
@@ -58,7 +71,11 @@ fn max_rel_diff(a: &[Option<Tensor>], b: &[Option<Tensor>]) -> f32 {
 }
 
 /// The gradients of one step of `loss` over the 8 pairs, by `kind` of step.
-fn step_grads(model: &SentenceEncoder, loss: LossKind, mini: Option<usize>) -> (Vec<Option<Tensor>>, f32) {
+fn step_grads(
+    model: &SentenceEncoder,
+    loss: LossKind,
+    mini: Option<usize>,
+) -> (Vec<Option<Tensor>>, f32) {
     step_grads_with(model, loss, mini, false)
 }
 
@@ -109,14 +126,20 @@ fn gradcache_gradients_equal_plain_mnrl() {
         let (plain, lp) = step_grads(&model, LossKind::Mnrl, None);
         for mini in [8, 4, 3, 1] {
             let (cached, lc) = step_grads(&model, LossKind::CachedMnrl, Some(mini));
-            assert!((lp - lc).abs() <= 1e-6, "{family} mini {mini}: loss {lp} vs {lc}");
+            assert!(
+                (lp - lc).abs() <= 1e-6,
+                "{family} mini {mini}: loss {lp} vs {lc}"
+            );
             let d = max_rel_diff(&cached, &plain);
             assert!(d <= 1e-5, "{family} mini {mini}: gradients differ by {d:e}");
         }
         // CachedMultipleNegativesSymmetricRankingLoss against the symmetric MNRL.
         let (sym, ls) = step_grads_with(&model, LossKind::Mnrl, None, true);
         let (csym, lcs) = step_grads_with(&model, LossKind::CachedMnrl, Some(3), true);
-        assert!((ls - lcs).abs() <= 1e-6 && (ls - lp).abs() > 1e-4, "{family}: {ls} {lcs} {lp}");
+        assert!(
+            (ls - lcs).abs() <= 1e-6 && (ls - lp).abs() > 1e-4,
+            "{family}: {ls} {lcs} {lp}"
+        );
         let d = max_rel_diff(&csym, &sym);
         assert!(d <= 1e-5, "{family} symmetric: gradients differ by {d:e}");
     }
@@ -134,7 +157,11 @@ fn gradcache_replays_the_dropout_masks() {
     let after_plain = model.dropout_state();
     model.rewind_dropout(state);
     let (one, _) = step_grads(&model, LossKind::CachedMnrl, Some(PAIRS.len()));
-    assert_eq!(model.dropout_state(), after_plain, "the RNG ends where the plain step ends");
+    assert_eq!(
+        model.dropout_state(),
+        after_plain,
+        "the RNG ends where the plain step ends"
+    );
     let d = max_rel_diff(&one, &plain);
     assert!(d <= 1e-5, "one mini-batch: {d:e}");
     // Mini-batches of 3 against the same forwards with a graph, column by column.
@@ -145,7 +172,10 @@ fn gradcache_replays_the_dropout_masks() {
     let cols: Vec<Tensor> = [0usize, 1]
         .iter()
         .map(|&c| {
-            let texts: Vec<&str> = PAIRS.iter().map(|p| if c == 0 { p.0 } else { p.1 }).collect();
+            let texts: Vec<&str> = PAIRS
+                .iter()
+                .map(|p| if c == 0 { p.0 } else { p.1 })
+                .collect();
             let parts: Vec<Tensor> = texts
                 .chunks(3)
                 .map(|ch| {
@@ -156,14 +186,20 @@ fn gradcache_replays_the_dropout_masks() {
             Tensor::cat(&parts, 0).unwrap()
         })
         .collect();
-    let loss = LossSpec::Base { kind: LossKind::Mnrl }.build(&LossParams::default());
+    let loss = LossSpec::Base {
+        kind: LossKind::Mnrl,
+    }
+    .build(&LossParams::default());
     let g = loss.compute(&cols, None).unwrap().backward().unwrap();
     let by_hand: Vec<Option<Tensor>> = vars.iter().map(|v| g.get(v.as_tensor()).cloned()).collect();
     let d = max_rel_diff(&cached, &by_hand);
     assert!(d <= 1e-5, "mini-batches of 3 with dropout: {d:e}");
     // Other masks are far off: the yardstick for the two checks above.
     let off = max_rel_diff(&cached, &plain);
-    assert!(off > 1e-3, "dropout masks do not matter here ({off:e}): the test proves nothing");
+    assert!(
+        off > 1e-3,
+        "dropout masks do not matter here ({off:e}): the test proves nothing"
+    );
 }
 
 /// Matryoshka's value is the weighted sum of the base loss at each size (embeddings cut and
@@ -174,23 +210,42 @@ fn matryoshka_is_the_weighted_sum_of_the_base_loss() {
     let a = Tensor::randn(0f32, 1., (6, 32), &dev).unwrap();
     let p = Tensor::randn(0f32, 1., (6, 32), &dev).unwrap();
     let n = Tensor::randn(0f32, 1., (6, 32), &dev).unwrap();
-    let norm = |t: &Tensor, d: usize| embtune::loss::normalize_rows(&t.narrow(1, 0, d).unwrap()).unwrap();
-    for (kind, cols) in [(LossKind::Mnrl, vec![a.clone(), p.clone()]), (LossKind::Triplet, vec![a, p, n])] {
+    let norm =
+        |t: &Tensor, d: usize| embtune::loss::normalize_rows(&t.narrow(1, 0, d).unwrap()).unwrap();
+    for (kind, cols) in [
+        (LossKind::Mnrl, vec![a.clone(), p.clone()]),
+        (LossKind::Triplet, vec![a, p, n]),
+    ] {
         let params = LossParams::default();
         let spec = LossSpec::Matryoshka {
             dims: vec![8, 32, 16],
             weights: vec![0.5, 1.0, 2.0],
             loss: Box::new(LossSpec::Base { kind }),
         };
-        let got = spec.build(&params).compute(&cols, None).unwrap().to_scalar::<f32>().unwrap();
+        let got = spec
+            .build(&params)
+            .compute(&cols, None)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         let base = LossSpec::Base { kind }.build(&params);
         let mut want = 0f32;
         for (d, w) in [(8, 0.5f32), (32, 1.0), (16, 2.0)] {
             let cut: Vec<Tensor> = cols.iter().map(|c| norm(c, d)).collect();
-            want += w * base.compute(&cut, None).unwrap().to_scalar::<f32>().unwrap();
+            want += w * base
+                .compute(&cut, None)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
         }
-        assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "{kind:?}: {got} vs {want}");
-        assert_eq!(spec.st_name(), format!("MatryoshkaLoss({})", kind.st_name()));
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "{kind:?}: {got} vs {want}"
+        );
+        assert_eq!(
+            spec.st_name(),
+            format!("MatryoshkaLoss({})", kind.st_name())
+        );
     }
 }
 
@@ -208,7 +263,10 @@ fn gist_masks_what_the_guide_calls_false_negatives() {
     let ga = t(&[[1.0, 0.0], [0.0, 1.0]]);
     let gp = t(&[[0.6, 0.8], [0.8, 0.6]]);
     let params = LossParams::default();
-    let gist = LossSpec::Base { kind: LossKind::Gist }.build(&params);
+    let gist = LossSpec::Base {
+        kind: LossKind::Gist,
+    }
+    .build(&params);
     let got = gist
         .compute_guided(&[a.clone(), p.clone()], &[ga.clone(), gp.clone()], None)
         .unwrap()
@@ -248,7 +306,10 @@ fn gist_masks_what_the_guide_calls_false_negatives() {
         total += lse - logits[i].unwrap();
     }
     let want = total / 2.0;
-    assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{got} vs {want}");
+    assert!(
+        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+        "{got} vs {want}"
+    );
     // Without the guide it refuses to run.
     assert!(gist.compute(&[a, p], None).is_err());
 }
@@ -259,7 +320,12 @@ fn write_pairs_jsonl(path: &Path) {
         .cycle()
         .take(24)
         .enumerate()
-        .map(|(i, (q, d))| format!("{}\n", serde_json::json!({"query": format!("{q} {i}"), "answer": format!("{d} ({i})")})))
+        .map(|(i, (q, d))| {
+            format!(
+                "{}\n",
+                serde_json::json!({"query": format!("{q} {i}"), "answer": format!("{d} ({i})")})
+            )
+        })
         .collect();
     std::fs::write(path, rows).unwrap();
 }
@@ -268,7 +334,12 @@ fn write_pairs_jsonl(path: &Path) {
 fn write_sts(dir: &Path) -> std::path::PathBuf {
     let sts = dir.join("sts.tsv");
     let lines: String = std::iter::once("sentence1\tsentence2\tscore\n".to_string())
-        .chain(PAIRS.iter().enumerate().map(|(i, (a, b))| format!("{a}\t{b}\t{}\n", (i % 5) as f64 / 4.0)))
+        .chain(
+            PAIRS
+                .iter()
+                .enumerate()
+                .map(|(i, (a, b))| format!("{a}\t{b}\t{}\n", (i % 5) as f64 / 4.0)),
+        )
         .collect();
     std::fs::write(&sts, lines).unwrap();
     sts
@@ -291,8 +362,22 @@ fn cached_mnrl_with_prompts_trains_and_saves_the_prompts() {
     let out = tmp.path().join("out");
     let m = fixture_model("bert");
     let r = train(&[
-        "-m", s(&m), "-d", s(&data), "-o", s(&out), "--loss", "cached-mnrl", "--mini-batch-size", "3",
-        "-b", "8", "--max-steps", "2", "--prompts", "anchor=\"query: \",positive=passage: ",
+        "-m",
+        s(&m),
+        "-d",
+        s(&data),
+        "-o",
+        s(&out),
+        "--loss",
+        "cached-mnrl",
+        "--mini-batch-size",
+        "3",
+        "-b",
+        "8",
+        "--max-steps",
+        "2",
+        "--prompts",
+        "anchor=\"query: \",positive=passage: ",
     ]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(r.status.success(), "{err}");
@@ -301,14 +386,23 @@ fn cached_mnrl_with_prompts_trains_and_saves_the_prompts() {
         &std::fs::read_to_string(out.join("config_sentence_transformers.json")).unwrap(),
     )
     .unwrap();
-    for (k, v) in [("anchor", "query: "), ("positive", "passage: "), ("query", "query: "), ("document", "passage: ")] {
+    for (k, v) in [
+        ("anchor", "query: "),
+        ("positive", "passage: "),
+        ("query", "query: "),
+        ("document", "passage: "),
+    ] {
         assert_eq!(cfg["prompts"][k], v, "{cfg}");
     }
     let tc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("train_config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("train_config.json")).unwrap())
+            .unwrap();
     assert_eq!(tc["step"], "cached");
     let card = std::fs::read_to_string(out.join("README.md")).unwrap();
-    assert!(card.contains("CachedMultipleNegativesRankingLoss"), "{card}");
+    assert!(
+        card.contains("CachedMultipleNegativesRankingLoss"),
+        "{card}"
+    );
     // The saved model applies its query prompt when asked for it by name.
     let trained = SentenceEncoder::load(
         &ModelSpec {
@@ -337,12 +431,31 @@ fn matryoshka_training_and_truncated_embeddings() {
     let out = tmp.path().join("out");
     let m = fixture_model("bert");
     let r = train(&[
-        "-m", s(&m), "-d", s(&data), "-o", s(&out), "--loss", "mnrl", "-b", "8", "--max-steps", "2",
-        "--matryoshka-dims", "32,16,8", "--matryoshka-weights", "1,1,0.5", "--eval-data", s(&sts),
+        "-m",
+        s(&m),
+        "-d",
+        s(&data),
+        "-o",
+        s(&out),
+        "--loss",
+        "mnrl",
+        "-b",
+        "8",
+        "--max-steps",
+        "2",
+        "--matryoshka-dims",
+        "32,16,8",
+        "--matryoshka-weights",
+        "1,1,0.5",
+        "--eval-data",
+        s(&sts),
     ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let card = std::fs::read_to_string(out.join("README.md")).unwrap();
-    assert!(card.contains("MatryoshkaLoss(MultipleNegativesRankingLoss)"), "{card}");
+    assert!(
+        card.contains("MatryoshkaLoss(MultipleNegativesRankingLoss)"),
+        "{card}"
+    );
     assert!(card.contains("By embedding size (Matryoshka)"), "{card}");
     for d in ["| 32 |", "| 16 |", "| 8 |"] {
         assert!(card.contains(d), "{d} missing:\n{card}");
@@ -363,7 +476,12 @@ fn matryoshka_training_and_truncated_embeddings() {
             .lines()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+                v["embedding"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
             })
             .collect()
     };
@@ -371,27 +489,85 @@ fn matryoshka_training_and_truncated_embeddings() {
     assert_eq!(c[0].len(), 8);
     assert_eq!(c[0], f[0][..8].to_vec());
     // similarity --truncate-dim: the cosine of the cut embeddings.
-    let r = embtune(&["similarity", "-m", s(&out), "--json", "--truncate-dim", "8", "A man is playing a guitar.", "Stocks fell."]);
+    let r = embtune(&[
+        "similarity",
+        "-m",
+        s(&out),
+        "--json",
+        "--truncate-dim",
+        "8",
+        "A man is playing a guitar.",
+        "Stocks fell.",
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let got = serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap()["cosine"].as_f64().unwrap();
+    let got = serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap()["cosine"]
+        .as_f64()
+        .unwrap();
     let dot: f64 = c[0].iter().zip(&c[1]).map(|(a, b)| a * b).sum();
     let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    assert!((got - dot / (norm(&c[0]) * norm(&c[1]))).abs() < 1e-5, "{got}");
+    assert!(
+        (got - dot / (norm(&c[0]) * norm(&c[1]))).abs() < 1e-5,
+        "{got}"
+    );
     // eval --truncate-dim 8 gives the card's value at 8 dimensions.
-    let r = embtune(&["eval", "-m", s(&out), "-d", s(&sts), "--json", "--truncate-dim", "8"]);
+    let r = embtune(&[
+        "eval",
+        "-m",
+        s(&out),
+        "-d",
+        s(&sts),
+        "--json",
+        "--truncate-dim",
+        "8",
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let v = serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap()["spearman_cosine"].as_f64().unwrap();
-    assert!(card.contains(&format!("| 8 | {v:.4} |")), "{v:.4} not the card's value at 8:\n{card}");
-    let e = embtune(&["embed", "-m", s(&out), "-d", s(&input), "-o", s(&tmp.path().join("x.npy")), "--truncate-dim", "33"]);
+    let v = serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap()["spearman_cosine"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        card.contains(&format!("| 8 | {v:.4} |")),
+        "{v:.4} not the card's value at 8:\n{card}"
+    );
+    let e = embtune(&[
+        "embed",
+        "-m",
+        s(&out),
+        "-d",
+        s(&input),
+        "-o",
+        s(&tmp.path().join("x.npy")),
+        "--truncate-dim",
+        "33",
+    ]);
     assert_one_line_error(&e, &["--truncate-dim 33", "32"]);
     let e = train(&[
-        "-m", s(&m), "-d", s(&data), "-o", s(&tmp.path().join("o2")), "--loss", "mnrl", "-b", "8",
-        "--matryoshka-dims", "64,16",
+        "-m",
+        s(&m),
+        "-d",
+        s(&data),
+        "-o",
+        s(&tmp.path().join("o2")),
+        "--loss",
+        "mnrl",
+        "-b",
+        "8",
+        "--matryoshka-dims",
+        "64,16",
     ]);
     assert_one_line_error(&e, &["--matryoshka-dims", "64", "32"]);
     let e = train(&[
-        "-m", s(&m), "-d", s(&data), "-o", s(&tmp.path().join("o3")), "--loss", "cached-mnrl", "-b", "8",
-        "--mini-batch-size", "0",
+        "-m",
+        s(&m),
+        "-d",
+        s(&data),
+        "-o",
+        s(&tmp.path().join("o3")),
+        "--loss",
+        "cached-mnrl",
+        "-b",
+        "8",
+        "--mini-batch-size",
+        "0",
     ]);
     assert_one_line_error(&e, &["--mini-batch-size 0", "≥ 1"]);
 }
@@ -407,17 +583,51 @@ fn gist_trains_with_a_guide_and_needs_one() {
     for loss in ["gist", "cached-gist"] {
         let out = tmp.path().join(loss);
         let r = train(&[
-            "-m", s(&m), "-d", s(&data), "-o", s(&out), "--loss", loss, "--guide-model", s(&m),
-            "-b", "8", "--max-steps", "2",
+            "-m",
+            s(&m),
+            "-d",
+            s(&data),
+            "-o",
+            s(&out),
+            "--loss",
+            loss,
+            "--guide-model",
+            s(&m),
+            "-b",
+            "8",
+            "--max-steps",
+            "2",
         ]);
-        assert!(r.status.success(), "{loss}: {}", String::from_utf8_lossy(&r.stderr));
+        assert!(
+            r.status.success(),
+            "{loss}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
         let card = std::fs::read_to_string(out.join("README.md")).unwrap();
         assert!(card.contains("GISTEmbedLoss"), "{card}");
     }
-    let e = train(&["-m", s(&m), "-d", s(&data), "-o", s(&tmp.path().join("x")), "--loss", "gist"]);
+    let e = train(&[
+        "-m",
+        s(&m),
+        "-d",
+        s(&data),
+        "-o",
+        s(&tmp.path().join("x")),
+        "--loss",
+        "gist",
+    ]);
     assert_one_line_error(&e, &["--guide-model"]);
     let e = train(&[
-        "-m", s(&m), "-d", s(&data), "-o", s(&tmp.path().join("y")), "--loss", "mnrl", "--guide-model", s(&m),
+        "-m",
+        s(&m),
+        "-d",
+        s(&data),
+        "-o",
+        s(&tmp.path().join("y")),
+        "--loss",
+        "mnrl",
+        "--guide-model",
+        s(&m),
     ]);
     assert_one_line_error(&e, &["--guide-model", "gist"]);
 }
@@ -435,23 +645,59 @@ fn several_evaluation_sets_and_a_retrieval_set() {
     let corpus: String = PAIRS
         .iter()
         .enumerate()
-        .map(|(i, (_, d))| format!("{}\n", serde_json::json!({"_id": format!("d{i}"), "title": "", "text": d})))
+        .map(|(i, (_, d))| {
+            format!(
+                "{}\n",
+                serde_json::json!({"_id": format!("d{i}"), "title": "", "text": d})
+            )
+        })
         .collect();
     std::fs::write(beir.join("corpus.jsonl"), corpus).unwrap();
     let queries: String = PAIRS
         .iter()
         .enumerate()
-        .map(|(i, (q, _))| format!("{}\n", serde_json::json!({"_id": format!("q{i}"), "text": q})))
+        .map(|(i, (q, _))| {
+            format!(
+                "{}\n",
+                serde_json::json!({"_id": format!("q{i}"), "text": q})
+            )
+        })
         .collect();
     std::fs::write(beir.join("queries.jsonl"), queries).unwrap();
-    let qrels: String = (0..PAIRS.len()).map(|i| format!("q{i}\td{i}\t1\n")).collect();
-    std::fs::write(beir.join("qrels/dev.tsv"), format!("query-id\tcorpus-id\tscore\n{qrels}")).unwrap();
+    let qrels: String = (0..PAIRS.len())
+        .map(|i| format!("q{i}\td{i}\t1\n"))
+        .collect();
+    std::fs::write(
+        beir.join("qrels/dev.tsv"),
+        format!("query-id\tcorpus-id\tscore\n{qrels}"),
+    )
+    .unwrap();
     let sts = write_sts(tmp.path());
     let out = tmp.path().join("out");
     let r = train(&[
-        "-m", s(&fixture_model("bert")), "-d", s(&data), "-o", s(&out), "--loss", "mnrl", "-b", "8",
-        "--max-steps", "3", "--eval-data", s(&beir), "--eval-split", "dev", "--eval-data", s(&sts),
-        "--eval-task", "retrieval", "--eval-task", "sts", "--save-best",
+        "-m",
+        s(&fixture_model("bert")),
+        "-d",
+        s(&data),
+        "-o",
+        s(&out),
+        "--loss",
+        "mnrl",
+        "-b",
+        "8",
+        "--max-steps",
+        "3",
+        "--eval-data",
+        s(&beir),
+        "--eval-split",
+        "dev",
+        "--eval-data",
+        s(&sts),
+        "--eval-task",
+        "retrieval",
+        "--eval-task",
+        "sts",
+        "--save-best",
     ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
@@ -462,16 +708,25 @@ fn several_evaluation_sets_and_a_retrieval_set() {
         .collect();
     let seen: Vec<(u64, u64)> = lines
         .iter()
-        .map(|v| (v["step"].as_u64().unwrap(), v["eval_index"].as_u64().unwrap()))
+        .map(|v| {
+            (
+                v["step"].as_u64().unwrap(),
+                v["eval_index"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(seen, vec![(0, 0), (0, 1), (3, 0), (3, 1)]);
     assert!(lines[0]["eval"]["cosine_ndcg@10"].is_number());
     assert!(lines[1]["eval"]["spearman_cosine"].is_number());
     let best: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("best/embtune_best.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("best/embtune_best.json")).unwrap())
+            .unwrap();
     assert_eq!(best["metric"], "cosine_ndcg@10");
     let card = std::fs::read_to_string(out.join("README.md")).unwrap();
-    assert!(card.contains("(task retrieval)") && card.contains("(task sts)"), "{card}");
+    assert!(
+        card.contains("(task retrieval)") && card.contains("(task sts)"),
+        "{card}"
+    );
     // The report: the first set's chart, and one chart for the second set.
     let main = std::fs::read_to_string(out.join("eval.svg")).unwrap();
     assert!(main.contains("cosine_ndcg@10") && !main.contains("spearman"));
@@ -479,13 +734,27 @@ fn several_evaluation_sets_and_a_retrieval_set() {
     assert!(second.contains("spearman_cosine"));
     // Two tasks for three sets is refused.
     let e = train(&[
-        "-m", s(&fixture_model("bert")), "-d", s(&data), "-o", s(&tmp.path().join("o2")), "--loss", "mnrl",
-        "--eval-data", s(&sts), "--eval-data", s(&sts), "--eval-data", s(&sts), "--eval-task", "sts",
-        "--eval-task", "sts",
+        "-m",
+        s(&fixture_model("bert")),
+        "-d",
+        s(&data),
+        "-o",
+        s(&tmp.path().join("o2")),
+        "--loss",
+        "mnrl",
+        "--eval-data",
+        s(&sts),
+        "--eval-data",
+        s(&sts),
+        "--eval-data",
+        s(&sts),
+        "--eval-task",
+        "sts",
+        "--eval-task",
+        "sts",
     ]);
     assert_one_line_error(&e, &["--eval-task given 2 times for 3 --eval-data"]);
 }
-
 
 /// `pairs --from qrels`: a BEIR folder's training judgments become (query, document) rows —
 /// for pubmedqa exactly the shared train_pairs.jsonl — which `train --loss mnrl` takes as they
@@ -495,7 +764,17 @@ fn qrels_become_training_pairs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = crate::common::shared().join("data/retrieval/pubmedqa-pqal");
     let out = tmp.path().join("pairs.jsonl");
-    let r = embtune(&["pairs", "--from", "qrels", "-d", s(&dir), "--split", "train", "-o", s(&out)]);
+    let r = embtune(&[
+        "pairs",
+        "--from",
+        "qrels",
+        "-d",
+        s(&dir),
+        "--split",
+        "train",
+        "-o",
+        s(&out),
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let read = |p: &Path, a: &str, b: &str| -> std::collections::BTreeSet<(String, String)> {
         std::fs::read_to_string(p)
@@ -503,27 +782,63 @@ fn qrels_become_training_pairs() {
             .lines()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                (v[a].as_str().unwrap().to_string(), v[b].as_str().unwrap().to_string())
+                (
+                    v[a].as_str().unwrap().to_string(),
+                    v[b].as_str().unwrap().to_string(),
+                )
             })
             .collect()
     };
     let got = read(&out, "anchor", "positive");
     assert_eq!(got.len(), 500);
-    assert_eq!(got, read(&dir.join("train_pairs.jsonl"), "query", "positive"));
+    assert_eq!(
+        got,
+        read(&dir.join("train_pairs.jsonl"), "query", "positive")
+    );
     // Straight into training (a few rows of it, tiny model).
     let few = tmp.path().join("few.jsonl");
     let text = std::fs::read_to_string(&out).unwrap();
-    std::fs::write(&few, text.lines().take(16).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        &few,
+        text.lines()
+            .take(16)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
     let m = fixture_model("bert");
-    let r = train(&["-m", s(&m), "-d", s(&few), "-o", s(&tmp.path().join("t")), "--loss", "mnrl", "-b", "8", "--max-steps", "1"]);
+    let r = train(&[
+        "-m",
+        s(&m),
+        "-d",
+        s(&few),
+        "-o",
+        s(&tmp.path().join("t")),
+        "--loss",
+        "mnrl",
+        "-b",
+        "8",
+        "--max-steps",
+        "1",
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     // Mined negatives from the corpus (a small copy of the folder keeps it quick).
     let small = tmp.path().join("small");
     std::fs::create_dir_all(small.join("qrels")).unwrap();
-    let corpus: Vec<String> = std::fs::read_to_string(dir.join("corpus.jsonl")).unwrap().lines().take(60).map(String::from).collect();
+    let corpus: Vec<String> = std::fs::read_to_string(dir.join("corpus.jsonl"))
+        .unwrap()
+        .lines()
+        .take(60)
+        .map(String::from)
+        .collect();
     let ids: Vec<String> = corpus
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["_id"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     std::fs::write(small.join("corpus.jsonl"), corpus.join("\n") + "\n").unwrap();
     std::fs::copy(dir.join("queries.jsonl"), small.join("queries.jsonl")).unwrap();
@@ -536,24 +851,58 @@ fn qrels_become_training_pairs() {
     std::fs::write(small.join("qrels/train.tsv"), qrels).unwrap();
     let mined = tmp.path().join("mined.jsonl");
     let r = embtune(&[
-        "pairs", "--from", "qrels", "-d", s(&small), "--mine", "-m", s(&m), "--num-negatives", "2",
-        "--output-format", "n-tuple", "-o", s(&mined),
+        "pairs",
+        "--from",
+        "qrels",
+        "-d",
+        s(&small),
+        "--mine",
+        "-m",
+        s(&m),
+        "--num-negatives",
+        "2",
+        "--output-format",
+        "n-tuple",
+        "-o",
+        s(&mined),
     ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let docs: std::collections::HashSet<String> = corpus
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&mined).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&mined)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(!rows.is_empty());
     for v in &rows {
         for k in ["negative_1", "negative_2"] {
             let n = v[k].as_str().unwrap();
-            assert!(docs.contains(n) && n != v["positive"].as_str().unwrap(), "{k}: {n}");
+            assert!(
+                docs.contains(n) && n != v["positive"].as_str().unwrap(),
+                "{k}: {n}"
+            );
         }
     }
     // Without --mine the negatives flags have nothing to do.
-    let e = embtune(&["pairs", "--from", "qrels", "-d", s(&small), "--num-negatives", "2", "-o", s(&tmp.path().join("x.jsonl"))]);
+    let e = embtune(&[
+        "pairs",
+        "--from",
+        "qrels",
+        "-d",
+        s(&small),
+        "--num-negatives",
+        "2",
+        "-o",
+        s(&tmp.path().join("x.jsonl")),
+    ]);
     assert_one_line_error(&e, &["--num-negatives", "--mine"]);
 }
 
@@ -563,23 +912,52 @@ fn qrels_become_training_pairs() {
 #[test]
 fn flagembedding_rows_train() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = crate::common::shared().join("data/retrieval/hard-negatives/flagembedding_msmarco_hn.jsonl");
+    let data = crate::common::shared()
+        .join("data/retrieval/hard-negatives/flagembedding_msmarco_hn.jsonl");
     let m = fixture_model("bert");
     let out = tmp.path().join("o");
-    let r = train(&["-m", s(&m), "-d", s(&data), "-o", s(&out), "--loss", "mnrl", "-b", "4", "--max-steps", "2"]);
+    let r = train(&[
+        "-m",
+        s(&m),
+        "-d",
+        s(&data),
+        "-o",
+        s(&out),
+        "--loss",
+        "mnrl",
+        "-b",
+        "4",
+        "--max-steps",
+        "2",
+    ]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(r.status.success(), "{err}");
     assert!(err.contains("FlagEmbedding rows read as anchor (query), positive (one row per pos) and 25 negatives each"), "{err}");
     let card = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(card.contains("`negative_25`"), "{card}");
     // The nq rows: 79 negatives in the poorest row, so 79 for all.
-    let nq = crate::common::shared().join("data/retrieval/hard-negatives/flagembedding_nq_hn.jsonl");
+    let nq =
+        crate::common::shared().join("data/retrieval/hard-negatives/flagembedding_nq_hn.jsonl");
     let r = embtune(&["pairs", "--check", s(&nq)]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(r.status.success(), "{err}");
-    assert!(err.contains("79 negatives each (the fewest any row has; rows hold up to 100)"), "{err}");
+    assert!(
+        err.contains("79 negatives each (the fewest any row has; rows hold up to 100)"),
+        "{err}"
+    );
     let bad = tmp.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"query\": \"q\", \"pos\": [\"p\"], \"neg\": [\"n\"]}\n{\"query\": \"q2\", \"pos\": \"p2\", \"neg\": []}\n").unwrap();
-    let e = train(&["-m", s(&m), "-d", s(&bad), "-o", s(&tmp.path().join("b")), "--loss", "mnrl", "-b", "1"]);
+    let e = train(&[
+        "-m",
+        s(&m),
+        "-d",
+        s(&bad),
+        "-o",
+        s(&tmp.path().join("b")),
+        "--loss",
+        "mnrl",
+        "-b",
+        "1",
+    ]);
     assert_one_line_error(&e, &["bad.jsonl:2", "\"pos\"", "list of texts"]);
 }

@@ -611,7 +611,9 @@ fn evaluation_during_training_is_logged_and_save_best_keeps_the_best() {
     .unwrap();
     let base = SentenceEncoder::load(&cfg.model, &Device::Cpu).unwrap();
     assert_eq!(
-        sts.evaluate(&base, &EncodeOptions::default()).unwrap().primary_value(),
+        sts.evaluate(&base, &EncodeOptions::default())
+            .unwrap()
+            .primary_value(),
         scores[0]
     );
     // The kept best model scores exactly the best value.

@@ -37,7 +37,11 @@ pub struct RetrievalData {
     pub notes: Vec<String>,
 }
 
-fn text_field(t: &crate::data::Table, row: &crate::data::Row, col: Option<usize>) -> Result<String> {
+fn text_field(
+    t: &crate::data::Table,
+    row: &crate::data::Row,
+    col: Option<usize>,
+) -> Result<String> {
     match col {
         None => Ok(String::new()),
         Some(c) => match &row.cells[c] {
@@ -52,7 +56,9 @@ fn read_items(path: &Path, with_title: bool) -> Result<Vec<(String, String)>> {
     let t = read_table(path, Some(DataFormat::Jsonl), &ReadOptions::default())?;
     let id = t.column("_id")?;
     let text = t.columns.iter().position(|c| c == "text");
-    let title = with_title.then(|| t.columns.iter().position(|c| c == "title")).flatten();
+    let title = with_title
+        .then(|| t.columns.iter().position(|c| c == "title"))
+        .flatten();
     if text.is_none() && title.is_none() {
         bail!("{}: no \"text\" field", path.display());
     }
@@ -73,7 +79,8 @@ fn read_items(path: &Path, with_title: bool) -> Result<Vec<(String, String)>> {
 /// is not a number is the header).
 fn read_qrels(path: &Path) -> Result<Vec<(String, String, f64, usize)>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let text = String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8", path.display()))?;
+    let text =
+        String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8", path.display()))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -90,9 +97,15 @@ fn read_qrels(path: &Path) -> Result<Vec<(String, String, f64, usize)>> {
             );
         }
         // TREC style has 4 fields (query, 0, doc, score).
-        let (q, d, s) = if f.len() >= 4 { (f[0], f[2], f[3]) } else { (f[0], f[1], f[2]) };
+        let (q, d, s) = if f.len() >= 4 {
+            (f[0], f[2], f[3])
+        } else {
+            (f[0], f[1], f[2])
+        };
         match s.trim().parse::<f64>() {
-            Ok(v) if v.is_finite() => out.push((q.trim().to_string(), d.trim().to_string(), v, i + 1)),
+            Ok(v) if v.is_finite() => {
+                out.push((q.trim().to_string(), d.trim().to_string(), v, i + 1))
+            }
             _ if i == 0 => continue, // the header
             _ => bail!(
                 "{}:{}: field score: expected a number, got {s:?}",
@@ -112,9 +125,11 @@ impl RetrievalSource {
                 dir.join("corpus.jsonl"),
                 dir.join("qrels").join(format!("{split}.tsv")),
             ),
-            RetrievalSource::Files { queries, corpus, qrels } => {
-                (queries.clone(), corpus.clone(), qrels.clone())
-            }
+            RetrievalSource::Files {
+                queries,
+                corpus,
+                qrels,
+            } => (queries.clone(), corpus.clone(), qrels.clone()),
         }
     }
 
@@ -132,14 +147,23 @@ impl RetrievalSource {
                 let have: Vec<String> = std::fs::read_dir(dir.join("qrels"))
                     .map(|d| {
                         d.flatten()
-                            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".tsv").map(String::from))
+                            .filter_map(|e| {
+                                e.file_name()
+                                    .to_str()?
+                                    .strip_suffix(".tsv")
+                                    .map(String::from)
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
                 bail!(
                     "{}: no qrels for split {split:?} (qrels/{split}.tsv){}",
                     dir.display(),
-                    if have.is_empty() { String::new() } else { format!("; splits here: {}", have.join(", ")) }
+                    if have.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; splits here: {}", have.join(", "))
+                    }
                 );
             }
         }
@@ -186,7 +210,8 @@ impl RetrievalSource {
         }
         let judged = |id: &str| qrels.get(id).is_some_and(|m| m.values().any(|&s| s > 0.0));
         let before = queries.len();
-        let queries: Vec<(String, String)> = queries.into_iter().filter(|(i, _)| judged(i)).collect();
+        let queries: Vec<(String, String)> =
+            queries.into_iter().filter(|(i, _)| judged(i)).collect();
         if queries.len() < before {
             notes.push(format!(
                 "{} of {before} queries have no relevant document in {} and are skipped, as sentence-transformers does",
@@ -195,7 +220,10 @@ impl RetrievalSource {
             ));
         }
         if queries.is_empty() {
-            bail!("{}: no query has a relevant document (score > 0)", rp.display());
+            bail!(
+                "{}: no query has a relevant document (score > 0)",
+                rp.display()
+            );
         }
         Ok(RetrievalData {
             queries,

@@ -48,14 +48,23 @@ pub fn query_metrics(ranked: &[&str], judged: &HashMap<String, f64>) -> Vec<(Str
         .map_or(0.0, |r| 1.0 / (r + 1) as f64);
     out.push((format!("mrr@{MRR_AT}"), rr));
     let k = NDCG_AT;
-    let got = dcg(ranked.iter().take(k).map(|d| if rel(d) { 1.0 } else { 0.0 }));
+    let got = dcg(ranked
+        .iter()
+        .take(k)
+        .map(|d| if rel(d) { 1.0 } else { 0.0 }));
     let ideal = dcg(std::iter::repeat_n(1.0, n_rel.min(k)));
     out.push((format!("ndcg@{k}"), got / ideal));
     let mut grades: Vec<f64> = judged.values().copied().filter(|&s| s > 0.0).collect();
     grades.sort_by(|a, b| b.total_cmp(a));
-    let got = dcg(ranked.iter().take(k).map(|d| judged.get(*d).copied().unwrap_or(0.0).max(0.0)));
+    let got = dcg(ranked
+        .iter()
+        .take(k)
+        .map(|d| judged.get(*d).copied().unwrap_or(0.0).max(0.0)));
     let ideal = dcg(grades.into_iter().take(k));
-    out.push((format!("ndcg_graded@{k}"), if ideal > 0.0 { got / ideal } else { 0.0 }));
+    out.push((
+        format!("ndcg_graded@{k}"),
+        if ideal > 0.0 { got / ideal } else { 0.0 },
+    ));
     let (mut hits, mut sum) = (0usize, 0.0);
     for (i, d) in ranked.iter().take(MAP_AT).enumerate() {
         if rel(d) {

@@ -74,23 +74,38 @@ impl Evaluator for RetrievalEvaluator {
             })
         };
         let q_opts = side(&self.query_prompt, Side::Query, "--query-prompt-name")?;
-        let d_opts = side(&self.document_prompt, Side::Document, "--document-prompt-name")?;
+        let d_opts = side(
+            &self.document_prompt,
+            Side::Document,
+            "--document-prompt-name",
+        )?;
         let q_refs: Vec<&str> = d.queries.iter().map(|(_, t)| t.as_str()).collect();
         let q = encode(model, &q_refs, &q_opts)?;
         let d_refs: Vec<&str> = d.corpus.iter().map(|(_, t)| t.as_str()).collect();
-        let c = crate::embed_cache::embeddings(model, &d_refs, &d_opts, self.cache.as_deref(), "retrieval")?;
+        let c = crate::embed_cache::embeddings(
+            model,
+            &d_refs,
+            &d_opts,
+            self.cache.as_deref(),
+            "retrieval",
+        )?;
         let k = metrics::MAX_K.min(d.corpus.len());
         let mut values = Vec::new();
         let mut points = None;
         for (name, norm) in [("cosine", true), ("dot", false)] {
-            let (qe, ce) = if norm { (normalized(&q), normalized(&c)) } else { (q.clone(), c.clone()) };
+            let (qe, ce) = if norm {
+                (normalized(&q), normalized(&c))
+            } else {
+                (q.clone(), c.clone())
+            };
             let ranked = crate::pairs::mine::top_k(&qe, &ce, k, CORPUS_CHUNK)?;
             let per_query: Vec<Vec<(String, f64)>> = d
                 .queries
                 .iter()
                 .zip(&ranked)
                 .map(|((qid, _), hits)| {
-                    let ids: Vec<&str> = hits.iter().map(|(_, i)| d.corpus[*i].0.as_str()).collect();
+                    let ids: Vec<&str> =
+                        hits.iter().map(|(_, i)| d.corpus[*i].0.as_str()).collect();
                     metrics::query_metrics(&ids, &d.qrels[qid])
                 })
                 .collect();
@@ -141,7 +156,11 @@ fn ranking_points(
     let nq = d.queries.len().max(1) as f64;
     EvalPoints::Ranking {
         ndcg,
-        recall_at: recall.into_iter().enumerate().map(|(k, r)| (k + 1, r / nq)).collect(),
+        recall_at: recall
+            .into_iter()
+            .enumerate()
+            .map(|(k, r)| (k + 1, r / nq))
+            .collect(),
     }
 }
 
@@ -162,7 +181,11 @@ mod tests {
             "{\"_id\":\"d3\",\"text\":\"c\"}\n{\"_id\":\"d1\",\"text\":\"a\"}\n{\"_id\":\"d2\",\"text\":\"b\"}\n{\"_id\":\"d0\",\"text\":\"z\"}\n",
         )
         .unwrap();
-        std::fs::write(dir.join("queries.jsonl"), "{\"_id\":\"q\",\"text\":\"x\"}\n").unwrap();
+        std::fs::write(
+            dir.join("queries.jsonl"),
+            "{\"_id\":\"q\",\"text\":\"x\"}\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("qrels/test.tsv"), "q\td2\t1\n").unwrap();
         let d = RetrievalSource::Beir {
             dir: dir.to_path_buf(),
