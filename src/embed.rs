@@ -163,7 +163,7 @@ pub fn run(cfg: &EmbedConfig) -> Result<EmbedReport> {
     // A shard needs the row count first: one pass that parses and counts (nothing kept).
     let (range, total) = match cfg.shard {
         Some(s) => {
-            let total = crate::data::stream::count_rows(&cfg.input, cfg.format, &cfg.read)?;
+            let total = crate::data::texts::count_rows(&cfg.input, cfg.format, &cfg.read)?;
             (s.rows(total), Some(total))
         }
         None => (0..usize::MAX, None),

@@ -1,5 +1,5 @@
 //! The `similarity` job: the cosine of two texts, or the top-k nearest texts of a corpus for a
-//! query. The corpus is read as a stream, a chunk at a time (`data::stream::corpus_chunk`), keeping only the
+//! query. The corpus is read as a stream, a chunk at a time (`data::texts::corpus_chunk`), keeping only the
 //! best k hits so far (memory: a chunk, not the corpus); each chunk's embeddings are cached next
 //! to the corpus (`<corpus>.embtune-cache/<key>.npy`, `embed_cache`: the key hashes the model's
 //! weights, settings and the chunk's texts).
@@ -77,7 +77,7 @@ pub fn run(cfg: &SimilarityConfig) -> Result<Answer> {
         }
         (Some(q), Some(corpus), []) => {
             let mut stream = crate::data::CorpusTexts::open(corpus)?;
-            let first = stream.next_chunk(crate::data::stream::corpus_chunk())?;
+            let first = stream.next_chunk(crate::data::texts::corpus_chunk())?;
             // The cache is an optimisation: say before the work if it cannot be kept.
             if let Err(e) = crate::fsutil::check_writable_dir(&cache_dir(corpus)) {
                 tracing::warn!("warning: {e:#}: the corpus embeddings will not be cached");
@@ -120,7 +120,7 @@ pub fn run(cfg: &SimilarityConfig) -> Result<Answer> {
                 best.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
                 best.truncate(k);
                 offset += texts.len();
-                chunk = stream.next_chunk(crate::data::stream::corpus_chunk())?;
+                chunk = stream.next_chunk(crate::data::texts::corpus_chunk())?;
             }
             Ok(Answer::Hits(
                 best.into_iter()

@@ -1,5 +1,6 @@
 //! Reading datasets into a [`Table`] of named columns, one reader per [`DataFormat`], or a row
-//! at a time in file order ([`RowStream`], `stream.rs`: memory bounded by a chunk, not the file).
+//! at a time in file order ([`RowStream`], `stream.rs`: memory bounded by a chunk, not the file;
+//! its text columns and corpus documents in chunks: `texts.rs`).
 //! Every error names the file and line (and field), and says what was expected.
 //! Depends on csv, serde_json, parquet (`parquet.rs`) and the Hub client (`hub.rs`).
 
@@ -9,10 +10,12 @@ pub mod hub;
 pub mod parquet;
 pub mod read;
 pub mod stream;
+pub mod texts;
 
 pub use columns::{ColumnSpec, Columns, ColumnsArg};
 pub use read::{read_table, ReadOptions};
-pub use stream::{CorpusTexts, RowStream, TextStream};
+pub use stream::RowStream;
+pub use texts::{CorpusTexts, TextStream};
 
 use anyhow::{bail, Result};
 use serde_json::Value;

@@ -6,21 +6,22 @@
 //! the anchor's positives), above `--max-score` or below `--min-score`; then the first
 //! `range_max` survivors are kept, the first `range_min` of them skipped, and the next
 //! `num_negatives` taken. The `--corpus` file is read as a stream, a chunk at a time: each
-//! chunk's new texts are embedded, scored against every anchor into per-anchor top-k heaps and
+//! chunk's new texts are embedded, scored against every anchor into per-anchor top-k heaps (`topk.rs`) and
 //! dropped, so memory holds the anchors, the heaps and a 16-byte hash per corpus text (for
 //! deduplication, ≈ 50–60 bytes with its index), never the corpus's embeddings or texts; a
 //! second pass fetches the texts of the negatives chosen. Random negatives use the same corpus
 //! index.
 
 use super::output::{NegativeFormat, Rows};
+use super::topk::TopK;
 use super::{PairsConfig, PairsReport};
 use crate::data::Table;
-use crate::encode::{encode, Embeddings};
+use crate::encode::encode;
 use crate::model::SentenceEncoder;
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// Anchors with their positives (duplicate anchors merged).
@@ -98,7 +99,7 @@ impl Corpus {
         if let Some(p) = path {
             let mut stream = crate::data::CorpusTexts::open(p)?;
             loop {
-                let chunk = stream.next_chunk(crate::data::stream::corpus_chunk())?;
+                let chunk = stream.next_chunk(crate::data::texts::corpus_chunk())?;
                 if chunk.is_empty() {
                     break;
                 }
@@ -158,7 +159,7 @@ impl Corpus {
             let mut seen: HashSet<u128> = HashSet::new();
             let mut stream = crate::data::CorpusTexts::open(p)?;
             loop {
-                let chunk = stream.next_chunk(crate::data::stream::corpus_chunk())?;
+                let chunk = stream.next_chunk(crate::data::texts::corpus_chunk())?;
                 if chunk.is_empty() {
                     break;
                 }
@@ -170,6 +171,9 @@ impl Corpus {
                             out.insert(j, t);
                         }
                     }
+                }
+                if out.len() == wanted.len() {
+                    break; // every wanted text found: the rest of the file is not needed
                 }
             }
         }
@@ -239,118 +243,6 @@ fn random(g: &Grouped, corpus: &Corpus, n: usize, seed: u64) -> Vec<Vec<usize>> 
             pool
         })
         .collect()
-}
-
-/// Scores of every anchor against every corpus text, keeping the top `k` per anchor,
-/// `chunk` corpus rows at a time. Embeddings must be L2-normalised (cosine = dot).
-pub fn top_k(
-    anchors: &Embeddings,
-    corpus: &Embeddings,
-    k: usize,
-    chunk: usize,
-) -> candle_core::Result<Vec<Vec<(f32, usize)>>> {
-    top_k_on(&candle_core::Device::Cpu, anchors, corpus, k, chunk)
-}
-
-/// [`top_k`] with the score matrix products on `dev` (the model's device when mining).
-pub fn top_k_on(
-    dev: &candle_core::Device,
-    anchors: &Embeddings,
-    corpus: &Embeddings,
-    k: usize,
-    chunk: usize,
-) -> candle_core::Result<Vec<Vec<(f32, usize)>>> {
-    let mut t = TopK::new(anchors.len(), k);
-    for start in (0..corpus.len()).step_by(chunk.max(1)) {
-        let end = (start + chunk).min(corpus.len());
-        let d = corpus.dim;
-        t.add(dev, anchors, &corpus.data[start * d..end * d], start)?;
-    }
-    Ok(t.finish())
-}
-
-#[derive(PartialEq)]
-struct MinItem(f32, usize);
-impl Eq for MinItem {}
-impl PartialOrd for MinItem {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for MinItem {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        // Reversed: the heap's top is the smallest score (ties: larger index first out).
-        o.0.total_cmp(&self.0).then(self.1.cmp(&o.1))
-    }
-}
-
-/// The best `k` corpus rows per anchor, fed a run of corpus rows at a time.
-pub struct TopK {
-    heaps: Vec<BinaryHeap<MinItem>>,
-    k: usize,
-}
-
-impl TopK {
-    pub fn new(anchors: usize, k: usize) -> Self {
-        Self {
-            // Reserved up to a bound: a large k on a small corpus must not reserve k per anchor.
-            heaps: (0..anchors)
-                .map(|_| BinaryHeap::with_capacity(k.min(1024) + 1))
-                .collect(),
-            k,
-        }
-    }
-
-    /// Scores corpus rows `rows` (row-major, the anchors' width; the first is corpus index
-    /// `first`) against every anchor. Embeddings must be L2-normalised (cosine = dot).
-    pub fn add(
-        &mut self,
-        dev: &candle_core::Device,
-        anchors: &Embeddings,
-        rows: &[f32],
-        first: usize,
-    ) -> candle_core::Result<()> {
-        let d = anchors.dim;
-        let n = rows.len() / d.max(1);
-        if n == 0 {
-            return Ok(());
-        }
-        const ANCHOR_CHUNK: usize = 1024;
-        // Scores of an anchor chunk against the rows as one matrix product (memory:
-        // ANCHOR_CHUNK × rows floats).
-        let c = candle_core::Tensor::from_slice(rows, (n, d), dev)?.t()?;
-        for a0 in (0..anchors.len()).step_by(ANCHOR_CHUNK) {
-            let a1 = (a0 + ANCHOR_CHUNK).min(anchors.len());
-            let a =
-                candle_core::Tensor::from_slice(&anchors.data[a0 * d..a1 * d], (a1 - a0, d), dev)?;
-            let scores: Vec<Vec<f32>> = a.matmul(&c)?.to_vec2()?;
-            for (i, row) in scores.into_iter().enumerate() {
-                let heap = &mut self.heaps[a0 + i];
-                for (off, s) in row.into_iter().enumerate() {
-                    let j = first + off;
-                    if heap.len() < self.k {
-                        heap.push(MinItem(s, j));
-                    } else if heap.peek().is_some_and(|m| s > m.0) {
-                        heap.pop();
-                        heap.push(MinItem(s, j));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Each anchor's list, best first (ties by corpus index).
-    pub fn finish(self) -> Vec<Vec<(f32, usize)>> {
-        self.heaps
-            .into_iter()
-            .map(|h| {
-                let mut v: Vec<(f32, usize)> = h.into_iter().map(|m| (m.0, m.1)).collect();
-                v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                v
-            })
-            .collect()
-    }
 }
 
 fn mine(

@@ -7,6 +7,7 @@ pub mod build;
 pub mod check;
 pub mod mine;
 pub mod output;
+pub mod topk;
 
 use crate::data::{read_table, DataFormat, ReadOptions, Table};
 use anyhow::{bail, Result};

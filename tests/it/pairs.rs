@@ -420,7 +420,7 @@ fn chunked_top_k_equals_the_full_sort() {
     };
     let a = mk(5, &mut rng);
     let c = mk(100, &mut rng);
-    let got = embtune::pairs::mine::top_k(&a, &c, 7, 13).unwrap();
+    let got = embtune::pairs::topk::top_k(&a, &c, 7, 13).unwrap();
     for i in 0..5 {
         let mut all: Vec<(f32, usize)> = (0..100)
             .map(|j| (a.row(i).iter().zip(c.row(j)).map(|(x, y)| x * y).sum(), j))

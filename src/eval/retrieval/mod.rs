@@ -4,7 +4,7 @@
 //! score matrix is held for a big corpus — ties ordered by document id, then the metrics of
 //! `metrics.rs` averaged over the judged queries (`cosine_ndcg@10` primary, values in 0–1 as
 //! sentence-transformers reports them). Corpus embeddings are cached (`embed_cache`) outside
-//! training. Depends on `encode`, `embed_cache`, `pairs::mine::top_k`, `model`.
+//! training. Depends on `encode`, `embed_cache`, `pairs::topk::top_k`, `model`.
 
 pub mod data;
 pub mod metrics;
@@ -98,7 +98,7 @@ impl Evaluator for RetrievalEvaluator {
             } else {
                 (q.clone(), c.clone())
             };
-            let ranked = crate::pairs::mine::top_k(&qe, &ce, k, CORPUS_CHUNK)?;
+            let ranked = crate::pairs::topk::top_k(&qe, &ce, k, CORPUS_CHUNK)?;
             let per_query: Vec<Vec<(String, f64)>> = d
                 .queries
                 .iter()
@@ -206,7 +206,7 @@ mod tests {
             dim: 2,
             truncated: 0,
         };
-        let ranked = crate::pairs::mine::top_k(&q, &corpus, 2, 1).unwrap();
+        let ranked = crate::pairs::topk::top_k(&q, &corpus, 2, 1).unwrap();
         let got: Vec<&str> = ranked[0].iter().map(|(_, i)| ids[*i]).collect();
         assert_eq!(got, ["d1", "d2"]);
         // So the relevant d2 is at rank 2: MRR 1/2.
