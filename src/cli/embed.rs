@@ -62,8 +62,9 @@ pub struct EmbedArgs {
     /// Hide the progress bar and the notes and summaries (warnings and errors only).
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// Inputs with more rows than this are encoded in chunks, each kept in <output>.parts/ as
-    /// soon as it is done, so an interrupted run can be continued with --resume.
+    /// Rows read, encoded and held in memory at a time (peak memory: the model and one chunk).
+    /// Inputs with more rows keep each finished chunk in <output>.parts/ as soon as it is
+    /// done, so an interrupted run can be continued with --resume.
     #[arg(long, default_value_t = crate::embed::DEFAULT_CHUNK_ROWS)]
     pub chunk_rows: usize,
     /// Continue an interrupted run: reuse the finished chunks in <output>.parts/ (same input,

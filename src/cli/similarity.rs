@@ -17,7 +17,9 @@ pub struct SimilarityArgs {
     #[arg(long, requires = "corpus")]
     pub query: Option<String>,
     /// Corpus: a text file (one per line) or CSV/TSV/JSONL/Parquet with a "text" column (else the
-    /// first column). Embedded once, cached in <corpus>.embtune-cache/.
+    /// first column; a BEIR corpus.jsonl as title + " " + text). Read and embedded 50,000 texts
+    /// at a time (memory: a chunk, not the corpus); each chunk's embeddings are cached in
+    /// <corpus>.embtune-cache/.
     #[arg(long, requires = "query")]
     pub corpus: Option<PathBuf>,
     #[command(flatten)]
