@@ -2,7 +2,8 @@
 # Interop check: a model directory written by `embtune train` loads in Python
 # sentence-transformers unchanged and gives the same embeddings as `embtune embed` — for each
 # model given, by default the real all-MiniLM-L6-v2 and every family fixture
-# (tests/fixtures/<family>/model: bert, roberta, xlm-roberta, camembert, distilbert, mpnet).
+# (tests/fixtures/<family>/model: bert, roberta, xlm-roberta, camembert, distilbert, mpnet,
+# modernbert, nomic_bert, gte).
 #
 #   scripts/check-interop.sh [MODEL ...]          (results in results/interop.json)
 #   STEPS=epoch scripts/check-interop.sh sentence-transformers/all-mpnet-base-v2
@@ -33,7 +34,7 @@ STS=data/stsbenchmark
 
 if [[ $# -eq 0 ]]; then
   set -- sentence-transformers/all-MiniLM-L6-v2 \
-    $(for f in bert roberta xlm-roberta camembert distilbert mpnet; do echo "tests/fixtures/$f/model"; done)
+    $(for f in bert roberta xlm-roberta camembert distilbert mpnet modernbert nomic_bert gte; do echo "tests/fixtures/$f/model"; done)
 fi
 head -n 300 "$STS/sts-test.csv" | cut -f6 > "$OUT/sentences.txt"
 steps=(--max-steps "$STEPS")

@@ -121,7 +121,62 @@ def families():
         "mpnet": (lambda: MPNetTokenizer(vocab=wordpiece(SPECIAL_ROBERTA, "<unk>"), do_lower_case=True,
                                          unk_token="<unk>"),
                   dict(LAYERS, layer_norm_eps=1e-5)),
+        # The rotary families use BERT's uncased WordPiece tokenizer (nomic-embed-text and GTE do;
+        # ModernBERT's own is a BPE with the same [CLS]/[SEP] framing — the model is what these
+        # fixtures test). ModernBERT: 4 layers so both kinds occur (0 and 3 global, 1 and 2 local
+        # with a window of |i-j| <= 4, narrower than the long text), two distinct rope bases so a
+        # swapped table fails; bias-free as the Hub checkpoints. The special ids are set from the
+        # tokenizer in make() (they must be below vocab_size).
+        "modernbert": (bert_tok, dict(LAYERS, num_hidden_layers=4, local_attention=8,
+                                      global_attn_every_n_layers=3, global_rope_theta=1000.0,
+                                      local_rope_theta=50.0)),
+        "nomic_bert": (bert_tok, dict(LAYERS, type_vocab_size=2)),
+        # GTE with its Hub rotary scaling (ntk, factor 2 = transformers' linear type, θ·2 and
+        # 2^(2/hd)) and no token types, as gte-base-en-v1.5.
+        "gte": (bert_tok, dict(LAYERS, type_vocab_size=0, rope_parameters={
+            "rope_type": "linear", "rope_theta": 2000.0, "factor": 2.0 ** (2 / 8)})),
     }
+
+
+def bert_tok():
+    return BertTokenizer(vocab=wordpiece(SPECIAL_BERT, "[UNK]"), do_lower_case=True)
+
+
+# transformers 5.24 names some parameters of these families differently in memory than in the
+# checkpoint it writes (its conversion mapping, reversed on save): the gradients are stored
+# under the checkpoint's names, fused tensors concatenated as they are on disk.
+def hub_grads(family, grads):
+    if family not in ("nomic_bert", "gte"):
+        return grads
+    out, n = {}, 0
+    while any(k.startswith(f"layers.{n}.") for k in grads):
+        n += 1
+    for k, v in grads.items():
+        if not k.startswith("layers."):
+            out[k.replace("embeddings.LayerNorm", "emb_ln") if family == "nomic_bert" else k] = v
+    for i in range(n):
+        g = lambda name: grads[f"layers.{i}.{name}"]
+        p = f"encoder.layers.{i}" if family == "nomic_bert" else f"encoder.layer.{i}"
+        names = {"nomic_bert": dict(qkv="attn.Wqkv", o="attn.out_proj", n1="norm1", n2="norm2"),
+                 "gte": dict(qkv="attention.qkv_proj", o="attention.o_proj", n1="attn_ln", n2="mlp_ln")}[family]
+        kinds = ["weight", "bias"] if f"layers.{i}.self_attn.q_proj.bias" in grads else ["weight"]
+        for kind in kinds:
+            out[f"{p}.{names['qkv']}.{kind}"] = torch.cat(
+                [g(f"self_attn.{x}_proj.{kind}") for x in "qkv"], 0)
+        for kind in ["weight", "bias"]:
+            for src, dst in [(f"self_attn.o_proj.{kind}", names["o"]),
+                             (f"post_attention_layernorm.{kind}", names["n1"]),
+                             (f"post_mlp_layernorm.{kind}", names["n2"]),
+                             (f"mlp.down_proj.{kind}", "mlp.fc2" if family == "nomic_bert" else "mlp.down_proj")]:
+                if f"layers.{i}.{src}" in grads:
+                    out[f"{p}.{dst}.{kind}"] = g(src)
+        if family == "nomic_bert":
+            out[f"{p}.mlp.fc11.weight"] = g("mlp.up_proj.weight")
+            out[f"{p}.mlp.fc12.weight"] = g("mlp.gate_proj.weight")
+        else:
+            out[f"{p}.mlp.up_gate_proj.weight"] = torch.cat(
+                [g("mlp.up_proj.weight"), g("mlp.gate_proj.weight")], 0)
+    return out
 
 
 def randomize(model, seed):
@@ -130,7 +185,7 @@ def randomize(model, seed):
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g)
-            if "LayerNorm" in name or "layer_norm" in name:
+            if "norm" in name.lower():
                 p.copy_((1.0 + 0.2 * noise) if name.endswith("weight") else 0.1 * noise)
             else:
                 p.copy_(0.05 * noise)
@@ -139,10 +194,14 @@ def randomize(model, seed):
 def make(family, seed):
     make_tok, overrides = families()[family]
     tok = make_tok()
+    if family == "modernbert":
+        overrides = dict(overrides, bos_token_id=tok.cls_token_id, cls_token_id=tok.cls_token_id,
+                         eos_token_id=tok.sep_token_id, sep_token_id=tok.sep_token_id)
     cfg = AutoConfig.for_model(family, vocab_size=VOCAB, max_position_embeddings=40,
                                pad_token_id=tok.pad_token_id, **overrides)
     torch.manual_seed(seed)
-    model = AutoModel.from_config(cfg)
+    # eager: the plain attention math (sdpa agrees to ~1e-7 on real tokens).
+    model = AutoModel.from_config(cfg, attn_implementation="eager")
     randomize(model, seed)
     out = ROOT / family
     raw = out / "raw"
@@ -175,9 +234,15 @@ def make(family, seed):
         "embeddings": emb.detach().contiguous(),
         "weights": weights.contiguous(),
     }
-    for name, p in auto.named_parameters():
-        if p.grad is not None and not name.startswith("pooler."):
-            tensors[f"grad.{name}"] = p.grad.detach().contiguous()
+    grads = {name: p.grad.detach().contiguous() for name, p in auto.named_parameters()
+             if p.grad is not None and not name.startswith("pooler.")}
+    grads = hub_grads(family, grads)
+    from safetensors import safe_open
+    with safe_open(str(out / "model" / "model.safetensors"), "pt") as f:
+        saved = {k: f.get_tensor(k).shape for k in f.keys()}
+    assert {k: v.shape for k, v in grads.items()} == saved, (sorted(grads), sorted(saved))
+    for name, g in grads.items():
+        tensors[f"grad.{name}"] = g.contiguous()
     save_file(tensors, str(out / "reference.safetensors"))
     meta = {
         "family": family,

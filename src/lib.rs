@@ -4,7 +4,8 @@
 //! - `cli` — clap types and `Args → Config` (binary side only).
 //! - `embed`, `eval` — jobs: encode to files; evaluate STS / triplet / binary.
 //! - `model` — `SentenceEncoder`: a family's trainable encoder (`family`: bert, roberta,
-//!   xlm-roberta, camembert, distilbert, mpnet, on the shared blocks of `nn`), pooling, Dense,
+//!   xlm-roberta, camembert, distilbert, mpnet, modernbert, nomic_bert, gte, on the shared blocks
+//!   of `nn`), pooling, Dense,
 //!   Normalize, Hub/local loading (`hub`), weights and the sentence-transformers folder
 //!   (`st_format`).
 //! - `data` — datasets into tables (text, CSV/TSV, JSONL, STS-B).

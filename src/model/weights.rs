@@ -59,8 +59,21 @@ impl WeightSpec {
     }
     /// Adds LayerNorm `<prefix>.weight` (ones) and `<prefix>.bias` (zeros) of size `h`.
     pub fn norm(&mut self, prefix: &str, h: usize) {
+        self.norm_with(prefix, h, true);
+    }
+    /// [`WeightSpec::linear`] with the bias only when `bias` (`bias=False` layers).
+    pub fn linear_with(&mut self, prefix: &str, out: usize, inp: usize, bias: bool) {
+        self.tensor(&format!("{prefix}.weight"), vec![out, inp], Init::Normal);
+        if bias {
+            self.tensor(&format!("{prefix}.bias"), vec![out], Init::Zeros);
+        }
+    }
+    /// [`WeightSpec::norm`] with the bias only when `bias`.
+    pub fn norm_with(&mut self, prefix: &str, h: usize, bias: bool) {
         self.tensor(&format!("{prefix}.weight"), vec![h], Init::Ones);
-        self.tensor(&format!("{prefix}.bias"), vec![h], Init::Zeros);
+        if bias {
+            self.tensor(&format!("{prefix}.bias"), vec![h], Init::Zeros);
+        }
     }
     pub fn tensor(&mut self, name: &str, shape: Vec<usize>, init: Init) {
         self.required.push((name.to_string(), shape, init));

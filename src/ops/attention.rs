@@ -2,9 +2,11 @@
 //! `softmax(q·kᵀ/√hd + bias + mask) → dropout → ·v`, heads side by side `[B, S, H]`. The padding
 //! mask is built once per forward in the form its path wants ([`AttnMask`]); `bias` is an
 //! optional additive score term `[heads, S, S]` (MPNet's relative position bias) with its
-//! gradient. A sliding window (the next families) would be a further mask form here. Depends on
-//! candle and the path modules.
+//! gradient; `rotary` rotates q and k by their positions (RoPE) before the scores; `window`
+//! limits query i to keys with |i − j| ≤ w (ModernBERT's local layers: the CPU fused kernel
+//! masks per row, the other paths add a `[S, S]` mask). Depends on candle and the path modules.
 
+use super::rotary::{rotary_heads, Rotary};
 use super::{candle_inference_kernels, composed, cpu, cuda, dense, Dropout, Exec};
 use candle_core::{DType, Result, Tensor};
 use std::sync::Arc;
@@ -48,6 +50,10 @@ pub struct AttnArgs<'a> {
     pub dropout: Option<Dropout>,
     /// Added to the scaled scores before the mask: `[heads, S, S]` (shared by the batch).
     pub bias: Option<&'a Tensor>,
+    /// Rotary positions applied to q and k (tables for this S).
+    pub rotary: Option<&'a Rotary>,
+    /// Sliding window: query i sees keys with |i − j| ≤ w.
+    pub window: Option<usize>,
 }
 
 /// The context `[B, S, H]` of self-attention over `x: [B, S, H]` (compute dtype).
@@ -86,7 +92,11 @@ pub fn attention(
                 &Tensor::cat(&[q.w, k.w, v.w], 0)?,
                 &Tensor::cat(&[bias(&q)?, bias(&k)?, bias(&v)?], 0)?,
             )?;
-            return cpu::attention(&qkv, keep.clone(), nh, a.dropout, a.bias);
+            let qkv = match a.rotary {
+                Some(r) => cpu::rotary(&qkv, r, nh)?,
+                None => qkv,
+            };
+            return cpu::attention(&qkv, keep.clone(), nh, a.dropout, a.bias, a.window);
         }
         (Exec::CpuFused, _) | (_, AttnMask::Keep(_)) => {
             candle_core::bail!("attention: the mask was built for another execution path")
@@ -109,7 +119,14 @@ pub fn attention(
                 }
             }
         };
-        let (q, kt, v) = (heads(&q, false)?, heads(&k, true)?, heads(&v, false)?);
+        let (q, kt, v) = match a.rotary {
+            None => (heads(&q, false)?, heads(&k, true)?, heads(&v, false)?),
+            Some(r) => (
+                rotary_heads(&heads(&q, false)?, r)?,
+                rotary_heads(&heads(&k, false)?, r)?.t()?.contiguous()?,
+                heads(&v, false)?,
+            ),
+        };
         (q.matmul(&kt)?, v)
     } else {
         let heads = |p: &Projection| -> Result<Tensor> {
@@ -118,24 +135,38 @@ pub fn attention(
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let (q, k, v) = (heads(&q)?, heads(&k)?, heads(&v)?);
+        let (mut q, mut k, v) = (heads(&q)?, heads(&k)?, heads(&v)?);
+        if let Some(r) = a.rotary {
+            (q, k) = (rotary_heads(&q, r)?, rotary_heads(&k, r)?);
+        }
         (q.matmul(&k.t()?.contiguous()?)?, v)
     };
+    let window = a
+        .window
+        .map(|w| composed::window_mask(s, w, DType::F32, x.device()))
+        .transpose()?;
     let probs = if exec.cuda_training(grad) {
         // Scale, mask, softmax and dropout as one op (the mask `ops::dropout` would draw).
-        let p = match a.bias {
-            Some(bias) => {
-                let z = (raw.to_dtype(DType::F32)? * scale)?
-                    .broadcast_add(&bias.to_dtype(DType::F32)?.unsqueeze(0)?)?;
-                cuda::attention::attention_probs(&z, mask, 1.0, a.dropout)?
+        let p = if a.bias.is_some() || window.is_some() {
+            let mut z = (raw.to_dtype(DType::F32)? * scale)?;
+            if let Some(bias) = a.bias {
+                z = z.broadcast_add(&bias.to_dtype(DType::F32)?.unsqueeze(0)?)?;
             }
-            None => cuda::attention::attention_probs(&raw, mask, scale, a.dropout)?,
+            if let Some(w) = &window {
+                z = z.broadcast_add(w)?;
+            }
+            cuda::attention::attention_probs(&z, mask, 1.0, a.dropout)?
+        } else {
+            cuda::attention::attention_probs(&raw, mask, scale, a.dropout)?
         };
         p.to_dtype(raw.dtype())?
     } else {
         let mut scores = (&raw * scale)?;
         if let Some(bias) = a.bias {
             scores = scores.broadcast_add(&bias.to_dtype(scores.dtype())?.unsqueeze(0)?)?;
+        }
+        if let Some(w) = &window {
+            scores = scores.broadcast_add(&w.to_dtype(scores.dtype())?)?;
         }
         let probs = softmax(exec, &scores.broadcast_add(mask)?, grad)?;
         super::dropout(exec, &probs, a.dropout)?

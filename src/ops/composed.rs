@@ -1,5 +1,5 @@
 //! The composed path's math from candle primitives that all have a backward: LayerNorm, softmax
-//! and the additive attention mask. candle's fused `layer_norm`/`softmax_last_dim` have no
+//! and the additive attention masks (padding, sliding window). candle's fused `layer_norm`/`softmax_last_dim` have no
 //! backward (DESIGN.md), so they are used only for CUDA inference. Depends only on candle.
 
 use candle_core::{DType, Result, Tensor, D};
@@ -47,4 +47,19 @@ pub fn additive_attention_mask(attention_mask: &Tensor, dtype: DType) -> Result<
     let m = attention_mask.to_dtype(DType::F32)?;
     let add = ((m.ones_like()? - m)? * mask_value(dtype))?;
     add.reshape((b, 1, 1, s))?.to_dtype(dtype)
+}
+
+/// The sliding window as an additive `[S, S]` score term: 0 where |i − j| ≤ `w`, the mask value
+/// elsewhere (ModernBERT's local layers).
+pub fn window_mask(
+    s: usize,
+    w: usize,
+    dtype: DType,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let m = mask_value(dtype) as f32;
+    let v: Vec<f32> = (0..s * s)
+        .map(|k| if (k / s).abs_diff(k % s) <= w { 0.0 } else { m })
+        .collect();
+    Tensor::from_vec(v, (s, s), device)?.to_dtype(dtype)
 }

@@ -16,6 +16,21 @@ pub enum Act {
     GeluTanh,
     #[serde(rename = "relu")]
     Relu,
+    /// `x·sigmoid(x)` (HF's "silu" / "swish"; the gate of SwiGLU).
+    #[serde(rename = "silu", alias = "swish")]
+    Silu,
+}
+
+impl Act {
+    /// The activation on the composed ops (each has a backward).
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Act::Gelu => x.gelu_erf(),
+            Act::GeluTanh => x.gelu(),
+            Act::Relu => x.relu(),
+            Act::Silu => x.silu(),
+        }
+    }
 }
 
 /// `x · Wᵀ` in `x`'s dtype over the last dim (`w: [out, in]`, cast to x's dtype).
@@ -73,9 +88,7 @@ pub fn linear_act(
                 None => y.gelu_erf(),
             }
         }
-        (_, Act::Gelu) => linear(exec, x, w, b)?.gelu_erf(),
-        (_, Act::GeluTanh) => linear(exec, x, w, b)?.gelu(),
-        (_, Act::Relu) => linear(exec, x, w, b)?.relu(),
+        (_, act) => act.apply(&linear(exec, x, w, b)?),
     }
 }
 

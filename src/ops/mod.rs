@@ -8,7 +8,9 @@
 //! - `norm` — `layer_norm`, `sum_layer_norm` (the embedding sum and its norm), `residual_norm`
 //!   (a post-norm sublayer's end: `LayerNorm(dropout(x·Wᵀ + b) + residual)`);
 //! - `attention` — multi-head self-attention from the input projections to the context, with an
-//!   optional additive score bias (relative positions) and its gradient;
+//!   optional additive score bias (relative positions) and its gradient, rotary positions
+//!   (`rotary`) and a sliding window;
+//! - `glu` — gated linear units (GeGLU, SwiGLU);
 //! - `dropout` — counter-based masks shared by all paths.
 //!
 //! Paths: `composed` (candle's ops; the reference), `cpu` (SIMD custom ops, f32), `cuda` (fused
@@ -23,7 +25,9 @@ pub mod cuda;
 pub mod dense;
 pub mod dropout;
 pub mod exec;
+pub mod glu;
 pub mod norm;
+pub mod rotary;
 #[cfg(test)]
 pub(crate) mod test_util;
 
@@ -31,7 +35,9 @@ pub use attention::{attention, AttnArgs, AttnMask, Projection};
 pub use dense::{embedding, linear, linear_act, Act};
 pub use dropout::{dropout, Dropout};
 pub use exec::Exec;
+pub use glu::glu;
 pub use norm::{layer_norm, residual_norm, sum_layer_norm};
+pub use rotary::Rotary;
 
 use candle_core::Tensor;
 

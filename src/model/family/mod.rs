@@ -1,12 +1,16 @@
 //! The encoder families and the registry from `config.json`'s `model_type` to a family. A
 //! family file holds its config (the Hub's spellings), its weight names ([`WeightSpec`]) and how
-//! its blocks are built from them ([`Arch::build`]); they all build `nn::PostNormEncoder`. Adding
+//! its blocks are built from them ([`Arch::build`]): `nn::PostNormEncoder` for the BERT-like
+//! families, `nn::RotaryEncoder` for ModernBERT, NomicBERT and GTE. Adding
 //! a family = one file here + one arm in [`from_config`] (+ an op only if it needs a new one).
 //! Depends on `model::{nn, weights, config, encoder}`.
 
 pub mod bert;
 pub mod distilbert;
+pub mod gte;
+pub mod modernbert;
 pub mod mpnet;
+pub mod nomic_bert;
 
 use super::encoder::Encoder;
 use super::nn::ParamStore;
@@ -33,13 +37,17 @@ pub trait Arch: Send + Sync {
 }
 
 /// Every supported `model_type`, as the error lists them.
-pub const SUPPORTED: [&str; 6] = [
+pub const SUPPORTED: [&str; 10] = [
     "bert",
     "roberta",
     "xlm-roberta",
     "camembert",
     "distilbert",
     "mpnet",
+    "modernbert",
+    "nomic_bert",
+    "new",
+    "gte",
 ];
 
 /// The family of `config.json` (`json`, read from `path`), its fields checked.
@@ -55,6 +63,9 @@ pub fn from_config(json: &Value, path: &Path) -> Result<Box<dyn Arch>> {
         }
         "distilbert" => distilbert::DistilBert::from_json(json, path).map(|a| Box::new(a) as _),
         "mpnet" => mpnet::MpNet::from_json(json, path).map(|a| Box::new(a) as _),
+        "modernbert" => modernbert::ModernBert::from_json(json, path).map(|a| Box::new(a) as _),
+        "nomic_bert" => nomic_bert::NomicBert::from_json(json, path).map(|a| Box::new(a) as _),
+        "new" | "gte" => gte::Gte::from_json(json, path, ty == "new").map(|a| Box::new(a) as _),
         other => bail!(
             "{}: model_type \"{other}\" is not supported; embtune supports {}",
             path.display(),

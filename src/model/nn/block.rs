@@ -48,6 +48,8 @@ impl PostNormLayer {
             heads: self.heads,
             dropout: fwd.dropout(rates.attention),
             bias,
+            rotary: None,
+            window: None,
         };
         let ctx = ops::attention(exec, x, [proj(&q), proj(&k), proj(&v)], mask, args, grad)?;
         let drop = if self.attn_out_dropout {
@@ -56,7 +58,7 @@ impl PostNormLayer {
             None
         };
         let (ow, ob) = self.attn_out.get(fwd);
-        let (nw, nb, eps) = self.attn_norm.get(fwd);
+        let (nw, nb, eps) = self.attn_norm.get(fwd)?;
         let x = ops::residual_norm(
             exec,
             &ctx,
@@ -69,7 +71,7 @@ impl PostNormLayer {
         let (uw, ub) = self.up.get(fwd);
         let inter = ops::linear_act(exec, &x, &uw, ub.as_ref(), self.act, grad)?;
         let (dw, db) = self.down.get(fwd);
-        let (nw, nb, eps) = self.out_norm.get(fwd);
+        let (nw, nb, eps) = self.out_norm.get(fwd)?;
         let drop = fwd.dropout(rates.hidden);
         ops::residual_norm(
             exec,

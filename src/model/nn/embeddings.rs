@@ -140,7 +140,7 @@ impl Embeddings {
             });
         }
         let refs: Vec<&Tensor> = parts.iter().collect();
-        let (w, bias, eps) = self.norm.get(fwd);
+        let (w, bias, eps) = self.norm.get(fwd)?;
         let x = ops::sum_layer_norm(exec, &refs, &w, &bias, eps, fwd.grad)?;
         if x.dtype() == fwd.compute {
             Ok(x)

@@ -96,13 +96,7 @@ impl Encoder for PostNormEncoder {
         &self.vars
     }
     fn tensors_for_save(&self) -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> = self
-            .vars
-            .iter()
-            .map(|(n, var)| (n.clone(), var.as_detached_tensor()))
-            .collect();
-        v.extend(self.extra.iter().cloned());
-        v
+        super::params::tensors_for_save(&self.vars, &self.extra)
     }
     fn dropout(&self) -> DropoutRates {
         self.dropout

@@ -1,28 +1,39 @@
 //! Building blocks shared by the encoder families, each a thin owner of its parameters over the
 //! `ops` of its computation (which pick the execution path): `params` (a checkpoint's tensors as
-//! named `Var`s), `Linear` and `LayerNorm` (here), `embeddings` (word + absolute positions, from
-//! 0 or RoBERTa-style after the padding index, + token types, then LayerNorm), `relative`
-//! (MPNet's bucketed relative position bias), `block` (the post-norm transformer layer:
-//! attention, its output sublayer, the feed-forward sublayer) and `encoder` (a stack of them: the
-//! one `Encoder` implementation). Pre-norm blocks, rotary positions and gated MLPs belong to the
-//! next families (ModernBERT, NomicBERT, GTE). Depends on `ops`, `model::encoder`, `tokenize`.
+//! named `Var`s), `Linear` and `LayerNorm` (here; either may be bias-free), `embeddings` (word +
+//! absolute positions, from 0 or RoBERTa-style after the padding index, + token types, then
+//! LayerNorm), `relative` (MPNet's bucketed relative position bias), `block` (the post-norm BERT
+//! layer) and `encoder` (a stack of them); for the rotary families: `rope` (which rotary table a
+//! layer uses), `gated` (pre- or post-norm layer with fused q|k|v, RoPE, optional sliding window
+//! and a gated MLP), `gated_names` (its checkpoint names) and `rotary_encoder` (token embeddings →
+//! gated layers → optional final norm). Depends on `ops`, `model::encoder`, `model::weights`,
+//! `tokenize`.
 
 pub mod block;
 pub mod embeddings;
 pub mod encoder;
+pub mod gated;
+pub mod gated_names;
 pub mod params;
 pub mod relative;
+pub mod rope;
+pub mod rotary_encoder;
 
 pub use block::{LayerDims, LayerNames, PostNormLayer};
 pub use embeddings::{Embeddings, Positions};
 pub use encoder::PostNormEncoder;
+pub use gated::{GatedLayer, MlpDropout, Placement};
+pub use gated_names::{GatedBiases, GatedDims, GatedNames, UpNames};
 pub use params::ParamStore;
 pub use relative::RelativeBias;
+pub use rope::{RopeScaling, RopeSpec};
+pub use rotary_encoder::{RotaryEncoder, RotaryParts, TokenEmbeddings};
 
 use super::encoder::Fwd;
 use candle_core::{Result, Tensor, Var};
 
-/// `y = x · Wᵀ + b`; `w: [out, in]`, `b: [out]` (HF's `nn.Linear`).
+/// `y = x · Wᵀ + b`; `w: [out, in]`, `b: [out]` (HF's `nn.Linear`; `bias=False` layers have
+/// none).
 #[derive(Clone)]
 pub struct Linear {
     pub w: Var,
@@ -32,9 +43,16 @@ pub struct Linear {
 impl Linear {
     /// `<prefix>.weight` and `<prefix>.bias` of `store`.
     pub fn load(store: &ParamStore, prefix: &str) -> Result<Self> {
+        Self::load_with(store, prefix, true)
+    }
+
+    /// `<prefix>.weight`, and `<prefix>.bias` when `bias`.
+    pub fn load_with(store: &ParamStore, prefix: &str, bias: bool) -> Result<Self> {
         Ok(Self {
             w: store.var(&format!("{prefix}.weight"))?,
-            b: Some(store.var(&format!("{prefix}.bias"))?),
+            b: bias
+                .then(|| store.var(&format!("{prefix}.bias")))
+                .transpose()?,
         })
     }
 
@@ -44,25 +62,38 @@ impl Linear {
     }
 }
 
-/// LayerNorm with weight and bias over the last dim.
+/// LayerNorm over the last dim, with weight and (unless `bias=False`, as ModernBERT's) bias.
 #[derive(Clone)]
 pub struct LayerNorm {
     pub w: Var,
-    pub b: Var,
+    pub b: Option<Var>,
     pub eps: f64,
 }
 
 impl LayerNorm {
     /// `<prefix>.weight` and `<prefix>.bias` of `store`.
     pub fn load(store: &ParamStore, prefix: &str, eps: f64) -> Result<Self> {
+        Self::load_with(store, prefix, eps, true)
+    }
+
+    /// `<prefix>.weight`, and `<prefix>.bias` when `bias`.
+    pub fn load_with(store: &ParamStore, prefix: &str, eps: f64, bias: bool) -> Result<Self> {
         Ok(Self {
             w: store.var(&format!("{prefix}.weight"))?,
-            b: store.var(&format!("{prefix}.bias"))?,
+            b: bias
+                .then(|| store.var(&format!("{prefix}.bias")))
+                .transpose()?,
             eps,
         })
     }
 
-    pub fn get(&self, fwd: &Fwd) -> (Tensor, Tensor, f64) {
-        (fwd.param(&self.w), fwd.param(&self.b), self.eps)
+    /// Weight, bias (zeros, a constant, when the norm has none) and eps for the ops.
+    pub fn get(&self, fwd: &Fwd) -> Result<(Tensor, Tensor, f64)> {
+        let w = fwd.param(&self.w);
+        let b = match &self.b {
+            Some(b) => fwd.param(b),
+            None => w.zeros_like()?.detach(),
+        };
+        Ok((w, b, self.eps))
     }
 }

@@ -42,3 +42,16 @@ impl ParamStore {
             })
     }
 }
+
+/// What a model saves: every parameter (detached), then the carried-through tensors.
+pub fn tensors_for_save(
+    vars: &[(String, Var)],
+    extra: &[(String, Tensor)],
+) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vars
+        .iter()
+        .map(|(n, var)| (n.clone(), var.as_detached_tensor()))
+        .collect();
+    v.extend(extra.iter().cloned());
+    v
+}

@@ -21,6 +21,8 @@ struct Attention {
     heads: usize,
     scale: f32,
     drop: Option<Dropout>,
+    /// Sliding window (|i − j| ≤ w), none for full attention.
+    window: Option<usize>,
 }
 
 impl Attention {
@@ -43,6 +45,7 @@ impl Attention {
             scale: self.scale,
             bias: bias.map(|bb| &bb[h * n..(h + 1) * n]),
             drop: self.drop,
+            window: self.window,
             b,
             h,
         }
@@ -76,7 +79,17 @@ impl Attention {
         })
     }
 
-    fn forward(&self, qkv: &[f32], bias: Option<&[f32]>, sh: AttnShape) -> Vec<f32> {
+    fn forward(&self, qkv: &[f32], bias: Option<&[f32]>, sh: AttnShape) -> Result<Vec<f32>> {
+        if bias.is_none() && sh.seq >= super::attention_long::LONG {
+            return super::attention_long::forward(super::attention_long::LongJob {
+                qkv,
+                keep: &self.keep,
+                sh,
+                scale: self.scale,
+                drop: self.drop,
+                window: self.window,
+            });
+        }
         let hid = sh.hidden();
         let mut out = vec![0f32; sh.batch * sh.seq * hid];
         out.par_chunks_mut((sh.seq * hid).max(1))
@@ -88,7 +101,7 @@ impl Attention {
                     scatter_head(&block, sh, h, rows, hid, 0);
                 }
             });
-        out
+        Ok(out)
     }
 
     /// The gradients of the packed projections and (with a bias) of the bias, summed over the
@@ -177,7 +190,7 @@ impl CustomOp1 for Attention {
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
         let sh = self.shape(l1.dims(), None)?;
-        let out = self.forward(slice(s1, l1, "attention")?, None, sh);
+        let out = self.forward(slice(s1, l1, "attention")?, None, sh)?;
         Ok((
             CpuStorage::F32(out),
             Shape::from((sh.batch, sh.seq, sh.hidden())),
@@ -208,7 +221,9 @@ impl CustomOp2 for BiasedAttention {
     ) -> Result<(CpuStorage, Shape)> {
         let sh = self.0.shape(l1.dims(), Some(l2.dims()))?;
         let bias = slice(s2, l2, "attention bias")?;
-        let out = self.0.forward(slice(s1, l1, "attention")?, Some(bias), sh);
+        let out = self
+            .0
+            .forward(slice(s1, l1, "attention")?, Some(bias), sh)?;
         Ok((
             CpuStorage::F32(out),
             Shape::from((sh.batch, sh.seq, sh.hidden())),
@@ -234,14 +249,15 @@ impl CustomOp2 for BiasedAttention {
 
 /// Multi-head attention core on the packed projections `qkv: [B, S, 3H]` (`[q | k | v]`) with
 /// `heads` heads; `keep: [B·S]` is 1 for tokens, 0 for padding; `dropout` on the
-/// probabilities; `bias: [heads, S, S]` added to the scaled scores. Returns the `[B, S, H]`
-/// context.
+/// probabilities; `bias: [heads, S, S]` added to the scaled scores; `window`: query i sees keys
+/// with |i − j| ≤ w only. Returns the `[B, S, H]` context.
 pub fn attention(
     qkv: &Tensor,
     keep: Arc<Vec<f32>>,
     heads: usize,
     dropout: Option<Dropout>,
     bias: Option<&Tensor>,
+    window: Option<usize>,
 ) -> Result<Tensor> {
     let hd = qkv.dim(2)? / 3 / heads.max(1);
     let op = Attention {
@@ -249,6 +265,7 @@ pub fn attention(
         heads,
         scale: 1.0 / (hd as f32).sqrt(),
         drop: dropout,
+        window,
     };
     match bias {
         None => qkv.contiguous()?.apply_op1(op),
@@ -278,6 +295,7 @@ mod tests {
         heads: usize,
         drop: Option<Dropout>,
         bias: Option<&Tensor>,
+        window: Option<usize>,
     ) -> Tensor {
         let (b, s, h) = q.dims3().unwrap();
         let hd = h / heads;
@@ -295,6 +313,13 @@ mod tests {
         .unwrap();
         let scores = match bias {
             Some(bias) => scores.broadcast_add(&bias.unsqueeze(0).unwrap()).unwrap(),
+            None => scores,
+        };
+        let scores = match window {
+            Some(w) => {
+                let m = composed::window_mask(s, w, candle_core::DType::F32, &Device::Cpu).unwrap();
+                scores.broadcast_add(&m).unwrap()
+            }
             None => scores,
         };
         let add = composed::additive_attention_mask(mask, candle_core::DType::F32).unwrap();
@@ -320,9 +345,10 @@ mod tests {
     }
 
     /// The fused op and the composed ops agree in value and in the gradients of q, k, v (and of
-    /// the score bias when there is one), with padding, with and without dropout.
+    /// the score bias when there is one), with padding, with and without dropout, with and
+    /// without a sliding window (narrower than the sentences, so it masks).
     #[test]
-    fn attention_matches_the_composed_reference_with_padding_dropout_and_bias() {
+    fn attention_matches_the_composed_reference_with_padding_dropout_bias_and_window() {
         let (b, s, h, heads) = (3, 11, 24, 3);
         let lens = [11usize, 6, 1];
         let mut keep = vec![0f32; b * s];
@@ -337,18 +363,20 @@ mod tests {
         .unwrap();
         let keep = Arc::new(keep);
         let bias_var = Var::from_tensor(&randn(&[heads, s, s], 9, 1.5)).unwrap();
-        for (drop, with_bias) in [
-            (None, false),
-            (Some(Dropout::new(0.2, 1234)), false),
-            (None, true),
-            (Some(Dropout::new(0.2, 77)), true),
+        for (drop, with_bias, window) in [
+            (None, false, None),
+            (Some(Dropout::new(0.2, 1234)), false, None),
+            (None, true, None),
+            (Some(Dropout::new(0.2, 77)), true, None),
+            (None, false, Some(2)),
+            (Some(Dropout::new(0.2, 5)), false, Some(3)),
         ] {
             let bias = with_bias.then_some(bias_var.as_tensor());
             let q = Var::from_tensor(&randn(&[b, s, h], 6, 2.0)).unwrap();
             let k = Var::from_tensor(&randn(&[b, s, h], 7, 2.0)).unwrap();
             let v = Var::from_tensor(&randn(&[b, s, h], 8, 1.0)).unwrap();
             let qkv = Tensor::cat(&[q.as_tensor(), k.as_tensor(), v.as_tensor()], 2).unwrap();
-            let fused = attention(&qkv, keep.clone(), heads, drop, bias).unwrap();
+            let fused = attention(&qkv, keep.clone(), heads, drop, bias, window).unwrap();
             let composed = composed_attention(
                 q.as_tensor(),
                 k.as_tensor(),
@@ -357,12 +385,138 @@ mod tests {
                 heads,
                 drop,
                 bias,
+                window,
             );
+            // Padded queries are compared too, except where a window holds only padding:
+            // there the fused kernel attends to nothing (zeros) and the additive mask to
+            // everything — outputs nobody pools.
+            let (fused, composed) = match window {
+                None => (fused, composed),
+                Some(_) => {
+                    let q_keep = Tensor::from_vec(keep.to_vec(), (b, s, 1), &Device::Cpu).unwrap();
+                    (
+                        fused.broadcast_mul(&q_keep).unwrap(),
+                        composed.broadcast_mul(&q_keep).unwrap(),
+                    )
+                }
+            };
             let mut vars = vec![("q", &q), ("k", &k), ("v", &v)];
             if bias.is_some() {
                 vars.push(("bias", &bias_var));
             }
             check(&vars, &fused, &composed, 1e-5, 1e-5);
+        }
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+    use crate::ops::composed;
+    use crate::ops::cpu::testing::check;
+    use crate::ops::test_util::randn;
+    use candle_core::Var;
+
+    /// Sentences longer than a few 16-column blocks, so a windowed row computes only its own
+    /// key range: the fused op still equals full attention under the additive window mask
+    /// (values and gradients, with dropout), at the real tokens.
+    #[test]
+    fn windowed_rows_compute_only_their_keys_and_agree() {
+        agrees_with_full_attention(
+            45,
+            &[45, 30],
+            &[(None, Some(5)), (Some(Dropout::new(0.1, 9)), Some(17))],
+        );
+    }
+
+    /// Sentences of at least `attention_long::LONG` tokens take the blocked-product forward
+    /// (the backward stays the per-row kernel): full and windowed, with dropout and padding
+    /// (the second sentence ends inside the last block).
+    #[test]
+    fn long_sentences_take_the_blocked_forward_and_agree() {
+        let s = super::super::attention_long::LONG + 44;
+        agrees_with_full_attention(
+            s,
+            &[s, s - 70],
+            &[
+                (None, None),
+                (Some(Dropout::new(0.1, 3)), Some(40)),
+                (None, Some(7)),
+            ],
+        );
+    }
+
+    fn agrees_with_full_attention(
+        s: usize,
+        lens: &[usize],
+        cases: &[(Option<Dropout>, Option<usize>)],
+    ) {
+        let (b, h, heads) = (lens.len(), 16, 2);
+        let mut keep = vec![0f32; b * s];
+        for (i, &l) in lens.iter().enumerate() {
+            keep[i * s..i * s + l].iter_mut().for_each(|x| *x = 1.0);
+        }
+        let mask: Vec<u32> = keep.iter().map(|&x| x as u32).collect();
+        let mask = Tensor::from_vec(mask, (b, s), &Device::Cpu).unwrap();
+        let q_keep = Tensor::from_vec(keep.clone(), (b, s, 1), &Device::Cpu).unwrap();
+        let keep = Arc::new(keep);
+        for &(drop, w) in cases {
+            let q = Var::from_tensor(&randn(&[b, s, h], 1, 2.0)).unwrap();
+            let k = Var::from_tensor(&randn(&[b, s, h], 2, 2.0)).unwrap();
+            let v = Var::from_tensor(&randn(&[b, s, h], 3, 1.0)).unwrap();
+            let qkv = Tensor::cat(&[q.as_tensor(), k.as_tensor(), v.as_tensor()], 2).unwrap();
+            let fused = attention(&qkv, keep.clone(), heads, drop, None, w).unwrap();
+            let split = |t: &Tensor| {
+                t.reshape((b, s, heads, h / heads))
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            };
+            let (qh, kh, vh) = (
+                split(q.as_tensor()),
+                split(k.as_tensor()),
+                split(v.as_tensor()),
+            );
+            let scale = 1.0 / ((h / heads) as f64).sqrt();
+            let mut scores =
+                (qh.matmul(&kh.t().unwrap().contiguous().unwrap()).unwrap() * scale).unwrap();
+            if let Some(w) = w {
+                let m = composed::window_mask(s, w, candle_core::DType::F32, &Device::Cpu).unwrap();
+                scores = scores.broadcast_add(&m).unwrap();
+            }
+            let scores = scores
+                .broadcast_add(
+                    &composed::additive_attention_mask(&mask, candle_core::DType::F32).unwrap(),
+                )
+                .unwrap();
+            let mut probs = composed::softmax_last_dim(&scores).unwrap();
+            if let Some(d) = drop {
+                let f: Vec<f32> = (0..(b * heads * s * s) as u64)
+                    .map(|i| d.factor(i))
+                    .collect();
+                probs = probs
+                    .mul(&Tensor::from_vec(f, (b, heads, s, s), &Device::Cpu).unwrap())
+                    .unwrap();
+            }
+            let composed = probs
+                .matmul(&vh)
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .reshape((b, s, h))
+                .unwrap();
+            let at_tokens = |t: &Tensor| t.broadcast_mul(&q_keep).unwrap();
+            check(
+                &[("q", &q), ("k", &k), ("v", &v)],
+                &at_tokens(&fused),
+                &at_tokens(&composed),
+                1e-5,
+                1e-5,
+            );
         }
     }
 }

@@ -75,11 +75,11 @@ impl CustomOp2 for GeluBias {
 }
 
 /// A row-major view for `gemm`: data, row stride, column stride.
-struct View<'a>(&'a [f32], usize, usize);
+pub(crate) struct View<'a>(pub &'a [f32], pub usize, pub usize);
 
 /// `c[m×n] = (c if accumulate, else 0) + a[m×k]·b[k×n]` by the `gemm` crate (the kernels
 /// candle's CPU matmul uses), on rayon's pool. `c` is contiguous row-major.
-fn gemm_into(
+pub(crate) fn gemm_into(
     m: usize,
     n: usize,
     k: usize,
@@ -87,6 +87,22 @@ fn gemm_into(
     accumulate: bool,
     a: View,
     b: View,
+) -> Result<()> {
+    gemm_on(m, n, k, c, accumulate, a, b, rayon::current_num_threads())
+}
+
+/// [`gemm_into`] on `threads` threads (1: on the calling thread, for products inside a parallel
+/// job).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_on(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    accumulate: bool,
+    a: View,
+    b: View,
+    threads: usize,
 ) -> Result<()> {
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
         (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs
@@ -105,7 +121,6 @@ fn gemm_into(
         }
         return Ok(());
     }
-    let threads = rayon::current_num_threads();
     let par = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {

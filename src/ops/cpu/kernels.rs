@@ -10,7 +10,7 @@ use crate::ops::Dropout;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// 4 = AVX-512 (F, VL, DQ, BW), 3 = AVX2 + FMA, 0 = baseline. Detected once.
-fn level() -> u8 {
+pub(crate) fn level() -> u8 {
     static LEVEL: AtomicU8 = AtomicU8::new(u8::MAX);
     let l = LEVEL.load(Ordering::Relaxed);
     if l != u8::MAX {
@@ -67,6 +67,7 @@ macro_rules! simd_fn {
         }
     };
 }
+pub(crate) use simd_fn;
 
 const LANES: usize = 16;
 
@@ -125,7 +126,7 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 /// r = x − n·ln 2 (two-part ln 2), eʳ by its degree-6 Taylor polynomial on |r| ≤ ln2/2 —
 /// relative error ≈ 2e-7. Inputs below −87 give ≈ 1e-38 (callers multiply masked entries by 0).
 #[inline(always)]
-fn exp_neg(x: f32) -> f32 {
+pub(crate) fn exp_neg(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
@@ -142,7 +143,7 @@ fn exp_neg(x: f32) -> f32 {
 
 /// erf by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7), odd-symmetric.
 #[inline(always)]
-fn erf(x: f32) -> f32 {
+pub(crate) fn erf(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t
@@ -337,11 +338,19 @@ impl AttnShape {
 pub type AttnDropout = Option<Dropout>;
 
 /// One row of attention probabilities: `p[j] = softmax_j(scale·q·kⱼ)` over the keys with
-/// `keep[j] = 1` (0 for padding), from `kt` = Kᵀ of this head (`[hd, sp]`, row-major, `sp` =
-/// `keep.len()` = `p.len()`, a multiple of 16).
+/// `keep[j] = 1` (0 for padding), from `kt = (Kᵀ, stride, col0)`: Kᵀ of this head (`[hd, sp]`,
+/// row-major, stride `sp`), of which columns `col0..col0 + p.len()` are this row's keys
+/// (`keep.len()` = `p.len()`, a multiple of 16).
 #[inline(always)]
-fn probs_row(q: &[f32], kt: &[f32], keep: &[f32], scale: f32, bias: Option<&[f32]>, p: &mut [f32]) {
-    row_times_t(q, kt, p);
+fn probs_row(
+    q: &[f32],
+    kt: (&[f32], usize, usize),
+    keep: &[f32],
+    scale: f32,
+    bias: Option<&[f32]>,
+    p: &mut [f32],
+) {
+    row_times_t(q, kt.0, (kt.1, kt.2), p);
     if let Some(bias) = bias {
         return probs_row_biased(keep, scale, bias, p);
     }
@@ -354,6 +363,11 @@ fn probs_row(q: &[f32], kt: &[f32], keep: &[f32], scale: f32, bias: Option<&[f32
         }
     }
     let m = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
+    if m == f32::NEG_INFINITY {
+        // Every key masked (a padded query whose window holds only padding): no attention.
+        p.iter_mut().for_each(|v| *v = 0.0);
+        return;
+    }
     for (v, &k) in p.iter_mut().zip(keep) {
         *v = exp_neg(*v * scale - m) * k;
     }
@@ -375,6 +389,10 @@ fn probs_row_biased(keep: &[f32], scale: f32, bias: &[f32], p: &mut [f32]) {
         }
     }
     let m = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if m == f32::NEG_INFINITY {
+        p.iter_mut().for_each(|v| *v = 0.0);
+        return;
+    }
     for (v, &k) in p.iter_mut().zip(keep) {
         *v = exp_neg(*v - m) * k;
     }
@@ -412,7 +430,7 @@ impl<'a> Heads<'a> {
 
 /// One (sentence `b`, head `h`) of an attention call: the projections, the sentence's padding
 /// mask (`keep`, 1 = token), the score scale 1/√hd, the head's additive score bias (`[S, S]`,
-/// row i for query i; none for most models) and the probability dropout.
+/// row i for query i; none for most models), the probability dropout and the sliding window.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadJob<'a> {
     pub q: Heads<'a>,
@@ -423,6 +441,8 @@ pub struct HeadJob<'a> {
     pub scale: f32,
     pub bias: Option<&'a [f32]>,
     pub drop: AttnDropout,
+    /// Sliding window: query i sees keys j with |i − j| ≤ w only (ModernBERT's local layers).
+    pub window: Option<usize>,
     pub b: usize,
     pub h: usize,
 }
@@ -431,24 +451,67 @@ simd_fn! {
 /// Forward of one head of one sentence: writes `ctx[i] = Σⱼ p'ᵢⱼ·vⱼ` (p' = probabilities after
 /// dropout) into `out`, the `[S, hd]` block of this head (row-major).
 pub fn attention_head(job: HeadJob, out: &mut [f32]) {
-    let HeadJob { q, k, v, keep, sh, scale, bias, drop, b, h } = job;
+    let HeadJob { q, k, v, keep, sh, scale, bias, drop, window, b, h } = job;
     let (s, hd) = (sh.seq, sh.head_dim);
     let (sp, keep) = padded_keep(keep);
     let mut kt = vec![0f32; hd * sp];
     k.transposed(sh, b, h, sp, &mut kt);
     let mut p = vec![0f32; sp];
+    let mut row_keep = vec![0f32; if window.is_some() { sp } else { 0 }];
     for i in 0..s {
         let bias_row = bias.map(|bb| &bb[i * s..(i + 1) * s]);
-        probs_row(q.row(sh, b, i, h), &kt, &keep, scale, bias_row, &mut p);
+        // A window's keys only (the rest are masked anyway): local layers cost O(S·w).
+        let (lo, hi) = key_range(window, bias.is_some(), i, sp);
+        let keep_i = keep_row(&keep, window, i, (lo, hi), &mut row_keep);
+        let end = hi.min(s);
+        let pr = &mut p[lo..hi];
+        probs_row(q.row(sh, b, i, h), (&kt, sp, lo), &keep_i[lo..hi], scale, bias_row, pr);
         if let Some(d) = drop {
             let base = (((b * sh.heads + h) * s + i) * s) as u64;
-            for (j, pj) in p[..s].iter_mut().enumerate() {
-                *pj *= d.factor(base + j as u64);
+            for (j, pj) in pr[..end - lo].iter_mut().enumerate() {
+                *pj *= d.factor(base + (lo + j) as u64);
             }
         }
-        weighted_sum(&p[..s], |j| v.row(sh, b, j, h), &mut out[i * hd..(i + 1) * hd]);
+        weighted_sum(&pr[..end - lo], |j| v.row(sh, b, lo + j, h), &mut out[i * hd..(i + 1) * hd]);
     }
 }
+}
+
+/// The keys query `i` may see, for columns `lo..hi`: the padding mask, within `window` of `i`
+/// when there is one (`buf` holds that row; only `lo..hi` is written).
+#[inline(always)]
+fn keep_row<'a>(
+    keep: &'a [f32],
+    window: Option<usize>,
+    i: usize,
+    (lo, hi): (usize, usize),
+    buf: &'a mut [f32],
+) -> &'a [f32] {
+    let Some(w) = window else {
+        return keep;
+    };
+    for (j, x) in buf[lo..hi].iter_mut().enumerate() {
+        *x = if (lo + j).abs_diff(i) <= w {
+            keep[lo + j]
+        } else {
+            0.0
+        };
+    }
+    buf
+}
+
+/// The key columns query `i` needs, 16-aligned within `0..sp`: all of them, or with a window
+/// (and no score bias, whose rows are S wide) those within `w` of `i`.
+#[inline(always)]
+fn key_range(window: Option<usize>, biased: bool, i: usize, sp: usize) -> (usize, usize) {
+    match window {
+        Some(w) if !biased => {
+            let lo = i.saturating_sub(w) / LANES * LANES;
+            let hi = ((i + w + 1).div_ceil(LANES) * LANES).min(sp);
+            (lo, hi)
+        }
+        _ => (0, sp),
+    }
 }
 
 /// The padding mask widened to a multiple of 16 columns (zeros after the sentence's `S`).
@@ -460,15 +523,15 @@ fn padded_keep(keep: &[f32]) -> (usize, Vec<f32>) {
     (sp, k)
 }
 
-/// `y[j] = Σ_d g[d]·xt[d·sp + j]` (a row times a transposed head block); `y.len() = sp`, a
-/// multiple of 16, so each 16 columns accumulate in one register.
+/// `y[j] = Σ_d g[d]·xt[d·stride + col0 + j]` (a row times columns `col0..col0 + y.len()` of a
+/// transposed head block); `y.len()` a multiple of 16, so each 16 columns accumulate in one
+/// register.
 #[inline(always)]
-fn row_times_t(g: &[f32], xt: &[f32], y: &mut [f32]) {
-    let sp = y.len();
+fn row_times_t(g: &[f32], xt: &[f32], (stride, col0): (usize, usize), y: &mut [f32]) {
     for (jc, yc) in y.chunks_exact_mut(LANES).enumerate() {
         let mut acc = [0f32; LANES];
         for (d, &gd) in g.iter().enumerate() {
-            let r = &xt[d * sp + jc * LANES..][..LANES];
+            let r = &xt[d * stride + col0 + jc * LANES..][..LANES];
             for l in 0..LANES {
                 acc[l] += gd * r[l];
             }
@@ -550,9 +613,10 @@ pub fn attention_head_backward(
     dbias: Option<&mut [f32]>,
 ) {
     let mut dbias = dbias;
-    let HeadJob { q, k, v, keep, sh, scale, bias, drop, b, h } = job;
+    let HeadJob { q, k, v, keep, sh, scale, bias, drop, window, b, h } = job;
     let (s, hd) = (sh.seq, sh.head_dim);
     let (sp, keep) = padded_keep(keep);
+    let mut row_keep = vec![0f32; if window.is_some() { sp } else { 0 }];
     let mut kt = vec![0f32; hd * sp];
     let mut vt = vec![0f32; hd * sp];
     k.transposed(sh, b, h, sp, &mut kt);
@@ -565,29 +629,34 @@ pub fn attention_head_backward(
     for i in 0..s {
         let qi = q.row(sh, b, i, h);
         let gi = g.row(sh, b, i, h);
-        probs_row(qi, &kt, &keep, scale, bias.map(|bb| &bb[i * s..(i + 1) * s]), &mut p);
+        let (lo, hi) = key_range(window, bias.is_some(), i, sp);
+        let keep_i = keep_row(&keep, window, i, (lo, hi), &mut row_keep);
+        let end = hi.min(s);
+        let (pr, fr, dpr) = (&mut p[lo..hi], &mut f[lo..hi], &mut dp[lo..hi]);
+        let bias_row = bias.map(|bb| &bb[i * s..(i + 1) * s]);
+        probs_row(qi, (&kt, sp, lo), &keep_i[lo..hi], scale, bias_row, pr);
         if let Some(d) = drop {
             let base = (((b * sh.heads + h) * s + i) * s) as u64;
-            for (j, fj) in f[..s].iter_mut().enumerate() {
-                *fj = d.factor(base + j as u64);
+            for (j, fj) in fr[..end - lo].iter_mut().enumerate() {
+                *fj = d.factor(base + (lo + j) as u64);
             }
         }
         // dV_j += p'_ij · g_i
-        for j in 0..s {
-            let pj = p[j] * f[j];
+        for j in lo..end {
+            let pj = pr[j - lo] * fr[j - lo];
             if pj != 0.0 {
                 axpy(pj, gi, &mut dv[j * hd..(j + 1) * hd]);
             }
         }
         // dP'_ij = g_i · v_j, then through dropout and softmax.
-        row_times_t(gi, &vt, &mut dp);
+        row_times_t(gi, &vt, (sp, lo), dpr);
         match dbias.as_deref_mut() {
-            None => softmax_row_backward(&p, &f, scale, &mut dp),
-            Some(db) => softmax_row_backward_bias(&p, &f, scale, &mut dp, &mut db[i * s..(i + 1) * s]),
+            None => softmax_row_backward(pr, fr, scale, dpr),
+            Some(db) => softmax_row_backward_bias(pr, fr, scale, dpr, &mut db[i * s..(i + 1) * s]),
         }
-        weighted_sum(&dp[..s], |j| k.row(sh, b, j, h), &mut dq[i * hd..(i + 1) * hd]);
-        for j in 0..s {
-            let ds = dp[j];
+        weighted_sum(&dpr[..end - lo], |j| k.row(sh, b, lo + j, h), &mut dq[i * hd..(i + 1) * hd]);
+        for j in lo..end {
+            let ds = dpr[j - lo];
             if ds != 0.0 {
                 axpy(ds, qi, &mut dk[j * hd..(j + 1) * hd]);
             }

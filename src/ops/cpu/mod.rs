@@ -4,21 +4,28 @@
 //! (the one candle's matrix products use). f32 only. Files: `dense` (linear = one gemm call seeded
 //! with the bias, bias + GELU, embedding gather, sum of squares), `norm` (LayerNorm with or
 //! without a residual sum), `attention` (the attention core on packed q|k|v, per (sentence,
-//! head)), `dropout` (counter-based masks). Tests check each against the composed candle ops
+//! head), optionally in a sliding window; `attention_long`: its blocked-product forward for long
+//! sentences), `rotary` (RoPE on packed q|k|v), `glu` (gated
+//! linear units), `dropout` (counter-based masks). Tests check each against the composed candle ops
 //! (values and gradients). Depends on candle, gemm, rayon and `ops::dropout::Dropout`.
 
 pub mod attention;
+pub mod attention_long;
 pub mod dense;
 pub mod dropout;
+pub mod glu;
 pub mod kernels;
 pub mod norm;
+pub mod rotary;
 
 use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
 
 pub use attention::attention;
 pub use dense::{embedding, gelu, gelu_bias, linear, sum_squares};
 pub use dropout::apply as dropout;
+pub use glu::glu;
 pub use norm::{add_layer_norm, layer_norm};
+pub use rotary::rotary;
 
 pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
