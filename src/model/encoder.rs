@@ -95,25 +95,71 @@ impl Fwd {
     }
 }
 
-/// A family's transformer: token ids to the last layer's hidden states. Implemented once for the
-/// post-norm families (`nn::PostNormEncoder`); nothing outside `model/` sees a family's fields.
+/// What every encoder holds besides its blocks: the family name, sizes, parameters by HF name,
+/// carried-through tensors, dropout rates, the weights' dtype and device. Built from the loaded
+/// parameters by `nn::ParamStore::into_base`.
+pub struct EncoderBase {
+    pub family: &'static str,
+    pub hidden: usize,
+    pub max_tokens: usize,
+    /// Every trainable parameter by HF name, in checkpoint order.
+    pub vars: Vec<(String, Var)>,
+    /// Tensors carried through for saving but unused (e.g. `pooler.*`).
+    pub extra: Vec<(String, Tensor)>,
+    pub dropout: DropoutRates,
+    pub dtype: DType,
+    pub device: Device,
+}
+
+/// A family's transformer: token ids to the last layer's hidden states. Implemented by
+/// `nn::PostNormEncoder` (the BERT-like families) and `nn::RotaryEncoder` (ModernBERT,
+/// NomicBERT, GTE); everything but the forward and the layer count comes from their
+/// [`EncoderBase`]. Nothing outside `model/` sees a family's fields.
 pub trait Encoder: Send + Sync {
-    /// The family name (`config.json`'s model_type family: "bert", "roberta", …).
-    fn family(&self) -> &'static str;
+    fn base(&self) -> &EncoderBase;
+    fn base_mut(&mut self) -> &mut EncoderBase;
     /// Hidden states `[B, S, H]` of the last layer, in the weights' dtype.
     fn forward(&self, batch: &TokenBatch, fwd: &Fwd) -> Result<Tensor>;
-    fn hidden_size(&self) -> usize;
     fn num_layers(&self) -> usize;
+
+    /// The family name (`config.json`'s model_type family: "bert", "roberta", …).
+    fn family(&self) -> &'static str {
+        self.base().family
+    }
+    fn hidden_size(&self) -> usize {
+        self.base().hidden
+    }
     /// The most tokens one sequence may have (special tokens included): the position table's
     /// usable rows.
-    fn max_tokens(&self) -> usize;
+    fn max_tokens(&self) -> usize {
+        self.base().max_tokens
+    }
     /// Trainable parameters by HF name (no prefix), in checkpoint order.
-    fn vars(&self) -> &[(String, Var)];
+    fn vars(&self) -> &[(String, Var)] {
+        &self.base().vars
+    }
     /// Everything that goes into `model.safetensors`, HF names, parameters first.
-    fn tensors_for_save(&self) -> Vec<(String, Tensor)>;
-    fn dropout(&self) -> DropoutRates;
-    fn set_dropout(&mut self, rates: DropoutRates);
+    fn tensors_for_save(&self) -> Vec<(String, Tensor)> {
+        let b = self.base();
+        let mut v: Vec<(String, Tensor)> = b
+            .vars
+            .iter()
+            .map(|(n, var)| (n.clone(), var.as_detached_tensor()))
+            .collect();
+        v.extend(b.extra.iter().cloned());
+        v
+    }
+    fn dropout(&self) -> DropoutRates {
+        self.base().dropout
+    }
+    fn set_dropout(&mut self, rates: DropoutRates) {
+        self.base_mut().dropout = rates;
+    }
     /// Dtype of the stored (master) weights: f32 for loaded models.
-    fn dtype(&self) -> DType;
-    fn device(&self) -> &Device;
+    fn dtype(&self) -> DType {
+        self.base().dtype
+    }
+    fn device(&self) -> &Device {
+        &self.base().device
+    }
 }

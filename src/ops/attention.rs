@@ -4,11 +4,12 @@
 //! optional additive score term `[heads, S, S]` (MPNet's relative position bias) with its
 //! gradient; `rotary` rotates q and k by their positions (RoPE) before the scores; `window`
 //! limits query i to keys with |i − j| ≤ w (ModernBERT's local layers: the CPU fused kernel
-//! masks per row, the other paths add a `[S, S]` mask). Depends on candle and the path modules.
+//! masks per row, the other paths add a `[S, S]` mask, [`Window`]). The projections come as three
+//! or packed in one ([`Qkv`]). Depends on candle and the path modules.
 
 use super::rotary::{rotary_heads, Rotary};
 use super::{candle_inference_kernels, composed, cpu, cuda, dense, Dropout, Exec};
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use std::sync::Arc;
 
 /// The attention mask of one forward, as its path wants it.
@@ -42,6 +43,43 @@ pub struct Projection<'a> {
     pub b: Option<&'a Tensor>,
 }
 
+/// The input projections: three `[H, H]` ones (BERT's query/key/value), or one packed `[3H, H]`
+/// (rows q, then k, then v: the rotary families' `Wqkv`), which the CPU fused path multiplies
+/// as it is and the other paths split by views.
+#[derive(Clone, Copy)]
+pub enum Qkv<'a> {
+    Separate([Projection<'a>; 3]),
+    Packed(Projection<'a>),
+}
+
+/// A sliding window (query i sees keys with |i − j| ≤ `w`) for one forward, as its path wants
+/// it: the CPU fused kernel masks per row; the other paths add `mask` `[S, S]` (0 inside, the
+/// mask value of the compute dtype outside) to the scores. Built once per forward.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub w: usize,
+    mask: Option<Tensor>,
+}
+
+impl Window {
+    pub fn new(exec: Exec, s: usize, w: usize, compute: DType, device: &Device) -> Result<Self> {
+        let mask = match exec {
+            Exec::CpuFused => None,
+            _ => Some(composed::window_mask(s, w, compute, device)?),
+        };
+        Ok(Self { w, mask })
+    }
+
+    fn mask(&self) -> Result<&Tensor> {
+        match &self.mask {
+            Some(m) => Ok(m),
+            None => {
+                candle_core::bail!("attention: the window was built for another execution path")
+            }
+        }
+    }
+}
+
 /// What an attention call needs besides its input.
 #[derive(Clone, Copy)]
 pub struct AttnArgs<'a> {
@@ -52,15 +90,15 @@ pub struct AttnArgs<'a> {
     pub bias: Option<&'a Tensor>,
     /// Rotary positions applied to q and k (tables for this S).
     pub rotary: Option<&'a Rotary>,
-    /// Sliding window: query i sees keys with |i − j| ≤ w.
-    pub window: Option<usize>,
+    /// Sliding window (none: full attention).
+    pub window: Option<&'a Window>,
 }
 
 /// The context `[B, S, H]` of self-attention over `x: [B, S, H]` (compute dtype).
 pub fn attention(
     exec: Exec,
     x: &Tensor,
-    [q, k, v]: [Projection; 3],
+    qkv: Qkv,
     mask: &AttnMask,
     a: AttnArgs,
     grad: bool,
@@ -82,26 +120,49 @@ pub fn attention(
         }
     }
     let scale = 1.0 / (hd as f64).sqrt();
+    let zeros = |p: &Projection| Tensor::zeros(p.w.dim(0)?, DType::F32, p.w.device());
+    let bias = |p: &Projection| p.b.map_or_else(|| zeros(p), |b| Ok(b.clone()));
     let mask = match (exec, mask) {
         (Exec::CpuFused, AttnMask::Keep(keep)) => {
             // q, k and v in one product: x is packed once and the product is 3× wider.
-            let zeros = |p: &Projection| Tensor::zeros(p.w.dim(0)?, DType::F32, p.w.device());
-            let bias = |p: &Projection| p.b.map_or_else(|| zeros(p), |b| Ok(b.clone()));
-            let qkv = cpu::linear(
-                x,
-                &Tensor::cat(&[q.w, k.w, v.w], 0)?,
-                &Tensor::cat(&[bias(&q)?, bias(&k)?, bias(&v)?], 0)?,
-            )?;
+            let qkv = match qkv {
+                Qkv::Packed(p) => cpu::linear(x, p.w, &bias(&p)?)?,
+                Qkv::Separate([q, k, v]) => cpu::linear(
+                    x,
+                    &Tensor::cat(&[q.w, k.w, v.w], 0)?,
+                    &Tensor::cat(&[bias(&q)?, bias(&k)?, bias(&v)?], 0)?,
+                )?,
+            };
             let qkv = match a.rotary {
                 Some(r) => cpu::rotary(&qkv, r, nh)?,
                 None => qkv,
             };
-            return cpu::attention(&qkv, keep.clone(), nh, a.dropout, a.bias, a.window);
+            let window = a.window.map(|w| w.w);
+            return cpu::attention(&qkv, keep.clone(), nh, a.dropout, a.bias, window);
         }
         (Exec::CpuFused, _) | (_, AttnMask::Keep(_)) => {
             candle_core::bail!("attention: the mask was built for another execution path")
         }
         (_, AttnMask::Additive(m)) => m,
+    };
+    // A packed projection split into views of its rows (their backward adds into the packed
+    // weight's gradient).
+    let parts;
+    let [q, k, v] = match qkv {
+        Qkv::Separate(ps) => ps,
+        Qkv::Packed(p) => {
+            let rows = |t: &Tensor, i: usize| t.narrow(0, i * h, h);
+            let ws = [rows(p.w, 0)?, rows(p.w, 1)?, rows(p.w, 2)?];
+            let bs =
+                p.b.map(|b| -> Result<[Tensor; 3]> { Ok([rows(b, 0)?, rows(b, 1)?, rows(b, 2)?]) })
+                    .transpose()?;
+            parts = (ws, bs);
+            let proj = |i: usize| Projection {
+                w: &parts.0[i],
+                b: parts.1.as_ref().map(|b| &b[i]),
+            };
+            [proj(0), proj(1), proj(2)]
+        }
     };
     let (raw, v) = if exec.cuda_training(grad) {
         // Bias + heads layout in one node each; keys come out transposed for the product.
@@ -141,10 +202,7 @@ pub fn attention(
         }
         (q.matmul(&k.t()?.contiguous()?)?, v)
     };
-    let window = a
-        .window
-        .map(|w| composed::window_mask(s, w, DType::F32, x.device()))
-        .transpose()?;
+    let window = a.window.map(Window::mask).transpose()?;
     let probs = if exec.cuda_training(grad) {
         // Scale, mask, softmax and dropout as one op (the mask `ops::dropout` would draw).
         let p = if a.bias.is_some() || window.is_some() {
@@ -152,8 +210,8 @@ pub fn attention(
             if let Some(bias) = a.bias {
                 z = z.broadcast_add(&bias.to_dtype(DType::F32)?.unsqueeze(0)?)?;
             }
-            if let Some(w) = &window {
-                z = z.broadcast_add(w)?;
+            if let Some(w) = window {
+                z = z.broadcast_add(&w.to_dtype(DType::F32)?)?;
             }
             cuda::attention::attention_probs(&z, mask, 1.0, a.dropout)?
         } else {
@@ -165,7 +223,7 @@ pub fn attention(
         if let Some(bias) = a.bias {
             scores = scores.broadcast_add(&bias.to_dtype(scores.dtype())?.unsqueeze(0)?)?;
         }
-        if let Some(w) = &window {
+        if let Some(w) = window {
             scores = scores.broadcast_add(&w.to_dtype(scores.dtype())?)?;
         }
         let probs = softmax(exec, &scores.broadcast_add(mask)?, grad)?;

@@ -31,7 +31,7 @@ pub mod rotary;
 #[cfg(test)]
 pub(crate) mod test_util;
 
-pub use attention::{attention, AttnArgs, AttnMask, Projection};
+pub use attention::{attention, AttnArgs, AttnMask, Projection, Qkv, Window};
 pub use dense::{embedding, linear, linear_act, Act};
 pub use dropout::{dropout, Dropout};
 pub use exec::Exec;

@@ -20,6 +20,9 @@ pub struct Rotary {
     /// `[S·dim/2]` row-major, host copies (CPU fused path).
     pub cos: Arc<Vec<f32>>,
     pub sin: Arc<Vec<f32>>,
+    /// The `[S, dim]` f32 tables on a device, once made ([`Rotary::with_device_tables`]), for
+    /// the paths that rotate the heads layout.
+    device_tables: Option<(Tensor, Tensor)>,
 }
 
 impl Rotary {
@@ -49,11 +52,24 @@ impl Rotary {
             seq,
             cos: Arc::new(cos),
             sin: Arc::new(sin),
+            device_tables: None,
         })
+    }
+
+    /// The same tables, also as `[S, dim]` tensors on `device`, made once here instead of at
+    /// every rotation (each layer's q and k).
+    pub fn with_device_tables(mut self, device: &Device) -> Result<Self> {
+        self.device_tables = Some(self.tables(DType::F32, device)?);
+        Ok(self)
     }
 
     /// The tables as `[S, dim]` tensors (each half repeated, as `rotate_half` pairs them).
     fn tables(&self, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+        if let Some((c, s)) = &self.device_tables {
+            if c.device().same_device(device) {
+                return Ok((c.to_dtype(dtype)?, s.to_dtype(dtype)?));
+            }
+        }
         let half = self.dim / 2;
         let t = |v: &Arc<Vec<f32>>| -> Result<Tensor> {
             let t = Tensor::from_slice(v.as_slice(), (self.seq, half), device)?;

@@ -253,7 +253,7 @@ impl Arch for Gte {
                     &store,
                     &format!("encoder.layer.{l}"),
                     self.dims(),
-                    (0, None),
+                    (0, false),
                 )
             })
             .collect::<candle_core::Result<_>>()?;
@@ -262,6 +262,7 @@ impl Arch for Gte {
             layers,
             ropes: vec![self.rope],
             final_norm: None,
+            window: None,
             attn_out_uses_attention_rate: false,
         };
         let rates = DropoutRates {

@@ -265,13 +265,16 @@ impl Arch for ModernBert {
             token_type: None,
             norm: LayerNorm::load_with(&store, "embeddings.norm", c.norm_eps, c.norm_bias)?,
         };
-        let window = c.local_attention / 2;
+        // Table 0: global layers' base; table 1: local layers'.
         let layers = (0..c.num_hidden_layers)
             .map(|l| {
-                let g = self.global[l];
-                let at = (if g { 0 } else { 1 }, (!g).then_some(window));
-                self.names(l)
-                    .load(&store, &format!("layers.{l}"), self.dims(), at)
+                let local = !self.global[l];
+                self.names(l).load(
+                    &store,
+                    &format!("layers.{l}"),
+                    self.dims(),
+                    (usize::from(local), local),
+                )
             })
             .collect::<candle_core::Result<_>>()?;
         let rope = |base| RopeSpec {
@@ -289,6 +292,8 @@ impl Arch for ModernBert {
                 c.norm_eps,
                 c.norm_bias,
             )?),
+            // transformers: `sliding_window = local_attention // 2`, kept iff |i − j| ≤ it.
+            window: Some(c.local_attention / 2),
             attn_out_uses_attention_rate: true,
         };
         let rates = DropoutRates {

@@ -292,7 +292,7 @@ impl Arch for NomicBert {
                     &store,
                     &format!("encoder.layers.{l}"),
                     self.dims(),
-                    (0, None),
+                    (0, false),
                 )
             })
             .collect::<candle_core::Result<_>>()?;
@@ -301,6 +301,7 @@ impl Arch for NomicBert {
             layers,
             ropes: vec![c.rope],
             final_norm: None,
+            window: None,
             attn_out_uses_attention_rate: false,
         };
         let rates = DropoutRates {

@@ -8,7 +8,7 @@
 use super::{LayerNorm, Linear, ParamStore};
 use crate::model::encoder::{DropoutRates, Fwd};
 use crate::model::weights::WeightSpec;
-use crate::ops::{self, Act, AttnArgs, AttnMask, Projection};
+use crate::ops::{self, Act, AttnArgs, AttnMask, Projection, Qkv};
 use candle_core::{Result, Tensor};
 
 pub struct PostNormLayer {
@@ -51,7 +51,8 @@ impl PostNormLayer {
             rotary: None,
             window: None,
         };
-        let ctx = ops::attention(exec, x, [proj(&q), proj(&k), proj(&v)], mask, args, grad)?;
+        let qkv = Qkv::Separate([proj(&q), proj(&k), proj(&v)]);
+        let ctx = ops::attention(exec, x, qkv, mask, args, grad)?;
         let drop = if self.attn_out_dropout {
             fwd.dropout(rates.hidden)
         } else {

@@ -9,7 +9,7 @@
 
 use super::{LayerNorm, Linear};
 use crate::model::encoder::Fwd;
-use crate::ops::{self, Act, AttnArgs, AttnMask, Dropout, Projection, Rotary};
+use crate::ops::{self, Act, AttnArgs, AttnMask, Dropout, Projection, Qkv, Rotary, Window};
 use candle_core::{Result, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,30 +37,22 @@ pub enum GateUp {
 }
 
 impl GateUp {
-    /// The `[2I, H]` weight (and bias) with the activated half first, for one product.
-    fn get(&self, fwd: &Fwd) -> Result<(Tensor, Option<Tensor>)> {
-        let cat2 = |a: Tensor, b: Tensor| Tensor::cat(&[a, b], 0);
-        let swap = |t: Tensor| -> Result<Tensor> {
-            let i = t.dim(0)? / 2;
-            cat2(t.narrow(0, i, i)?, t.narrow(0, 0, i)?)
-        };
+    /// One `[2I, H]` weight (and bias) for one product, and whether its first half is the
+    /// activated one.
+    fn get(&self, fwd: &Fwd) -> Result<(Tensor, Option<Tensor>, bool)> {
         Ok(match self {
             GateUp::Fused { w, act_first } => {
                 let (w, b) = w.get(fwd);
-                if *act_first {
-                    (w, b)
-                } else {
-                    (swap(w)?, b.map(swap).transpose()?)
-                }
+                (w, b, *act_first)
             }
             GateUp::Split { gate, up } => {
                 let ((gw, gb), (uw, ub)) = (gate.get(fwd), up.get(fwd));
                 let b = match (gb, ub) {
-                    (Some(g), Some(u)) => Some(cat2(g, u)?),
+                    (Some(g), Some(u)) => Some(Tensor::cat(&[g, u], 0)?),
                     (None, None) => None,
                     _ => candle_core::bail!("gated MLP: one of its two projections has a bias"),
                 };
-                (cat2(gw, uw)?, b)
+                (Tensor::cat(&[gw, uw], 0)?, b, true)
             }
         })
     }
@@ -89,40 +81,38 @@ pub struct GatedLayer {
     pub mlp_dropout: MlpDropout,
     /// Index of this layer's rotary table in the encoder's list.
     pub rope: usize,
-    /// Sliding window half-width (|i − j| ≤ w), `None` for global attention.
-    pub window: Option<usize>,
+    /// A local layer: attention within the encoder's sliding window (ModernBERT); else global.
+    pub local: bool,
 }
 
 impl GatedLayer {
-    /// `x: [B, S, H]` (compute dtype) → the same shape.
+    /// `x: [B, S, H]` (compute dtype) → the same shape; `window`: the encoder's sliding window
+    /// for this forward (used by local layers).
     pub fn forward(
         &self,
         x: &Tensor,
         mask: &AttnMask,
-        rotary: &Rotary,
+        (rotary, window): (&Rotary, Option<&Window>),
         fwd: &Fwd,
         rates: GatedRates,
     ) -> Result<Tensor> {
         let (exec, grad) = (fwd.exec, fwd.grad);
-        let h = x.dim(2)?;
+        if self.local && window.is_none() {
+            candle_core::bail!("internal: a local attention layer without a window");
+        }
         let (w, b) = self.qkv.get(fwd);
-        let part = |t: &Tensor, i: usize| t.narrow(0, i * h, h);
-        let (ws, bs) = (
-            [part(&w, 0)?, part(&w, 1)?, part(&w, 2)?],
-            b.as_ref()
-                .map(|b| -> Result<[Tensor; 3]> { Ok([part(b, 0)?, part(b, 1)?, part(b, 2)?]) })
-                .transpose()?,
-        );
-        let proj = |i: usize| Projection {
-            w: &ws[i],
-            b: bs.as_ref().map(|b| &b[i]),
+        let qkv = || {
+            Qkv::Packed(Projection {
+                w: &w,
+                b: b.as_ref(),
+            })
         };
         let args = AttnArgs {
             heads: self.heads,
             dropout: fwd.dropout(rates.attn_probs),
             bias: None,
             rotary: Some(rotary),
-            window: self.window,
+            window: window.filter(|_| self.local),
         };
         let norm = |n: &LayerNorm, t: &Tensor| -> Result<Tensor> {
             let (nw, nb, eps) = n.get(fwd)?;
@@ -135,12 +125,12 @@ impl GatedLayer {
                     Some(n) => norm(n, x)?,
                     None => x.clone(),
                 };
-                let ctx = ops::attention(exec, &a, [proj(0), proj(1), proj(2)], mask, args, grad)?;
+                let ctx = ops::attention(exec, &a, qkv(), mask, args, grad)?;
                 let y = ops::linear(exec, &ctx, &ow, ob.as_ref())?;
                 (x + ops::dropout(exec, &y, fwd.dropout(rates.attn_out))?)?
             }
             Placement::Post => {
-                let ctx = ops::attention(exec, x, [proj(0), proj(1), proj(2)], mask, args, grad)?;
+                let ctx = ops::attention(exec, x, qkv(), mask, args, grad)?;
                 let drop = fwd.dropout(rates.attn_out);
                 self.post_residual(
                     &ctx,
@@ -156,8 +146,13 @@ impl GatedLayer {
             Placement::Pre => norm(&self.mlp_norm, &x)?,
             Placement::Post => x.clone(),
         };
-        let (uw, ub) = self.gate_up.get(fwd)?;
-        let g = ops::glu(exec, &ops::linear(exec, &m, &uw, ub.as_ref())?, self.act)?;
+        let (uw, ub, act_first) = self.gate_up.get(fwd)?;
+        let g = ops::glu(
+            exec,
+            &ops::linear(exec, &m, &uw, ub.as_ref())?,
+            self.act,
+            act_first,
+        )?;
         let drop = fwd.dropout(rates.mlp);
         let (g, after) = match self.mlp_dropout {
             MlpDropout::BeforeDown => (ops::dropout(exec, &g, drop)?, None),

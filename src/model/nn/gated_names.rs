@@ -89,14 +89,14 @@ impl GatedNames {
         }
     }
 
-    /// The layer under `prefix`; `rope` indexes the encoder's rotary tables, `window` its
-    /// sliding window (None: global).
+    /// The layer under `prefix`; `rope` indexes the encoder's rotary tables, `local`: attention
+    /// within the encoder's sliding window.
     pub fn load(
         &self,
         store: &ParamStore,
         prefix: &str,
         d: GatedDims,
-        (rope, window): (usize, Option<usize>),
+        (rope, local): (usize, bool),
     ) -> Result<GatedLayer> {
         let (b, at) = (d.bias, |n: &str| format!("{prefix}.{n}"));
         let norm = |n: &str| LayerNorm::load_with(store, &at(n), d.eps, b.norm);
@@ -122,7 +122,7 @@ impl GatedNames {
             placement: d.placement,
             mlp_dropout: d.mlp_dropout,
             rope,
-            window,
+            local,
         })
     }
 }

@@ -1,7 +1,9 @@
 //! A checkpoint's tensors as the model holds them: trainable `Var`s by HF name (checkpoint
 //! order), and tensors carried through unchanged for saving (e.g. `pooler.*`). Blocks take their
-//! parameters from it by name. Depends on candle.
+//! parameters from it by name; what is left becomes the encoder's `EncoderBase`. Depends on
+//! candle, `model::encoder`.
 
+use crate::model::encoder::{DropoutRates, EncoderBase};
 use candle_core::{DType, Device, Result, Tensor, Var};
 
 pub struct ParamStore {
@@ -41,17 +43,24 @@ impl ParamStore {
                 candle_core::Error::Msg(format!("internal: parameter {name} not loaded"))
             })
     }
-}
 
-/// What a model saves: every parameter (detached), then the carried-through tensors.
-pub fn tensors_for_save(
-    vars: &[(String, Var)],
-    extra: &[(String, Tensor)],
-) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = vars
-        .iter()
-        .map(|(n, var)| (n.clone(), var.as_detached_tensor()))
-        .collect();
-    v.extend(extra.iter().cloned());
-    v
+    /// The encoder state of `family` from these parameters (`hidden` size, `max_tokens` per
+    /// sequence, `dropout` rates).
+    pub fn into_base(
+        self,
+        family: &'static str,
+        (hidden, max_tokens): (usize, usize),
+        dropout: DropoutRates,
+    ) -> EncoderBase {
+        EncoderBase {
+            family,
+            hidden,
+            max_tokens,
+            vars: self.vars,
+            extra: self.extra,
+            dropout,
+            dtype: self.dtype,
+            device: self.device,
+        }
+    }
 }

@@ -8,11 +8,11 @@
 use super::gated::{GatedLayer, GatedRates};
 use super::rope::RopeSpec;
 use super::{LayerNorm, ParamStore};
-use crate::model::encoder::{DropoutRates, Encoder, Fwd};
+use crate::model::encoder::{DropoutRates, Encoder, EncoderBase, Fwd};
 use crate::model::weights::{Init, WeightSpec};
-use crate::ops::{self, AttnMask};
+use crate::ops::{self, AttnMask, Exec, Window};
 use crate::tokenize::TokenBatch;
-use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_core::{Result, Tensor, Var};
 
 /// Word rows (+ token-type rows), summed and normed.
 pub struct TokenEmbeddings {
@@ -75,46 +75,34 @@ pub struct RotaryParts {
     /// The distinct rotary settings; each layer names one by index.
     pub ropes: Vec<RopeSpec>,
     pub final_norm: Option<LayerNorm>,
+    /// The sliding window half-width of the local layers (|i − j| ≤ w).
+    pub window: Option<usize>,
     /// The attention output's dropout uses the attention rate (ModernBERT's `out_drop`) rather
     /// than the hidden one (NomicBERT, GTE).
     pub attn_out_uses_attention_rate: bool,
 }
 
 pub struct RotaryEncoder {
-    pub family: &'static str,
     pub parts: RotaryParts,
-    pub hidden: usize,
-    pub max_tokens: usize,
-    pub vars: Vec<(String, Var)>,
-    pub extra: Vec<(String, Tensor)>,
-    pub dropout: DropoutRates,
-    pub dtype: DType,
-    pub device: Device,
+    pub base: EncoderBase,
 }
 
 impl RotaryEncoder {
     pub fn new(
         family: &'static str,
         parts: RotaryParts,
-        (hidden, max_tokens): (usize, usize),
+        sizes: (usize, usize),
         dropout: DropoutRates,
         store: ParamStore,
     ) -> Self {
         Self {
-            family,
             parts,
-            hidden,
-            max_tokens,
-            vars: store.vars,
-            extra: store.extra,
-            dropout,
-            dtype: store.dtype,
-            device: store.device,
+            base: store.into_base(family, sizes, dropout),
         }
     }
 
     fn rates(&self) -> GatedRates {
-        let d = self.dropout;
+        let d = self.base.dropout;
         GatedRates {
             attn_probs: d.attention,
             attn_out: if self.parts.attn_out_uses_attention_rate {
@@ -128,70 +116,58 @@ impl RotaryEncoder {
 }
 
 impl Encoder for RotaryEncoder {
-    fn family(&self) -> &'static str {
-        self.family
+    fn base(&self) -> &EncoderBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut EncoderBase {
+        &mut self.base
     }
 
     fn forward(&self, batch: &TokenBatch, fwd: &Fwd) -> Result<Tensor> {
         let (_, s) = batch.input_ids.dims2()?;
-        if s > self.max_tokens {
+        if s > self.base.max_tokens {
             candle_core::bail!(
                 "sequence length {s} exceeds the model's {} positions",
-                self.max_tokens
+                self.base.max_tokens
             );
         }
         let x = self.parts.embeddings.forward(batch, fwd)?;
-        let mut x = ops::dropout(fwd.exec, &x, fwd.dropout(self.dropout.hidden))?;
+        let mut x = ops::dropout(fwd.exec, &x, fwd.dropout(self.base.dropout.hidden))?;
         let mask = AttnMask::new(fwd.exec, &batch.attention_mask, fwd.compute)?;
         let tables = self
             .parts
             .ropes
             .iter()
-            .map(|r| r.table(s))
+            .map(|r| match fwd.exec {
+                // The CPU fused op reads the host tables; the others rotate tensors.
+                Exec::CpuFused => r.table(s),
+                _ => r.table(s)?.with_device_tables(batch.input_ids.device()),
+            })
             .collect::<Result<Vec<_>>>()?;
+        let window = self
+            .parts
+            .window
+            .map(|w| Window::new(fwd.exec, s, w, fwd.compute, batch.input_ids.device()))
+            .transpose()?;
         let rates = self.rates();
         for layer in &self.parts.layers {
             let Some(table) = tables.get(layer.rope) else {
                 candle_core::bail!("internal: a layer names rotary table {}", layer.rope);
             };
-            x = layer.forward(&x, &mask, table, fwd, rates)?;
+            x = layer.forward(&x, &mask, (table, window.as_ref()), fwd, rates)?;
         }
         if let Some(n) = &self.parts.final_norm {
             let (w, b, eps) = n.get(fwd)?;
             x = ops::layer_norm(fwd.exec, &x, &w, &b, eps, fwd.grad)?;
         }
-        if x.dtype() == self.dtype {
+        if x.dtype() == self.base.dtype {
             Ok(x)
         } else {
-            x.to_dtype(self.dtype)
+            x.to_dtype(self.base.dtype)
         }
     }
 
-    fn hidden_size(&self) -> usize {
-        self.hidden
-    }
     fn num_layers(&self) -> usize {
         self.parts.layers.len()
-    }
-    fn max_tokens(&self) -> usize {
-        self.max_tokens
-    }
-    fn vars(&self) -> &[(String, Var)] {
-        &self.vars
-    }
-    fn tensors_for_save(&self) -> Vec<(String, Tensor)> {
-        super::params::tensors_for_save(&self.vars, &self.extra)
-    }
-    fn dropout(&self) -> DropoutRates {
-        self.dropout
-    }
-    fn set_dropout(&mut self, rates: DropoutRates) {
-        self.dropout = rates;
-    }
-    fn dtype(&self) -> DType {
-        self.dtype
-    }
-    fn device(&self) -> &Device {
-        &self.device
     }
 }

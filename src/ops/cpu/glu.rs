@@ -1,5 +1,5 @@
-//! Gated linear units on the CPU fused path: rows `[a | b]` of `[N, 2I]` become `act(a)·b`
-//! `[N, I]` (GeGLU with erf or tanh GELU, SwiGLU with SiLU, ReGLU), one pass each way; the
+//! Gated linear units on the CPU fused path: rows `[a | b]` (or `[b | a]`) of `[N, 2I]` become
+//! `act(a)·b` `[N, I]` (GeGLU with erf or tanh GELU, SwiGLU with SiLU, ReGLU), one pass each way; the
 //! backward recomputes `act(a)` and `act'(a)` from the input: `da = g·b·act'(a)`, `db =
 //! g·act(a)`. Kernels compiled per SIMD level (`kernels::simd_fn`). Depends on candle, rayon,
 //! `kernels` and `ops::Act`.
@@ -55,10 +55,11 @@ fn act_and_slope(act: Act, u: f32) -> (f32, f32) {
 }
 
 simd_fn! {
-    /// `y = act(a)·b` for each row `[a | b]` of `x` (`cols` = I values per half).
-    fn glu_rows(x: &[f32], cols: usize, act: Act, y: &mut [f32]) {
+    /// `y = act(a)·b` for each row `[a | b]` (`act_first`) or `[b | a]` of `x` (`cols` = I
+    /// values per half).
+    fn glu_rows(x: &[f32], cols: usize, act: Act, act_first: bool, y: &mut [f32]) {
         for (xr, yr) in x.chunks(2 * cols).zip(y.chunks_mut(cols)) {
-            let (a, b) = xr.split_at(cols);
+            let (a, b) = halves(xr, cols, act_first);
             for ((yo, &u), &v) in yr.iter_mut().zip(a).zip(b) {
                 *yo = act_and_slope(act, u).0 * v;
             }
@@ -67,12 +68,13 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// `dx = [g·b·act'(a) | g·act(a)]` for each row `[a | b]` of `x` and row `g` of the output
-    /// gradient.
-    fn glu_rows_backward(x: &[f32], g: &[f32], cols: usize, act: Act, dx: &mut [f32]) {
+    /// `dx = [g·b·act'(a) | g·act(a)]` (halves in `x`'s order) for each row of `x` and row `g`
+    /// of the output gradient.
+    fn glu_rows_backward(x: &[f32], g: &[f32], cols: usize, act: Act, act_first: bool, dx: &mut [f32]) {
         for ((xr, gr), dr) in x.chunks(2 * cols).zip(g.chunks(cols)).zip(dx.chunks_mut(2 * cols)) {
-            let (a, b) = xr.split_at(cols);
-            let (da, db) = dr.split_at_mut(cols);
+            let (a, b) = halves(xr, cols, act_first);
+            let (first, second) = dr.split_at_mut(cols);
+            let (da, db) = if act_first { (first, second) } else { (second, first) };
             for j in 0..cols {
                 let (f, slope) = act_and_slope(act, a[j]);
                 da[j] = gr[j] * b[j] * slope;
@@ -82,7 +84,21 @@ simd_fn! {
     }
 }
 
-struct Glu(Act);
+/// `(a, b)`: the activated half and the linear one of a row.
+#[inline(always)]
+fn halves(row: &[f32], cols: usize, act_first: bool) -> (&[f32], &[f32]) {
+    let (first, second) = row.split_at(cols);
+    if act_first {
+        (first, second)
+    } else {
+        (second, first)
+    }
+}
+
+struct Glu {
+    act: Act,
+    act_first: bool,
+}
 
 /// `(rows, I)` of an input `[.., 2I]`.
 fn geometry(l: &Layout) -> Result<(usize, usize)> {
@@ -104,7 +120,7 @@ impl CustomOp1 for Glu {
         let per = rows_per_task(rows);
         y.par_chunks_mut(per * cols)
             .zip(x.par_chunks(per * 2 * cols))
-            .for_each(|(yc, xc)| glu_rows(xc, cols, self.0, yc));
+            .for_each(|(yc, xc)| glu_rows(xc, cols, self.act, self.act_first, yc));
         let mut dims = l1.dims().to_vec();
         if let Some(d) = dims.last_mut() {
             *d = cols;
@@ -119,16 +135,19 @@ impl CustomOp1 for Glu {
             dx.par_chunks_mut(per * 2 * cols)
                 .zip(d[0].par_chunks(per * 2 * cols))
                 .zip(d[1].par_chunks(per * cols))
-                .for_each(|((dc, xc), gc)| glu_rows_backward(xc, gc, cols, self.0, dc));
+                .for_each(|((dc, xc), gc)| {
+                    glu_rows_backward(xc, gc, cols, self.act, self.act_first, dc)
+                });
             Ok(dx)
         })?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), &Device::Cpu)?))
     }
 }
 
-/// `act(x[.., :I]) · x[.., I:]` for `x: [.., 2I]` (f32) → `[.., I]`.
-pub fn glu(x: &Tensor, act: Act) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(Glu(act))
+/// `act(x[.., :I]) · x[.., I:]` for `x: [.., 2I]` (f32) → `[.., I]`; the halves swapped when
+/// not `act_first`.
+pub fn glu(x: &Tensor, act: Act, act_first: bool) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Glu { act, act_first })
 }
 
 #[cfg(test)]
@@ -139,14 +158,17 @@ mod tests {
     use crate::ops::test_util::randn;
     use candle_core::Var;
 
-    /// Every activation: the fused op and the composed ops agree in value and gradient.
+    /// Every activation, either half activated: the fused op and the composed ops agree in
+    /// value and gradient.
     #[test]
     fn glu_matches_the_composed_ops_for_every_activation() {
         for act in [Act::Gelu, Act::GeluTanh, Act::Silu, Act::Relu] {
-            let x = Var::from_tensor(&randn(&[3, 5, 2 * 19], 4, 3.0)).unwrap();
-            let fused = glu(x.as_tensor(), act).unwrap();
-            let composed = glu_composed(x.as_tensor(), act).unwrap();
-            check(&[("x", &x)], &fused, &composed, 2e-6, 2e-5);
+            for act_first in [true, false] {
+                let x = Var::from_tensor(&randn(&[3, 5, 2 * 19], 4, 3.0)).unwrap();
+                let fused = glu(x.as_tensor(), act, act_first).unwrap();
+                let composed = glu_composed(x.as_tensor(), act, act_first).unwrap();
+                check(&[("x", &x)], &fused, &composed, 2e-6, 2e-5);
+            }
         }
     }
 }
