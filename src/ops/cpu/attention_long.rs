@@ -5,11 +5,12 @@
 //! product. A block only touches the keys it can see: the sentence's real tokens, within the
 //! window of some row of the block — so ModernBERT's local layers cost O(S·w). Jobs run in
 //! parallel over (sentence, head), products on one thread each. Same masks, same dropout
-//! counters and the same formulas as the per-row kernel (`kernels::attention_head`), which the
+//! counters and the same formulas as the per-row kernel (`attention_kernels::attention_head`), which the
 //! backward and short sentences keep using. Depends on rayon, `kernels`, `dense::gemm_on`.
 
+use super::attention_kernels::AttnShape;
 use super::dense::{gemm_on, View};
-use super::kernels::{exp_neg, level, simd_fn, AttnShape};
+use super::kernels::{exp_neg, level, simd_fn};
 use crate::ops::Dropout;
 use rayon::prelude::*;
 

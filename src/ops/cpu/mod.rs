@@ -1,16 +1,21 @@
-//! The CPU fused path (`Exec::CpuFused`): candle custom ops over the SIMD kernels of
-//! `kernels.rs`, each with a hand-written backward that recomputes what it needs (attention
-//! probabilities, dropout masks) instead of keeping it in the graph, work spread over rayon's pool
-//! (the one candle's matrix products use). f32 only. Files: `dense` (linear = one gemm call seeded
-//! with the bias, bias + GELU, embedding gather, sum of squares), `norm` (LayerNorm with or
-//! without a residual sum), `attention` (the attention core on packed q|k|v, per (sentence,
-//! head), optionally in a sliding window; `attention_long`: its blocked-product forward for long
-//! sentences), `rotary` (RoPE on packed q|k|v), `glu` (gated
-//! linear units), `dropout` (counter-based masks). Tests check each against the composed candle ops
-//! (values and gradients). Depends on candle, gemm, rayon and `ops::dropout::Dropout`.
+//! The CPU fused path (`Exec::CpuFused`): candle custom ops over SIMD kernels (`kernels.rs`:
+//! GELU, LayerNorm, dropout, AdamW and the shared SIMD helpers; `attention_kernels.rs`: the
+//! attention core per (sentence, head)), each with a hand-written backward that recomputes what it
+//! needs (attention probabilities, dropout masks) instead of keeping it in the graph, work spread
+//! over rayon's pool (the one candle's matrix products use). f32 only. Ops: `dense` (linear = one
+//! gemm call seeded with the bias, bias + GELU, embedding gather, sum of squares), `norm`
+//! (LayerNorm with or without a residual sum), `attention` (the attention core on packed q|k|v,
+//! optionally in a sliding window; `attention_long`: its blocked-product forward for long
+//! sentences; tests against full attention in `attention_window_tests`), `rotary` (RoPE on packed
+//! q|k|v), `glu` (gated linear units), `dropout` (counter-based masks). Tests check each against
+//! the composed candle ops (values and gradients). Depends on candle, gemm, rayon and
+//! `ops::dropout::Dropout`.
 
 pub mod attention;
+pub mod attention_kernels;
 pub mod attention_long;
+#[cfg(test)]
+mod attention_window_tests;
 pub mod dense;
 pub mod dropout;
 pub mod glu;
