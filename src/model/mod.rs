@@ -2,7 +2,7 @@
 //! optional Normalize, loaded from a local directory or Hub id in the sentence-transformers layout
 //! (`load`) and saved back in it. It holds the model's execution path ([`Exec`], resolved once at
 //! load) and the dropout RNG (one seed per forward call, saved in checkpoints). Submodules:
-//! `encoder` (the trait and per-call `Fwd`), `family` (config + weight names per model_type, the
+//! `encoder` (the trait and per-call `Fwd`), `load` and `save` (the folder in and out), `family` (config + weight names per model_type, the
 //! registry), `nn` (shared blocks), `weights`, `config`, `hub`, `st_format`, `pooling`, `prompts`, `dense`.
 //! Nothing outside `model/` touches a family's internals.
 
@@ -15,6 +15,7 @@ mod load;
 pub mod nn;
 pub mod pooling;
 pub mod prompts;
+mod save;
 pub mod st_format;
 pub mod weights;
 
@@ -28,8 +29,8 @@ use encoder::{DropoutRates, Encoder, Fwd};
 use hub::{HubOptions, ModelSource};
 use pooling::{Pooling, PoolingConfig};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use serde_json::Value;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// What to load and how: resolved once from command-line flags.
@@ -430,84 +431,5 @@ impl SentenceEncoder {
             x = pooling::l2_normalize(&x)?;
         }
         Ok(x)
-    }
-
-    /// Saves in the sentence-transformers layout, atomically (temporary directory + rename).
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        crate::fsutil::write_dir_atomic(dir, |tmp| self.write_files(tmp))
-            .with_context(|| format!("saving model to {}", dir.display()))
-    }
-
-    /// Saves into an existing directory that also holds other outputs (a training run's
-    /// metrics and checkpoints): each file is complete when it appears.
-    pub fn save_into(&self, dir: &Path) -> Result<()> {
-        crate::fsutil::write_entries_into(dir, |tmp| self.write_files(tmp))
-            .with_context(|| format!("saving model to {}", dir.display()))
-    }
-
-    fn write_files(&self, dir: &Path) -> Result<()> {
-        use crate::fsutil::write_file_synced;
-        let pretty = |v: &Value| serde_json::to_vec_pretty(v).unwrap_or_default();
-        weights::save_safetensors(
-            &self.encoder.tensors_for_save(),
-            &dir.join("model.safetensors"),
-        )?;
-        write_file_synced(&dir.join("config.json"), &pretty(&self.config_json))?;
-        for (name, bytes) in &self.tokenizer_files {
-            write_file_synced(&dir.join(name), bytes)?;
-        }
-        let mut modules = vec![
-            json!({"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}),
-            json!({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}),
-        ];
-        std::fs::create_dir_all(dir.join("1_Pooling"))?;
-        write_file_synced(
-            &dir.join("1_Pooling/config.json"),
-            &pretty(&self.pooling.to_json()),
-        )?;
-        for d in &self.dense {
-            let idx = modules.len();
-            let sub = format!("{idx}_Dense");
-            d.save(&dir.join(&sub))?;
-            modules.push(json!({"idx": idx, "name": idx.to_string(), "path": sub, "type": "sentence_transformers.models.Dense"}));
-        }
-        if self.normalize {
-            let idx = modules.len();
-            let sub = format!("{idx}_Normalize");
-            std::fs::create_dir_all(dir.join(&sub))?;
-            modules.push(json!({"idx": idx, "name": idx.to_string(), "path": sub, "type": "sentence_transformers.models.Normalize"}));
-        }
-        write_file_synced(&dir.join("modules.json"), &pretty(&Value::Array(modules)))?;
-        let sbert = json!({"max_seq_length": self.tokenizer.max_seq_length(), "do_lower_case": self.tokenizer.lowercase()});
-        write_file_synced(&dir.join("sentence_bert_config.json"), &pretty(&sbert))?;
-        write_file_synced(
-            &dir.join("config_sentence_transformers.json"),
-            &pretty(&self.st_config_for_save()),
-        )?;
-        Ok(())
-    }
-
-    /// The source's `config_sentence_transformers.json` with our version recorded; the
-    /// similarity function is cosine (what every evaluator here uses).
-    fn st_config_for_save(&self) -> Value {
-        let mut v = self
-            .st_config
-            .clone()
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({}));
-        if let Some(obj) = v.as_object_mut() {
-            let ver = obj.entry("__version__").or_insert_with(|| json!({}));
-            if let Some(ver) = ver.as_object_mut() {
-                ver.insert("embtune".into(), json!(env!("CARGO_PKG_VERSION")));
-            }
-            let (prompts, default_name) = self.prompts.to_json();
-            obj.insert("prompts".into(), prompts);
-            obj.insert("default_prompt_name".into(), default_name);
-            obj.entry("model_type")
-                .or_insert_with(|| json!("SentenceTransformer"));
-            obj.entry("similarity_fn_name")
-                .or_insert_with(|| json!("cosine"));
-        }
-        v
     }
 }
