@@ -15,7 +15,10 @@ Per family, tests/fixtures/<family>/ gets
                          weights [B, H] and `grad.<parameter>` for every parameter: the gradient of
                          the scalar loss sum(embeddings * weights) in eval mode;
   reference.json         the texts, max_seq_length, versions.
-Sizes: hidden 32, 2 layers, 4 heads, intermediate 37, vocabulary ~300, 40 positions. Every
+Sizes: hidden 32, 2 layers (ModernBERT 4, so both attention kinds occur), 4 heads, intermediate
+37, vocabulary ~300, 40 positions. transformers 5.24 keeps some NomicBERT / GTE parameters under
+other names in memory than in the checkpoint it writes; their gradients are stored under the
+checkpoint's names (hub_grads), checked against the saved tensors' names and shapes. Every
 parameter (LayerNorm and biases included) is drawn at random so that each one matters. Never a
 quality claim: these models are for parity and mechanics tests only.
 """

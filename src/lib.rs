@@ -5,9 +5,8 @@
 //! - `embed`, `eval` — jobs: encode to files; evaluate STS / triplet / binary.
 //! - `model` — `SentenceEncoder`: a family's trainable encoder (`family`: bert, roberta,
 //!   xlm-roberta, camembert, distilbert, mpnet, modernbert, nomic_bert, gte, on the shared blocks
-//!   of `nn`), pooling, Dense,
-//!   Normalize, Hub/local loading (`hub`), weights and the sentence-transformers folder
-//!   (`st_format`).
+//!   of `nn`), pooling, Dense, Normalize, Hub/local loading (`hub`), weights and the
+//!   sentence-transformers folder (`st_format`).
 //! - `data` — datasets into tables (text, CSV/TSV, JSONL, STS-B).
 //! - `encode` — batched, length-sorted inference; `quantize` — embedding precisions (float16,
 //!   int8/uint8 with ranges, binary) as sentence-transformers' `quantize_embeddings`.

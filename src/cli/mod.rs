@@ -21,7 +21,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Fine-tune, evaluate and run sentence-embedding encoders (BERT, RoBERTa/XLM-R, DistilBERT,
-/// MPNet) — sentence-transformers compatible, no Python.
+/// MPNet, ModernBERT, NomicBERT, GTE) — sentence-transformers compatible, no Python.
 #[derive(Debug, Parser)]
 #[command(name = "embtune", version, about, long_about = None)]
 pub struct Cli {
