@@ -37,8 +37,8 @@ class Sequential(SentenceTransformerTrainer):
         return BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last)
 
 
-def main():
-    torch.set_num_threads(2)
+def stsb_train(rows=None):
+    """STS-B train in file order (the first `rows`), scores / 5, as a Dataset."""
     s1, s2, score = [], [], []
     with open("../shared/data/stsbenchmark/sts-train.csv", encoding="utf-8") as f:
         for line in f:
@@ -46,9 +46,14 @@ def main():
             if len(p) < 7 or not line.strip():
                 continue
             s1.append(p[5]); s2.append(p[6]); score.append(float(p[4]) / 5.0)
-            if len(s1) == ROWS:
+            if len(s1) == rows:
                 break
-    ds = Dataset.from_dict({"sentence1": s1, "sentence2": s2, "score": score})
+    return Dataset.from_dict({"sentence1": s1, "sentence2": s2, "score": score})
+
+
+def main():
+    torch.set_num_threads(2)
+    ds = stsb_train(ROWS)
     model = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
     model.max_seq_length = 128
     for m in model.modules():

@@ -6,6 +6,7 @@ mod cli;
 mod datasets;
 mod device;
 mod disk_full;
+mod dropout_stats;
 mod errors;
 mod families;
 mod gradients;
