@@ -70,6 +70,7 @@ pub const RULES: &[(&str, Range)] = &[
     ("epochs", Range::AtLeast(1)),
     ("max-steps", Range::AtLeast(1)),
     ("grad-accum", Range::AtLeast(1)),
+    ("freeze-layers", Range::AtLeast(0)),
     ("eval-steps", Range::AtLeast(1)),
     ("save-steps", Range::AtLeast(1)),
     ("save-total-limit", Range::AtLeast(1)),

@@ -53,6 +53,13 @@ pub struct TrainArgs {
     /// in-batch false negatives; often the model you start from.
     #[arg(long)]
     pub guide_model: Option<String>,
+    /// mse, margin-mse: the teacher — a model (Hub id or directory) that embeds every text
+    /// column once before training (cached), or a .npy / .safetensors file of teacher
+    /// embeddings (mse: [rows, D] or [rows, columns, D]) or margins (margin-mse: [rows] or
+    /// [rows, negatives]) aligned with the training rows. margin-mse can read margins from the
+    /// label column instead.
+    #[arg(long)]
+    pub teacher: Option<String>,
     /// gist, cached-gist: similarity temperature [default: 0.01].
     #[arg(long)]
     pub temperature: Option<f64>,
@@ -114,6 +121,12 @@ pub struct TrainArgs {
     /// Override the model's dropout rates (0 disables dropout).
     #[arg(long)]
     pub dropout: Option<f64>,
+    /// Leave the embeddings (token, position, token-type tables and their norm) untrained.
+    #[arg(long)]
+    pub freeze_embeddings: bool,
+    /// Leave the first N encoder layers (from the input side) untrained.
+    #[arg(long, default_value_t = 0)]
+    pub freeze_layers: usize,
     /// Evaluation data used during training (repeat for several sets; the first one's primary
     /// metric decides --save-best): a file, or a BEIR folder for retrieval.
     #[arg(long)]
@@ -189,6 +202,9 @@ impl TrainArgs {
         let guide = self
             .guide_model
             .map(|g| self.model.load.clone().guide_spec(g));
+        let teacher = self.teacher.as_deref().map(|t| {
+            crate::train::teacher::Teacher::parse(t, |m| self.model.load.clone().guide_spec(m))
+        });
         let prompts = match &self.prompts {
             Some(p) => crate::train::prompts::parse(p)?,
             None => Vec::new(),
@@ -218,6 +234,7 @@ impl TrainArgs {
                 }),
             mini_batch_size: self.mini_batch_size,
             guide,
+            teacher,
             prompts,
             output: self.output,
             epochs: self.epochs,
@@ -238,6 +255,10 @@ impl TrainArgs {
                 None
             },
             dropout: self.dropout,
+            freeze: crate::train::freeze::Freeze {
+                embeddings: self.freeze_embeddings,
+                layers: self.freeze_layers,
+            },
             eval,
             eval_steps: self.eval_steps,
             save_best: self.save_best,

@@ -6,15 +6,19 @@
 //! Contract: `compute(embeddings, labels)` gets one `[B, D]` tensor per text column, in column
 //! order, and labels `[B]` (f32: 0/1 or a score) when the loss needs them; returns a scalar.
 //! A guided loss (GIST) also gets the frozen guide model's embeddings of the same texts
-//! (`compute_guided`).
+//! (`compute_guided`). Labels may be wider than one value per row (teacher embeddings or
+//! margins, `[B, …]`). A loss may own trainable parameters (`init`, `params`; `head.rs`).
 
 pub mod contrastive;
 pub mod cosent;
 pub mod cosine;
+pub mod distill;
 pub mod gist;
+pub mod head;
 pub mod matryoshka;
 pub mod mnrl;
 pub mod online_contrastive;
+pub mod softmax;
 pub mod triplet;
 
 use anyhow::{bail, Result};
@@ -50,6 +54,15 @@ pub enum LossKind {
     Angle,
     /// Pairs + float score: MSE between cosine and score (CosineSimilarityLoss).
     Cosine,
+    /// Distillation: MSE between the student's embeddings and the teacher's (--teacher MODEL
+    /// or an embeddings file; MSELoss).
+    Mse,
+    /// Distillation: (query, positive, negatives…), MSE between the student's dot-product
+    /// margins q·p − q·n and the teacher's (--teacher, or a margin column; MarginMSELoss).
+    MarginMse,
+    /// Pairs + class label (NLI): a classifier on [u, v, |u−v|] with cross-entropy (SoftmaxLoss;
+    /// the classifier is not saved with the model).
+    Softmax,
 }
 
 impl LossKind {
@@ -65,6 +78,10 @@ impl LossKind {
     /// sentence-transformers).
     pub fn cached(self) -> bool {
         matches!(self, LossKind::CachedMnrl | LossKind::CachedGist)
+    }
+    /// The distillation losses, whose labels a teacher gives.
+    pub fn distills(self) -> bool {
+        matches!(self, LossKind::Mse | LossKind::MarginMse)
     }
     /// The losses that need a guide model.
     pub fn guided(self) -> bool {
@@ -83,6 +100,9 @@ impl LossKind {
             LossKind::Cosent => "CoSENTLoss",
             LossKind::Angle => "AnglELoss",
             LossKind::Cosine => "CosineSimilarityLoss",
+            LossKind::Mse => "MSELoss",
+            LossKind::MarginMse => "MarginMSELoss",
+            LossKind::Softmax => "SoftmaxLoss",
         }
     }
 }
@@ -107,6 +127,10 @@ pub enum LabelKind {
     Binary,
     /// A finite float (e.g. a similarity score in 0..1).
     Score,
+    /// A class id or class name (a classifier's label).
+    Class,
+    /// Given by a teacher model (`--teacher`) or a column/file of teacher values.
+    Teacher,
 }
 
 /// The data a loss accepts: how many text columns, and the label.
@@ -130,6 +154,8 @@ impl InputShape {
             LabelKind::None => "no label column".to_string(),
             LabelKind::Binary => "a 0/1 label column".to_string(),
             LabelKind::Score => "a numeric score column".to_string(),
+            LabelKind::Class => "a class label column".to_string(),
+            LabelKind::Teacher => "teacher labels (--teacher, or a label column)".to_string(),
         };
         format!("{cols} and {label}")
     }
@@ -238,6 +264,15 @@ pub trait Loss: Send + Sync {
         embeddings: &[Tensor],
         labels: Option<&Tensor>,
     ) -> candle_core::Result<Tensor>;
+    /// Sets up the loss's own parameters (a classifier, a projection) once the model and data
+    /// are known; most losses have none.
+    fn init(&self, _h: &head::HeadInit) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// The loss's own trainable parameters (`loss.…` names; see `head.rs`).
+    fn params(&self) -> Vec<(String, candle_core::Var)> {
+        Vec::new()
+    }
     /// Whether [`Loss::compute_guided`] needs the guide model's embeddings.
     fn needs_guide(&self) -> bool {
         false
@@ -286,6 +321,9 @@ pub fn build(kind: LossKind, p: &LossParams) -> Box<dyn Loss> {
             angle: true,
         }),
         LossKind::Cosine => Box::new(cosine::CosineSimilarity),
+        LossKind::Mse => Box::<distill::Mse>::default(),
+        LossKind::MarginMse => Box::new(distill::MarginMse),
+        LossKind::Softmax => Box::<softmax::Softmax>::default(),
     }
 }
 

@@ -27,6 +27,9 @@ pub struct TrainerState {
 
 pub const STATE_FILE: &str = "trainer_state.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// The loss's own parameters (SoftmaxLoss's classifier, a distillation projection), when it
+/// has any: not part of the model.
+pub const LOSS_PARAMS_FILE: &str = "loss_params.safetensors";
 pub const MODEL_DIR: &str = "model";
 /// The folder of an output directory that holds its checkpoints.
 pub const CHECKPOINTS_DIR: &str = "checkpoints";

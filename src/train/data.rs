@@ -7,7 +7,8 @@ use crate::loss::LabelKind;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
-/// Examples in memory: `texts[row][col]`, `labels[row]` when the data has a label column.
+/// Examples in memory: `texts[row][col]`, and when the data has a label column (or a teacher
+/// gave labels) `labels`: one value per row, or `label_shape`'s elements per row, row-major.
 #[derive(Debug, Clone)]
 pub struct TrainSet {
     pub path: PathBuf,
@@ -15,6 +16,11 @@ pub struct TrainSet {
     pub label_column: Option<String>,
     pub texts: Vec<Vec<String>>,
     pub labels: Option<Vec<f32>>,
+    /// The shape of one row's label: `[]` a number, `[k]` a vector (teacher margins), `[c, d]`
+    /// per-column teacher embeddings.
+    pub label_shape: Vec<usize>,
+    /// Classification labels (`--loss softmax`) given as text: the class names, id = index.
+    pub classes: Option<Vec<String>>,
     /// 1-based line of each row in the file.
     pub lines: Vec<usize>,
 }
@@ -44,6 +50,17 @@ impl TrainSet {
 
     /// Converts an already-read table (see [`TrainSet::read`]).
     pub fn from_table(table: &Table, cols: &ColumnSpec, takes_label: bool) -> Result<Self> {
+        Self::from_table_with(table, cols, takes_label, false)
+    }
+
+    /// [`TrainSet::from_table`]; `classes`: the label column holds class ids (0, 1, …) or
+    /// class names (mapped to ids in sorted order, as a classifier's labels).
+    pub fn from_table_with(
+        table: &Table,
+        cols: &ColumnSpec,
+        takes_label: bool,
+        classes: bool,
+    ) -> Result<Self> {
         let path = table.path.as_path();
         let stsb = table.format == DataFormat::Stsb;
         let resolved = cols.resolve(table, takes_label)?;
@@ -59,6 +76,7 @@ impl TrainSet {
         let mut texts = Vec::with_capacity(table.len());
         let lines = table.rows.iter().map(|r| r.line).collect();
         let mut labels = lidx.map(|_| Vec::with_capacity(table.len()));
+        let mut names = Vec::new();
         let scale = if stsb { 5.0 } else { 1.0 };
         for r in &table.rows {
             texts.push(
@@ -67,8 +85,18 @@ impl TrainSet {
                     .collect::<Result<Vec<_>>>()?,
             );
             if let (Some(c), Some(l)) = (lidx, labels.as_mut()) {
-                l.push((table.number(r, c)? / scale) as f32);
+                if classes {
+                    names.push(table.text(r, c)?.trim().to_string());
+                } else {
+                    l.push((table.number(r, c)? / scale) as f32);
+                }
             }
+        }
+        let mut class_names = None;
+        if let (true, Some(l)) = (classes, labels.as_mut()) {
+            let (ids, named) = class_ids(&names);
+            *l = ids;
+            class_names = named;
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -76,12 +104,31 @@ impl TrainSet {
             label_column,
             texts,
             labels,
+            label_shape: Vec::new(),
+            classes: class_names,
             lines,
         })
     }
 
+    /// Values per row's label (1 for a number).
+    pub fn label_width(&self) -> usize {
+        self.label_shape.iter().product()
+    }
+
+    /// The number of classes of classification labels (the largest id + 1).
+    pub fn num_classes(&self) -> usize {
+        match (&self.classes, &self.labels) {
+            (Some(c), _) => c.len(),
+            (None, Some(l)) => l.iter().fold(0f32, |a, &b| a.max(b)) as usize + 1,
+            _ => 0,
+        }
+    }
+
     /// Checks labels against what the loss needs (0/1 for binary), naming file, line and field.
     pub fn check_labels(&self, kind: LabelKind) -> Result<()> {
+        if kind == LabelKind::Class {
+            return self.check_class_ids();
+        }
         if kind != LabelKind::Binary {
             return Ok(());
         }
@@ -99,4 +146,50 @@ impl TrainSet {
         }
         Ok(())
     }
+}
+
+impl TrainSet {
+    /// Class ids must be whole numbers from 0, and at least two classes present.
+    fn check_class_ids(&self) -> Result<()> {
+        let field = self.label_column.as_deref().unwrap_or("label");
+        if let (None, Some(labels)) = (&self.classes, &self.labels) {
+            for (i, l) in labels.iter().enumerate() {
+                if !(l.fract() == 0.0 && *l >= 0.0 && *l < 100_000.0) {
+                    bail!(
+                        "{}:{}: field {field:?}: expected a class id (0, 1, 2, …) or a class name, got {l}",
+                        self.path.display(),
+                        self.lines[i]
+                    );
+                }
+            }
+        }
+        if self.labels.is_some() && self.num_classes() < 2 {
+            bail!(
+                "{}: field {field:?}: a classifier needs at least 2 classes; the data has {}",
+                self.path.display(),
+                self.num_classes()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Class labels as ids: whole numbers as themselves; otherwise names, numbered in sorted order.
+/// The ids and, for names, the sorted names.
+fn class_ids(names: &[String]) -> (Vec<f32>, Option<Vec<String>>) {
+    let numeric: Option<Vec<f32>> = names
+        .iter()
+        .map(|n| n.parse::<u32>().ok().map(|v| v as f32))
+        .collect();
+    if let Some(ids) = numeric {
+        return (ids, None);
+    }
+    let mut sorted: Vec<String> = names.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let ids = names
+        .iter()
+        .map(|n| sorted.binary_search(n).unwrap_or(0) as f32)
+        .collect();
+    (ids, Some(sorted))
 }

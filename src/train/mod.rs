@@ -10,6 +10,7 @@ pub mod card;
 pub mod checkpoint;
 pub mod clip;
 pub mod data;
+pub mod freeze;
 mod observe;
 pub mod optimizer;
 pub mod outcome;
@@ -19,6 +20,7 @@ pub mod prompts;
 pub mod run;
 pub mod schedule;
 pub mod step;
+pub mod teacher;
 
 pub use outcome::{Throughput, TrainReport, WARM_STEPS};
 pub use run::{run, train};
@@ -66,6 +68,9 @@ pub struct TrainConfig {
     /// GIST: the frozen guide model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guide: Option<ModelSpec>,
+    /// Distillation (mse, margin-mse): the teacher model or labels file (`--teacher`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<teacher::Teacher>,
     /// Training prompts (`--prompts`): (column or role, prompt); key "" = every column.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prompts: Vec<(String, String)>,
@@ -85,6 +90,9 @@ pub struct TrainConfig {
     /// None: on for losses with in-batch negatives (MNRL).
     pub no_duplicates: Option<bool>,
     pub dropout: Option<f64>,
+    /// Parameters left untrained (`--freeze-embeddings`, `--freeze-layers`).
+    #[serde(default, skip_serializing_if = "freeze::Freeze::is_none")]
+    pub freeze: freeze::Freeze,
     /// Evaluation sets; the first one's primary metric decides `--save-best`.
     #[serde(default)]
     pub eval: Vec<EvalSpec>,
@@ -125,6 +133,7 @@ impl Default for TrainConfig {
             matryoshka: None,
             mini_batch_size: None,
             guide: None,
+            teacher: None,
             prompts: Vec::new(),
             output: PathBuf::from("output"),
             epochs: 1,
@@ -141,6 +150,7 @@ impl Default for TrainConfig {
             shuffle: true,
             no_duplicates: None,
             dropout: None,
+            freeze: freeze::Freeze::default(),
             eval: Vec::new(),
             eval_steps: None,
             save_best: false,
@@ -227,6 +237,15 @@ impl TrainConfig {
             if let Some(w) = m.weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
                 bail!("--matryoshka-weights: {w} is not a non-negative number");
             }
+        }
+        if self.teacher.is_some() && !self.loss.distills() {
+            bail!("--teacher is for the distillation losses (--loss mse, margin-mse)");
+        }
+        if self.loss == LossKind::Mse && self.teacher.is_none() {
+            bail!("--loss mse needs --teacher: a model (Hub id or directory) whose embeddings the student learns, or a .npy/.safetensors file of them, one row per training row");
+        }
+        if self.matryoshka.is_some() && matches!(self.loss, LossKind::Mse | LossKind::Softmax) {
+            bail!("--matryoshka-dims does not combine with --loss mse or softmax (their targets and classifier have the full dimension)");
         }
         if self.loss.guided() && self.guide.is_none() {
             bail!("--loss {} needs --guide-model (the frozen model that spots false negatives, e.g. the model you start from)", serde_json::to_value(self.loss).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default());

@@ -297,7 +297,8 @@ impl Checkpoints<'_> {
         };
         let path = checkpoint::write(&self.cfg.output, &state, |dir| {
             model.save(&dir.join(checkpoint::MODEL_DIR))?;
-            opt.save(&dir.join(checkpoint::OPTIMIZER_FILE))
+            opt.save(&dir.join(checkpoint::OPTIMIZER_FILE))?;
+            opt.save_values(&dir.join(checkpoint::LOSS_PARAMS_FILE), "loss.")
         })?;
         if let Some(limit) = self.cfg.save_total_limit {
             checkpoint::prune(&self.cfg.output, limit, None)?;

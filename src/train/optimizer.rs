@@ -279,6 +279,51 @@ impl AdamW {
         crate::model::weights::save_safetensors(&tensors, path)
     }
 
+    /// The values of the parameters whose names start with `prefix`, as safetensors (no file
+    /// when there are none).
+    pub fn save_values(&self, path: &Path, prefix: &str) -> Result<()> {
+        let mut tensors = Vec::new();
+        for s in self.slots.iter().filter(|s| s.name.starts_with(prefix)) {
+            tensors.push((s.name.clone(), s.var.as_tensor().to_device(&Device::Cpu)?));
+        }
+        if tensors.is_empty() {
+            return Ok(());
+        }
+        crate::model::weights::save_safetensors(&tensors, path)
+    }
+
+    /// Sets the parameters whose names start with `prefix` to the values saved by
+    /// [`Self::save_values`]; every one must be there.
+    pub fn load_values(&mut self, path: &Path, prefix: &str) -> Result<()> {
+        let wanted: Vec<_> = self
+            .slots
+            .iter()
+            .filter(|s| s.name.starts_with(prefix))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let map = candle_core::safetensors::load(path, &Device::Cpu)
+            .with_context(|| format!("{}: unreadable loss parameters", path.display()))?;
+        for s in wanted {
+            let t = map
+                .get(&s.name)
+                .with_context(|| format!("{}: missing {}", path.display(), s.name))?;
+            if t.dims() != s.var.dims() {
+                bail!(
+                    "{}: {} has shape {:?}, parameter has {:?}",
+                    path.display(),
+                    s.name,
+                    t.dims(),
+                    s.var.dims()
+                );
+            }
+            s.var
+                .set(&t.to_device(s.var.device())?.to_dtype(s.var.dtype())?)?;
+        }
+        Ok(())
+    }
+
     pub fn load(&mut self, path: &Path, t: u64) -> Result<()> {
         let mut map: HashMap<String, Tensor> =
             candle_core::safetensors::load(path, &Device::Cpu)

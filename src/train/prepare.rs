@@ -29,17 +29,27 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     cfg.validate()?;
     let loss = cfg.loss_spec().build(&cfg.loss_params);
     let table = read_table(&cfg.data, cfg.format, &cfg.read)?;
-    let takes_label = loss.input_shape().label != loss::LabelKind::None;
-    let mut set = TrainSet::from_table(&table, &cfg.columns, takes_label)?;
-    if cfg.columns.label_column.is_none()
-        && loss.input_shape().label == loss::LabelKind::None
-        && set.labels.is_some()
-    {
+    let label_kind = loss.input_shape().label;
+    // Teacher labels come from --teacher, not from the data.
+    let teacher_labels = label_kind == loss::LabelKind::Teacher && cfg.teacher.is_some();
+    let takes_label = label_kind != loss::LabelKind::None && !teacher_labels;
+    let mut set = TrainSet::from_table_with(
+        &table,
+        &cfg.columns,
+        takes_label,
+        label_kind == loss::LabelKind::Class,
+    )?;
+    if cfg.columns.label_column.is_none() && !takes_label && set.labels.is_some() {
         // sentence-transformers hands a "label"/"score" column to every loss and the losses
         // without labels ignore it; do the same for a column found by default, and say so.
         tracing::info!(
-            "note: {} takes no label; ignoring column {:?}",
+            "note: {} {}; ignoring column {:?}",
             loss.name(),
+            if teacher_labels {
+                "takes its labels from --teacher"
+            } else {
+                "takes no label"
+            },
             set.label_column.as_deref().unwrap_or("")
         );
         set.labels = None;
@@ -49,7 +59,7 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     let n_texts = if simcse { 2 } else { set.n_texts() };
     let shape = loss.input_shape();
     shape
-        .check(loss.name(), n_texts, set.labels.is_some())
+        .check(loss.name(), n_texts, set.labels.is_some() || teacher_labels)
         .with_context(|| {
             format!(
                 "{}: columns {:?}{}",
@@ -62,6 +72,17 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
             )
         })?;
     set.check_labels(shape.label)?;
+    if let Some(c) = &set.classes {
+        tracing::info!(
+            "classes of {:?}: {}",
+            set.label_column.as_deref().unwrap_or("label"),
+            c.iter()
+                .enumerate()
+                .map(|(i, n)| format!("{n}={i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if cfg.loss == LossKind::Cosine {
         // The target of CosineSimilarityLoss is a cosine: a score outside [-1, 1] is almost
         // always an unscaled one (STS-B's 0–5), which would train towards impossible values.

@@ -35,7 +35,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     if tracing::enabled!(tracing::Level::DEBUG) {
         tracing::debug!("training config: {}", serde_json::to_string(cfg)?);
     }
-    let p = prepare(cfg)?;
+    let mut p = prepare(cfg)?;
     let device = crate::device::resolve(&cfg.model.compute)?;
     crate::device::check_precision(&cfg.model.compute, &device)?;
     let spec = match &p.resume {
@@ -70,6 +70,16 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             );
         }
     }
+    if let Some(t) = &cfg.teacher {
+        super::teacher::apply(t, cfg.loss, &mut p.set, &device)?;
+    }
+    p.loss.init(&crate::loss::head::HeadInit {
+        dim: model.dim(),
+        num_classes: p.set.num_classes(),
+        teacher_dim: super::teacher::teacher_dim(&p.set),
+        device: &device,
+        seed: cfg.seed,
+    })?;
     // The training prompts become the model's own (saved with it; evaluation uses them).
     p.prompts.apply_to(&mut model.prompts);
     let resolved = crate::data::ColumnSpec {
@@ -126,18 +136,34 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         .max(1)
     };
     let warmup = warmup_steps(total, cfg.warmup_ratio, cfg.warmup_steps);
+    let all = model.named_vars();
+    let n_all = all.len();
+    let mut trainable = cfg.freeze.select(all, model.num_layers())?;
+    if trainable.len() < n_all {
+        let count = |v: &[(String, candle_core::Var)]| -> usize {
+            v.iter().map(|(_, x)| x.as_tensor().elem_count()).sum()
+        };
+        tracing::info!(
+            "frozen: {} of {n_all} parameter tensors; training {} weights",
+            n_all - trainable.len(),
+            count(&trainable)
+        );
+    }
+    // The loss's own parameters train with the model (kept in checkpoints, not in the model).
+    trainable.extend(p.loss.params());
+    let vars: Vec<_> = trainable.iter().map(|(_, v)| v.clone()).collect();
     let mut opt = AdamW::new(
-        model.named_vars(),
+        trainable,
         AdamWConfig {
             weight_decay: cfg.weight_decay,
             ..Default::default()
         },
     )?;
-    let vars: Vec<_> = model.named_vars().into_iter().map(|(_, v)| v).collect();
 
     let (mut start, mut best, mut wall_before) = (0, None, 0.0);
     if let Some((ckpt, state)) = &p.resume {
         opt.load(&ckpt.join(checkpoint::OPTIMIZER_FILE), state.step as u64)?;
+        opt.load_values(&ckpt.join(checkpoint::LOSS_PARAMS_FILE), "loss.")?;
         model.restore_dropout_state(state.dropout_rng);
         (start, best, wall_before) = (state.step, state.best, state.wall_seconds);
         tracing::info!(
@@ -217,6 +243,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             cols,
             simcse: p.simcse,
             labels: p.set.labels.as_deref(),
+            label_shape: &p.set.label_shape,
             prompt_lens: &prompt_lens,
         },
         guide: guide.as_ref().map(|(g, tokens, lens)| super::step::Guide {
@@ -359,7 +386,11 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
                 .map(|i| {
                     (
                         p.set.texts[i].clone(),
-                        p.set.labels.as_ref().and_then(|l| l.get(i).copied()),
+                        p.set
+                            .labels
+                            .as_ref()
+                            .filter(|_| p.set.label_width() == 1)
+                            .and_then(|l| l.get(i).copied()),
                     )
                 })
                 .collect(),

@@ -28,8 +28,10 @@ pub struct StepData<'a> {
     pub cols: usize,
     /// SimCSE: one text column fed twice (two dropout masks).
     pub simcse: bool,
-    /// The label of each row, when the loss takes one.
+    /// The label of each row, when the loss takes one: `label_shape`'s elements per row.
     pub labels: Option<&'a [f32]>,
+    /// One row's label shape (`[]`: a number).
+    pub label_shape: &'a [usize],
     /// Leading prompt tokens of each data column's texts (0: no prompt).
     pub prompt_lens: &'a [usize],
 }
@@ -63,14 +65,17 @@ impl StepData<'_> {
             .unwrap_or(0)
     }
     fn labels(&self, rows: &[usize], device: &Device) -> Result<Option<Tensor>> {
-        Ok(match self.labels {
-            Some(l) => Some(Tensor::from_vec(
-                rows.iter().map(|&r| l[r]).collect::<Vec<f32>>(),
-                rows.len(),
-                device,
-            )?),
-            None => None,
-        })
+        let Some(l) = self.labels else {
+            return Ok(None);
+        };
+        let w: usize = self.label_shape.iter().product();
+        let mut v = Vec::with_capacity(rows.len() * w);
+        for &r in rows {
+            v.extend_from_slice(&l[r * w..(r + 1) * w]);
+        }
+        let mut shape = vec![rows.len()];
+        shape.extend_from_slice(self.label_shape);
+        Ok(Some(Tensor::from_vec(v, shape, device)?))
     }
 }
 
@@ -330,6 +335,8 @@ fn cached_micro(
     let embs: Vec<Tensor> = cached.iter().map(|v| v.as_tensor().clone()).collect();
     let (out, l) = divided_loss(ctx, rows, &embs, labels.as_ref(), divide)?;
     let loss_grads = l.backward()?;
+    // The loss's own parameters (a classifier, a projection) get their gradient here.
+    acc.add(&loss_grads, ctx.vars)?;
     timer.end(Phase::Loss)?;
     // Replay: each mini-batch again with a graph and the same masks; the cached gradient is
     // the upstream gradient of its embeddings.

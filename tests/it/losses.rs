@@ -106,6 +106,9 @@ fn every_loss_gradient_matches_finite_differences() {
     let (b, d) = (6, 5);
     let score = Tensor::new(&[0.9f64, 0.1, 0.5, 0.7, 0.2, 0.95], &Device::Cpu).unwrap();
     let binary = Tensor::new(&[1f64, 0., 1., 0., 1., 0.], &Device::Cpu).unwrap();
+    let classes = Tensor::new(&[0f64, 2., 1., 1., 0., 2.], &Device::Cpu).unwrap();
+    let margins = Tensor::new(&[0.3f64, -0.2, 0.8, 0.1, 0.0, 0.5], &Device::Cpu).unwrap();
+    let teacher = random(&mut rng, b, d).as_tensor().clone();
     let p = |distance: Option<Distance>, margin: Option<f64>, symmetric: bool| LossParams {
         distance,
         margin,
@@ -150,9 +153,21 @@ fn every_loss_gradient_matches_finite_differences() {
             3,
             None,
         ),
+        (LossKind::Mse, p(None, None, false), 2, Some(&teacher)),
+        (LossKind::MarginMse, p(None, None, false), 3, Some(&margins)),
+        (LossKind::Softmax, p(None, None, false), 2, Some(&classes)),
     ];
     for (kind, params, cols, labels) in cases {
         let loss = build(kind, &params);
+        // Softmax's classifier (f32, applied in the embeddings' f64).
+        let init = embtune::loss::head::HeadInit {
+            dim: d,
+            num_classes: 3,
+            teacher_dim: d,
+            device: &Device::Cpu,
+            seed: 1,
+        };
+        loss.init(&init).unwrap();
         let vars: Vec<Var> = (0..cols).map(|_| random(&mut rng, b, d)).collect();
         let f = |vs: &[Var]| {
             let ts: Vec<Tensor> = vs.iter().map(|v| v.as_tensor().clone()).collect();
@@ -243,6 +258,78 @@ fn angle_loss_equals_sentence_transformers() {
         assert!(
             (l - st).abs() < 1e-9 * st.abs().max(1.0),
             "d {d}: loss {l} vs {st}"
+        );
+    }
+}
+
+/// A nested JSON array of numbers as an f64 tensor of its shape.
+fn nested(v: &Value) -> Tensor {
+    fn walk(v: &Value, depth: usize, shape: &mut Vec<usize>, out: &mut Vec<f64>) {
+        match v.as_array() {
+            Some(a) => {
+                if shape.len() == depth {
+                    shape.push(a.len());
+                }
+                a.iter().for_each(|x| walk(x, depth + 1, shape, out));
+            }
+            None => out.push(v.as_f64().unwrap()),
+        }
+    }
+    let (mut shape, mut out) = (Vec::new(), Vec::new());
+    walk(v, 0, &mut shape, &mut out);
+    Tensor::from_vec(out, shape, &Device::Cpu).unwrap()
+}
+
+/// MSELoss (one teacher embedding for all columns, one per column, a projection into a wider
+/// teacher space), MarginMSELoss (one and two negatives, raw scores) and SoftmaxLoss (a fixed
+/// classifier) equal sentence-transformers 6.2's on fixed embeddings
+/// (tests/fixtures/losses/distill.json, scripts/make-loss-reference.py).
+#[test]
+fn distillation_and_softmax_losses_equal_sentence_transformers() {
+    use embtune::loss::distill::{MarginMse, Mse};
+    use embtune::loss::head::LinearHead;
+    use embtune::loss::softmax::Softmax;
+    use embtune::loss::Loss;
+    let path = common::repo_root().join("tests/fixtures/losses/distill.json");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cols: Vec<Tensor> = r["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(nested)
+        .collect();
+    let head =
+        |c: &Value| LinearHead::from_tensors(&nested(&c["weight"]), &nested(&c["bias"])).unwrap();
+    let cases: Vec<(&str, Box<dyn Loss>)> = vec![
+        ("mse_broadcast", Box::new(Mse::with_projection(None))),
+        ("mse_per_column", Box::new(Mse::with_projection(None))),
+        (
+            "mse_projection",
+            Box::new(Mse::with_projection(Some(head(&r["mse_projection"])))),
+        ),
+        ("margin_one", Box::new(MarginMse)),
+        ("margin_two", Box::new(MarginMse)),
+        ("margin_scores", Box::new(MarginMse)),
+        (
+            "softmax",
+            Box::new(Softmax::with_classifier(head(&r["softmax"]))),
+        ),
+    ];
+    for (name, loss) in cases {
+        let c = &r[name];
+        let n = c["columns"].as_u64().unwrap() as usize;
+        let labels = nested(&c["labels"]);
+        let ours: f64 = loss
+            .compute(&cols[..n], Some(&labels))
+            .unwrap()
+            .to_dtype(candle_core::DType::F64)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let st = c["loss"].as_f64().unwrap();
+        assert!(
+            (ours - st).abs() < 1e-9 * st.abs().max(1.0),
+            "{name}: embtune {ours} vs sentence-transformers {st}"
         );
     }
 }

@@ -21,6 +21,7 @@ mod parity;
 mod prompts;
 mod quantize;
 mod real_mpnet;
+mod recipes;
 mod retrieval;
 mod retrieval_training;
 mod save_load;

@@ -101,6 +101,7 @@ fn step_grads_with(
             cols: 2,
             simcse: false,
             labels: None,
+            label_shape: &[],
             prompt_lens: &[0, 0],
         },
         guide: None,

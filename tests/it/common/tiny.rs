@@ -73,16 +73,33 @@ pub fn tiny_encoder(
     dtype: DType,
     normalize: bool,
 ) -> SentenceEncoder {
+    tiny_encoder_with(
+        dir_for_tokenizer,
+        seed,
+        dtype,
+        normalize,
+        tiny_config_json(),
+    )
+}
+
+/// [`tiny_encoder`] with another BERT config (sizes).
+pub fn tiny_encoder_with(
+    dir_for_tokenizer: &Path,
+    seed: u64,
+    dtype: DType,
+    normalize: bool,
+    mut cfg_json: serde_json::Value,
+) -> SentenceEncoder {
     let tok = tiny_tokenizer();
     std::fs::create_dir_all(dir_for_tokenizer).unwrap();
     let tok_path = dir_for_tokenizer.join("tokenizer.json");
     tok.save(&tok_path, false).unwrap();
-    let mut cfg_json = tiny_config_json();
     cfg_json["vocab_size"] = serde_json::json!(tok.get_vocab_size(true));
     let encoder =
         embtune::model::family::random_from_json(&cfg_json, seed, dtype, &Device::Cpu).unwrap();
     let text_tok = TextTokenizer::from_file(&tok_path, 32, false, 0).unwrap();
-    let pooling = PoolingConfig::new(vec![Pooling::Mean], 32);
+    let hidden = cfg_json["hidden_size"].as_u64().unwrap() as usize;
+    let pooling = PoolingConfig::new(vec![Pooling::Mean], hidden);
     SentenceEncoder::from_parts(encoder, text_tok, pooling, normalize, cfg_json, tok_path).unwrap()
 }
 
@@ -91,5 +108,15 @@ pub fn tiny_encoder(
 pub fn write_tiny_model(dir: &Path, seed: u64) {
     let scratch = tempfile::tempdir().unwrap();
     let enc = tiny_encoder(scratch.path(), seed, DType::F32, true);
+    enc.save(dir).unwrap();
+}
+
+/// A tiny model directory of hidden size `hidden` (intermediate 2·hidden), as [`write_tiny_model`].
+pub fn write_tiny_model_sized(dir: &Path, seed: u64, hidden: usize) {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config_json();
+    cfg["hidden_size"] = serde_json::json!(hidden);
+    cfg["intermediate_size"] = serde_json::json!(2 * hidden);
+    let enc = tiny_encoder_with(scratch.path(), seed, DType::F32, true, cfg);
     enc.save(dir).unwrap();
 }
