@@ -14,6 +14,10 @@ use clap::{ArgAction, ArgMatches, Command};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+/// Flags a run needs unless another flag replaces them (a required group in clap, which an
+/// argument does not report): (subcommand, flag).
+pub const REQUIRED_UNLESS: &[(&str, &str)] = &[("train", "data"), ("train", "loss")];
+
 /// The argument list after `--config` is expanded, and whether `--print-config` was asked.
 pub struct Expanded {
     pub args: Vec<OsString>,
@@ -133,6 +137,10 @@ fn file_args(path: &PathBuf, sub: &Command) -> Result<Vec<OsString>> {
     let mut out = Vec::new();
     for (key, value) in table {
         let flag = key.replace('_', "-");
+        if flag == "datasets" && sub.get_name() == "train" {
+            out.extend(dataset_args(path, &value)?);
+            continue;
+        }
         let Some(arg) = sub
             .get_arguments()
             .find(|a| a.get_long() == Some(flag.as_str()))
@@ -277,8 +285,16 @@ pub fn print(matches: &ArgMatches) -> Result<String> {
         let (Some(long), id) = (arg.get_long(), arg.get_id().as_str()) else {
             continue;
         };
-        if arg.is_required_set() && !matches!(sub_m.try_contains_id(id), Ok(true)) {
+        let set = matches!(sub_m.try_contains_id(id), Ok(true));
+        if arg.is_required_set() && !set {
             text.push_str(&format!("# {long} = …   (required)\n"));
+        } else if REQUIRED_UNLESS.contains(&(sub.get_name(), long)) && !set {
+            let datasets = matches!(sub_m.try_contains_id("dataset"), Ok(true));
+            if !datasets {
+                text.push_str(&format!(
+                    "# {long} = …   (required, unless [[datasets]] tables are given)\n"
+                ));
+            }
         }
     }
     Ok(text)
@@ -310,7 +326,15 @@ fn absolute(p: &str) -> String {
 
 /// The command for `--print-config`: no flag required, so that a template can be printed.
 pub fn command_for_print() -> Command {
-    command().mut_subcommands(|s| s.mut_args(|a| a.required(false)))
+    command().mut_subcommands(|s| {
+        let s = s.mut_args(|a| a.required(false));
+        if s.get_name() == "train" {
+            s.mut_group("training_data", |g| g.required(false))
+                .mut_group("training_loss", |g| g.required(false))
+        } else {
+            s
+        }
+    })
 }
 
 /// A raw flag value as the most specific TOML scalar it reads as.
@@ -324,4 +348,60 @@ fn scalar(s: &str) -> toml::Value {
         }
     }
     toml::Value::String(s.to_string())
+}
+
+/// A recipe's `[[datasets]]` tables → one `--dataset "key=value;…"` each (`data` read from the
+/// recipe's folder, lists joined with commas), each checked as `train` will read it.
+fn dataset_args(path: &std::path::Path, value: &toml::Value) -> Result<Vec<OsString>> {
+    let Some(list) = value.as_array() else {
+        bail!(
+            "{}: key \"datasets\": expected [[datasets]] tables",
+            path.display()
+        );
+    };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let mut out = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        let at = || format!("{}: [[datasets]] entry {}", path.display(), i + 1);
+        let Some(t) = t.as_table() else {
+            bail!("{}: expected a table of keys", at());
+        };
+        let mut parts = Vec::new();
+        for (k, v) in t {
+            let text = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(a) => a
+                    .iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(String::from)
+                            .unwrap_or_else(|| x.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                _ => bail!(
+                    "{}: key {k:?}: expected a string, number, boolean or list",
+                    at()
+                ),
+            };
+            let text = match (k.as_str(), dir) {
+                ("data", Some(d)) if std::path::Path::new(&text).is_relative() => {
+                    d.join(&text).to_string_lossy().into_owned()
+                }
+                _ => text,
+            };
+            if text.contains(';') {
+                bail!("{}: key {k:?}: a value may not contain ';'", at());
+            }
+            parts.push(format!("{k}={text}"));
+        }
+        let spec = parts.join(";");
+        crate::train::datasets::DatasetSpec::parse(&spec).with_context(at)?;
+        out.push("--dataset".into());
+        out.push(spec.into());
+    }
+    Ok(out)
 }

@@ -12,12 +12,26 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("training_data").args(["data", "dataset"]).required(true).multiple(true)))]
+#[command(group(clap::ArgGroup::new("training_loss").args(["loss", "dataset"]).required(true).multiple(true)))]
 pub struct TrainArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Training data: CSV/TSV (header row), JSONL, or STS-B with --format stsb (sentence1, sentence2, score/5).
     #[arg(long, short = 'd')]
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
+    /// One of several training datasets, each with its own loss (repeat the flag; instead of
+    /// --data/--loss): "data=FILE;loss=LOSS" plus any of name, format, columns (a,b,…),
+    /// label-column, scale, margin, distance, symmetric, temperature, prompts, weight (the
+    /// loss is multiplied by it). Each batch comes from one dataset. In a recipe: [[datasets]]
+    /// tables with the same keys.
+    #[arg(long, conflicts_with_all = ["data", "loss", "columns", "label_column", "scale", "margin", "distance", "symmetric", "temperature", "prompts"])]
+    pub dataset: Vec<String>,
+    /// How the batches of several --dataset are ordered: proportional (every batch of every
+    /// dataset once per epoch, in a seeded random order) or round-robin (one of each in turn,
+    /// until the smallest runs out) — sentence-transformers' MultiDatasetBatchSamplers.
+    #[arg(long, value_enum, default_value = "proportional")]
+    pub multi_dataset_sampler: crate::train::datasets::Sampler,
     #[command(flatten)]
     pub reader: InputArgs,
     /// Text columns in role order (anchor, positive/second, negatives…), comma-separated, or as
@@ -30,7 +44,7 @@ pub struct TrainArgs {
     pub label_column: Option<String>,
     /// Loss (see README for the data each expects; infonce = mnrl).
     #[arg(long, value_enum)]
-    pub loss: LossKind,
+    pub loss: Option<LossKind>,
     /// Similarity scale for mnrl/cosent/angle [default: 20].
     #[arg(long)]
     pub scale: Option<f64>,
@@ -209,16 +223,34 @@ impl TrainArgs {
             Some(p) => crate::train::prompts::parse(p)?,
             None => Vec::new(),
         };
+        let mut datasets = self
+            .dataset
+            .iter()
+            .map(|d| crate::train::datasets::DatasetSpec::parse(d))
+            .collect::<Result<Vec<_>>>()?;
+        // --format is the default of the datasets that name none.
+        for d in datasets.iter_mut() {
+            d.format = d.format.or(self.reader.format);
+        }
+        let first = datasets.first();
         let cfg = TrainConfig {
             model: self.model.into_spec(),
-            data: self.data,
+            data: self
+                .data
+                .or_else(|| first.map(|d| d.data.clone()))
+                .unwrap_or_default(),
+            datasets: datasets.clone(),
+            sampler: self.multi_dataset_sampler,
             format: self.reader.format,
             read: self.reader.read_options(),
             columns: crate::data::columns::training_columns(
                 crate::data::ColumnsArg::parse(&self.columns.unwrap_or_default())?,
                 self.label_column,
             )?,
-            loss: self.loss,
+            loss: self
+                .loss
+                .or_else(|| first.map(|d| d.loss))
+                .unwrap_or(LossKind::Cosent),
             loss_params: LossParams {
                 scale: self.scale,
                 margin: self.margin,

@@ -12,16 +12,28 @@ use serde_json::Value;
 use std::fmt::Write;
 use std::path::Path;
 
-/// What the card needs from the run besides the config and the report.
-pub struct CardInput<'a> {
-    pub model: &'a SentenceEncoder,
+/// One training dataset as the card shows it.
+pub struct CardDataset<'a> {
+    pub spec: &'a super::datasets::DatasetSpec,
     pub rows: usize,
     pub columns: &'a [String],
     pub label_column: Option<&'a str>,
     /// The first few rows (texts of each column, label).
     pub examples: Vec<(Vec<String>, Option<f32>)>,
+}
+
+/// What the card needs from the run besides the config and the report.
+pub struct CardInput<'a> {
+    pub model: &'a SentenceEncoder,
+    /// Every training dataset (one for a plain run).
+    pub datasets: Vec<CardDataset<'a>>,
     pub device: String,
     pub wall_seconds: f64,
+}
+
+/// The loss of a dataset as sentence-transformers names it (`MatryoshkaLoss(…)` when wrapped).
+fn st_loss(cfg: &TrainConfig, d: &super::datasets::DatasetSpec) -> String {
+    cfg.loss_spec_for(d.loss).st_name()
 }
 
 /// Config fields whose values differ from `TrainConfig::default()` (paths and I/O excluded).
@@ -33,7 +45,8 @@ fn non_default(cfg: &TrainConfig) -> Vec<(String, String)> {
         return Vec::new();
     };
     let skip = [
-        "model", "data", "output", "resume", "read", "format", "eval", "guide",
+        "model", "data", "output", "resume", "read", "format", "eval", "guide", "datasets",
+        "teacher",
     ];
     a.iter()
         .filter(|(k, v)| !skip.contains(&k.as_str()) && d.get(*k) != Some(*v))
@@ -67,8 +80,12 @@ pub fn render(cfg: &TrainConfig, report: &TrainReport, inp: &CardInput) -> Strin
     let _ = writeln!(
         s,
         "# {name}\n\nA sentence-transformers model fine-tuned from `{base}` with embtune \
-         ({} loss). It maps sentences to a {}-dimensional vector space for semantic similarity, search, clustering and classification.\n",
-        cfg.loss_spec().st_name(),
+         ({}). It maps sentences to a {}-dimensional vector space for semantic similarity, search, clustering and classification.\n",
+        {
+            let mut l: Vec<String> = inp.datasets.iter().map(|d| st_loss(cfg, d.spec)).collect();
+            l.dedup();
+            format!("{} loss", l.join(" + "))
+        },
         m.dim()
     );
     let _ = writeln!(s, "## Model\n\n- Base model: `{base}`");
@@ -114,59 +131,85 @@ pub fn render(cfg: &TrainConfig, report: &TrainReport, inp: &CardInput) -> Strin
     s.push('\n');
 
     let _ = writeln!(s, "## Training data\n");
-    let _ = writeln!(
-        s,
-        "`{}`: {} rows; text columns {}{}.\n",
-        cfg.data.display(),
-        inp.rows,
-        inp.columns
-            .iter()
-            .map(|c| format!("`{c}`"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        inp.label_column
-            .map(|l| format!(", label `{l}`"))
-            .unwrap_or_default()
-    );
-    if !inp.examples.is_empty() {
-        let mut head: Vec<String> = inp.columns.to_vec();
-        if let Some(l) = inp.label_column {
-            head.push(l.to_string());
+    let several = inp.datasets.len() > 1;
+    if several {
+        let _ = writeln!(
+            s,
+            "{} datasets, each batch drawn from one of them ({:?} sampling):\n",
+            inp.datasets.len(),
+            cfg.sampler
+        );
+    }
+    for d in &inp.datasets {
+        if several {
+            let _ = writeln!(s, "### {}\n", d.spec.name);
         }
-        let _ = writeln!(s, "| {} |", head.join(" | "));
-        let _ = writeln!(s, "|{}", "---|".repeat(head.len()));
-        for (texts, label) in &inp.examples {
-            let mut cells: Vec<String> = texts.iter().map(|t| md_cell(t)).collect();
-            if let Some(l) = label {
-                cells.push(format!("{l}"));
+        let _ = writeln!(
+            s,
+            "`{}`: {} rows; text columns {}{}.\n",
+            d.spec.data.display(),
+            d.rows,
+            d.columns
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            d.label_column
+                .map(|l| format!(", label `{l}`"))
+                .unwrap_or_default()
+        );
+        if !d.examples.is_empty() {
+            let mut head: Vec<String> = d.columns.to_vec();
+            if let Some(l) = d.label_column {
+                head.push(l.to_string());
             }
-            let _ = writeln!(s, "| {} |", cells.join(" | "));
+            let _ = writeln!(s, "| {} |", head.join(" | "));
+            let _ = writeln!(s, "|{}", "---|".repeat(head.len()));
+            for (texts, label) in &d.examples {
+                let mut cells: Vec<String> = texts.iter().map(|t| md_cell(t)).collect();
+                if let Some(l) = label {
+                    cells.push(format!("{l}"));
+                }
+                let _ = writeln!(s, "| {} |", cells.join(" | "));
+            }
+            s.push('\n');
         }
-        s.push('\n');
     }
 
     let _ = writeln!(s, "## Training\n");
-    let params: Vec<String> = match serde_json::to_value(&cfg.loss_params) {
-        Ok(Value::Object(o)) => o
-            .iter()
-            .filter(|(_, v)| !v.is_null() && **v != Value::Bool(false))
-            .map(|(k, v)| format!("{k} = {v}"))
-            .collect(),
-        _ => Vec::new(),
-    };
-    let _ = writeln!(
-        s,
-        "- Loss: `{}` (`--loss {}`){}",
-        cfg.loss_spec().st_name(),
-        clap::ValueEnum::to_possible_value(&cfg.loss)
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default(),
-        if params.is_empty() {
-            " with sentence-transformers' default parameters".to_string()
-        } else {
-            format!(", {}", params.join(", "))
-        }
-    );
+    for d in &inp.datasets {
+        let params: Vec<String> = match serde_json::to_value(&d.spec.loss_params) {
+            Ok(Value::Object(o)) => o
+                .iter()
+                .filter(|(_, v)| !v.is_null() && **v != Value::Bool(false))
+                .map(|(k, v)| format!("{k} = {v}"))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let _ = writeln!(
+            s,
+            "- Loss{}: `{}` (`--loss {}`){}{}",
+            if several {
+                format!(" on {}", d.spec.name)
+            } else {
+                String::new()
+            },
+            st_loss(cfg, d.spec),
+            clap::ValueEnum::to_possible_value(&d.spec.loss)
+                .map(|v| v.get_name().to_string())
+                .unwrap_or_default(),
+            if params.is_empty() {
+                " with sentence-transformers' default parameters".to_string()
+            } else {
+                format!(", {}", params.join(", "))
+            },
+            if d.spec.weight != 1.0 {
+                format!(", weight {}", d.spec.weight)
+            } else {
+                String::new()
+            }
+        );
+    }
     let _ = writeln!(
         s,
         "- Steps: {} of {} (batch {}, {} epoch(s) requested), learning rate {}, warmup ratio {}, {:?} schedule",

@@ -10,10 +10,12 @@ pub mod card;
 pub mod checkpoint;
 pub mod clip;
 pub mod data;
+pub mod datasets;
 pub mod freeze;
 mod observe;
 pub mod optimizer;
 pub mod outcome;
+mod parts;
 pub mod phases;
 mod prepare;
 pub mod prompts;
@@ -68,6 +70,13 @@ pub struct TrainConfig {
     /// GIST: the frozen guide model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guide: Option<ModelSpec>,
+    /// Several datasets, each with its loss (`--dataset`, a recipe's `[[datasets]]`); empty: the
+    /// one dataset of `data`, `loss`, `columns`, `prompts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<datasets::DatasetSpec>,
+    /// How several datasets' batches are ordered.
+    #[serde(default)]
+    pub sampler: datasets::Sampler,
     /// Distillation (mse, margin-mse): the teacher model or labels file (`--teacher`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher: Option<teacher::Teacher>,
@@ -133,6 +142,8 @@ impl Default for TrainConfig {
             matryoshka: None,
             mini_batch_size: None,
             guide: None,
+            datasets: Vec::new(),
+            sampler: datasets::Sampler::default(),
             teacher: None,
             prompts: Vec::new(),
             output: PathBuf::from("output"),
@@ -238,24 +249,68 @@ impl TrainConfig {
                 bail!("--matryoshka-weights: {w} is not a non-negative number");
             }
         }
-        if self.teacher.is_some() && !self.loss.distills() {
+        let parts = self.parts();
+        if self.teacher.is_some() && !parts.iter().any(|p| p.loss.distills()) {
             bail!("--teacher is for the distillation losses (--loss mse, margin-mse)");
         }
-        if self.loss == LossKind::Mse && self.teacher.is_none() {
-            bail!("--loss mse needs --teacher: a model (Hub id or directory) whose embeddings the student learns, or a .npy/.safetensors file of them, one row per training row");
+        let mut names: Vec<&str> = Vec::new();
+        for p in &parts {
+            if names.contains(&p.name.as_str()) {
+                bail!(
+                    "--dataset: two datasets are named {:?}; give each its own name=…",
+                    p.name
+                );
+            }
+            names.push(&p.name);
+            let flag = serde_json::to_value(p.loss)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            if p.loss == LossKind::Mse && self.teacher.is_none() {
+                bail!("--loss mse needs --teacher: a model (Hub id or directory) whose embeddings the student learns, or a .npy/.safetensors file of them, one row per training row");
+            }
+            if self.matryoshka.is_some() && matches!(p.loss, LossKind::Mse | LossKind::Softmax) {
+                bail!("--matryoshka-dims does not combine with --loss mse or softmax (their targets and classifier have the full dimension)");
+            }
+            if p.loss.guided() && self.guide.is_none() {
+                bail!("--loss {flag} needs --guide-model (the frozen model that spots false negatives, e.g. the model you start from)");
+            }
         }
-        if self.matryoshka.is_some() && matches!(self.loss, LossKind::Mse | LossKind::Softmax) {
-            bail!("--matryoshka-dims does not combine with --loss mse or softmax (their targets and classifier have the full dimension)");
-        }
-        if self.loss.guided() && self.guide.is_none() {
-            bail!("--loss {} needs --guide-model (the frozen model that spots false negatives, e.g. the model you start from)", serde_json::to_value(self.loss).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default());
+        if parts.len() > 1 && matches!(self.teacher, Some(teacher::Teacher::File(_))) {
+            bail!("--teacher FILE: a labels file is aligned with one dataset's rows; with several --dataset give a teacher model");
         }
         Ok(())
     }
 
+    /// The datasets of the run: `--dataset` entries, or the one of the top-level flags.
+    pub fn parts(&self) -> Vec<datasets::DatasetSpec> {
+        if !self.datasets.is_empty() {
+            return self.datasets.clone();
+        }
+        vec![datasets::DatasetSpec {
+            name: self
+                .data
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "data".into()),
+            data: self.data.clone(),
+            format: self.format,
+            columns: self.columns.clone(),
+            loss: self.loss,
+            loss_params: self.loss_params.clone(),
+            prompts: self.prompts.clone(),
+            weight: 1.0,
+        }]
+    }
+
     /// The loss configuration, nested: Matryoshka (when set) around the base loss.
     pub fn loss_spec(&self) -> LossSpec {
-        let base = LossSpec::Base { kind: self.loss };
+        self.loss_spec_for(self.loss)
+    }
+
+    /// [`Self::loss_spec`] for another base loss (a dataset's).
+    pub fn loss_spec_for(&self, kind: LossKind) -> LossSpec {
+        let base = LossSpec::Base { kind };
         match &self.matryoshka {
             Some(m) => LossSpec::Matryoshka {
                 dims: m.dims.clone(),
@@ -272,8 +327,12 @@ impl TrainConfig {
 
     /// The GradCache mini-batch of this run, if it caches.
     pub fn cache_mini_batch(&self) -> Option<usize> {
-        self.mini_batch_size
-            .or_else(|| self.loss.cached().then_some(32))
+        self.cache_mini_batch_for(self.loss)
+    }
+
+    /// The GradCache mini-batch of a dataset with loss `kind`, if it caches.
+    pub fn cache_mini_batch_for(&self, kind: LossKind) -> Option<usize> {
+        self.mini_batch_size.or_else(|| kind.cached().then_some(32))
     }
 
     /// The fields that must match for `--resume` to continue the same run.

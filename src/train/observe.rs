@@ -105,6 +105,11 @@ pub(super) struct Logger {
     log_lines: bool,
     debug_steps: bool,
     window: (f64, usize, usize, Instant),
+    /// Several datasets: their names, the dataset of every step of the run, and each one's
+    /// (loss sum, steps) in the window (`loss_<name>` in metrics.jsonl).
+    datasets: Vec<String>,
+    step_dataset: Vec<usize>,
+    per_dataset: Vec<(f64, usize)>,
     step_loss: f64,
     /// The mean of the first and the last logged window of this segment.
     pub first_loss: Option<f64>,
@@ -112,12 +117,22 @@ pub(super) struct Logger {
 }
 
 impl Logger {
-    pub fn new(cfg: &TrainConfig, steps_left: usize) -> Self {
+    /// `datasets`: the names when there are several (else empty), `step_dataset` the dataset
+    /// of each step.
+    pub fn new(
+        cfg: &TrainConfig,
+        steps_left: usize,
+        datasets: Vec<String>,
+        step_dataset: Vec<usize>,
+    ) -> Self {
         Self {
             bar: Progress::new("training", steps_left as u64, cfg.progress),
             log_lines: cfg.log_lines,
             debug_steps: tracing::enabled!(tracing::Level::DEBUG),
             window: (0.0, 0, 0, Instant::now()),
+            per_dataset: vec![(0.0, 0); datasets.len()],
+            datasets,
+            step_dataset,
             step_loss: f64::NAN,
             first_loss: None,
             last_loss: None,
@@ -134,10 +149,19 @@ impl Observer for Logger {
         _: &AdamW,
     ) -> Result<()> {
         let (sum, n, examples, _) = &mut self.window;
-        for l in ev.losses {
+        let first = ev.done - ev.losses.len();
+        for (i, l) in ev.losses.iter().enumerate() {
             *sum += l;
             *n += 1;
             self.step_loss = *l;
+            if let Some(w) = self
+                .step_dataset
+                .get(first + i)
+                .and_then(|&d| self.per_dataset.get_mut(d))
+            {
+                w.0 += l;
+                w.1 += 1;
+            }
         }
         *examples += ev.examples;
         let done = ev.done;
@@ -162,10 +186,15 @@ impl Observer for Logger {
             self.first_loss.get_or_insert(mean);
             self.last_loss = Some(mean);
             let rate = examples as f64 / secs;
-            st.metrics.line(
-                &json!({"step": done, "epoch": st.epoch(done), "loss": mean, "lr": ev.lr,
-                "grad_norm": norm, "examples_per_sec": rate}),
-            )?;
+            let mut line = json!({"step": done, "epoch": st.epoch(done), "loss": mean, "lr": ev.lr,
+                "grad_norm": norm, "examples_per_sec": rate});
+            for (name, w) in self.datasets.iter().zip(self.per_dataset.iter_mut()) {
+                if w.1 > 0 {
+                    line[format!("loss_{name}")] = json!(w.0 / w.1 as f64);
+                }
+                *w = (0.0, 0);
+            }
+            st.metrics.line(&line)?;
             if self.log_lines {
                 tracing::info!(
                     "step {done}/{}  loss {mean:.6}  lr {:.3e}  grad-norm {norm:.3}  {rate:.1} examples/s",

@@ -1,9 +1,9 @@
 //! Everything before step 1: the data read and checked against the loss, the evaluator, the
 //! output directory probed, the checkpoint to resume from, and the plan of batches. Fails fast.
 
-use super::batcher::epoch_batches;
 use super::checkpoint::{self, TrainerState};
 use super::data::TrainSet;
+use super::datasets::{epoch_plan, DatasetSpec, Plan};
 use super::observe::EvalSet;
 use super::prompts::TrainPrompts;
 use super::TrainConfig;
@@ -13,102 +13,34 @@ use crate::loss::{self, Loss, LossKind};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
-/// Everything prepared before step 1; fails fast on bad data or outputs.
-pub(super) struct Prepared {
+/// One dataset of the run, read and checked against its loss.
+pub(super) struct Part {
+    pub(super) spec: DatasetSpec,
     pub(super) table: crate::data::Table,
-    pub(super) eval_table: Option<crate::data::Table>,
     pub(super) set: TrainSet,
     pub(super) simcse: bool,
     pub(super) loss: Box<dyn Loss>,
-    pub(super) evaluators: Vec<EvalSet>,
     pub(super) prompts: TrainPrompts,
+}
+
+/// Everything prepared before step 1; fails fast on bad data or outputs.
+pub(super) struct Prepared {
+    /// The datasets, in `--dataset` order (one for a plain run).
+    pub(super) parts: Vec<Part>,
+    pub(super) eval_table: Option<crate::data::Table>,
+    pub(super) evaluators: Vec<EvalSet>,
     pub(super) resume: Option<(PathBuf, TrainerState)>,
 }
 
 pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     cfg.validate()?;
-    let loss = cfg.loss_spec().build(&cfg.loss_params);
-    let table = read_table(&cfg.data, cfg.format, &cfg.read)?;
-    let label_kind = loss.input_shape().label;
-    // Teacher labels come from --teacher, not from the data.
-    let teacher_labels = label_kind == loss::LabelKind::Teacher && cfg.teacher.is_some();
-    let takes_label = label_kind != loss::LabelKind::None && !teacher_labels;
-    let mut set = TrainSet::from_table_with(
-        &table,
-        &cfg.columns,
-        takes_label,
-        label_kind == loss::LabelKind::Class,
-    )?;
-    if cfg.columns.label_column.is_none() && !takes_label && set.labels.is_some() {
-        // sentence-transformers hands a "label"/"score" column to every loss and the losses
-        // without labels ignore it; do the same for a column found by default, and say so.
-        tracing::info!(
-            "note: {} {}; ignoring column {:?}",
-            loss.name(),
-            if teacher_labels {
-                "takes its labels from --teacher"
-            } else {
-                "takes no label"
-            },
-            set.label_column.as_deref().unwrap_or("")
-        );
-        set.labels = None;
-        set.label_column = None;
-    }
-    let simcse = set.n_texts() == 1 && matches!(cfg.loss, LossKind::Mnrl | LossKind::CachedMnrl);
-    let n_texts = if simcse { 2 } else { set.n_texts() };
-    let shape = loss.input_shape();
-    shape
-        .check(loss.name(), n_texts, set.labels.is_some() || teacher_labels)
-        .with_context(|| {
-            format!(
-                "{}: columns {:?}{}",
-                cfg.data.display(),
-                set.columns,
-                set.label_column
-                    .as_ref()
-                    .map(|l| format!(" + label {l:?}"))
-                    .unwrap_or_default()
-            )
-        })?;
-    set.check_labels(shape.label)?;
-    if let Some(c) = &set.classes {
-        tracing::info!(
-            "classes of {:?}: {}",
-            set.label_column.as_deref().unwrap_or("label"),
-            c.iter()
-                .enumerate()
-                .map(|(i, n)| format!("{n}={i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    if cfg.loss == LossKind::Cosine {
-        // The target of CosineSimilarityLoss is a cosine: a score outside [-1, 1] is almost
-        // always an unscaled one (STS-B's 0–5), which would train towards impossible values.
-        if let Some(labels) = &set.labels {
-            if let Some(i) = labels.iter().position(|y| !(-1.0..=1.0).contains(y)) {
-                bail!(
-                    "{}:{}: field {:?}: cosine loss needs scores in [-1, 1], got {}; scale them (divide 0–5 STS scores by 5, or use --format stsb)",
-                    set.path.display(),
-                    set.lines.get(i).copied().unwrap_or(0),
-                    set.label_column.as_deref().unwrap_or("label"),
-                    labels[i]
-                );
-            }
-        }
-    }
-    if cfg.batch_size > set.len() {
-        bail!(
-            "--batch-size {} is larger than the training data ({} rows in {})",
-            cfg.batch_size,
-            set.len(),
-            cfg.data.display()
-        );
-    }
+    let parts = cfg
+        .parts()
+        .into_iter()
+        .map(|spec| prepare_part(cfg, spec))
+        .collect::<Result<Vec<_>>>()?;
     check_output_dir(cfg)?;
     crate::fsutil::check_writable_dir(&cfg.output)?;
-    let prompts = TrainPrompts::resolve(&cfg.prompts, &set.columns)?;
     let mut evaluators = Vec::with_capacity(cfg.eval.len());
     let mut eval_table = None;
     for e in &cfg.eval {
@@ -151,14 +83,102 @@ pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
         None => None,
     };
     Ok(Prepared {
-        table,
+        parts,
         eval_table,
+        evaluators,
+        resume,
+    })
+}
+
+/// Reads one dataset and checks it against its loss (column count, labels, batch size).
+fn prepare_part(cfg: &TrainConfig, spec: DatasetSpec) -> Result<Part> {
+    let loss = cfg.loss_spec_for(spec.loss).build(&spec.loss_params);
+    let table = read_table(&spec.data, spec.format, &cfg.read)?;
+    let label_kind = loss.input_shape().label;
+    // Teacher labels come from --teacher, not from the data.
+    let teacher_labels = label_kind == loss::LabelKind::Teacher && cfg.teacher.is_some();
+    let takes_label = label_kind != loss::LabelKind::None && !teacher_labels;
+    let mut set = TrainSet::from_table_with(
+        &table,
+        &spec.columns,
+        takes_label,
+        label_kind == loss::LabelKind::Class,
+    )?;
+    if spec.columns.label_column.is_none() && !takes_label && set.labels.is_some() {
+        // sentence-transformers hands a "label"/"score" column to every loss and the losses
+        // without labels ignore it; do the same for a column found by default, and say so.
+        tracing::info!(
+            "note: {} {}; ignoring column {:?}",
+            loss.name(),
+            if teacher_labels {
+                "takes its labels from --teacher"
+            } else {
+                "takes no label"
+            },
+            set.label_column.as_deref().unwrap_or("")
+        );
+        set.labels = None;
+        set.label_column = None;
+    }
+    let simcse = set.n_texts() == 1 && matches!(spec.loss, LossKind::Mnrl | LossKind::CachedMnrl);
+    let n_texts = if simcse { 2 } else { set.n_texts() };
+    let shape = loss.input_shape();
+    shape
+        .check(loss.name(), n_texts, set.labels.is_some() || teacher_labels)
+        .with_context(|| {
+            format!(
+                "{}: columns {:?}{}",
+                spec.data.display(),
+                set.columns,
+                set.label_column
+                    .as_ref()
+                    .map(|l| format!(" + label {l:?}"))
+                    .unwrap_or_default()
+            )
+        })?;
+    set.check_labels(shape.label)?;
+    if let Some(c) = &set.classes {
+        tracing::info!(
+            "classes of {:?}: {}",
+            set.label_column.as_deref().unwrap_or("label"),
+            c.iter()
+                .enumerate()
+                .map(|(i, n)| format!("{n}={i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if spec.loss == LossKind::Cosine {
+        // The target of CosineSimilarityLoss is a cosine: a score outside [-1, 1] is almost
+        // always an unscaled one (STS-B's 0–5), which would train towards impossible values.
+        if let Some(labels) = &set.labels {
+            if let Some(i) = labels.iter().position(|y| !(-1.0..=1.0).contains(y)) {
+                bail!(
+                    "{}:{}: field {:?}: cosine loss needs scores in [-1, 1], got {}; scale them (divide 0–5 STS scores by 5, or use --format stsb)",
+                    set.path.display(),
+                    set.lines.get(i).copied().unwrap_or(0),
+                    set.label_column.as_deref().unwrap_or("label"),
+                    labels[i]
+                );
+            }
+        }
+    }
+    if cfg.batch_size > set.len() {
+        bail!(
+            "--batch-size {} is larger than the training data ({} rows in {})",
+            cfg.batch_size,
+            set.len(),
+            spec.data.display()
+        );
+    }
+    let prompts = TrainPrompts::resolve(&spec.prompts, &set.columns)?;
+    Ok(Part {
+        spec,
+        table,
         set,
         simcse,
         loss,
-        evaluators,
         prompts,
-        resume,
     })
 }
 
@@ -239,28 +259,60 @@ fn recipe_changes(saved: &serde_json::Value, now: &serde_json::Value) -> Vec<Str
     out
 }
 
-/// The optimizer steps of the whole run: batches of rows, epoch after epoch.
-pub(super) fn plan(cfg: &TrainConfig, set: &TrainSet) -> Vec<Vec<usize>> {
-    let no_dup = cfg.no_duplicates.unwrap_or(cfg.loss.in_batch_negatives());
-    let mut batches = Vec::new();
+/// The optimizer steps of the whole run, epoch after epoch: each step's dataset and its
+/// micro-batches of rows.
+pub(super) fn plan(cfg: &TrainConfig, parts: &[Part]) -> Plan {
+    let (texts, no_dup) = sampler_inputs(cfg, parts);
+    let mut steps = Vec::new();
     let mut epoch = 0;
     loop {
-        batches.extend(epoch_batches(
-            &set.texts,
+        steps.extend(epoch_plan(
+            &texts,
+            &no_dup,
             cfg.batch_size,
+            cfg.grad_accum,
             cfg.seed,
             epoch,
             cfg.shuffle,
-            no_dup,
+            cfg.sampler,
         ));
         epoch += 1;
-        let steps = batches.len().div_ceil(cfg.grad_accum);
         let enough = match cfg.max_steps {
-            Some(m) => steps >= m,
+            Some(m) => steps.len() >= m,
             None => epoch >= cfg.epochs,
         };
-        if enough {
-            return batches;
+        if enough || steps.is_empty() {
+            return steps;
         }
     }
+}
+
+/// Optimizer steps in one epoch.
+pub(super) fn steps_per_epoch(cfg: &TrainConfig, parts: &[Part]) -> usize {
+    let (texts, no_dup) = sampler_inputs(cfg, parts);
+    epoch_plan(
+        &texts,
+        &no_dup,
+        cfg.batch_size,
+        cfg.grad_accum,
+        cfg.seed,
+        0,
+        cfg.shuffle,
+        cfg.sampler,
+    )
+    .len()
+    .max(1)
+}
+
+/// Each dataset's rows, and whether its batches avoid duplicate texts (in-batch negatives).
+fn sampler_inputs<'a>(cfg: &TrainConfig, parts: &'a [Part]) -> (Vec<&'a [Vec<String>]>, Vec<bool>) {
+    let texts = parts.iter().map(|p| p.set.texts.as_slice()).collect();
+    let no_dup = parts
+        .iter()
+        .map(|p| {
+            cfg.no_duplicates
+                .unwrap_or(p.spec.loss.in_batch_negatives())
+        })
+        .collect();
+    (texts, no_dup)
 }

@@ -3,7 +3,6 @@
 //! AdamW step → observers (log, evaluate, checkpoint; `observe.rs`) } → final save, model card,
 //! report. An interrupt (Ctrl-C, SIGTERM) saves a checkpoint at the next step boundary.
 
-use super::batcher::epoch_batches;
 use super::checkpoint;
 use super::clip::clip_and_step;
 use super::observe::{Checkpoints, Evaluations, Event, Logger, MetricsFile, Observer, RunState};
@@ -12,7 +11,6 @@ use super::outcome::{Throughput, TrainReport, WARM_STEPS};
 use super::phases::{Phase, PhaseTimer};
 use super::prepare::{plan, prepare};
 use super::schedule::{lr_at, warmup_steps};
-use super::step::{StepCtx, StepData};
 use super::TrainConfig;
 use crate::model::{ModelSpec, SentenceEncoder};
 use crate::signals;
@@ -70,71 +68,23 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             );
         }
     }
-    if let Some(t) = &cfg.teacher {
-        super::teacher::apply(t, cfg.loss, &mut p.set, &device)?;
+    // Each dataset made ready: teacher labels, the loss's parameters, the check, the tokens.
+    let guide = super::parts::load_guide(cfg, &p, &device)?;
+    let mut ready = Vec::with_capacity(p.parts.len());
+    for part in p.parts.iter_mut() {
+        ready.push(super::parts::make_ready(
+            cfg,
+            part,
+            p.eval_table.as_ref(),
+            &mut model,
+            guide.as_ref(),
+            &device,
+        )?);
     }
-    p.loss.init(&crate::loss::head::HeadInit {
-        dim: model.dim(),
-        num_classes: p.set.num_classes(),
-        teacher_dim: super::teacher::teacher_dim(&p.set),
-        device: &device,
-        seed: cfg.seed,
-    })?;
-    // The training prompts become the model's own (saved with it; evaluation uses them).
-    p.prompts.apply_to(&mut model.prompts);
-    let resolved = crate::data::ColumnSpec {
-        text_columns: Some(p.set.columns.clone()),
-        label_column: p.set.label_column.clone(),
-    };
-    let report =
-        crate::pairs::check::check(&p.table, &resolved, p.eval_table.as_ref(), Some(&model))?;
-    tracing::info!("{}", report.to_text().trim_end());
 
-    // Tokenize every text once (each column with its prompt).
-    let cols = p.set.n_texts();
-    let flat: Vec<String> = p
-        .set
-        .texts
-        .iter()
-        .flat_map(|r| r.iter().enumerate().map(|(c, s)| p.prompts.prefixed(c, s)))
-        .collect();
-    let refs: Vec<&str> = flat.iter().map(String::as_str).collect();
-    let toks = model.tokenizer.tokenize(&refs)?;
-    let prompt_lens = p.prompts.token_counts(&model.tokenizer, cols)?;
-    // The guide of a guided loss: loaded (frozen, eval mode) and given the same texts.
-    let guide = match &cfg.guide {
-        Some(spec) if cfg.loss.guided() => {
-            let g = SentenceEncoder::load(spec, &device)
-                .with_context(|| format!("--guide-model {}", spec.model))?;
-            crate::logging::model_loaded(spec, &g);
-            let toks = g.tokenizer.tokenize(&refs)?;
-            let lens = p.prompts.token_counts(&g.tokenizer, cols)?;
-            Some((g, toks, lens))
-        }
-        _ => None,
-    };
-    drop(refs);
-    drop(flat);
-
-    let batches = plan(cfg, &p.set);
-    let accum = cfg.grad_accum;
-    let total = cfg
-        .max_steps
-        .unwrap_or_else(|| batches.len().div_ceil(accum));
-    let steps_per_epoch = {
-        let no_dup = cfg.no_duplicates.unwrap_or(cfg.loss.in_batch_negatives());
-        epoch_batches(
-            &p.set.texts,
-            cfg.batch_size,
-            cfg.seed,
-            0,
-            cfg.shuffle,
-            no_dup,
-        )
-        .len()
-        .div_ceil(accum)
-        .max(1)
-    };
+    let steps = plan(cfg, &p.parts);
+    let total = cfg.max_steps.unwrap_or(steps.len());
+    let steps_per_epoch = super::prepare::steps_per_epoch(cfg, &p.parts);
     let warmup = warmup_steps(total, cfg.warmup_ratio, cfg.warmup_steps);
     let all = model.named_vars();
     let n_all = all.len();
@@ -150,7 +100,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         );
     }
     // The loss's own parameters train with the model (kept in checkpoints, not in the model).
-    trainable.extend(p.loss.params());
+    trainable.extend(super::parts::loss_params(&p.parts));
     let vars: Vec<_> = trainable.iter().map(|(_, v)| v.clone()).collect();
     let mut opt = AdamW::new(
         trainable,
@@ -177,32 +127,47 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     let metrics_path = cfg.output.join("metrics.jsonl");
     truncate_metrics(&metrics_path, start)?;
     // The resolved config, and the model family, execution path and step the run takes.
-    let step_kind = super::step::for_config(accum, cfg.cache_mini_batch());
     let mut saved = serde_json::to_value(cfg)?;
     if let Some(o) = saved.as_object_mut() {
         o.insert("family".into(), json!(model.family()));
         o.insert("exec".into(), json!(model.exec()));
-        o.insert("step".into(), json!(step_kind.name()));
+        o.insert("step".into(), json!(ready[0].step.name()));
     }
     crate::fsutil::write_atomic(
         &cfg.output.join("train_config.json"),
         &serde_json::to_vec_pretty(&saved)?,
     )?;
+    for (part, r) in p.parts.iter().zip(&ready) {
+        let cols = part.set.n_texts();
+        tracing::info!(
+            "training {} on {} rows of {} ({} text column{}{}){}",
+            part.loss.name(),
+            part.set.len(),
+            part.spec.name,
+            cols,
+            if cols == 1 { "" } else { "s" },
+            if part.simcse {
+                ", SimCSE: each text is its own positive"
+            } else {
+                ""
+            },
+            match r.step.name() {
+                "cached" => format!(
+                    ", embedded {} at a time (GradCache)",
+                    cfg.cache_mini_batch_for(part.spec.loss).unwrap_or(0)
+                ),
+                _ => String::new(),
+            }
+        );
+    }
     tracing::info!(
-        "training {} on {} rows ({} text column{}{}), {total} steps, batch {}{}, warmup {warmup}, on {} ({}, {} ops)",
-        p.loss.name(),
-        p.set.len(),
-        cols,
-        if cols == 1 { "" } else { "s" },
-        if p.simcse {
-            ", SimCSE: each text is its own positive"
-        } else {
-            ""
-        },
+        "{total} steps, batch {}, warmup {warmup}{}, on {} ({}, {} ops)",
         cfg.batch_size,
-        cfg.cache_mini_batch()
-            .map(|m| format!(" (embedded {m} at a time, GradCache)"))
-            .unwrap_or_default(),
+        if p.parts.len() > 1 {
+            format!(", datasets drawn {:?}", cfg.sampler)
+        } else {
+            String::new()
+        },
         crate::device::describe(&device),
         cfg.model.compute.dtype,
         model.exec(),
@@ -214,7 +179,17 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         metrics: MetricsFile::open(&metrics_path)?,
         steps_per_epoch,
     };
-    let mut logger = Logger::new(cfg, total - start);
+    let names = if p.parts.len() > 1 {
+        p.parts.iter().map(|x| x.spec.name.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let mut logger = Logger::new(
+        cfg,
+        total - start,
+        names,
+        steps.iter().map(|(d, _)| *d).collect(),
+    );
     let mut evals = Evaluations {
         sets: p.evaluators,
         save_best: cfg.save_best,
@@ -235,25 +210,12 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     let (mut timer, mut timed_examples, mut timed_steps) = (None::<Instant>, 0usize, 0usize);
     let mut phases = PhaseTimer::new(&device, cfg.phase_timing);
     let debug_steps = tracing::enabled!(tracing::Level::DEBUG);
-    let ctx = StepCtx {
-        model: &model,
-        loss: p.loss.as_ref(),
-        data: StepData {
-            tokens: &toks,
-            cols,
-            simcse: p.simcse,
-            labels: p.set.labels.as_deref(),
-            label_shape: &p.set.label_shape,
-            prompt_lens: &prompt_lens,
-        },
-        guide: guide.as_ref().map(|(g, tokens, lens)| super::step::Guide {
-            model: g,
-            tokens,
-            prompt_lens: lens,
-        }),
-        vars: &vars,
-        device: &device,
-    };
+    let ctxs: Vec<_> = p
+        .parts
+        .iter()
+        .zip(&ready)
+        .map(|(part, r)| super::parts::ctx(&model, part, r, guide.as_ref(), &vars, &device))
+        .collect();
     for step in start..total {
         if let Some(sig) = signals::pending() {
             let path = ckpts.save(step, st.best, &model, &opt)?;
@@ -270,11 +232,11 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             device.synchronize()?;
             timer = Some(Instant::now());
         }
-        let micro: Vec<&[usize]> = (0..accum)
-            .filter_map(|m| batches.get(step * accum + m).map(|b| b.as_slice()))
-            .collect();
-        let out = step_kind
-            .run(&ctx, &micro, &mut phases)
+        let (d, batches) = &steps[step];
+        let micro: Vec<&[usize]> = batches.iter().map(|b| b.as_slice()).collect();
+        let out = ready[*d]
+            .step
+            .run(&ctxs[*d], &micro, &mut phases)
             .with_context(|| format!("training step {}", step + 1))?;
         let lr = lr_at(cfg.schedule, cfg.lr, step, warmup, total);
         phases.begin();
@@ -320,7 +282,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         evals.step(&ev, &mut st, &model, &opt)?;
         ckpts.step(&ev, &mut st, &model, &opt)?;
     }
-    drop(ctx);
+    drop(ctxs);
     device.synchronize()?;
     let throughput = timer.map(|t| Throughput {
         steps: timed_steps,
@@ -379,19 +341,25 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     if report.interrupted.is_none() {
         let card = super::card::CardInput {
             model: &model,
-            rows: p.set.len(),
-            columns: &p.set.columns,
-            label_column: p.set.label_column.as_deref(),
-            examples: (0..p.set.len().min(3))
-                .map(|i| {
-                    (
-                        p.set.texts[i].clone(),
-                        p.set
-                            .labels
-                            .as_ref()
-                            .filter(|_| p.set.label_width() == 1)
-                            .and_then(|l| l.get(i).copied()),
-                    )
+            datasets: p
+                .parts
+                .iter()
+                .map(|part| super::card::CardDataset {
+                    spec: &part.spec,
+                    rows: part.set.len(),
+                    columns: &part.set.columns,
+                    label_column: part.set.label_column.as_deref(),
+                    examples: (0..part.set.len().min(3))
+                        .map(|i| {
+                            let label = part
+                                .set
+                                .labels
+                                .as_ref()
+                                .filter(|_| part.set.label_width() == 1)
+                                .and_then(|l| l.get(i).copied());
+                            (part.set.texts[i].clone(), label)
+                        })
+                        .collect(),
                 })
                 .collect(),
             device: crate::device::describe(&device),

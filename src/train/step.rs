@@ -96,6 +96,9 @@ pub struct StepCtx<'a> {
     /// The trainable parameters, in the optimizer's order.
     pub vars: &'a [Var],
     pub device: &'a Device,
+    /// The dataset's loss weight (the back-propagated loss is multiplied by it; the reported
+    /// one is not).
+    pub weight: f64,
 }
 
 /// One step's result: a gradient per parameter (None: untouched), each micro-batch's loss (still
@@ -260,6 +263,11 @@ fn divided_loss(
 ) -> Result<(Tensor, Tensor)> {
     let l = loss_of(ctx, rows, embs, labels)?;
     let out = l.detach();
+    let l = if ctx.weight != 1.0 {
+        (l * ctx.weight)?
+    } else {
+        l
+    };
     Ok(match divide {
         Some(n) => (out, (l / n)?),
         None => (out, l),

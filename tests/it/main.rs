@@ -15,6 +15,7 @@ mod lint;
 mod logging;
 mod losses;
 mod model_files;
+mod multi_dataset;
 mod oracle;
 mod pairs;
 mod parity;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
+pub(crate) fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
     candle_core::safetensors::load(path, &Device::Cpu)
         .unwrap()
         .into_iter()
@@ -15,14 +15,14 @@ fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
         .collect()
 }
 
-struct Tiny {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    model: PathBuf,
-    data: PathBuf,
+pub(crate) struct Tiny {
+    pub(crate) _tmp: tempfile::TempDir,
+    pub(crate) dir: PathBuf,
+    pub(crate) model: PathBuf,
+    pub(crate) data: PathBuf,
 }
 
-fn tiny_setup() -> Tiny {
+pub(crate) fn tiny_setup() -> Tiny {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let model = dir.join("tiny");
@@ -135,7 +135,7 @@ fn freezing_more_layers_than_the_model_has_is_refused() {
 }
 
 /// Pairs with NLI-style class names.
-fn nli_tsv(dir: &Path) -> PathBuf {
+pub(crate) fn nli_tsv(dir: &Path) -> PathBuf {
     let p = dir.join("nli.tsv");
     let names = ["entailment", "neutral", "contradiction"];
     let rows: String = (0..36)
@@ -176,7 +176,7 @@ fn run_ok(t: &Tiny, data: &Path, out: &Path, extra: &[&str]) -> String {
 }
 
 /// `train` with the tiny model and any other flags (a later `-d` / `--loss` wins).
-fn train_with(t: &Tiny, out: &Path, extra: &[&str]) -> Output {
+pub(crate) fn train_with(t: &Tiny, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "train",
         "-m",
@@ -195,7 +195,7 @@ fn train_with(t: &Tiny, out: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-fn losses_logged(out: &Path) -> Vec<f64> {
+pub(crate) fn losses_logged(out: &Path) -> Vec<f64> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
         .lines()

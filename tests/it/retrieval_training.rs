@@ -107,6 +107,7 @@ fn step_grads_with(
         guide: None,
         vars: &vars,
         device: &Device::Cpu,
+        weight: 1.0,
     };
     let rows: Vec<usize> = (0..PAIRS.len()).collect();
     let kind = step::for_config(1, mini);

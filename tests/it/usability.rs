@@ -190,7 +190,13 @@ fn the_dataset_check_counts_the_same_texts_as_train() {
 /// can be wrong.
 fn required_args(sub: &clap::Command) -> Vec<String> {
     let mut out = Vec::new();
-    for a in sub.get_arguments().filter(|a| a.is_required_set()) {
+    let needed = |a: &clap::Arg| {
+        a.is_required_set()
+            || a.get_long().is_some_and(|l| {
+                embtune::cli::config_file::REQUIRED_UNLESS.contains(&(sub.get_name(), l))
+            })
+    };
+    for a in sub.get_arguments().filter(|a| needed(a)) {
         let v = a
             .get_possible_values()
             .first()
@@ -744,7 +750,7 @@ fn recipes_read_paths_from_their_folder_and_name_their_errors() {
     let text = String::from_utf8_lossy(&t.stdout);
     for k in [
         "# model = …   (required)",
-        "# data = …   (required)",
+        "# data = …   (required, unless [[datasets]] tables are given)",
         "lr = 0.00002",
         "batch-size = 16",
     ] {
