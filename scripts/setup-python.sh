@@ -40,7 +40,8 @@ sentence-transformers==6.2.*
 transformers==5.24.*
 datasets==5.2.0
 accelerate==1.15.0
-psutil==7.2.2'
+psutil==7.2.2
+peft==0.21.2'
 
 log() { echo "setup-python: $*" >&2; }
 

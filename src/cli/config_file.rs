@@ -155,13 +155,14 @@ fn file_args(path: &PathBuf, sub: &Command) -> Result<Vec<OsString>> {
         };
         let switch = matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse);
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-        // Relative paths are read from the recipe's folder (a model is a path only when that
-        // folder has it; else it is a Hub id).
+        // Relative paths are read from the recipe's folder (a model, teacher or guide is a path
+        // only when that folder has it; else it is a Hub id).
         let relocate = |v: String| -> String {
             let Some(dir) = dir else { return v };
             let p = std::path::Path::new(&v);
             let rel = p.is_relative() && !v.starts_with("hf://");
-            if rel && (is_path(arg) || (flag == "model" && dir.join(p).is_dir())) {
+            let model_like = matches!(flag.as_str(), "model" | "teacher" | "guide-model");
+            if rel && (is_path(arg) || (model_like && dir.join(p).exists())) {
                 dir.join(p).to_string_lossy().into_owned()
             } else {
                 v

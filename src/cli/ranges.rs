@@ -71,6 +71,8 @@ pub const RULES: &[(&str, Range)] = &[
     ("max-steps", Range::AtLeast(1)),
     ("grad-accum", Range::AtLeast(1)),
     ("freeze-layers", Range::AtLeast(0)),
+    ("lora-rank", Range::AtLeast(1)),
+    ("lora-alpha", Range::Positive),
     ("eval-steps", Range::AtLeast(1)),
     ("save-steps", Range::AtLeast(1)),
     ("save-total-limit", Range::AtLeast(1)),

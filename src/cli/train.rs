@@ -135,6 +135,22 @@ pub struct TrainArgs {
     /// Override the model's dropout rates (0 disables dropout).
     #[arg(long)]
     pub dropout: Option<f64>,
+    /// LoRA: train rank-R adapters on the targeted linear layers instead of the model's weights
+    /// (PEFT's LoRA, dropout 0, no bias); the output is the merged model (a plain
+    /// sentence-transformers folder), --save-adapter adds the PEFT adapter.
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// LoRA scaling: the update is (alpha / rank)·B·A [default: 8, PEFT's].
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// LoRA: the linear layers to adapt, by the last part of their name (query,key,value,dense
+    /// for BERT) [default: the family's query and value projections, as PEFT].
+    #[arg(long, value_delimiter = ',', requires = "lora_rank")]
+    pub lora_targets: Option<Vec<String>>,
+    /// LoRA: also save the adapter as PEFT does (adapter_config.json + adapter_model.safetensors)
+    /// in <output>/adapter/, for peft / sentence-transformers' load_adapter.
+    #[arg(long, requires = "lora_rank")]
+    pub save_adapter: bool,
     /// Leave the embeddings (token, position, token-type tables and their norm) untrained.
     #[arg(long)]
     pub freeze_embeddings: bool,
@@ -216,6 +232,9 @@ impl TrainArgs {
         let guide = self
             .guide_model
             .map(|g| self.model.load.clone().guide_spec(g));
+        if self.lora_rank.is_none() && self.lora_alpha.is_some() {
+            anyhow::bail!("--lora-alpha is set but not --lora-rank: give the adapters' rank too (e.g. --lora-rank 8)");
+        }
         let teacher = self.teacher.as_deref().map(|t| {
             crate::train::teacher::Teacher::parse(t, |m| self.model.load.clone().guide_spec(m))
         });
@@ -287,6 +306,12 @@ impl TrainArgs {
                 None
             },
             dropout: self.dropout,
+            lora: self.lora_rank.map(|rank| crate::model::lora::LoraConfig {
+                rank,
+                alpha: self.lora_alpha.unwrap_or(8.0),
+                targets: self.lora_targets.clone().unwrap_or_default(),
+            }),
+            save_adapter: self.save_adapter,
             freeze: crate::train::freeze::Freeze {
                 embeddings: self.freeze_embeddings,
                 layers: self.freeze_layers,

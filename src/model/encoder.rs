@@ -30,6 +30,9 @@ pub struct Fwd {
     pub grad: bool,
     /// Train mode: dropout seeds come from this RNG. `None`: eval mode, no dropout.
     dropout: Option<RefCell<Rng>>,
+    /// LoRA: the effective weight of each adapted parameter, by the parameter's tensor id
+    /// (`model::lora`); `param` hands these out instead.
+    lora: Option<std::collections::HashMap<candle_core::TensorId, Tensor>>,
 }
 
 impl Fwd {
@@ -40,7 +43,17 @@ impl Fwd {
             compute,
             grad: false,
             dropout: None,
+            lora: None,
         }
+    }
+
+    /// With LoRA's effective weights (see `model::lora::Lora::effective`).
+    pub fn with_lora(
+        mut self,
+        lora: Option<std::collections::HashMap<candle_core::TensorId, Tensor>>,
+    ) -> Self {
+        self.lora = lora;
+        self
     }
 
     /// Eval mode with a graph (gradients without dropout).
@@ -87,6 +100,9 @@ impl Fwd {
     /// A parameter as this pass uses it: tracked for autograd, or detached (no graph is kept, so
     /// activations are freed as soon as they are used). In its stored dtype; ops cast as needed.
     pub fn param(&self, v: &Var) -> Tensor {
+        if let Some(w) = self.lora.as_ref().and_then(|m| m.get(&v.as_tensor().id())) {
+            return w.clone();
+        }
         if self.grad {
             v.as_tensor().clone()
         } else {

@@ -12,6 +12,7 @@ pub mod encoder;
 pub mod family;
 pub mod hub;
 mod load;
+pub mod lora;
 pub mod nn;
 pub mod pooling;
 pub mod prompts;
@@ -92,6 +93,9 @@ pub struct SentenceEncoder {
     /// Set once the trainable parameters were handed out (`named_vars`): the weights may have
     /// changed since, so nothing is cached for them.
     weights_exposed: std::sync::atomic::AtomicBool,
+    /// LoRA adapters, when training with them (`lora.rs`): passes use the effective weights,
+    /// saving merges them.
+    lora: Option<lora::Lora>,
 }
 
 impl SentenceEncoder {
@@ -180,6 +184,7 @@ impl SentenceEncoder {
             notices: Vec::new(),
             weights_file: None,
             weights_exposed: std::sync::atomic::AtomicBool::new(false),
+            lora: None,
         }
     }
 
@@ -315,7 +320,7 @@ impl SentenceEncoder {
     /// on (seeds drawn from the model's dropout RNG, which moves on).
     pub fn embed_batch(&self, batch: &TokenBatch, train: bool) -> candle_core::Result<Tensor> {
         if !train {
-            let fwd = Fwd::eval(self.exec, self.compute);
+            let fwd = Fwd::eval(self.exec, self.compute).with_lora(self.lora_weights(true)?);
             return self.head(&self.encoder.forward(batch, &fwd)?, batch, true);
         }
         self.train_pass(batch, true)
@@ -334,7 +339,8 @@ impl SentenceEncoder {
             Fwd::train(self.exec, self.compute, rng.clone())
         } else {
             Fwd::train_no_graph(self.exec, self.compute, rng.clone())
-        };
+        }
+        .with_lora(self.lora_weights(graph)?);
         let hidden = self.encoder.forward(batch, &fwd)?;
         if let Some(r) = fwd.into_rng() {
             *rng = r;
@@ -345,8 +351,8 @@ impl SentenceEncoder {
 
     /// Hidden states `[B, S, H]` of the transformer in eval mode without a graph (tests, checks).
     pub fn hidden_states(&self, batch: &TokenBatch) -> candle_core::Result<Tensor> {
-        self.encoder
-            .forward(batch, &Fwd::inference(self.exec, self.compute))
+        let fwd = Fwd::inference(self.exec, self.compute).with_lora(self.lora_weights(false)?);
+        self.encoder.forward(batch, &fwd)
     }
 
     /// Pads the token ids of a training batch's text columns (`columns[c][i]`: row i of column

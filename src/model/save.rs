@@ -26,10 +26,7 @@ impl SentenceEncoder {
     fn write_files(&self, dir: &Path) -> Result<()> {
         use crate::fsutil::write_file_synced;
         let pretty = |v: &Value| serde_json::to_vec_pretty(v).unwrap_or_default();
-        weights::save_safetensors(
-            &self.encoder.tensors_for_save(),
-            &dir.join("model.safetensors"),
-        )?;
+        weights::save_safetensors(&self.tensors_to_save()?, &dir.join("model.safetensors"))?;
         write_file_synced(&dir.join("config.json"), &pretty(&self.config_json))?;
         for (name, bytes) in &self.tokenizer_files {
             write_file_synced(&dir.join(name), bytes)?;

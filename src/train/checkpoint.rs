@@ -30,6 +30,8 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 /// The loss's own parameters (SoftmaxLoss's classifier, a distillation projection), when it
 /// has any: not part of the model.
 pub const LOSS_PARAMS_FILE: &str = "loss_params.safetensors";
+/// LoRA's adapter matrices (a LoRA run's checkpoint has no model/: the base is reloaded).
+pub const LORA_FILE: &str = "lora.safetensors";
 pub const MODEL_DIR: &str = "model";
 /// The folder of an output directory that holds its checkpoints.
 pub const CHECKPOINTS_DIR: &str = "checkpoints";

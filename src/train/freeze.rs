@@ -1,14 +1,66 @@
-//! Layer freezing (`--freeze-embeddings`, `--freeze-layers N`): which of the model's named
-//! parameters the optimizer gets. Frozen ones keep their loaded values bit for bit and get no
+//! What trains ([`trainable`]): LoRA adapters (`--lora-rank`, `model::lora`) in place of the
+//! model's weights, or the model's parameters less the frozen ones. Layer freezing
+//! (`--freeze-embeddings`, `--freeze-layers N`): which of the model's named parameters the
+//! optimizer gets. Frozen ones keep their loaded values bit for bit and get no
 //! AdamW state, so checkpoints shrink with them. Names are the checkpoint's (HF) names of every
 //! family: the embeddings are the parameters under an `embeddings.` module, and a layer's index
 //! is the number after its `layer.` / `layers.` component (BERT, RoBERTa, MPNet, GTE, NomicBERT
 //! `encoder.layer(s).N.…`, DistilBERT `transformer.layer.N.…`, ModernBERT `layers.N.…`).
 //! Parameters outside both (MPNet's shared relative-attention bias, a final norm, Dense heads)
-//! stay trainable. Depends on candle only.
+//! stay trainable. Depends on candle and model.
 
+use super::TrainConfig;
+use crate::model::SentenceEncoder;
 use anyhow::{bail, Result};
 use candle_core::Var;
+
+/// Where `--save-adapter` writes the PEFT adapter, inside the output directory (not beside the
+/// merged weights: sentence-transformers would take a folder with adapter_config.json for an
+/// adapter on top of its base model).
+pub const ADAPTER_DIR: &str = "adapter";
+
+/// The parameters the optimizer trains: with `--lora-rank`, the adapters attached to `model`
+/// now; else the model's parameters less the frozen ones (a note says how many are frozen).
+pub fn trainable(cfg: &TrainConfig, model: &mut SentenceEncoder) -> Result<Vec<(String, Var)>> {
+    if let Some(l) = &cfg.lora {
+        let mut l = l.clone();
+        if l.targets.is_empty() {
+            l.targets = crate::model::lora::default_targets(model.family()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--lora-rank: no default LoRA targets for the {} family; name them with --lora-targets",
+                    model.family()
+                )
+            })?;
+        }
+        model.attach_lora(l, cfg.seed)?;
+        let vars = model.lora_vars();
+        let lora = model.lora().map(|x| x.adapters.len()).unwrap_or(0);
+        let weights: usize = vars.iter().map(|(_, v)| v.as_tensor().elem_count()).sum();
+        let base: usize = model
+            .named_vars()
+            .iter()
+            .map(|(_, v)| v.as_tensor().elem_count())
+            .sum();
+        tracing::info!(
+            "LoRA: {lora} adapted weights, rank {}, alpha {}; training {weights} of {base} weights ({:.2} %)",
+            cfg.lora.as_ref().map(|x| x.rank).unwrap_or(0),
+            cfg.lora.as_ref().map(|x| x.alpha).unwrap_or(0.0),
+            100.0 * weights as f64 / base.max(1) as f64
+        );
+        return Ok(vars);
+    }
+    let all = model.named_vars();
+    let n_all = all.len();
+    let kept = cfg.freeze.select(all, model.num_layers())?;
+    if kept.len() < n_all {
+        let count: usize = kept.iter().map(|(_, x)| x.as_tensor().elem_count()).sum();
+        tracing::info!(
+            "frozen: {} of {n_all} parameter tensors; training {count} weights",
+            n_all - kept.len()
+        );
+    }
+    Ok(kept)
+}
 use serde::{Deserialize, Serialize};
 
 /// What to leave untrained.

@@ -99,6 +99,12 @@ pub struct TrainConfig {
     /// None: on for losses with in-batch negatives (MNRL).
     pub no_duplicates: Option<bool>,
     pub dropout: Option<f64>,
+    /// LoRA adapters instead of the model's weights (`--lora-rank`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::model::lora::LoraConfig>,
+    /// With LoRA: also write the adapter as PEFT does, in `<output>/adapter/`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub save_adapter: bool,
     /// Parameters left untrained (`--freeze-embeddings`, `--freeze-layers`).
     #[serde(default, skip_serializing_if = "freeze::Freeze::is_none")]
     pub freeze: freeze::Freeze,
@@ -161,6 +167,8 @@ impl Default for TrainConfig {
             shuffle: true,
             no_duplicates: None,
             dropout: None,
+            lora: None,
+            save_adapter: false,
             freeze: freeze::Freeze::default(),
             eval: Vec::new(),
             eval_steps: None,
@@ -247,6 +255,17 @@ impl TrainConfig {
             }
             if let Some(w) = m.weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
                 bail!("--matryoshka-weights: {w} is not a non-negative number");
+            }
+        }
+        if self.lora.is_some() && !self.freeze.is_none() {
+            bail!("--freeze-embeddings/--freeze-layers do not combine with --lora-rank: LoRA trains only its adapters");
+        }
+        if let Some(l) = &self.lora {
+            if l.rank == 0 {
+                bail!("--lora-rank must be at least 1");
+            }
+            if !(l.alpha.is_finite() && l.alpha > 0.0) {
+                bail!("--lora-alpha must be > 0, got {}", l.alpha);
             }
         }
         let parts = self.parts();

@@ -325,7 +325,11 @@ impl Checkpoints<'_> {
             wall_seconds: self.wall_before + self.wall.elapsed().as_secs_f64(),
         };
         let path = checkpoint::write(&self.cfg.output, &state, |dir| {
-            model.save(&dir.join(checkpoint::MODEL_DIR))?;
+            // With LoRA the base weights never change: the adapters are the checkpoint.
+            if model.lora().is_none() {
+                model.save(&dir.join(checkpoint::MODEL_DIR))?;
+            }
+            opt.save_values(&dir.join(checkpoint::LORA_FILE), "lora.")?;
             opt.save(&dir.join(checkpoint::OPTIMIZER_FILE))?;
             opt.save_values(&dir.join(checkpoint::LOSS_PARAMS_FILE), "loss.")
         })?;

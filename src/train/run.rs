@@ -36,8 +36,9 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     let mut p = prepare(cfg)?;
     let device = crate::device::resolve(&cfg.model.compute)?;
     crate::device::check_precision(&cfg.model.compute, &device)?;
+    // A LoRA checkpoint holds the adapters only: the base model is loaded again.
     let spec = match &p.resume {
-        Some((ckpt, _)) => ModelSpec {
+        Some((ckpt, _)) if cfg.lora.is_none() => ModelSpec {
             model: ckpt
                 .join(checkpoint::MODEL_DIR)
                 .to_string_lossy()
@@ -45,7 +46,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             compute: cfg.model.compute,
             ..Default::default()
         },
-        None => cfg.model.clone(),
+        _ => cfg.model.clone(),
     };
     let mut model = SentenceEncoder::load(&spec, &device)?;
     crate::logging::model_loaded(&spec, &model);
@@ -86,20 +87,9 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     let total = cfg.max_steps.unwrap_or(steps.len());
     let steps_per_epoch = super::prepare::steps_per_epoch(cfg, &p.parts);
     let warmup = warmup_steps(total, cfg.warmup_ratio, cfg.warmup_steps);
-    let all = model.named_vars();
-    let n_all = all.len();
-    let mut trainable = cfg.freeze.select(all, model.num_layers())?;
-    if trainable.len() < n_all {
-        let count = |v: &[(String, candle_core::Var)]| -> usize {
-            v.iter().map(|(_, x)| x.as_tensor().elem_count()).sum()
-        };
-        tracing::info!(
-            "frozen: {} of {n_all} parameter tensors; training {} weights",
-            n_all - trainable.len(),
-            count(&trainable)
-        );
-    }
-    // The loss's own parameters train with the model (kept in checkpoints, not in the model).
+    // What trains: LoRA adapters, or the model's parameters less the frozen ones; and the
+    // loss's own parameters (kept in checkpoints, not in the model).
+    let mut trainable = super::freeze::trainable(cfg, &mut model)?;
     trainable.extend(super::parts::loss_params(&p.parts));
     let vars: Vec<_> = trainable.iter().map(|(_, v)| v.clone()).collect();
     let mut opt = AdamW::new(
@@ -114,6 +104,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     if let Some((ckpt, state)) = &p.resume {
         opt.load(&ckpt.join(checkpoint::OPTIMIZER_FILE), state.step as u64)?;
         opt.load_values(&ckpt.join(checkpoint::LOSS_PARAMS_FILE), "loss.")?;
+        opt.load_values(&ckpt.join(checkpoint::LORA_FILE), "lora.")?;
         model.restore_dropout_state(state.dropout_rng);
         (start, best, wall_before) = (state.step, state.best, state.wall_seconds);
         tracing::info!(
@@ -292,7 +283,15 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     logger.finish(&mut st)?;
     st.metrics.flush()?;
     if interrupted.is_none() {
+        // With LoRA: merged into the weights; the adapter itself on request.
         model.save_into(&cfg.output)?;
+        if cfg.save_adapter {
+            let dir = cfg.output.join(super::freeze::ADAPTER_DIR);
+            crate::fsutil::write_dir_atomic(&dir, |tmp| {
+                model.save_peft_adapter(tmp, &cfg.model.model)
+            })?;
+            tracing::info!("LoRA adapter (PEFT format) saved to {}", dir.display());
+        }
         if cfg.save_best && cfg.output.join("best").is_dir() {
             tracing::info!(
                 "best {:.4} at step {}: kept in {}",

@@ -407,3 +407,120 @@ fn margin_mse_takes_teacher_margins_from_a_model_or_a_column() {
     );
     assert_one_line_error(&o, &["margin-mse", "teacher labels"]);
 }
+
+/// (adapter A, adapter B) of each adapted module in a PEFT adapter file.
+fn peft_pairs(dir: &Path) -> BTreeMap<String, (Vec<f32>, Vec<f32>, usize)> {
+    let t = candle_core::safetensors::load(dir.join("adapter_model.safetensors"), &Device::Cpu)
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for (k, a) in &t {
+        let Some(module) = k
+            .strip_prefix("base_model.model.")
+            .and_then(|m| m.strip_suffix(".lora_A.weight"))
+        else {
+            continue;
+        };
+        let b = &t[&format!("base_model.model.{module}.lora_B.weight")];
+        let r = a.dims()[0];
+        let v = |x: &candle_core::Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        out.insert(module.to_string(), (v(a), v(b), r));
+    }
+    out
+}
+
+#[test]
+fn lora_trains_only_adapters_saves_merged_and_as_peft_and_resumes_exactly() {
+    let t = tiny_setup();
+    let a = t.dir.join("a");
+    let flags = [
+        "--lora-rank",
+        "4",
+        "--lora-alpha",
+        "8",
+        "--lora-targets",
+        "query,value",
+        "--save-adapter",
+        "--max-steps",
+        "6",
+        "--save-steps",
+        "3",
+    ];
+    let log = train(&t, &a, &flags);
+    assert!(
+        log.status.success(),
+        "{}",
+        String::from_utf8_lossy(&log.stderr)
+    );
+    let before = tensors(&t.model.join("model.safetensors"));
+    let after = tensors(&a.join("model.safetensors"));
+    // Only the adapted weights differ in the merged model, and by exactly s·B·A.
+    let adapter = t.dir.join("a/adapter");
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (cfg["peft_type"].as_str(), cfg["r"].as_u64()),
+        (Some("LORA"), Some(4))
+    );
+    assert_eq!(cfg["target_modules"], serde_json::json!(["query", "value"]));
+    let pairs = peft_pairs(&adapter);
+    assert_eq!(
+        pairs.len(),
+        2 * 2,
+        "query and value of both layers: {:?}",
+        pairs.keys()
+    );
+    let scale = 8.0 / 4.0;
+    for (name, b) in &before {
+        let module = name.strip_suffix(".weight").unwrap_or(name);
+        match pairs.get(module) {
+            None => assert_eq!(&after[name], b, "{name} is not adapted but changed"),
+            Some((la, lb, r)) => {
+                let (out, inp) = (lb.len() / r, la.len() / r);
+                let mut worst = 0f32;
+                for o in 0..out {
+                    for i in 0..inp {
+                        let d: f32 = (0..*r).map(|k| lb[o * r + k] * la[k * inp + i]).sum();
+                        let want = b[o * inp + i] + scale as f32 * d;
+                        worst = worst.max((after[name][o * inp + i] - want).abs());
+                    }
+                }
+                assert!(
+                    worst < 1e-6,
+                    "{name}: merged differs from W + s·B·A by {worst}"
+                );
+                assert_ne!(&after[name], b, "{name} should have moved");
+            }
+        }
+    }
+    // The checkpoint: adapters and their moments only, no model copy.
+    let ckpt = a.join("checkpoints/checkpoint-3");
+    assert!(!ckpt.join("model").exists());
+    let opt = tensors(&ckpt.join("optimizer.safetensors"));
+    assert!(
+        !opt.is_empty() && opt.keys().all(|k| k.contains(".lora_")),
+        "{:?}",
+        opt.keys()
+    );
+    // Resume from step 3: bitwise the straight run's merged model and adapter.
+    let b = t.dir.join("b");
+    let resume = [&flags[..], &["--resume", ckpt.to_str().unwrap()]].concat();
+    let o = train(&t, &b, &resume);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(tensors(&b.join("model.safetensors")), after);
+    assert_eq!(peft_pairs(&b.join("adapter")), pairs);
+    // Bad combinations and targets are one-line errors before training.
+    let o = train(
+        &t,
+        &t.dir.join("c"),
+        &["--lora-rank", "4", "--freeze-layers", "1"],
+    );
+    assert_one_line_error(&o, &["do not combine with --lora-rank"]);
+    let o = train(
+        &t,
+        &t.dir.join("d"),
+        &["--lora-rank", "4", "--lora-targets", "qkv"],
+    );
+    assert_one_line_error(&o, &["--lora-targets qkv", "query", "value", "dense"]);
+}
