@@ -12,6 +12,8 @@
 //!   int8/uint8 with ranges, binary) as sentence-transformers' `quantize_embeddings`.
 //! - `tokenize`, `similarity`, `rng`, `fsutil`, `progress`, `device`, `signals` — leaves.
 //! - `logging` — the stderr `tracing` subscriber (-v/-q/RUST_LOG), installed by the binary.
+//! - `dist` — collective communication for data-parallel training (`Collective`; a threads
+//!   backend for CPU checks) and the gathered-embeddings autograd op.
 //! - `ops` — leaf: every differentiable op with its backward on each execution path (`Exec`:
 //!   composed candle ops, CPU fused, CUDA fused), and the optimizer's kernels.
 
@@ -20,6 +22,7 @@ pub mod cli;
 pub mod data;
 pub mod devcheck;
 pub mod device;
+pub mod dist;
 pub mod embed;
 pub mod embed_cache;
 pub mod embed_parts;

@@ -72,6 +72,7 @@ pub const RULES: &[(&str, Range)] = &[
     ("grad-accum", Range::AtLeast(1)),
     ("freeze-layers", Range::AtLeast(0)),
     ("lora-rank", Range::AtLeast(1)),
+    ("test-thread-ranks", Range::AtLeast(1)),
     ("lora-alpha", Range::Positive),
     ("eval-steps", Range::AtLeast(1)),
     ("save-steps", Range::AtLeast(1)),

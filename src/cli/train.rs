@@ -135,6 +135,15 @@ pub struct TrainArgs {
     /// Override the model's dropout rates (0 disables dropout).
     #[arg(long)]
     pub dropout: Option<f64>,
+    /// mnrl, cached-mnrl on several ranks: every rank's positives and negatives are candidates
+    /// for every anchor (the global batch's in-batch negatives), each rank keeping the gradient
+    /// of its own rows (sentence-transformers' gather_across_devices).
+    #[arg(long)]
+    pub gather_across_devices: bool,
+    /// Data parallelism as N threads of this process with an in-process communicator: a test
+    /// double for checking data-parallel training on the CPU (no speed-up).
+    #[arg(long, default_value_t = 1, hide = true)]
+    pub test_thread_ranks: usize,
     /// LoRA: train rank-R adapters on the targeted linear layers instead of the model's weights
     /// (PEFT's LoRA, dropout 0, no bias); the output is the merged model (a plain
     /// sentence-transformers folder), --save-adapter adds the PEFT adapter.
@@ -312,6 +321,8 @@ impl TrainArgs {
                 targets: self.lora_targets.clone().unwrap_or_default(),
             }),
             save_adapter: self.save_adapter,
+            ranks: self.test_thread_ranks,
+            gather_across_devices: self.gather_across_devices,
             freeze: crate::train::freeze::Freeze {
                 embeddings: self.freeze_embeddings,
                 layers: self.freeze_layers,

@@ -52,3 +52,52 @@ impl Loss for Mnrl {
         (forward + backward)? * 0.5
     }
 }
+
+/// MNRL whose candidates are every rank's (`--gather-across-devices`): each column of
+/// candidates is gathered across ranks (`dist::gather::gather_rows`, whose backward returns each
+/// rank the gradient of every rank's loss for its rows) and rotated so this rank's rows come
+/// first — the positive of local anchor i stays at column i, and a cross-entropy over a
+/// permuted candidate set is the same. The symmetric term ranks every rank's anchors for each
+/// local positive. Each rank's loss is the mean over its own anchors; the data-parallel mean of
+/// the ranks' gradients is then the gradient of one device with the global batch.
+pub struct GatheredMnrl {
+    pub inner: Mnrl,
+    pub comm: std::sync::Arc<dyn crate::dist::Collective>,
+}
+
+impl GatheredMnrl {
+    fn all_rows(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let g = crate::dist::gather::gather_rows(x, self.comm.clone())?.to_dtype(x.dtype())?;
+        let (r, b) = (self.comm.rank(), x.dim(0)?);
+        let n = g.dim(0)?;
+        if r == 0 {
+            return Ok(g);
+        }
+        Tensor::cat(&[g.narrow(0, r * b, n - r * b)?, g.narrow(0, 0, r * b)?], 0)
+    }
+}
+
+impl Loss for GatheredMnrl {
+    fn name(&self) -> &'static str {
+        "mnrl"
+    }
+    fn input_shape(&self) -> InputShape {
+        self.inner.input_shape()
+    }
+    fn compute(&self, e: &[Tensor], _labels: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        expect_columns(self.name(), e, 2)?;
+        let cols: Vec<Tensor> = e[1..]
+            .iter()
+            .map(|c| self.all_rows(c))
+            .collect::<candle_core::Result<_>>()?;
+        let candidates = Tensor::cat(&cols, 0)?;
+        let scores = (cosine_matrix(&e[0], &candidates)? * self.inner.scale)?;
+        let forward = diagonal_cross_entropy(&scores)?;
+        if !self.inner.symmetric {
+            return Ok(forward);
+        }
+        let anchors = self.all_rows(&e[0])?;
+        let back = (cosine_matrix(&e[1], &anchors)? * self.inner.scale)?;
+        (forward + diagonal_cross_entropy(&back)?)? * 0.5
+    }
+}

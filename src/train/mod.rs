@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod data;
 pub mod datasets;
+pub mod ddp;
 pub mod freeze;
 mod observe;
 pub mod optimizer;
@@ -99,6 +100,13 @@ pub struct TrainConfig {
     /// None: on for losses with in-batch negatives (MNRL).
     pub no_duplicates: Option<bool>,
     pub dropout: Option<f64>,
+    /// Data-parallel ranks (`ddp.rs`); > 1 only through the in-process test backend for now
+    /// (`--test-thread-ranks`).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub ranks: usize,
+    /// MNRL with every rank's candidates (`--gather-across-devices`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gather_across_devices: bool,
     /// LoRA adapters instead of the model's weights (`--lora-rank`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<crate::model::lora::LoraConfig>,
@@ -167,6 +175,8 @@ impl Default for TrainConfig {
             shuffle: true,
             no_duplicates: None,
             dropout: None,
+            ranks: 1,
+            gather_across_devices: false,
             lora: None,
             save_adapter: false,
             freeze: freeze::Freeze::default(),
@@ -268,7 +278,18 @@ impl TrainConfig {
                 bail!("--lora-alpha must be > 0, got {}", l.alpha);
             }
         }
+        if self.ranks == 0 {
+            bail!("--test-thread-ranks must be at least 1");
+        }
         let parts = self.parts();
+        if self.gather_across_devices {
+            if let Some(p) = parts
+                .iter()
+                .find(|p| !matches!(p.loss, LossKind::Mnrl | LossKind::CachedMnrl))
+            {
+                bail!("--gather-across-devices is for mnrl and cached-mnrl (their in-batch negatives); {} computes its loss per rank", p.name);
+            }
+        }
         if self.teacher.is_some() && !parts.iter().any(|p| p.loss.distills()) {
             bail!("--teacher is for the distillation losses (--loss mse, margin-mse)");
         }
@@ -375,4 +396,11 @@ impl TrainConfig {
         }
         v
     }
+}
+
+fn one() -> usize {
+    1
+}
+fn is_one(v: &usize) -> bool {
+    *v == 1
 }

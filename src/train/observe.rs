@@ -40,7 +40,8 @@ pub(super) struct Event<'a> {
 /// `metrics.jsonl`, one JSON object per line, appended.
 pub(super) struct MetricsFile {
     path: PathBuf,
-    file: std::fs::File,
+    /// None: lines are dropped (the ranks other than 0 of a data-parallel run).
+    file: Option<std::fs::File>,
 }
 
 impl MetricsFile {
@@ -52,16 +53,31 @@ impl MetricsFile {
             .with_context(|| format!("opening {}", path.display()))?;
         Ok(Self {
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
+        })
+    }
+    /// A metrics file that keeps nothing.
+    pub fn discard() -> Result<Self> {
+        Ok(Self {
+            path: PathBuf::new(),
+            file: None,
         })
     }
     pub fn line(&mut self, v: &Value) -> Result<()> {
-        writeln!(self.file, "{v}").with_context(|| format!("writing {}", self.path.display()))
+        match &mut self.file {
+            Some(f) => {
+                writeln!(f, "{v}").with_context(|| format!("writing {}", self.path.display()))
+            }
+            None => Ok(()),
+        }
     }
     pub fn flush(&mut self) -> Result<()> {
-        self.file
-            .flush()
-            .with_context(|| format!("writing {}", self.path.display()))
+        match &mut self.file {
+            Some(f) => f
+                .flush()
+                .with_context(|| format!("writing {}", self.path.display())),
+            None => Ok(()),
+        }
     }
 }
 

@@ -46,7 +46,18 @@ pub(super) fn make_ready(
     model: &mut SentenceEncoder,
     guide: Option<&SentenceEncoder>,
     device: &Device,
+    comm: &std::sync::Arc<dyn crate::dist::Collective>,
 ) -> Result<Ready> {
+    if cfg.gather_across_devices && comm.world() > 1 {
+        // Every rank's candidates count (`loss::mnrl::GatheredMnrl`).
+        part.loss = Box::new(crate::loss::mnrl::GatheredMnrl {
+            inner: crate::loss::mnrl::Mnrl {
+                scale: part.spec.loss_params.scale.unwrap_or(20.0),
+                symmetric: part.spec.loss_params.symmetric,
+            },
+            comm: comm.clone(),
+        });
+    }
     if let (Some(t), true) = (&cfg.teacher, part.spec.loss.distills()) {
         super::teacher::apply(t, part.spec.loss, &mut part.set, device)?;
     }

@@ -32,15 +32,18 @@ pub(super) struct Prepared {
     pub(super) resume: Option<(PathBuf, TrainerState)>,
 }
 
-pub(super) fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
+/// `primary`: this rank writes the outputs (a single device, or rank 0), so it checks them.
+pub(super) fn prepare(cfg: &TrainConfig, primary: bool) -> Result<Prepared> {
     cfg.validate()?;
     let parts = cfg
         .parts()
         .into_iter()
         .map(|spec| prepare_part(cfg, spec))
         .collect::<Result<Vec<_>>>()?;
-    check_output_dir(cfg)?;
-    crate::fsutil::check_writable_dir(&cfg.output)?;
+    if primary {
+        check_output_dir(cfg)?;
+        crate::fsutil::check_writable_dir(&cfg.output)?;
+    }
     let mut evaluators = Vec::with_capacity(cfg.eval.len());
     let mut eval_table = None;
     for e in &cfg.eval {

@@ -12,12 +12,14 @@ use super::phases::{Phase, PhaseTimer};
 use super::prepare::{plan, prepare};
 use super::schedule::{lr_at, warmup_steps};
 use super::TrainConfig;
+use crate::dist::Collective;
 use crate::model::{ModelSpec, SentenceEncoder};
 use crate::signals;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use serde_json::json;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub use super::observe::BEST_FILE;
@@ -27,13 +29,36 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
     train(cfg).map(|(r, _)| r)
 }
 
-/// [`run`], also returning the trained model as it is in memory at the end.
+/// [`run`], also returning the trained model as it is in memory at the end (rank 0's, when
+/// several ranks train: `ddp.rs`).
 pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
+    if cfg.ranks <= 1 {
+        return train_rank(cfg, Arc::new(crate::dist::Single));
+    }
+    let shared = cfg.clone();
+    super::ddp::spawn_threads(cfg.ranks, move |comm| {
+        // Only rank 0 speaks: the others' notes would repeat its own.
+        let _quiet = (comm.rank() != 0).then(|| {
+            tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default())
+        });
+        train_rank(&shared, comm)
+    })
+}
+
+/// One rank's training (all of it on a single device).
+fn train_rank(
+    cfg: &TrainConfig,
+    comm: Arc<dyn Collective>,
+) -> Result<(TrainReport, SentenceEncoder)> {
     let wall = Instant::now();
+    let (rank, world) = (comm.rank(), comm.world());
+    let primary = rank == 0;
     if tracing::enabled!(tracing::Level::DEBUG) {
         tracing::debug!("training config: {}", serde_json::to_string(cfg)?);
     }
-    let mut p = prepare(cfg)?;
+    let p = prepare(cfg, primary);
+    super::ddp::agree(comm.as_ref(), p.is_ok())?;
+    let mut p = p?;
     let device = crate::device::resolve(&cfg.model.compute)?;
     crate::device::check_precision(&cfg.model.compute, &device)?;
     // A LoRA checkpoint holds the adapters only: the base model is loaded again.
@@ -80,12 +105,18 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             &mut model,
             guide.as_ref(),
             &device,
+            &comm,
         )?);
     }
 
-    let steps = plan(cfg, &p.parts);
+    // Every rank plans the same steps; each takes its micro-batches of them (`ddp.rs`).
+    let plan_cfg = TrainConfig {
+        grad_accum: cfg.grad_accum * world,
+        ..cfg.clone()
+    };
+    let steps = plan(&plan_cfg, &p.parts);
     let total = cfg.max_steps.unwrap_or(steps.len());
-    let steps_per_epoch = super::prepare::steps_per_epoch(cfg, &p.parts);
+    let steps_per_epoch = super::prepare::steps_per_epoch(&plan_cfg, &p.parts);
     let warmup = warmup_steps(total, cfg.warmup_ratio, cfg.warmup_steps);
     // What trains: LoRA adapters, or the model's parameters less the frozen ones; and the
     // loss's own parameters (kept in checkpoints, not in the model).
@@ -112,11 +143,15 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             ckpt.display()
         );
     }
-    for line in checkpoint::clean_stale(&cfg.output)? {
-        tracing::info!("note: checkpoints: {line}");
+    if primary {
+        for line in checkpoint::clean_stale(&cfg.output)? {
+            tracing::info!("note: checkpoints: {line}");
+        }
     }
     let metrics_path = cfg.output.join("metrics.jsonl");
-    truncate_metrics(&metrics_path, start)?;
+    if primary {
+        truncate_metrics(&metrics_path, start)?;
+    }
     // The resolved config, and the model family, execution path and step the run takes.
     let mut saved = serde_json::to_value(cfg)?;
     if let Some(o) = saved.as_object_mut() {
@@ -124,10 +159,12 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         o.insert("exec".into(), json!(model.exec()));
         o.insert("step".into(), json!(ready[0].step.name()));
     }
-    crate::fsutil::write_atomic(
-        &cfg.output.join("train_config.json"),
-        &serde_json::to_vec_pretty(&saved)?,
-    )?;
+    if primary {
+        crate::fsutil::write_atomic(
+            &cfg.output.join("train_config.json"),
+            &serde_json::to_vec_pretty(&saved)?,
+        )?;
+    }
     for (part, r) in p.parts.iter().zip(&ready) {
         let cols = part.set.n_texts();
         tracing::info!(
@@ -167,7 +204,11 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     let mut st = RunState {
         best,
         last_evals: Vec::new(),
-        metrics: MetricsFile::open(&metrics_path)?,
+        metrics: if primary {
+            MetricsFile::open(&metrics_path)?
+        } else {
+            MetricsFile::discard()?
+        },
         steps_per_epoch,
     };
     let names = if p.parts.len() > 1 {
@@ -192,7 +233,9 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         wall_before,
         wall,
     };
-    evals.start(start, &mut st, &model)?;
+    if primary {
+        evals.start(start, &mut st, &model)?;
+    }
 
     signals::install();
     let mut interrupted = None;
@@ -208,13 +251,20 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         .map(|(part, r)| super::parts::ctx(&model, part, r, guide.as_ref(), &vars, &device))
         .collect();
     for step in start..total {
-        if let Some(sig) = signals::pending() {
-            let path = ckpts.save(step, st.best, &model, &opt)?;
-            tracing::info!(
-                "interrupted: checkpoint saved to {}; continue with the same command and --resume {}",
-                path.display(),
-                cfg.output.display()
-            );
+        // Several ranks stop at the same step: any rank's signal counts for all.
+        let signal = match world {
+            1 => signals::pending(),
+            _ => super::ddp::any_signal(comm.as_ref(), signals::pending())?,
+        };
+        if let Some(sig) = signal {
+            if primary {
+                let path = ckpts.save(step, st.best, &model, &opt)?;
+                tracing::info!(
+                    "interrupted: checkpoint saved to {}; continue with the same command and --resume {}",
+                    path.display(),
+                    cfg.output.display()
+                );
+            }
             interrupted = Some(sig);
             break;
         }
@@ -224,11 +274,28 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             timer = Some(Instant::now());
         }
         let (d, batches) = &steps[step];
-        let micro: Vec<&[usize]> = batches.iter().map(|b| b.as_slice()).collect();
-        let out = ready[*d]
-            .step
-            .run(&ctxs[*d], &micro, &mut phases)
-            .with_context(|| format!("training step {}", step + 1))?;
+        let micro = super::ddp::rank_slice(batches, rank, cfg.grad_accum);
+        if world > 1 {
+            // Per (seed, rank, step): a resumed run draws the straight run's masks.
+            let s = super::ddp::dropout_seed(cfg.seed, rank, step);
+            model.rewind_dropout(crate::rng::Rng::with_stream(s, 1).state(s));
+        }
+        let out = if micro.is_empty() {
+            super::step::StepOutput {
+                grads: vec![None; vars.len()],
+                losses: Vec::new(),
+                examples: 0,
+            }
+        } else {
+            ready[*d]
+                .step
+                .run(&ctxs[*d], &micro, &mut phases)
+                .with_context(|| format!("training step {}", step + 1))?
+        };
+        let out = match world {
+            1 => out,
+            _ => super::ddp::reduce(comm.as_ref(), out, &vars, micro.len(), batches.len())?,
+        };
         let lr = lr_at(cfg.schedule, cfg.lr, step, warmup, total);
         phases.begin();
         let norm = clip_and_step(&mut opt, &out.grads, lr, cfg.max_grad_norm)?;
@@ -269,9 +336,11 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
             eval_now,
             save_now,
         };
-        logger.step(&ev, &mut st, &model, &opt)?;
-        evals.step(&ev, &mut st, &model, &opt)?;
-        ckpts.step(&ev, &mut st, &model, &opt)?;
+        if primary {
+            logger.step(&ev, &mut st, &model, &opt)?;
+            evals.step(&ev, &mut st, &model, &opt)?;
+            ckpts.step(&ev, &mut st, &model, &opt)?;
+        }
     }
     drop(ctxs);
     device.synchronize()?;
@@ -282,7 +351,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     });
     logger.finish(&mut st)?;
     st.metrics.flush()?;
-    if interrupted.is_none() {
+    if primary && interrupted.is_none() {
         // With LoRA: merged into the weights; the adapter itself on request.
         model.save_into(&cfg.output)?;
         if cfg.save_adapter {
@@ -308,7 +377,8 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
     let final_eval = st.last_evals.first().map(|(_, m)| m.clone());
     // Matryoshka: the first set's primary metric at each trained size, for the card.
     let mut matryoshka_evals = Vec::new();
-    if let (Some(m), Some(set), None) = (&cfg.matryoshka, evals.sets.first(), interrupted) {
+    let sets = evals.sets.first().filter(|_| primary);
+    if let (Some(m), Some(set), None) = (&cfg.matryoshka, sets, interrupted) {
         let mut dims = m.dims.clone();
         dims.sort_by(|a, b| b.cmp(a));
         dims.dedup();
@@ -337,7 +407,7 @@ pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
         throughput,
         phases: phases.report(),
     };
-    if report.interrupted.is_none() {
+    if primary && report.interrupted.is_none() {
         let card = super::card::CardInput {
             model: &model,
             datasets: p

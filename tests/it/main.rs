@@ -4,6 +4,7 @@ mod common;
 
 mod cli;
 mod datasets;
+mod ddp;
 mod device;
 mod disk_full;
 mod dropout_stats;

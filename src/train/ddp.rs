@@ -1,0 +1,165 @@
+//! Data parallelism inside the training loop: which micro-batches of a step are this rank's,
+//! and the one all-reduce per step that makes every rank's update the same. The plan of steps
+//! is built once for all ranks with `--grad-accum × ranks` micro-batches per step, so rank r
+//! takes micro-batches `r·accum … (r+1)·accum` of it — a run on N ranks at per-rank batch b is a
+//! single-device run at batch b with `--grad-accum N` (and the same order). After its local
+//! backward each rank scales its gradients by (its micro-batches / the step's), the ranks sum
+//! them (one flat buffer: gradients, which parameters got one, the loss sum and count,
+//! examples), and every rank then clips on the same global norm and takes the same
+//! AdamW step. Dropout is re-seeded per (seed, rank, step) so a resumed run draws the masks of
+//! the straight one. Rank 0 alone writes (metrics, evaluation, checkpoints, the model).
+//! `spawn_threads` runs the ranks as threads with the in-process backend — the test double of
+//! `dist::threads`, not a speed-up. Depends on dist, candle.
+
+use super::step::StepOutput;
+use crate::dist::Collective;
+use anyhow::Result;
+use candle_core::{Device, Tensor, Var};
+
+/// This rank's micro-batches of a step (`accum` each; fewer or none in an epoch's last step).
+pub fn rank_slice<'a>(batches: &'a [Vec<usize>], rank: usize, accum: usize) -> Vec<&'a [usize]> {
+    batches
+        .iter()
+        .skip(rank * accum)
+        .take(accum)
+        .map(|b| b.as_slice())
+        .collect()
+}
+
+/// The dropout seed of `rank` at `step` (several ranks only: a single device keeps one stream).
+pub fn dropout_seed(seed: u64, rank: usize, step: usize) -> u64 {
+    let mut h = seed ^ 0x5DEE_CE66_D1CE_4E5B;
+    for v in [rank as u64, step as u64] {
+        h = (h ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 29;
+    }
+    h
+}
+
+/// Every rank's setup went well (`ok`), else an error on every rank — so no rank waits for one
+/// that stopped.
+pub fn agree(comm: &dyn Collective, ok: bool) -> Result<()> {
+    if comm.world() == 1 {
+        return Ok(());
+    }
+    let mut v = [(!ok) as u8 as f32];
+    comm.all_reduce_sum(&mut v)?;
+    if v[0] > 0.0 && ok {
+        anyhow::bail!("another rank failed to start (its error is reported by it)");
+    }
+    Ok(())
+}
+
+/// The signal any rank saw before this step (a rank that saw none reports SIGINT's number).
+pub fn any_signal(comm: &dyn Collective, mine: Option<i32>) -> Result<Option<i32>> {
+    let mut v = [mine.is_some() as u8 as f32];
+    comm.all_reduce_sum(&mut v)?;
+    Ok((v[0] > 0.0).then(|| mine.unwrap_or(2)))
+}
+
+/// Sums `out` over the ranks (see the module header); `mine`/`total`: this rank's and the
+/// step's micro-batches. Every rank gets the same result.
+pub fn reduce(
+    comm: &dyn Collective,
+    out: StepOutput,
+    vars: &[Var],
+    mine: usize,
+    total: usize,
+) -> Result<StepOutput> {
+    let weight = mine as f64 / total.max(1) as f64;
+    let sizes: Vec<usize> = vars.iter().map(|v| v.as_tensor().elem_count()).collect();
+    let n: usize = sizes.iter().sum();
+    let mut buf = Vec::with_capacity(n + vars.len() + 4);
+    for (g, &len) in out.grads.iter().zip(&sizes) {
+        match g {
+            Some(g) => buf.extend(
+                (g.to_dtype(candle_core::DType::F32)? * weight)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            ),
+            None => buf.extend(std::iter::repeat_n(0f32, len)),
+        }
+    }
+    buf.extend(out.grads.iter().map(|g| g.is_some() as u8 as f32));
+    let mut loss_sum = 0f32;
+    for l in &out.losses {
+        loss_sum += l.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+    }
+    buf.extend([loss_sum, out.losses.len() as f32, out.examples as f32]);
+    comm.all_reduce_sum(&mut buf)?;
+    let mut grads = Vec::with_capacity(vars.len());
+    let mut at = 0;
+    for (i, (v, &len)) in vars.iter().zip(&sizes).enumerate() {
+        let present = buf[n + i] > 0.0;
+        let t = v.as_tensor();
+        grads.push(if present {
+            let g = Tensor::from_slice(&buf[at..at + len], t.shape(), &Device::Cpu)?;
+            Some(g.to_device(t.device())?.to_dtype(t.dtype())?)
+        } else {
+            None
+        });
+        at += len;
+    }
+    let tail = &buf[n + vars.len()..];
+    let mean = tail[0] / tail[1].max(1.0);
+    let dev = vars
+        .first()
+        .map(|v| v.device().clone())
+        .unwrap_or(Device::Cpu);
+    Ok(StepOutput {
+        grads,
+        losses: vec![Tensor::new(mean, &dev)?],
+        examples: tail[2] as usize,
+    })
+}
+
+/// Runs `rank_fn` on `world` threads with the in-process backend (a test double) and returns
+/// rank 0's result; an error of any rank is the run's error.
+pub fn spawn_threads<T: Send + 'static>(
+    world: usize,
+    rank_fn: impl Fn(std::sync::Arc<dyn Collective>) -> Result<T> + Send + Sync + 'static,
+) -> Result<T> {
+    let f = std::sync::Arc::new(rank_fn);
+    let handles: Vec<_> = crate::dist::threads::group(world)
+        .into_iter()
+        .map(|c| {
+            let f = f.clone();
+            std::thread::spawn(move || f(std::sync::Arc::new(c)))
+        })
+        .collect();
+    let mut first = None;
+    let mut err = None;
+    for (r, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(v)) if r == 0 => first = Some(v),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                err.get_or_insert(e.context(format!("rank {r}")));
+            }
+            Err(_) => {
+                err.get_or_insert(anyhow::anyhow!("rank {r} panicked"));
+            }
+        }
+    }
+    match (err, first) {
+        (Some(e), _) => Err(e),
+        (None, Some(v)) => Ok(v),
+        (None, None) => anyhow::bail!("internal: rank 0 returned nothing"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_take_consecutive_micro_batches_of_a_step() {
+        let b: Vec<Vec<usize>> = (0..5).map(|i| vec![i]).collect();
+        assert_eq!(rank_slice(&b, 0, 2), vec![&[0][..], &[1]]);
+        assert_eq!(rank_slice(&b, 1, 2), vec![&[2][..], &[3]]);
+        assert_eq!(rank_slice(&b, 2, 2), vec![&[4][..]]);
+        assert!(rank_slice(&b, 3, 2).is_empty());
+        assert_ne!(dropout_seed(1, 0, 5), dropout_seed(1, 1, 5));
+        assert_ne!(dropout_seed(1, 0, 5), dropout_seed(1, 0, 6));
+    }
+}
