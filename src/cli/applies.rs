@@ -57,8 +57,20 @@ fn loss(c: &Ctx) -> Option<LossKind> {
     c.m.try_get_one::<LossKind>("loss").ok().flatten().copied()
 }
 
+/// `--loss`, or any `--dataset`'s loss, is one of `kinds`.
 fn loss_in(c: &Ctx, kinds: &[LossKind]) -> bool {
-    loss(c).is_some_and(|l| kinds.contains(&l))
+    let datasets =
+        c.m.try_get_many::<String>("dataset")
+            .ok()
+            .flatten()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| crate::train::datasets::DatasetSpec::parse(d).ok())
+            .map(|d| d.loss);
+    loss(c)
+        .into_iter()
+        .chain(datasets)
+        .any(|l| kinds.contains(&l))
 }
 
 fn task(c: &Ctx) -> Option<EvalTask> {
@@ -136,7 +148,16 @@ const RULES: &[(&str, &str, Severity, Unused)] = &[
             .then_some("--loss mnrl or cached-mnrl")
     }),
     ("train", "allow_duplicates", E, |m| {
-        (!loss(m).is_some_and(LossKind::in_batch_negatives)).then_some(
+        (!loss_in(
+            m,
+            &[
+                LossKind::Mnrl,
+                LossKind::CachedMnrl,
+                LossKind::Gist,
+                LossKind::CachedGist,
+            ],
+        ))
+        .then_some(
             "--loss mnrl, cached-mnrl, gist or cached-gist (the losses that refuse duplicates)",
         )
     }),

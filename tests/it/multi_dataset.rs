@@ -245,6 +245,26 @@ fn recipes_take_datasets_tables_and_bad_entries_are_named() {
         &o,
         &["bad.toml", "[[datasets]] entry 1", "cosnet", "not a loss"],
     );
+    // A flag that applies to one dataset's loss is accepted (mnrl: --allow-duplicates).
+    let mnrl = format!(
+        "name=m;data={};loss=mnrl;columns=sentence1,sentence2",
+        t.data.display()
+    );
+    let sts = format!("name=s;data={};loss=cosent", t.data.display());
+    let o = train_with(
+        &t,
+        &t.dir.join("dup"),
+        &[
+            "--dataset",
+            &sts,
+            "--dataset",
+            &mnrl,
+            "--allow-duplicates",
+            "--max-steps",
+            "2",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // --dataset with --data is refused; two datasets of one name too.
     let pairs = scored_pairs_tsv(&t.dir, 16);
     let spec = format!("data={};loss=cosent", pairs.display());
