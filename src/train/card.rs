@@ -326,3 +326,27 @@ pub fn write(cfg: &TrainConfig, report: &TrainReport, inp: &CardInput) -> Result
         render(cfg, report, inp).as_bytes(),
     )
 }
+
+/// The card's view of every dataset of the run.
+pub(super) fn datasets(parts: &[super::prepare::Part]) -> Vec<CardDataset<'_>> {
+    parts
+        .iter()
+        .map(|part| CardDataset {
+            spec: &part.spec,
+            rows: part.set.len(),
+            columns: &part.set.columns,
+            label_column: part.set.label_column.as_deref(),
+            examples: (0..part.set.len().min(3))
+                .map(|i| {
+                    let label = part
+                        .set
+                        .labels
+                        .as_ref()
+                        .filter(|_| part.set.label_width() == 1)
+                        .and_then(|l| l.get(i).copied());
+                    (part.set.texts[i].clone(), label)
+                })
+                .collect(),
+        })
+        .collect()
+}

@@ -243,6 +243,31 @@ pub(super) struct Evaluations {
 }
 
 impl Evaluations {
+    /// Matryoshka: the first set's primary metric at each trained size (largest first).
+    pub fn matryoshka(
+        &self,
+        cfg: &TrainConfig,
+        model: &SentenceEncoder,
+    ) -> Result<Vec<(usize, f64)>> {
+        let (Some(m), Some(set)) = (&cfg.matryoshka, self.sets.first()) else {
+            return Ok(Vec::new());
+        };
+        let mut dims = m.dims.clone();
+        dims.sort_by(|a, b| b.cmp(a));
+        dims.dedup();
+        let mut out = Vec::with_capacity(dims.len());
+        for d in dims {
+            let opts = EncodeOptions {
+                batch_size: 64,
+                truncate_dim: Some(d),
+                ..Default::default()
+            };
+            let v = set.evaluator.evaluate(model, &opts)?.primary_value();
+            tracing::info!("{} at {d} dimensions: {v:.4}", set.name);
+            out.push((d, v));
+        }
+        Ok(out)
+    }
     fn evaluate(&self, step: usize, st: &mut RunState, model: &SentenceEncoder) -> Result<()> {
         let opts = EncodeOptions {
             batch_size: 64,

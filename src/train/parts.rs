@@ -158,3 +158,58 @@ pub(super) fn ctx<'a>(
         weight: part.spec.weight,
     }
 }
+
+/// What the run trains, said once before step 1.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn describe(
+    cfg: &TrainConfig,
+    parts: &[Part],
+    ready: &[Ready],
+    total: usize,
+    warmup: usize,
+    device: &Device,
+    model: &SentenceEncoder,
+    world: usize,
+) {
+    for (part, r) in parts.iter().zip(ready) {
+        let cols = part.set.n_texts();
+        tracing::info!(
+            "training {} on {} rows of {} ({} text column{}{}){}",
+            part.loss.name(),
+            part.set.len(),
+            part.spec.name,
+            cols,
+            if cols == 1 { "" } else { "s" },
+            if part.simcse {
+                ", SimCSE: each text is its own positive"
+            } else {
+                ""
+            },
+            match r.step.name() {
+                "cached" => format!(
+                    ", embedded {} at a time (GradCache)",
+                    cfg.cache_mini_batch_for(part.spec.loss).unwrap_or(0)
+                ),
+                _ => String::new(),
+            }
+        );
+    }
+    tracing::info!(
+        "{total} steps, batch {}, warmup {warmup}{}, on {} ({}, {} ops)",
+        cfg.batch_size,
+        if parts.len() > 1 {
+            format!(", datasets drawn {:?}", cfg.sampler)
+        } else {
+            String::new()
+        },
+        crate::device::describe(device),
+        cfg.model.compute.dtype,
+        model.exec(),
+    );
+    if world > 1 {
+        tracing::info!(
+            "{world} data-parallel ranks (threads: a test double), batch {} each",
+            cfg.batch_size
+        );
+    }
+}

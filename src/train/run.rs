@@ -1,7 +1,9 @@
 //! The training loop: data → loss check (before step 1) → model → AdamW + schedule →
 //! { the step's gradients ([`super::step::TrainStep`]: plain, accumulated or cached) → clip →
 //! AdamW step → observers (log, evaluate, checkpoint; `observe.rs`) } → final save, model card,
-//! report. An interrupt (Ctrl-C, SIGTERM) saves a checkpoint at the next step boundary.
+//! report. An interrupt (Ctrl-C, SIGTERM) saves a checkpoint at the next step boundary. With
+//! several data-parallel ranks (`ddp.rs`) every rank runs this loop on its micro-batches, the
+//! gradients are summed after each step's backward, and rank 0 alone writes.
 
 use super::checkpoint;
 use super::clip::clip_and_step;
@@ -165,41 +167,7 @@ fn train_rank(
             &serde_json::to_vec_pretty(&saved)?,
         )?;
     }
-    for (part, r) in p.parts.iter().zip(&ready) {
-        let cols = part.set.n_texts();
-        tracing::info!(
-            "training {} on {} rows of {} ({} text column{}{}){}",
-            part.loss.name(),
-            part.set.len(),
-            part.spec.name,
-            cols,
-            if cols == 1 { "" } else { "s" },
-            if part.simcse {
-                ", SimCSE: each text is its own positive"
-            } else {
-                ""
-            },
-            match r.step.name() {
-                "cached" => format!(
-                    ", embedded {} at a time (GradCache)",
-                    cfg.cache_mini_batch_for(part.spec.loss).unwrap_or(0)
-                ),
-                _ => String::new(),
-            }
-        );
-    }
-    tracing::info!(
-        "{total} steps, batch {}, warmup {warmup}{}, on {} ({}, {} ops)",
-        cfg.batch_size,
-        if p.parts.len() > 1 {
-            format!(", datasets drawn {:?}", cfg.sampler)
-        } else {
-            String::new()
-        },
-        crate::device::describe(&device),
-        cfg.model.compute.dtype,
-        model.exec(),
-    );
+    super::parts::describe(cfg, &p.parts, &ready, total, warmup, &device, &model, world);
 
     let mut st = RunState {
         best,
@@ -376,23 +344,10 @@ fn train_rank(
     }
     let final_eval = st.last_evals.first().map(|(_, m)| m.clone());
     // Matryoshka: the first set's primary metric at each trained size, for the card.
-    let mut matryoshka_evals = Vec::new();
-    let sets = evals.sets.first().filter(|_| primary);
-    if let (Some(m), Some(set), None) = (&cfg.matryoshka, sets, interrupted) {
-        let mut dims = m.dims.clone();
-        dims.sort_by(|a, b| b.cmp(a));
-        dims.dedup();
-        for d in dims {
-            let opts = crate::encode::EncodeOptions {
-                batch_size: 64,
-                truncate_dim: Some(d),
-                ..Default::default()
-            };
-            let v = set.evaluator.evaluate(&model, &opts)?.primary_value();
-            tracing::info!("{} at {d} dimensions: {v:.4}", set.name);
-            matryoshka_evals.push((d, v));
-        }
-    }
+    let matryoshka_evals = match (primary, interrupted) {
+        (true, None) => evals.matryoshka(cfg, &model)?,
+        _ => Vec::new(),
+    };
     let report = TrainReport {
         steps: total,
         total_steps: total,
@@ -410,27 +365,7 @@ fn train_rank(
     if primary && report.interrupted.is_none() {
         let card = super::card::CardInput {
             model: &model,
-            datasets: p
-                .parts
-                .iter()
-                .map(|part| super::card::CardDataset {
-                    spec: &part.spec,
-                    rows: part.set.len(),
-                    columns: &part.set.columns,
-                    label_column: part.set.label_column.as_deref(),
-                    examples: (0..part.set.len().min(3))
-                        .map(|i| {
-                            let label = part
-                                .set
-                                .labels
-                                .as_ref()
-                                .filter(|_| part.set.label_width() == 1)
-                                .and_then(|l| l.get(i).copied());
-                            (part.set.texts[i].clone(), label)
-                        })
-                        .collect(),
-                })
-                .collect(),
+            datasets: super::card::datasets(&p.parts),
             device: crate::device::describe(&device),
             wall_seconds: wall_before + wall.elapsed().as_secs_f64(),
         };
