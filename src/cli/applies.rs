@@ -143,6 +143,16 @@ const RULES: &[(&str, &str, Severity, Unused)] = &[
         ))
         .then_some("--loss mnrl, cached-mnrl, cosent or angle")
     }),
+    ("train", "gather_across_devices", E, |m| {
+        let ranks =
+            m.m.try_get_one::<usize>("test_thread_ranks")
+                .ok()
+                .flatten()
+                .copied()
+                .unwrap_or(1);
+        (ranks < 2)
+            .then_some("several data-parallel ranks (one device has every candidate already)")
+    }),
     ("train", "symmetric", E, |m| {
         (!loss_in(m, &[LossKind::Mnrl, LossKind::CachedMnrl]))
             .then_some("--loss mnrl or cached-mnrl")

@@ -135,9 +135,10 @@ pub struct TrainArgs {
     /// Override the model's dropout rates (0 disables dropout).
     #[arg(long)]
     pub dropout: Option<f64>,
-    /// mnrl, cached-mnrl on several ranks: every rank's positives and negatives are candidates
-    /// for every anchor (the global batch's in-batch negatives), each rank keeping the gradient
-    /// of its own rows (sentence-transformers' gather_across_devices).
+    /// mnrl, cached-mnrl on several data-parallel ranks: every rank's positives and negatives are
+    /// candidates for every anchor (the global batch's in-batch negatives), each rank keeping the
+    /// gradient of its own rows (sentence-transformers' gather_across_devices). Built and checked
+    /// on the CPU; the multi-GPU launcher is not built yet (docs/multi-gpu.md).
     #[arg(long)]
     pub gather_across_devices: bool,
     /// Data parallelism as N threads of this process with an in-process communicator: a test

@@ -199,7 +199,22 @@ fn a_resumed_two_rank_run_ends_bitwise_where_the_straight_one_ends() {
             "--loss",
             "cosent",
             "--gather-across-devices",
+            "--test-thread-ranks",
+            "2",
         ],
     );
     crate::common::assert_one_line_error(&o, &["--gather-across-devices is for mnrl"]);
+    // … and on one device it has no effect: refused too.
+    let o = train_with(
+        &t,
+        &t.dir.join("e"),
+        &[
+            "-d",
+            t.data.to_str().unwrap(),
+            "--loss",
+            "mnrl",
+            "--gather-across-devices",
+        ],
+    );
+    crate::common::assert_one_line_error(&o, &["--gather-across-devices", "data-parallel ranks"]);
 }
