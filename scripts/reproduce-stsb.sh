@@ -66,10 +66,12 @@ md = ["# STS-B fine-tuning: embtune vs Python sentence-transformers", "",
       "| recipe | steps | dev | dev (Python) | test | test (Python) | test Δ | train s (incl. load) |",
       "|---|---:|---:|---:|---:|---:|---:|---:|", *rows, "",
       f"Machine: {platform.machine()}, {os.cpu_count()} cores. Training seconds are wall time on a possibly shared machine: not a speed claim."]
-# The trainer comparison (results/trainer-parity.md, written by hand from its test) is kept
-# below the table, so a rerun does not drop it.
-if os.path.exists("results/trainer-parity.md"):
-    md += ["", open("results/trainer-parity.md").read().rstrip()]
+# The other comparisons are kept below the table, so a rerun does not drop them: the recipes
+# run by scripts/compare-extra-recipes.sh (results/stsb-extra.md) and the trainer comparison
+# (results/trainer-parity.md, written by hand from its tests).
+for extra in ("results/stsb-extra.md", "results/stsb-best.md", "results/trainer-parity.md"):
+    if os.path.exists(extra):
+        md += ["", open(extra).read().rstrip()]
 open(f"{result}.md", "w").write("\n".join(md) + "\n")
 json.dump(js, open(f"{result}.json", "w"), indent=2)
 print("\n".join(md))

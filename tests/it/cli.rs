@@ -426,6 +426,27 @@ fn config_files_flags_precedence_and_print_config() {
         );
         assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("loss = \"{r}\"")));
     }
+    // The recipes issue's recipes parse too, each with what makes it what it is.
+    for (r, needle) in [
+        ("angle", "loss = \"angle\""),
+        (
+            "distill",
+            "teacher = \"sentence-transformers/all-mpnet-base-v2\"",
+        ),
+        ("lora", "lora-rank = 8"),
+        ("multi", "loss=mnrl"),
+        ("stsb-best", "epochs = 4"),
+        ("stsb-search/cosine-4ep", "epochs = 4"),
+    ] {
+        let o = print_config(&common::repo_root().join(format!("data/recipes/{r}.toml")));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{r}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(out.contains(needle), "{r}: {out}");
+    }
     // The retrieval recipe: a repeated flag from an array, its path read from the recipe's
     // folder (data/recipes/../../../shared/… = the shared data next to the repository).
     let o = print_config(&common::repo_root().join("data/recipes/retrieval.toml"));
