@@ -56,6 +56,7 @@ pub fn encode_throughput(
         progress: false,
         prompt: None,
         truncate_dim: None,
+        shard: Default::default(),
     };
     let warm = (2 * batch_size).min(all.len());
     encode(&model, &all[..warm], &opts)?;

@@ -132,6 +132,7 @@ pub fn compare(spec: &ModelSpec, dev: &Device, stsb: &Path) -> Result<Vec<Check>
         progress: false,
         prompt: None,
         truncate_dim: None,
+        shard: Default::default(),
     };
     let e_cpu = encode(&cpu, &texts, &opts)?;
     let e_gpu = encode(&gpu, &texts, &opts)?;

@@ -25,6 +25,25 @@ pub struct EncodeOptions {
     /// again only when `normalize` asks for it.
     #[serde(default)]
     pub truncate_dim: Option<usize>,
+    /// Several data-parallel ranks share the work (evaluation during training): each embeds
+    /// every world-th batch of the length-sorted order, and a sum over the ranks (each row is
+    /// one rank's, zeros elsewhere, so the sum is exact) gives every rank all the embeddings —
+    /// the same bytes as one device, whose batches are the same.
+    #[serde(skip)]
+    pub shard: Shard,
+}
+
+/// The ranks of a sharded encoding (`None`: one device).
+#[derive(Clone, Default)]
+pub struct Shard(pub Option<std::sync::Arc<dyn crate::dist::Collective>>);
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(c) => write!(f, "Shard(rank {} of {})", c.rank(), c.world()),
+            None => write!(f, "Shard(none)"),
+        }
+    }
 }
 
 impl EncodeOptions {
@@ -55,6 +74,7 @@ impl Default for EncodeOptions {
             progress: false,
             prompt: None,
             truncate_dim: None,
+            shard: Shard::default(),
         }
     }
 }
@@ -105,7 +125,12 @@ pub fn encode(model: &SentenceEncoder, texts: &[&str], opts: &EncodeOptions) -> 
     order.sort_by_key(|&i| std::cmp::Reverse(toks[i].ids.len()));
     let mut data = vec![0f32; texts.len() * dim];
     let mut bar = Progress::new("encoding", texts.len() as u64, opts.progress);
-    for chunk in order.chunks(bs) {
+    let ranks = opts.shard.0.as_ref().map(|c| (c.rank(), c.world()));
+    for (k, chunk) in order.chunks(bs).enumerate() {
+        if ranks.is_some_and(|(r, w)| k % w != r) {
+            bar.inc(chunk.len() as u64);
+            continue;
+        }
         let ids: Vec<&[u32]> = chunk.iter().map(|&i| toks[i].ids.as_slice()).collect();
         let mut batch = model.tokenizer.pad(&ids, model.device())?;
         batch.prompt_len = prompt_len;
@@ -123,6 +148,9 @@ pub fn encode(model: &SentenceEncoder, texts: &[&str], opts: &EncodeOptions) -> 
         bar.inc(chunk.len() as u64);
     }
     bar.finish();
+    if let Some(c) = &opts.shard.0 {
+        c.all_reduce_sum(&mut data)?;
+    }
     Ok(Embeddings {
         data,
         dim,

@@ -130,6 +130,7 @@ impl EmbedArgs {
                 progress: !self.quiet,
                 prompt: None,
                 truncate_dim: self.truncate_dim,
+                shard: Default::default(),
             },
             prompt: self.prompt.choice(),
             chunk_rows: self.chunk_rows,

@@ -143,6 +143,7 @@ impl EvalArgs {
                 progress: !self.quiet,
                 prompt: None,
                 truncate_dim: self.truncate_dim,
+                shard: Default::default(),
             },
             precision: self.precision,
         })

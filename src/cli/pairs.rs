@@ -152,6 +152,7 @@ impl PairsArgs {
                 progress: !self.quiet,
                 prompt: None,
                 truncate_dim: None,
+                shard: Default::default(),
             },
         })
     }

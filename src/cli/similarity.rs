@@ -62,6 +62,7 @@ pub fn run(a: SimilarityArgs) -> Result<()> {
             progress: false,
             prompt: None,
             truncate_dim: a.truncate_dim,
+            shard: Default::default(),
         },
         prompt: a.prompt.choice(),
         document_prompt: crate::model::prompts::PromptChoice {

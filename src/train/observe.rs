@@ -240,6 +240,10 @@ pub(super) struct Evaluations {
     pub sets: Vec<EvalSet>,
     pub save_best: bool,
     pub output: PathBuf,
+    /// Several data-parallel ranks: every rank evaluates its share of the batches (the
+    /// embeddings summed across ranks, `encode::Shard`) and only rank 0 (`primary`) writes.
+    pub shard: crate::encode::Shard,
+    pub primary: bool,
 }
 
 impl Evaluations {
@@ -271,6 +275,7 @@ impl Evaluations {
     fn evaluate(&self, step: usize, st: &mut RunState, model: &SentenceEncoder) -> Result<()> {
         let opts = EncodeOptions {
             batch_size: 64,
+            shard: self.shard.clone(),
             ..Default::default()
         };
         let mut evals = Vec::with_capacity(self.sets.len());
@@ -304,7 +309,7 @@ impl Evaluations {
                 .is_none_or(|(b, _)| if m.greater_is_better { v > b } else { v < b });
             if improved {
                 st.best = Some((v, step));
-                if self.save_best {
+                if self.save_best && self.primary {
                     let dir = self.output.join("best");
                     model.save(&dir)?;
                     // best/ says which step it is.

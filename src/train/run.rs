@@ -194,6 +194,8 @@ fn train_rank(
         sets: p.evaluators,
         save_best: cfg.save_best,
         output: cfg.output.clone(),
+        shard: crate::encode::Shard((world > 1).then(|| comm.clone())),
+        primary,
     };
     let mut ckpts = Checkpoints {
         cfg,
@@ -201,9 +203,8 @@ fn train_rank(
         wall_before,
         wall,
     };
-    if primary {
-        evals.start(start, &mut st, &model)?;
-    }
+    // Every rank evaluates (its share of the batches); rank 0 writes.
+    evals.start(start, &mut st, &model)?;
 
     signals::install();
     let mut interrupted = None;
@@ -306,7 +307,9 @@ fn train_rank(
         };
         if primary {
             logger.step(&ev, &mut st, &model, &opt)?;
-            evals.step(&ev, &mut st, &model, &opt)?;
+        }
+        evals.step(&ev, &mut st, &model, &opt)?;
+        if primary {
             ckpts.step(&ev, &mut st, &model, &opt)?;
         }
     }

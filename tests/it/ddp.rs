@@ -2,7 +2,8 @@
 //! checks; `--test-thread-ranks` is a test double): 2 ranks at per-rank batch 8 train exactly as
 //! one device at batch 8 with --grad-accum 2 for losses computed per rank, MNRL with
 //! --gather-across-devices (plain, cached, symmetric) as one device at batch 16, and a resumed 2-rank run ends where the
-//! straight one ends. Dropout is off where devices are compared (their masks differ by design).
+//! straight one ends; evaluation during training, sharded across the ranks, gives the same
+//! scores. Dropout is off where devices are compared (their masks differ by design).
 
 use crate::common::tiny;
 use crate::recipes::{tensors, train_with, Tiny};
@@ -39,6 +40,16 @@ fn norms(out: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// The primary metric of every evaluation during training, in order.
+fn evals(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["eval"]["spearman_cosine"].as_f64())
+        .collect()
+}
+
 /// Largest weight difference of two saved models.
 fn weight_diff(a: &Path, b: &Path) -> f32 {
     let (x, y) = (
@@ -65,7 +76,19 @@ fn moved(t: &Tiny, out: &Path) -> f32 {
 #[test]
 fn two_ranks_equal_gradient_accumulation_for_per_rank_losses() {
     let t = setup();
-    let common = ["--max-steps", "10", "--dropout", "0", "--warmup-ratio", "0"];
+    let data = t.data.to_str().unwrap().to_string();
+    let common = [
+        "--max-steps",
+        "10",
+        "--dropout",
+        "0",
+        "--warmup-ratio",
+        "0",
+        "--eval-data",
+        &data,
+        "--eval-steps",
+        "5",
+    ];
     for loss in ["cosine", "cosent", "mnrl"] {
         let one = t.dir.join(format!("one-{loss}"));
         let two = t.dir.join(format!("two-{loss}"));
@@ -90,6 +113,15 @@ fn two_ranks_equal_gradient_accumulation_for_per_rank_losses() {
         }
         let d = weight_diff(&one, &two);
         assert!(d <= 1e-5, "{loss}: weights differ by {d} after 10 steps");
+        // Evaluation during training is sharded across the ranks and gathered: the same scores.
+        let (ea, eb) = (evals(&one), evals(&two));
+        assert_eq!(ea.len(), 3, "{loss}: evaluations at steps 0, 5, 10");
+        for (x, y) in ea.iter().zip(&eb) {
+            assert!(
+                (x - y).abs() <= 1e-6,
+                "{loss}: evaluations {ea:?} vs {eb:?}"
+            );
+        }
         assert!(
             moved(&t, &one) > 1e-3,
             "{loss}: training should move the weights"
