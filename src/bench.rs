@@ -28,9 +28,12 @@ pub struct EncodeResult {
     /// The model family and the execution path its ops took (`ops::Exec`).
     pub family: &'static str,
     pub exec: crate::ops::Exec,
+    /// Whether batches were packed (no padding computed) or padded (`--no-packing`).
+    pub packed: bool,
     /// Tokens of the texts (special tokens included, truncated at max_seq_length).
     pub real_tokens: usize,
-    /// Tokens computed: each batch (length-sorted, as `encode` does) padded to its longest text.
+    /// Tokens a padded pass computes: each batch (length-sorted, as `encode` does) padded to its
+    /// longest text (a packed pass computes `real_tokens`).
     pub padded_tokens: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cuda: Option<CudaSettings>,
@@ -80,6 +83,7 @@ pub fn encode_throughput(
         sentences_per_sec: n as f64 / seconds,
         family: model.family(),
         exec: model.exec(),
+        packed: model.packs(),
         real_tokens,
         padded_tokens,
         cuda: CudaSettings::of(model.device()),
@@ -159,6 +163,8 @@ pub struct TrainResult {
     pub pairs_per_sec: f64,
     pub family: &'static str,
     pub exec: crate::ops::Exec,
+    /// Whether the training batches were packed or padded (`--no-packing`).
+    pub packed: bool,
     pub first_loss: Option<f64>,
     pub last_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -196,9 +202,10 @@ pub fn train_throughput(
         phase_timing: phases,
         ..Default::default()
     };
-    let r = crate::train::train(&cfg).map(|(r, m)| (r, m.device().clone(), m.family(), m.exec()));
+    let r = crate::train::train(&cfg)
+        .map(|(r, m)| (r, m.device().clone(), m.family(), (m.exec(), m.packs())));
     let _ = std::fs::remove_dir_all(&out);
-    let (r, dev, family, exec) = r?;
+    let (r, dev, family, (exec, packed)) = r?;
     let tp = r
         .throughput
         .context("bench train: no timed steps (is the data smaller than one batch?)")?;
@@ -215,6 +222,7 @@ pub fn train_throughput(
         pairs_per_sec: tp.examples_per_sec(),
         family,
         exec,
+        packed,
         first_loss: r.first_loss,
         last_loss: r.last_loss,
         cuda: CudaSettings::of(&dev),

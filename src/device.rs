@@ -90,6 +90,9 @@ pub struct ComputeSpec {
     pub dtype: Precision,
     /// Let f32 matrix products use TF32 tensor cores on CUDA (faster, ~1e-3 relative error).
     pub tf32: bool,
+    /// Pad every batch instead of packing its texts back to back (`--no-packing`).
+    #[serde(default)]
+    pub no_packing: bool,
 }
 
 /// True when this binary was built with the `cuda` feature.

@@ -132,7 +132,7 @@ pub fn encode(model: &SentenceEncoder, texts: &[&str], opts: &EncodeOptions) -> 
             continue;
         }
         let ids: Vec<&[u32]> = chunk.iter().map(|&i| toks[i].ids.as_slice()).collect();
-        let mut batch = model.tokenizer.pad(&ids, model.device())?;
+        let mut batch = model.batch(&ids, model.device())?;
         batch.prompt_len = prompt_len;
         let mut emb = model.embed_inference(&batch)?;
         if cut {

@@ -1,12 +1,17 @@
 //! Text → token ids (the model's `tokenizer.json`, truncated to `max_seq_length`, lower-cased
-//! first when `do_lower_case`), and padded [`TokenBatch`] tensors. Depends on tokenizers + candle.
+//! first when `do_lower_case`), and padded or packed [`TokenBatch`] tensors. Depends on
+//! tokenizers, candle and `ops::Packed` (the packed layout).
 
+use crate::ops::Packed;
 use anyhow::{anyhow, Context, Result};
 use candle_core::{Device, Tensor};
 use std::path::Path;
+use std::sync::Arc;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-/// One padded batch: every tensor is `[B, S]` u32, right-padded; `lengths[i]` real tokens of row i.
+/// One batch of token ids: padded (every tensor `[B, S]` u32, right-padded) or packed (every
+/// tensor `[1, T]`: the sequences back to back, no padding, `packed` says where each sits);
+/// `lengths[i]` real tokens of sequence i.
 #[derive(Debug, Clone)]
 pub struct TokenBatch {
     pub input_ids: Tensor,
@@ -21,6 +26,35 @@ pub struct TokenBatch {
     /// Leading tokens of every row that are a prompt's (set by `encode`): pooling leaves them
     /// out when the model's Pooling has `include_prompt: false`.
     pub prompt_len: usize,
+    /// The layout of a packed batch (none: padded).
+    pub packed: Option<Arc<Packed>>,
+}
+
+impl TokenBatch {
+    /// `B`, the number of sequences.
+    pub fn rows(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// The padded length `S` (of a packed batch: its longest sequence).
+    pub fn seq(&self) -> Result<usize> {
+        Ok(match &self.packed {
+            Some(p) => p.seq(),
+            None => self.input_ids.dims2()?.1,
+        })
+    }
+
+    /// The `[B, S]` attention mask (a packed batch builds it from its lengths).
+    pub fn padded_mask(&self) -> Result<Tensor> {
+        match &self.packed {
+            None => Ok(self.attention_mask.clone()),
+            Some(p) => {
+                let mask: Vec<u32> = p.padded_rows().iter().map(|r| r.is_some() as u32).collect();
+                Tensor::from_vec(mask, (p.batch(), p.seq()), self.input_ids.device())
+                    .context("building attention_mask")
+            }
+        }
+    }
 }
 
 /// Bytes of text kept per token of max_seq_length before tokenizing (see `tokenize`).
@@ -211,6 +245,11 @@ impl TextTokenizer {
         pad_batch(items, self.pad_id, device)
     }
 
+    /// Packs token id lists back to back into a [`TokenBatch`] on `device` ([`pack_batch`]).
+    pub fn pack(&self, items: &[&[u32]], device: &Device) -> Result<TokenBatch> {
+        pack_batch(items, device)
+    }
+
     /// Tokenize + pad in one call.
     pub fn encode(&self, texts: &[&str], device: &Device) -> Result<TokenBatch> {
         let toks = self.tokenize(texts)?;
@@ -231,17 +270,44 @@ pub fn pad_batch(items: &[&[u32]], pad_id: u32, device: &Device) -> Result<Token
             .iter_mut()
             .for_each(|m| *m = 1);
     }
-    let input_ids = Tensor::from_vec(ids.clone(), (b, s), device).context("building input_ids")?;
-    let attention_mask =
-        Tensor::from_vec(mask, (b, s), device).context("building attention_mask")?;
+    let lengths = items.iter().map(|i| i.len()).collect();
+    single_segment(ids, (b, s), Some(mask), lengths, None, device)
+}
+
+/// Packs id lists back to back into one `[1, T]` [`TokenBatch`] on `device` (no padding);
+/// token types are all 0 (single-sentence inputs).
+pub fn pack_batch(items: &[&[u32]], device: &Device) -> Result<TokenBatch> {
+    let lengths: Vec<usize> = items.iter().map(|i| i.len()).collect();
+    let packed = Arc::new(Packed::new(&lengths));
+    let ids: Vec<u32> = items.iter().flat_map(|i| i.iter().copied()).collect();
+    let t = ids.len();
+    single_segment(ids, (1, t), None, lengths, Some(packed), device)
+}
+
+/// A batch of single-sentence inputs (token types 0) from host ids of `shape`; `mask` none:
+/// every position is a token.
+fn single_segment(
+    ids: Vec<u32>,
+    shape: (usize, usize),
+    mask: Option<Vec<u32>>,
+    lengths: Vec<usize>,
+    packed: Option<Arc<Packed>>,
+    device: &Device,
+) -> Result<TokenBatch> {
+    let input_ids = Tensor::from_vec(ids.clone(), shape, device).context("building input_ids")?;
+    let attention_mask = match mask {
+        Some(m) => Tensor::from_vec(m, shape, device).context("building attention_mask")?,
+        None => input_ids.ones_like()?,
+    };
     let token_type_ids = input_ids.zeros_like()?;
     Ok(TokenBatch {
         input_ids,
         attention_mask,
         token_type_ids,
         ids,
-        lengths: items.iter().map(|i| i.len()).collect(),
+        lengths,
         single_segment: true,
         prompt_len: 0,
+        packed,
     })
 }

@@ -125,6 +125,11 @@ pub struct ComputeArgs {
     /// Allow TF32 tensor-core matrix products for f32 on CUDA (faster; ~1e-3 relative error).
     #[arg(long)]
     pub tf32: bool,
+    /// Pad every batch to its longest text instead of packing the texts back to back (packing
+    /// computes no padding and gives the same results up to float rounding; it runs on the CPU
+    /// for the BERT-like families, others always pad). For comparisons and benchmarks.
+    #[arg(long)]
+    pub no_packing: bool,
 }
 
 impl ComputeArgs {
@@ -133,6 +138,7 @@ impl ComputeArgs {
             device: self.device,
             dtype: self.dtype,
             tf32: self.tf32,
+            no_packing: self.no_packing,
         }
     }
 }

@@ -5,11 +5,12 @@
 //! RNG it was given, so the same RNG state replays the same masks. Depends on `ops`, `rng` and
 //! `tokenize::TokenBatch`.
 
-use crate::ops::{Dropout, Exec};
+use crate::ops::{Dropout, Exec, Packed};
 use crate::rng::Rng;
 use crate::tokenize::TokenBatch;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use std::cell::RefCell;
+use std::sync::Arc;
 
 /// Dropout rates in effect (config.json's unless overridden).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,6 +34,9 @@ pub struct Fwd {
     /// LoRA: the effective weight of each adapted parameter, by the parameter's tensor id
     /// (`model::lora`); `param` hands these out instead.
     lora: Option<std::collections::HashMap<candle_core::TensorId, Tensor>>,
+    /// The layout of the batch when it is packed: its dropout masks use the padded layout's
+    /// counters (`ops::packed`).
+    packed: Option<Arc<Packed>>,
 }
 
 impl Fwd {
@@ -44,7 +48,14 @@ impl Fwd {
             grad: false,
             dropout: None,
             lora: None,
+            packed: None,
         }
+    }
+
+    /// For a batch packed as `packed` (none: padded).
+    pub fn with_packing(mut self, packed: Option<Arc<Packed>>) -> Self {
+        self.packed = packed;
+        self
     }
 
     /// With LoRA's effective weights (see `model::lora::Lora::effective`).
@@ -89,7 +100,8 @@ impl Fwd {
     /// mask seeded by the next value of this pass's RNG.
     pub fn dropout(&self, p: f64) -> Option<Dropout> {
         let rng = self.dropout.as_ref()?;
-        (p > 0.0).then(|| Dropout::new(p, rng.borrow_mut().next_u64()))
+        (p > 0.0)
+            .then(|| Dropout::new(p, rng.borrow_mut().next_u64()).on_packed(self.packed.clone()))
     }
 
     /// The RNG after this pass (its state moved past every seed drawn).
@@ -134,9 +146,15 @@ pub struct EncoderBase {
 pub trait Encoder: Send + Sync {
     fn base(&self) -> &EncoderBase;
     fn base_mut(&mut self) -> &mut EncoderBase;
-    /// Hidden states `[B, S, H]` of the last layer, in the weights' dtype.
+    /// Hidden states `[B, S, H]` of the last layer, in the weights' dtype (a packed batch:
+    /// `[1, T, H]`, only where [`Self::packs`]).
     fn forward(&self, batch: &TokenBatch, fwd: &Fwd) -> Result<Tensor>;
     fn num_layers(&self) -> usize;
+    /// Whether `forward` takes packed batches on this execution path (the CPU fused path of
+    /// the post-norm families; the rotary families pad).
+    fn packs(&self, _exec: Exec) -> bool {
+        false
+    }
 
     /// The family name (`config.json`'s model_type family: "bert", "roberta", …).
     fn family(&self) -> &'static str {

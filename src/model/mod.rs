@@ -2,10 +2,12 @@
 //! optional Normalize, loaded from a local directory or Hub id in the sentence-transformers layout
 //! (`load`) and saved back in it. It holds the model's execution path ([`Exec`], resolved once at
 //! load) and the dropout RNG (one seed per forward call, saved in checkpoints). Submodules:
-//! `encoder` (the trait and per-call `Fwd`), `load` and `save` (the folder in and out), `family` (config + weight names per model_type, the
+//! `encoder` (the trait and per-call `Fwd`), `batches` (token batches: padded or packed, per text
+//! column or joint), `load` and `save` (the folder in and out), `family` (config + weight names per model_type, the
 //! registry), `nn` (shared blocks), `weights`, `config`, `hub`, `st_format`, `pooling`, `prompts`, `dense`.
 //! Nothing outside `model/` touches a family's internals.
 
+mod batches;
 pub mod config;
 pub mod dense;
 pub mod encoder;
@@ -24,6 +26,7 @@ use crate::ops::Exec;
 use crate::rng::{Rng, RngState};
 use crate::tokenize::{TextTokenizer, TokenBatch};
 use anyhow::{Context, Result};
+pub use batches::ColumnBatches;
 use candle_core::{DType, Device, Tensor, Var};
 use dense::Dense;
 use encoder::{DropoutRates, Encoder, Fwd};
@@ -52,13 +55,6 @@ pub struct ModelSpec {
 /// Default when neither the model nor the user sets max_seq_length (BERT's position limit
 /// caps it further), matching sentence-transformers' fallback to the tokenizer's model_max_length.
 pub const FALLBACK_MAX_SEQ_LENGTH: usize = 512;
-
-/// A training batch's text columns, padded (see [`SentenceEncoder::pad_columns`]).
-pub struct ColumnBatches {
-    pub batches: Vec<TokenBatch>,
-    /// `Some((columns, rows))` when all columns share one batch, column by column.
-    pub joint_rows: Option<(usize, usize)>,
-}
 
 /// The full sentence encoder.
 pub struct SentenceEncoder {
@@ -96,6 +92,8 @@ pub struct SentenceEncoder {
     /// LoRA adapters, when training with them (`lora.rs`): passes use the effective weights,
     /// saving merges them.
     lora: Option<lora::Lora>,
+    /// Whether batches are packed where the encoder takes them (`--no-packing`: false).
+    packing: bool,
 }
 
 impl SentenceEncoder {
@@ -119,8 +117,9 @@ impl SentenceEncoder {
                 );
             }
         }
-        let enc = Self::load_from(&src, spec, device)
+        let mut enc = Self::load_from(&src, spec, device)
             .with_context(|| format!("loading model {}", src.describe()))?;
+        enc.packing = !spec.compute.no_packing;
         // Every command that loads a model tells its notices the same way.
         for n in &enc.notices {
             tracing::info!("note: {n}");
@@ -185,6 +184,7 @@ impl SentenceEncoder {
             weights_file: None,
             weights_exposed: std::sync::atomic::AtomicBool::new(false),
             lora: None,
+            packing: true,
         }
     }
 
@@ -320,7 +320,9 @@ impl SentenceEncoder {
     /// on (seeds drawn from the model's dropout RNG, which moves on).
     pub fn embed_batch(&self, batch: &TokenBatch, train: bool) -> candle_core::Result<Tensor> {
         if !train {
-            let fwd = Fwd::eval(self.exec, self.compute).with_lora(self.lora_weights(true)?);
+            let fwd = Fwd::eval(self.exec, self.compute)
+                .with_lora(self.lora_weights(true)?)
+                .with_packing(batch.packed.clone());
             return self.head(&self.encoder.forward(batch, &fwd)?, batch, true);
         }
         self.train_pass(batch, true)
@@ -340,7 +342,8 @@ impl SentenceEncoder {
         } else {
             Fwd::train_no_graph(self.exec, self.compute, rng.clone())
         }
-        .with_lora(self.lora_weights(graph)?);
+        .with_lora(self.lora_weights(graph)?)
+        .with_packing(batch.packed.clone());
         let hidden = self.encoder.forward(batch, &fwd)?;
         if let Some(r) = fwd.into_rng() {
             *rng = r;
@@ -349,87 +352,36 @@ impl SentenceEncoder {
         self.head(&hidden, batch, graph)
     }
 
-    /// Hidden states `[B, S, H]` of the transformer in eval mode without a graph (tests, checks).
+    /// Hidden states `[B, S, H]` of the transformer in eval mode without a graph (tests, checks;
+    /// a packed batch's come back padded too, zeros in the padding).
     pub fn hidden_states(&self, batch: &TokenBatch) -> candle_core::Result<Tensor> {
-        let fwd = Fwd::inference(self.exec, self.compute).with_lora(self.lora_weights(false)?);
+        batches::unpacked(self.exec, &self.inference_pass(batch)?, batch)
+    }
+
+    /// The encoder's eval-mode output without a graph (a packed batch's as `[1, T, H]`).
+    fn inference_pass(&self, batch: &TokenBatch) -> candle_core::Result<Tensor> {
+        let fwd = Fwd::inference(self.exec, self.compute)
+            .with_lora(self.lora_weights(false)?)
+            .with_packing(batch.packed.clone());
         self.encoder.forward(batch, &fwd)
-    }
-
-    /// Pads the token ids of a training batch's text columns (`columns[c][i]`: row i of column
-    /// c; `prompt_lens[c]`: column c's leading prompt tokens, see `TokenBatch::prompt_len`): one
-    /// batch per column, or with `joint` all columns in one batch (one forward pass instead of
-    /// one per column — fewer, larger kernels — at the cost of padding every column to the
-    /// longest text of all; not when pooling must leave out prompts of different lengths).
-    pub fn pad_columns(
-        &self,
-        columns: &[Vec<&[u32]>],
-        prompt_lens: &[usize],
-        joint: bool,
-        device: &Device,
-    ) -> Result<ColumnBatches> {
-        let plen = |c: usize| prompt_lens.get(c).copied().unwrap_or(0);
-        let same_prompts =
-            self.pooling.include_prompt || (0..columns.len()).all(|c| plen(c) == plen(0));
-        if joint && columns.len() > 1 && same_prompts {
-            let rows = columns[0].len();
-            if columns.iter().any(|c| c.len() != rows) {
-                anyhow::bail!("internal: text columns of different lengths in one batch");
-            }
-            let all: Vec<&[u32]> = columns.iter().flatten().copied().collect();
-            let mut batch = self.tokenizer.pad(&all, device)?;
-            batch.prompt_len = plen(0);
-            Ok(ColumnBatches {
-                batches: vec![batch],
-                joint_rows: Some((columns.len(), rows)),
-            })
-        } else {
-            Ok(ColumnBatches {
-                batches: columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        let mut b = self.tokenizer.pad(c, device)?;
-                        b.prompt_len = plen(i);
-                        Ok(b)
-                    })
-                    .collect::<Result<_>>()?,
-                joint_rows: None,
-            })
-        }
-    }
-
-    /// Embeddings `[B, D]` of each text column of [`Self::pad_columns`]'s batches, tracked for
-    /// autograd (a joint batch is split back into its columns).
-    pub fn embed_columns(
-        &self,
-        b: &ColumnBatches,
-        train: bool,
-    ) -> candle_core::Result<Vec<Tensor>> {
-        match b.joint_rows {
-            Some((cols, rows)) => {
-                let e = self.embed_batch(&b.batches[0], train)?;
-                (0..cols).map(|c| e.narrow(0, c * rows, rows)).collect()
-            }
-            None => b
-                .batches
-                .iter()
-                .map(|x| self.embed_batch(x, train))
-                .collect(),
-        }
     }
 
     /// Eval-mode embeddings `[B, D]` without an autograd graph (what `encode` uses).
     pub fn embed_inference(&self, batch: &TokenBatch) -> candle_core::Result<Tensor> {
-        self.head(&self.hidden_states(batch)?, batch, false)
+        self.head(&self.inference_pass(batch)?, batch, false)
     }
 
     fn head(&self, hidden: &Tensor, batch: &TokenBatch, grad: bool) -> candle_core::Result<Tensor> {
-        let mut x = self.pooling.forward(
-            hidden,
-            &batch.attention_mask,
-            &batch.lengths,
-            batch.prompt_len,
-        )?;
+        // Pooling reads padded `[B, S, H]`: a packed batch's rows are gathered back first (one
+        // copy of the hidden states; its backward scatters the gradient to the packed rows).
+        let hidden = batches::unpacked(self.exec, hidden, batch)?;
+        let mask = match &batch.packed {
+            Some(_) => batch.padded_mask().map_err(candle_core::Error::wrap)?,
+            None => batch.attention_mask.clone(),
+        };
+        let mut x = self
+            .pooling
+            .forward(&hidden, &mask, &batch.lengths, batch.prompt_len)?;
         for d in &self.dense {
             x = d.forward(&x, grad)?;
         }

@@ -8,7 +8,7 @@
 //! or packed in one ([`Qkv`]). Depends on candle and the path modules.
 
 use super::rotary::{rotary_heads, Rotary};
-use super::{candle_inference_kernels, composed, cpu, cuda, dense, Dropout, Exec};
+use super::{candle_inference_kernels, composed, cpu, cuda, dense, Dropout, Exec, Packed};
 use candle_core::{DType, Device, Result, Tensor};
 use std::sync::Arc;
 
@@ -19,6 +19,9 @@ pub enum AttnMask {
     Keep(Arc<Vec<f32>>),
     /// Additive `[B, 1, 1, S]`: 0 for tokens, a large negative value for padding.
     Additive(Tensor),
+    /// A packed batch (CPU fused path): `x` is `[1, T, H]`, each sequence attends over its own
+    /// rows; S (of a score bias) is the layout's longest sequence.
+    Packed(Arc<Packed>),
 }
 
 impl AttnMask {
@@ -33,6 +36,31 @@ impl AttnMask {
             )),
             _ => AttnMask::Additive(composed::additive_attention_mask(attention_mask, compute)?),
         })
+    }
+
+    /// The mask of a batch: its packed layout when it has one (CPU fused path only), else
+    /// [`Self::new`] from its `attention_mask`.
+    pub fn for_batch(
+        exec: Exec,
+        attention_mask: &Tensor,
+        packed: Option<&Arc<Packed>>,
+        compute: DType,
+    ) -> Result<Self> {
+        match packed {
+            Some(_) if exec != Exec::CpuFused => {
+                candle_core::bail!("attention: packed batches run on the CPU fused path only")
+            }
+            Some(p) => Ok(AttnMask::Packed(p.clone())),
+            None => Self::new(exec, attention_mask, compute),
+        }
+    }
+
+    /// S for a score bias or rotary tables: the padded length, or a packed batch's longest.
+    pub fn seq(&self, padded: usize) -> usize {
+        match self {
+            AttnMask::Packed(p) => p.seq(),
+            _ => padded,
+        }
     }
 }
 
@@ -81,7 +109,7 @@ impl Window {
 }
 
 /// What an attention call needs besides its input.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct AttnArgs<'a> {
     pub heads: usize,
     /// Dropout on the probabilities (element `(b, h, i, j)` of `[B, heads, S, S]`).
@@ -111,10 +139,11 @@ pub fn attention(
             a.heads
         );
     }
+    let bs = mask.seq(s);
     if let Some(bias) = a.bias {
-        if bias.dims() != [nh, s, s] {
+        if bias.dims() != [nh, bs, bs] {
             candle_core::bail!(
-                "attention: a score bias of {:?} for [{nh}, {s}, {s}]",
+                "attention: a score bias of {:?} for [{nh}, {bs}, {bs}]",
                 bias.dims()
             );
         }
@@ -122,8 +151,16 @@ pub fn attention(
     let scale = 1.0 / (hd as f64).sqrt();
     let zeros = |p: &Projection| Tensor::zeros(p.w.dim(0)?, DType::F32, p.w.device());
     let bias = |p: &Projection| p.b.map_or_else(|| zeros(p), |b| Ok(b.clone()));
-    let mask = match (exec, mask) {
-        (Exec::CpuFused, AttnMask::Keep(keep)) => {
+    let rows = match mask {
+        AttnMask::Packed(_) if a.rotary.is_some() => {
+            candle_core::bail!("attention: rotary positions on a packed batch are not supported")
+        }
+        AttnMask::Packed(p) => Some(cpu::attention::Rows::Packed(p.clone())),
+        AttnMask::Keep(keep) => Some(cpu::attention::Rows::Keep(keep.clone())),
+        AttnMask::Additive(_) => None,
+    };
+    let mask = match (exec, rows, mask) {
+        (Exec::CpuFused, Some(rows), _) => {
             // q, k and v in one product: x is packed once and the product is 3× wider.
             let qkv = match qkv {
                 Qkv::Packed(p) => cpu::linear(x, p.w, &bias(&p)?)?,
@@ -138,12 +175,10 @@ pub fn attention(
                 None => qkv,
             };
             let window = a.window.map(|w| w.w);
-            return cpu::attention(&qkv, keep.clone(), nh, a.dropout, a.bias, window);
+            return cpu::attention(&qkv, rows, nh, a.dropout, a.bias, window);
         }
-        (Exec::CpuFused, _) | (_, AttnMask::Keep(_)) => {
-            candle_core::bail!("attention: the mask was built for another execution path")
-        }
-        (_, AttnMask::Additive(m)) => m,
+        (_, _, AttnMask::Additive(m)) if exec != Exec::CpuFused => m,
+        _ => candle_core::bail!("attention: the mask was built for another execution path"),
     };
     // A packed projection split into views of its rows (their backward adds into the packed
     // weight's gradient).

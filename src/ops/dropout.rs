@@ -4,8 +4,9 @@
 //! for the same seed and a backward recomputes the mask instead of storing it. [`dropout`]
 //! dispatches on the [`Exec`]. Depends on candle and rayon.
 
-use super::Exec;
+use super::{Exec, Packed};
 use candle_core::{Result, Tensor};
+use std::sync::Arc;
 
 /// Counter-based random bits: splitmix64 of `(seed, index)` — the same function as the CUDA
 /// kernels (kernels/embtune.cu), so a seed gives the same dropout mask on either device.
@@ -19,12 +20,15 @@ pub fn hash(seed: u64, i: u64) -> u32 {
 }
 
 /// Inverted-dropout parameters of one call: keep an element when its random bits exceed
-/// `threshold` (= p·2³²) and scale kept ones by 1/(1 − p).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// `threshold` (= p·2³²) and scale kept ones by 1/(1 − p). On a packed batch (`packed`) the
+/// counters are those of the padded layout of the same sequences (see `ops::packed`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Dropout {
     pub seed: u64,
     pub threshold: u32,
     pub scale: f32,
+    /// The packed layout of the rows this dropout applies to (none: a padded batch).
+    pub packed: Option<Arc<Packed>>,
 }
 
 impl Dropout {
@@ -33,7 +37,14 @@ impl Dropout {
             seed,
             threshold: (p * u32::MAX as f64) as u32,
             scale: (1.0 / (1.0 - p)) as f32,
+            packed: None,
         }
+    }
+
+    /// The same dropout on the rows of a packed batch.
+    pub fn on_packed(mut self, packed: Option<Arc<Packed>>) -> Self {
+        self.packed = packed;
+        self
     }
     /// The mask factor of element `i`: `scale` or 0.
     #[inline(always)]
@@ -54,6 +65,9 @@ pub fn dropout(exec: Exec, x: &Tensor, d: Option<Dropout>) -> Result<Tensor> {
     let Some(d) = d else {
         return Ok(x.clone());
     };
+    if d.packed.is_some() && exec != Exec::CpuFused {
+        candle_core::bail!("dropout: packed batches run on the CPU fused path only");
+    }
     match exec {
         Exec::CpuFused | Exec::CudaFused => super::cpu::dropout::apply(x, d),
         Exec::Composed if x.device().is_cuda() => on_device(x, d),
@@ -110,7 +124,7 @@ mod tests {
     fn composed_and_fused_dropout_draw_the_same_mask() {
         let x = crate::ops::test_util::randn(&[7, 33, 19], 3, 2.0);
         let d = Some(Dropout::new(0.2, 1234));
-        let a = dropout(Exec::Composed, &x, d).unwrap();
+        let a = dropout(Exec::Composed, &x, d.clone()).unwrap();
         let b = dropout(Exec::CpuFused, &x, d).unwrap();
         assert_eq!(crate::ops::test_util::max_diff(&a, &b), 0.0);
         assert!(crate::ops::test_util::max_diff(&a, &x) > 0.1);

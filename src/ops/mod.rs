@@ -11,7 +11,9 @@
 //!   optional additive score bias (relative positions) and its gradient, rotary positions
 //!   (`rotary`) and a sliding window;
 //! - `glu` — gated linear units (GeGLU, SwiGLU);
-//! - `dropout` — counter-based masks shared by all paths.
+//! - `dropout` — counter-based masks shared by all paths;
+//! - `packed` — the layout of a packed batch (sequences back to back, no padding), which the
+//!   CPU fused attention and dropout take.
 //!
 //! Paths: `composed` (candle's ops; the reference), `cpu` (SIMD custom ops, f32), `cuda` (fused
 //! custom ops; CUDA kernels in `cuda::launch` with the `cuda` feature, plain-loop CPU forwards
@@ -27,6 +29,7 @@ pub mod dropout;
 pub mod exec;
 pub mod glu;
 pub mod norm;
+pub mod packed;
 pub mod rotary;
 #[cfg(test)]
 pub(crate) mod test_util;
@@ -37,6 +40,7 @@ pub use dropout::{dropout, Dropout};
 pub use exec::Exec;
 pub use glu::glu;
 pub use norm::{layer_norm, residual_norm, sum_layer_norm};
+pub use packed::Packed;
 pub use rotary::Rotary;
 
 use candle_core::Tensor;

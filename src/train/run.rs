@@ -159,6 +159,7 @@ fn train_rank(
     if let Some(o) = saved.as_object_mut() {
         o.insert("family".into(), json!(model.family()));
         o.insert("exec".into(), json!(model.exec()));
+        o.insert("packing".into(), json!(model.packs()));
         o.insert("step".into(), json!(ready[0].step.name()));
     }
     if primary {

@@ -245,7 +245,7 @@ fn loss_of(
                 .iter()
                 .map(|&r| g.tokens[r * d.cols + col].ids.as_slice())
                 .collect();
-            let mut batch = g.model.tokenizer.pad(&ids, ctx.device)?;
+            let mut batch = g.model.batch(&ids, ctx.device)?;
             batch.prompt_len = g.prompt_lens.get(col).copied().unwrap_or(0);
             Ok(g.model.embed_inference(&batch)?)
         })
@@ -288,7 +288,7 @@ fn graph_micro(
     let ids: Vec<Vec<&[u32]>> = (0..d.columns()).map(|c| d.ids(rows, c)).collect();
     let plens: Vec<usize> = (0..d.columns()).map(|c| d.prompt_len(c)).collect();
     let joint = join_columns(ctx.device, &ids);
-    let batches = model.pad_columns(&ids, &plens, joint, ctx.device)?;
+    let batches = model.column_batches(&ids, &plens, joint, ctx.device)?;
     let labels = d.labels(rows, ctx.device)?;
     timer.end(Phase::Batch)?;
     timer.begin();
@@ -326,7 +326,7 @@ fn cached_micro(
         let mut col = Vec::new();
         let mut parts = Vec::new();
         for chunk in rows.chunks(mini) {
-            let mut batch = model.tokenizer.pad(&d.ids(chunk, c), ctx.device)?;
+            let mut batch = model.batch(&d.ids(chunk, c), ctx.device)?;
             batch.prompt_len = d.prompt_len(c);
             let state = model.dropout_state();
             parts.push(model.embed_batch_no_graph(&batch)?);

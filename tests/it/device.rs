@@ -320,7 +320,7 @@ fn joint_forward_of_columns_equals_separate_passes() {
         &embtune::loss::LossParams::default(),
     );
     let run = |joint: bool| {
-        let batches = enc.pad_columns(&ids, &[], joint, &dev).unwrap();
+        let batches = enc.column_batches(&ids, &[], joint, &dev).unwrap();
         assert_eq!(batches.batches.len(), if joint { 1 } else { 2 });
         let embs = enc.embed_columns(&batches, true).unwrap();
         let l = loss.compute(&embs, Some(&labels)).unwrap();

@@ -33,7 +33,7 @@ pub fn fixture_model(family: &str) -> PathBuf {
     fixture(family).join("model")
 }
 
-fn load(family: &str) -> SentenceEncoder {
+pub fn load(family: &str) -> SentenceEncoder {
     let spec = ModelSpec {
         model: fixture_model(family).to_string_lossy().into_owned(),
         ..Default::default()

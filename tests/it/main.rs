@@ -18,6 +18,7 @@ mod losses;
 mod model_files;
 mod multi_dataset;
 mod oracle;
+mod packing;
 mod pairs;
 mod parity;
 mod prompts;

@@ -30,6 +30,19 @@ impl Positions {
         }
     }
 
+    /// Host position ids `[T]` of sequences packed back to back (`lengths[i]` ids each): what
+    /// each token has in its own sequence, as [`Self::ids`] gives it in a padded row.
+    pub fn ids_packed(self, ids: &[u32], lengths: &[usize]) -> Vec<u32> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut start = 0;
+        for &l in lengths {
+            let row = &ids[start..start + l];
+            out.extend(self.ids(row, l.max(1)).into_iter().take(l));
+            start += l;
+        }
+        out
+    }
+
     /// Host position ids `[B·S]` of right-padded rows `ids` (row-major, `s` per row).
     pub fn ids(self, ids: &[u32], s: usize) -> Vec<u32> {
         match self {
@@ -120,10 +133,15 @@ impl Embeddings {
         let words =
             ops::embedding(exec, &fwd.param(&self.word), &batch.input_ids)?.reshape((b, s, h))?;
         let table = fwd.param(&self.position);
-        let pos = match self.positions {
+        let pos = match (self.positions, &batch.packed) {
             // The rows 0..S, broadcast over the batch: a narrow, whose backward is cheap.
-            Positions::Range => table.narrow(0, 0, s)?,
-            Positions::AfterPadding { .. } => {
+            (Positions::Range, None) => table.narrow(0, 0, s)?,
+            (_, Some(p)) => {
+                let ids = self.positions.ids_packed(&batch.ids, &batch.lengths);
+                let ids = Tensor::from_vec(ids, p.tokens(), table.device())?;
+                ops::embedding(exec, &table, &ids)?.reshape((b, s, h))?
+            }
+            (Positions::AfterPadding { .. }, None) => {
                 let ids =
                     Tensor::from_vec(self.positions.ids(&batch.ids, s), b * s, table.device())?;
                 ops::embedding(exec, &table, &ids)?.reshape((b, s, h))?
@@ -169,5 +187,14 @@ mod tests {
             vec![0, 1, 2, 0, 1, 2]
         );
         assert_eq!(p.rows_needed(512), 514);
+        // Packed: each sequence as its own row, without the padding.
+        assert_eq!(
+            p.ids_packed(&[0, 5, 2, 0, 7, 8, 2], &[3, 4]),
+            vec![2, 3, 4, 2, 3, 4, 5]
+        );
+        assert_eq!(
+            Positions::Range.ids_packed(&[4, 4, 4, 4], &[1, 3]),
+            vec![0, 0, 1, 2]
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The BERT-like families' `Encoder`: embeddings → dropout → a stack of post-norm layers, with
 //! an optional relative position bias computed once per pass and shared by every layer (MPNet).
-//! Families build it from their weight names (`model::family`). Depends on `ops`, `nn`,
+//! Families build it from their weight names (`model::family`). It takes packed batches on the
+//! CPU fused path (`Encoder::packs`). Depends on `ops`, `nn`,
 //! `model::encoder`, `tokenize::TokenBatch`.
 
 use super::{Embeddings, ParamStore, PostNormLayer, RelativeBias};
@@ -45,7 +46,7 @@ impl Encoder for PostNormEncoder {
     }
 
     fn forward(&self, batch: &TokenBatch, fwd: &Fwd) -> Result<Tensor> {
-        let (_, s) = batch.input_ids.dims2()?;
+        let s = batch.seq().map_err(candle_core::Error::wrap)?;
         if s > self.base.max_tokens {
             candle_core::bail!(
                 "sequence length {s} exceeds the model's {} positions",
@@ -54,7 +55,12 @@ impl Encoder for PostNormEncoder {
         }
         let x = self.embeddings.forward(batch, fwd)?;
         let mut x = ops::dropout(fwd.exec, &x, fwd.dropout(self.base.dropout.hidden))?;
-        let mask = AttnMask::new(fwd.exec, &batch.attention_mask, fwd.compute)?;
+        let mask = AttnMask::for_batch(
+            fwd.exec,
+            &batch.attention_mask,
+            batch.packed.as_ref(),
+            fwd.compute,
+        )?;
         let bias = self
             .relative
             .as_ref()
@@ -69,6 +75,10 @@ impl Encoder for PostNormEncoder {
         } else {
             x.to_dtype(self.base.dtype)
         }
+    }
+
+    fn packs(&self, exec: ops::Exec) -> bool {
+        exec == ops::Exec::CpuFused
     }
 
     fn num_layers(&self) -> usize {

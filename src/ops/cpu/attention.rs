@@ -6,7 +6,7 @@
 
 use super::attention_kernels::{self as k, AttnShape, HeadJob, Heads};
 use super::{slice, with_data};
-use crate::ops::Dropout;
+use crate::ops::{Dropout, Packed};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -14,10 +14,10 @@ use std::sync::Arc;
 /// The attention core of one layer on the packed projections `[B, S, 3H]` = `[q | k | v]`:
 /// `softmax(q·kᵀ/√hd + bias + mask) → dropout → ·v` per head, giving the `[B, S, H]` context
 /// (heads side by side, as BERT's reshape does). One op input (no bias) or two (`[heads, S, S]`
-/// bias, which gets its gradient).
+/// bias, which gets its gradient). On a packed batch (`layout`) the input is `[1, T, 3H]`, each
+/// sequence attends over its own rows, and S is the layout's longest sequence.
 struct Attention {
-    /// `[B·S]`: 1 for tokens, 0 for padding.
-    keep: Arc<Vec<f32>>,
+    layout: Layout2,
     heads: usize,
     scale: f32,
     drop: Option<Dropout>,
@@ -25,7 +25,16 @@ struct Attention {
     window: Option<usize>,
 }
 
+/// The rows of one attention call: padded sentences with their mask, or a packed batch.
+enum Layout2 {
+    /// `[B·S]`: 1 for tokens, 0 for padding.
+    Padded(Arc<Vec<f32>>),
+    /// Sequences back to back; `ones` holds S ones (every row of a packed sequence is a token).
+    Packed { packed: Arc<Packed>, ones: Vec<f32> },
+}
+
 impl Attention {
+    /// The job of sentence `b`, head `h`; `sh.seq` = the padded length (or the packed S).
     fn job<'a>(
         &'a self,
         qkv: &'a [f32],
@@ -36,69 +45,111 @@ impl Attention {
     ) -> HeadJob<'a> {
         let [q, k, v] = qkv_heads(qkv, sh);
         let n = sh.seq * sh.seq;
+        let (keep, seq, row0) = match &self.layout {
+            Layout2::Padded(keep) => (&keep[b * sh.seq..(b + 1) * sh.seq], sh.seq, b * sh.seq),
+            Layout2::Packed { packed, ones } => {
+                (&ones[..packed.len(b)], packed.len(b), packed.start(b))
+            }
+        };
         HeadJob {
             q,
             k,
             v,
-            keep: &self.keep[b * sh.seq..(b + 1) * sh.seq],
-            sh,
+            keep,
+            sh: AttnShape { seq, ..sh },
             scale: self.scale,
             bias: bias.map(|bb| &bb[h * n..(h + 1) * n]),
-            drop: self.drop,
+            bias_stride: sh.seq,
+            drop: self.drop.as_ref(),
+            drop_seq: sh.seq,
             window: self.window,
+            row0,
             b,
             h,
         }
     }
 
+    /// The call's shape: `B` sentences of `S` (packed: the layout's B and longest S).
     fn shape(&self, dims: &[usize], bias: Option<&[usize]>) -> Result<AttnShape> {
         let &[b, s, h3] = dims else {
             bail!("attention: expected [B, S, 3H], got {dims:?}");
         };
         let h = h3 / 3;
-        if self.heads == 0 || h3 % 3 != 0 || h % self.heads != 0 || self.keep.len() != b * s {
+        let rows_ok = match &self.layout {
+            Layout2::Padded(keep) => keep.len() == b * s,
+            Layout2::Packed { packed, .. } => b == 1 && packed.tokens() == s,
+        };
+        if self.heads == 0 || h3 % 3 != 0 || h % self.heads != 0 || !rows_ok {
             bail!(
-                "attention: [{b}, {s}, {h3}] with {} heads and a mask of {}",
+                "attention: [{b}, {s}, {h3}] with {} heads and {}",
                 self.heads,
-                self.keep.len()
+                match &self.layout {
+                    Layout2::Padded(keep) => format!("a mask of {}", keep.len()),
+                    Layout2::Packed { packed, .. } =>
+                        format!("a packed layout of {} tokens", packed.tokens()),
+                }
             );
         }
+        let (batch, seq) = match &self.layout {
+            Layout2::Padded(_) => (b, s),
+            Layout2::Packed { packed, .. } => (packed.batch(), packed.seq()),
+        };
         if let Some(bd) = bias {
-            if bd != [self.heads, s, s] {
+            if bd != [self.heads, seq, seq] {
                 bail!(
-                    "attention: a score bias of {bd:?} for [{}, {s}, {s}]",
+                    "attention: a score bias of {bd:?} for [{}, {seq}, {seq}]",
                     self.heads
                 );
             }
         }
         Ok(AttnShape {
-            batch: b,
-            seq: s,
+            batch,
+            seq,
             heads: self.heads,
             head_dim: h / self.heads,
         })
     }
 
+    /// Each sentence's rows of a `[rows, width]` buffer (padded: S rows each; packed: its own).
+    fn split<'a>(&self, buf: &'a mut [f32], sh: AttnShape, width: usize) -> Vec<&'a mut [f32]> {
+        match &self.layout {
+            Layout2::Padded(_) => buf.chunks_mut((sh.seq * width).max(1)).collect(),
+            Layout2::Packed { packed, .. } => packed.split_rows_mut(buf, width),
+        }
+    }
+
+    /// Total rows of the call's buffers.
+    fn rows(&self, sh: AttnShape) -> usize {
+        match &self.layout {
+            Layout2::Padded(_) => sh.batch * sh.seq,
+            Layout2::Packed { packed, .. } => packed.tokens(),
+        }
+    }
+
     fn forward(&self, qkv: &[f32], bias: Option<&[f32]>, sh: AttnShape) -> Result<Vec<f32>> {
-        if bias.is_none() && sh.seq >= super::attention_long::LONG {
-            return super::attention_long::forward(super::attention_long::LongJob {
-                qkv,
-                keep: &self.keep,
-                sh,
-                scale: self.scale,
-                drop: self.drop,
-                window: self.window,
-            });
+        if let (None, Layout2::Padded(keep)) = (bias, &self.layout) {
+            if sh.seq >= super::attention_long::LONG {
+                return super::attention_long::forward(super::attention_long::LongJob {
+                    qkv,
+                    keep,
+                    sh,
+                    scale: self.scale,
+                    drop: self.drop.clone(),
+                    window: self.window,
+                });
+            }
         }
         let hid = sh.hidden();
-        let mut out = vec![0f32; sh.batch * sh.seq * hid];
-        out.par_chunks_mut((sh.seq * hid).max(1))
+        let mut out = vec![0f32; self.rows(sh) * hid];
+        self.split(&mut out, sh, hid)
+            .into_par_iter()
             .enumerate()
             .for_each(|(b, rows)| {
                 let mut block = vec![0f32; sh.seq * sh.head_dim];
                 for h in 0..sh.heads {
-                    k::attention_head(self.job(qkv, bias, sh, b, h), &mut block);
-                    scatter_head(&block, sh, h, rows, hid, 0);
+                    let job = self.job(qkv, bias, sh, b, h);
+                    k::attention_head(job, &mut block);
+                    scatter_head(&block[..job.sh.seq * sh.head_dim], sh, h, rows, hid, 0);
                 }
             });
         Ok(out)
@@ -125,8 +176,9 @@ impl Attention {
             0
         };
         let mut dqkv = vec![0f32; qkv.len()];
-        let dbias = dqkv
-            .par_chunks_mut((sh.seq * 3 * hid).max(1))
+        let dbias = self
+            .split(&mut dqkv, sh, 3 * hid)
+            .into_par_iter()
             .enumerate()
             .fold(
                 || vec![0f32; nb],
@@ -134,18 +186,14 @@ impl Attention {
                     let n = sh.seq * sh.head_dim;
                     let mut blocks = vec![0f32; 3 * n];
                     for h in 0..sh.heads {
+                        let job = self.job(qkv, bias, sh, b, h);
+                        let m = job.sh.seq * sh.head_dim;
                         let (bq, rest) = blocks.split_at_mut(n);
                         let (bk, bv) = rest.split_at_mut(n);
+                        let (bq, bk, bv) = (&mut bq[..m], &mut bk[..m], &mut bv[..m]);
                         let ss = sh.seq * sh.seq;
                         let dbh = (nb > 0).then(|| &mut db[h * ss..(h + 1) * ss]);
-                        k::attention_head_backward(
-                            self.job(qkv, bias, sh, b, h),
-                            g,
-                            bq,
-                            bk,
-                            bv,
-                            dbh,
-                        );
+                        k::attention_head_backward(job, g, bq, bk, bv, dbh);
                         scatter_head(bq, sh, h, rows, 3 * hid, 0);
                         scatter_head(bk, sh, h, rows, 3 * hid, hid);
                         scatter_head(bv, sh, h, rows, 3 * hid, 2 * hid);
@@ -193,7 +241,7 @@ impl CustomOp1 for Attention {
         let out = self.forward(slice(s1, l1, "attention")?, None, sh)?;
         Ok((
             CpuStorage::F32(out),
-            Shape::from((sh.batch, sh.seq, sh.hidden())),
+            Shape::from((l1.dims()[0], l1.dims()[1], sh.hidden())),
         ))
     }
     fn bwd(&self, qkv: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
@@ -226,7 +274,7 @@ impl CustomOp2 for BiasedAttention {
             .forward(slice(s1, l1, "attention")?, Some(bias), sh)?;
         Ok((
             CpuStorage::F32(out),
-            Shape::from((sh.batch, sh.seq, sh.hidden())),
+            Shape::from((l1.dims()[0], l1.dims()[1], sh.hidden())),
         ))
     }
     fn bwd(
@@ -247,21 +295,40 @@ impl CustomOp2 for BiasedAttention {
     }
 }
 
+/// The rows of an attention call: `Keep` = `[B·S]` (1 for tokens, 0 for padding) of a padded
+/// batch; `Packed` = the layout of a packed batch (its input is `[1, T, 3H]`).
+pub enum Rows {
+    Keep(Arc<Vec<f32>>),
+    Packed(Arc<Packed>),
+}
+
 /// Multi-head attention core on the packed projections `qkv: [B, S, 3H]` (`[q | k | v]`) with
-/// `heads` heads; `keep: [B·S]` is 1 for tokens, 0 for padding; `dropout` on the
+/// `heads` heads over `rows` (padded with its mask, or packed: `[1, T, 3H]`); `dropout` on the
 /// probabilities; `bias: [heads, S, S]` added to the scaled scores; `window`: query i sees keys
-/// with |i − j| ≤ w only. Returns the `[B, S, H]` context.
+/// with |i − j| ≤ w only. Returns the context `[B, S, H]` (packed: `[1, T, H]`).
 pub fn attention(
     qkv: &Tensor,
-    keep: Arc<Vec<f32>>,
+    rows: Rows,
     heads: usize,
     dropout: Option<Dropout>,
     bias: Option<&Tensor>,
     window: Option<usize>,
 ) -> Result<Tensor> {
     let hd = qkv.dim(2)? / 3 / heads.max(1);
+    let layout = match rows {
+        Rows::Keep(keep) => Layout2::Padded(keep),
+        Rows::Packed(packed) => {
+            if window.is_some() {
+                bail!("attention: a sliding window on a packed batch is not supported");
+            }
+            Layout2::Packed {
+                ones: vec![1.0; packed.seq()],
+                packed,
+            }
+        }
+    };
     let op = Attention {
-        keep,
+        layout,
         heads,
         scale: 1.0 / (hd as f32).sqrt(),
         drop: dropout,
@@ -376,7 +443,15 @@ mod tests {
             let k = Var::from_tensor(&randn(&[b, s, h], 7, 2.0)).unwrap();
             let v = Var::from_tensor(&randn(&[b, s, h], 8, 1.0)).unwrap();
             let qkv = Tensor::cat(&[q.as_tensor(), k.as_tensor(), v.as_tensor()], 2).unwrap();
-            let fused = attention(&qkv, keep.clone(), heads, drop, bias, window).unwrap();
+            let fused = attention(
+                &qkv,
+                Rows::Keep(keep.clone()),
+                heads,
+                drop.clone(),
+                bias,
+                window,
+            )
+            .unwrap();
             let composed = composed_attention(
                 q.as_tensor(),
                 k.as_tensor(),
@@ -405,6 +480,93 @@ mod tests {
                 vars.push(("bias", &bias_var));
             }
             check(&vars, &fused, &composed, 1e-5, 1e-5);
+        }
+    }
+
+    /// A packed batch (sequences back to back, `[1, T, 3H]`) gives the padded batch's context
+    /// rows and gradients (q|k|v and the score bias), with and without dropout: the packed
+    /// kernel draws the padded layout's dropout counters.
+    #[test]
+    fn packed_attention_equals_padded_attention_on_the_real_rows() {
+        use crate::ops::test_util::max_diff;
+        let (b, s, h, heads) = (3, 11, 24, 3);
+        let lens = [9usize, 11, 1];
+        let packed = Arc::new(Packed::new(&lens));
+        let mut keep = vec![0f32; b * s];
+        let mut real = Vec::new();
+        for (i, &l) in lens.iter().enumerate() {
+            keep[i * s..i * s + l].iter_mut().for_each(|x| *x = 1.0);
+            real.extend((0..l).map(|j| (i * s + j) as u32));
+        }
+        let real = Tensor::new(real.as_slice(), &Device::Cpu).unwrap();
+        let keep = Arc::new(keep);
+        let weights = randn(&[packed.tokens(), h], 3, 1.0);
+        for (drop, with_bias) in [
+            (None, false),
+            (Some(Dropout::new(0.2, 1234)), false),
+            (Some(Dropout::new(0.1, 8)), true),
+        ] {
+            let qkv = Var::from_tensor(&randn(&[b, s, 3 * h], 6, 2.0)).unwrap();
+            let bias = Var::from_tensor(&randn(&[heads, s, s], 9, 1.5)).unwrap();
+            let bias_t = with_bias.then_some(bias.as_tensor());
+            let gather = |t: &Tensor, w: usize| {
+                t.reshape((b * s, w))
+                    .unwrap()
+                    .index_select(&real, 0)
+                    .unwrap()
+            };
+            let padded = attention(
+                qkv.as_tensor(),
+                Rows::Keep(keep.clone()),
+                heads,
+                drop.clone(),
+                bias_t,
+                None,
+            )
+            .unwrap();
+            let padded = gather(&padded, h);
+            let packed_in = gather(qkv.as_tensor(), 3 * h).unsqueeze(0).unwrap();
+            let packed_out = attention(
+                &packed_in,
+                Rows::Packed(packed.clone()),
+                heads,
+                drop.clone().map(|d| d.on_packed(Some(packed.clone()))),
+                bias_t,
+                None,
+            )
+            .unwrap();
+            assert_eq!(packed_out.dims(), [1, packed.tokens(), h]);
+            let packed_out = packed_out.squeeze(0).unwrap();
+            assert!(
+                max_diff(&padded, &packed_out) < 1e-6,
+                "{drop:?} {with_bias}"
+            );
+            let grads = |y: &Tensor| {
+                let g = (y * &weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let gq = gather(g.get(qkv.as_tensor()).unwrap(), 3 * h);
+                (gq, g.get(bias.as_tensor()).cloned())
+            };
+            let (ga, ba) = grads(&padded);
+            let (gb, bb) = grads(&packed_out);
+            assert!(max_diff(&ga, &gb) < 1e-5, "{drop:?} {with_bias}");
+            assert!(
+                ga.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    > 1.0
+            );
+            if with_bias {
+                let (ba, bb) = (ba.unwrap(), bb.unwrap());
+                assert!(max_diff(&ba, &bb) < 1e-5);
+            }
         }
     }
 }

@@ -23,8 +23,9 @@ impl AttnShape {
 }
 
 /// Attention-probability dropout of one call (`None` in eval mode). Element `(b, h, i, j)` of
-/// the virtual `[B, heads, S, S]` probability tensor uses counter `((b·heads + h)·S + i)·S + j`.
-pub type AttnDropout = Option<Dropout>;
+/// the virtual `[B, heads, S, S]` probability tensor uses counter `((b·heads + h)·S + i)·S + j`
+/// (on a packed batch, S is that of its padded layout: [`HeadJob::drop_seq`]).
+pub type AttnDropout<'a> = Option<&'a Dropout>;
 
 /// One row of attention probabilities: `p[j] = softmax_j(scale·q·kⱼ)` over the keys with
 /// `keep[j] = 1` (0 for padding), from `kt = (Kᵀ, stride, col0)`: Kᵀ of this head (`[hd, sp]`,
@@ -99,18 +100,18 @@ pub struct Heads<'a> {
 }
 
 impl<'a> Heads<'a> {
-    /// The `hd` values of token `j`, head `h`, sentence `b`.
+    /// The `hd` values of token `j`, head `h`, of the sentence whose first row is `row0`.
     #[inline(always)]
-    fn row(&self, sh: AttnShape, b: usize, j: usize, h: usize) -> &'a [f32] {
-        &self.data[(b * sh.seq + j) * self.stride + self.offset + h * sh.head_dim..][..sh.head_dim]
+    fn row(&self, sh: AttnShape, row0: usize, j: usize, h: usize) -> &'a [f32] {
+        &self.data[(row0 + j) * self.stride + self.offset + h * sh.head_dim..][..sh.head_dim]
     }
 
-    /// This head of sentence `b` transposed, rows padded to `sp` columns:
-    /// `out[d·sp + j] = row(b, j, h)[d]` (zeros stay in columns `S..sp`).
+    /// This head of the sentence at `row0` transposed, rows padded to `sp` columns:
+    /// `out[d·sp + j] = row(row0, j, h)[d]` (zeros stay in columns `S..sp`).
     #[inline(always)]
-    fn transposed(&self, sh: AttnShape, b: usize, h: usize, sp: usize, out: &mut [f32]) {
+    fn transposed(&self, sh: AttnShape, row0: usize, h: usize, sp: usize, out: &mut [f32]) {
         for j in 0..sh.seq {
-            for (d, &v) in self.row(sh, b, j, h).iter().enumerate() {
+            for (d, &v) in self.row(sh, row0, j, h).iter().enumerate() {
                 out[d * sp + j] = v;
             }
         }
@@ -118,8 +119,10 @@ impl<'a> Heads<'a> {
 }
 
 /// One (sentence `b`, head `h`) of an attention call: the projections, the sentence's padding
-/// mask (`keep`, 1 = token), the score scale 1/√hd, the head's additive score bias (`[S, S]`,
-/// row i for query i; none for most models), the probability dropout and the sliding window.
+/// mask (`keep`, 1 = token), the score scale 1/√hd, the head's additive score bias (rows of
+/// `bias_stride` values, row i for query i, of which the first S are used; none for most
+/// models), the probability dropout and the sliding window. `sh.seq` is this sentence's S:
+/// the padded length, or on a packed batch the sentence's own length.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadJob<'a> {
     pub q: Heads<'a>,
@@ -129,9 +132,14 @@ pub struct HeadJob<'a> {
     pub sh: AttnShape,
     pub scale: f32,
     pub bias: Option<&'a [f32]>,
-    pub drop: AttnDropout,
+    pub bias_stride: usize,
+    pub drop: AttnDropout<'a>,
+    /// The S of the dropout counters (the padded length; ≥ `sh.seq`).
+    pub drop_seq: usize,
     /// Sliding window: query i sees keys j with |i − j| ≤ w only (ModernBERT's local layers).
     pub window: Option<usize>,
+    /// The sentence's first row in the q|k|v and gradient buffers.
+    pub row0: usize,
     pub b: usize,
     pub h: usize,
 }
@@ -140,28 +148,28 @@ simd_fn! {
 /// Forward of one head of one sentence: writes `ctx[i] = Σⱼ p'ᵢⱼ·vⱼ` (p' = probabilities after
 /// dropout) into `out`, the `[S, hd]` block of this head (row-major).
 pub fn attention_head(job: HeadJob, out: &mut [f32]) {
-    let HeadJob { q, k, v, keep, sh, scale, bias, drop, window, b, h } = job;
+    let HeadJob { q, k, v, keep, sh, scale, bias, bias_stride: bs, drop, drop_seq: ds, window, row0, b, h } = job;
     let (s, hd) = (sh.seq, sh.head_dim);
     let (sp, keep) = padded_keep(keep);
     let mut kt = vec![0f32; hd * sp];
-    k.transposed(sh, b, h, sp, &mut kt);
+    k.transposed(sh, row0, h, sp, &mut kt);
     let mut p = vec![0f32; sp];
     let mut row_keep = vec![0f32; if window.is_some() { sp } else { 0 }];
     for i in 0..s {
-        let bias_row = bias.map(|bb| &bb[i * s..(i + 1) * s]);
+        let bias_row = bias.map(|bb| &bb[i * bs..i * bs + s]);
         // A window's keys only (the rest are masked anyway): local layers cost O(S·w).
         let (lo, hi) = key_range(window, bias.is_some(), i, sp);
         let keep_i = keep_row(&keep, window, i, (lo, hi), &mut row_keep);
         let end = hi.min(s);
         let pr = &mut p[lo..hi];
-        probs_row(q.row(sh, b, i, h), (&kt, sp, lo), &keep_i[lo..hi], scale, bias_row, pr);
+        probs_row(q.row(sh, row0, i, h), (&kt, sp, lo), &keep_i[lo..hi], scale, bias_row, pr);
         if let Some(d) = drop {
-            let base = (((b * sh.heads + h) * s + i) * s) as u64;
+            let base = (((b * sh.heads + h) * ds + i) * ds) as u64;
             for (j, pj) in pr[..end - lo].iter_mut().enumerate() {
                 *pj *= d.factor(base + (lo + j) as u64);
             }
         }
-        weighted_sum(&pr[..end - lo], |j| v.row(sh, b, lo + j, h), &mut out[i * hd..(i + 1) * hd]);
+        weighted_sum(&pr[..end - lo], |j| v.row(sh, row0, lo + j, h), &mut out[i * hd..(i + 1) * hd]);
     }
 }
 }
@@ -302,30 +310,30 @@ pub fn attention_head_backward(
     dbias: Option<&mut [f32]>,
 ) {
     let mut dbias = dbias;
-    let HeadJob { q, k, v, keep, sh, scale, bias, drop, window, b, h } = job;
+    let HeadJob { q, k, v, keep, sh, scale, bias, bias_stride: bs, drop, drop_seq: ds, window, row0, b, h } = job;
     let (s, hd) = (sh.seq, sh.head_dim);
     let (sp, keep) = padded_keep(keep);
     let mut row_keep = vec![0f32; if window.is_some() { sp } else { 0 }];
     let mut kt = vec![0f32; hd * sp];
     let mut vt = vec![0f32; hd * sp];
-    k.transposed(sh, b, h, sp, &mut kt);
-    v.transposed(sh, b, h, sp, &mut vt);
+    k.transposed(sh, row0, h, sp, &mut kt);
+    v.transposed(sh, row0, h, sp, &mut vt);
     let mut p = vec![0f32; sp];
     let mut f = vec![1f32; sp];
     let mut dp = vec![0f32; sp];
     dk.iter_mut().for_each(|x| *x = 0.0);
     dv.iter_mut().for_each(|x| *x = 0.0);
     for i in 0..s {
-        let qi = q.row(sh, b, i, h);
-        let gi = g.row(sh, b, i, h);
+        let qi = q.row(sh, row0, i, h);
+        let gi = g.row(sh, row0, i, h);
         let (lo, hi) = key_range(window, bias.is_some(), i, sp);
         let keep_i = keep_row(&keep, window, i, (lo, hi), &mut row_keep);
         let end = hi.min(s);
         let (pr, fr, dpr) = (&mut p[lo..hi], &mut f[lo..hi], &mut dp[lo..hi]);
-        let bias_row = bias.map(|bb| &bb[i * s..(i + 1) * s]);
+        let bias_row = bias.map(|bb| &bb[i * bs..i * bs + s]);
         probs_row(qi, (&kt, sp, lo), &keep_i[lo..hi], scale, bias_row, pr);
         if let Some(d) = drop {
-            let base = (((b * sh.heads + h) * s + i) * s) as u64;
+            let base = (((b * sh.heads + h) * ds + i) * ds) as u64;
             for (j, fj) in fr[..end - lo].iter_mut().enumerate() {
                 *fj = d.factor(base + (lo + j) as u64);
             }
@@ -341,9 +349,9 @@ pub fn attention_head_backward(
         row_times_t(gi, &vt, (sp, lo), dpr);
         match dbias.as_deref_mut() {
             None => softmax_row_backward(pr, fr, scale, dpr),
-            Some(db) => softmax_row_backward_bias(pr, fr, scale, dpr, &mut db[i * s..(i + 1) * s]),
+            Some(db) => softmax_row_backward_bias(pr, fr, scale, dpr, &mut db[i * bs..i * bs + s]),
         }
-        weighted_sum(&dpr[..end - lo], |j| k.row(sh, b, lo + j, h), &mut dq[i * hd..(i + 1) * hd]);
+        weighted_sum(&dpr[..end - lo], |j| k.row(sh, row0, lo + j, h), &mut dq[i * hd..(i + 1) * hd]);
         for j in lo..end {
             let ds = dpr[j - lo];
             if ds != 0.0 {

@@ -119,7 +119,7 @@ fn softmax_row(
         return;
     }
     let inv = 1.0 / sum;
-    match job.drop {
+    match &job.drop {
         None => row[a..z].iter_mut().for_each(|v| *v *= inv),
         Some(d) => {
             let s = job.sh.seq;

@@ -55,12 +55,20 @@ mod tests {
         let mask = Tensor::from_vec(mask, (b, s), &Device::Cpu).unwrap();
         let q_keep = Tensor::from_vec(keep.clone(), (b, s, 1), &Device::Cpu).unwrap();
         let keep = Arc::new(keep);
-        for &(drop, w) in cases {
+        for &(ref drop, w) in cases {
             let q = Var::from_tensor(&randn(&[b, s, h], 1, 2.0)).unwrap();
             let k = Var::from_tensor(&randn(&[b, s, h], 2, 2.0)).unwrap();
             let v = Var::from_tensor(&randn(&[b, s, h], 3, 1.0)).unwrap();
             let qkv = Tensor::cat(&[q.as_tensor(), k.as_tensor(), v.as_tensor()], 2).unwrap();
-            let fused = attention(&qkv, keep.clone(), heads, drop, None, w).unwrap();
+            let fused = attention(
+                &qkv,
+                crate::ops::cpu::attention::Rows::Keep(keep.clone()),
+                heads,
+                drop.clone(),
+                None,
+                w,
+            )
+            .unwrap();
             let split = |t: &Tensor| {
                 t.reshape((b, s, heads, h / heads))
                     .unwrap()

@@ -260,7 +260,7 @@ simd_fn! {
 
 simd_fn! {
     /// `y[k] = x[k] · mask(offset + k)`.
-    pub fn dropout_apply(x: &[f32], d: Dropout, offset: u64, y: &mut [f32]) {
+    pub fn dropout_apply(x: &[f32], d: &Dropout, offset: u64, y: &mut [f32]) {
         for (k, (yo, &xi)) in y.iter_mut().zip(x).enumerate() {
             *yo = xi * d.factor(offset + k as u64);
         }

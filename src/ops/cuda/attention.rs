@@ -12,7 +12,7 @@ use crate::ops::Dropout;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 /// Scale, dropout and the row geometry of the op.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct AttnSoftmax {
     scale: f32,
     drop: Option<Dropout>,
@@ -33,7 +33,7 @@ impl AttnSoftmax {
     /// The CPU loops: probabilities, or with `g` the scores' gradient.
     fn cpu(&self, x: &[f32], mask: &[f32], l: &Layout, g: Option<&[f32]>) -> Result<Vec<f32>> {
         let (rows, n, per_batch) = self.geometry(l, mask.len())?;
-        let factor = |i: usize| self.drop.map_or(1.0, |d| d.factor(i as u64));
+        let factor = |i: usize| self.drop.as_ref().map_or(1.0, |d| d.factor(i as u64));
         let mut out = vec![0f32; x.len()];
         let mut p = vec![0f32; n];
         for r in 0..rows {
@@ -93,7 +93,7 @@ impl CustomOp2 for AttnSoftmax {
             None,
             (rows, n, per_batch),
             self.scale,
-            self.drop,
+            self.drop.clone(),
         )?;
         Ok((y, l1.shape().clone()))
     }
@@ -105,7 +105,7 @@ impl CustomOp2 for AttnSoftmax {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = g.to_dtype(DType::F32)?.contiguous()?;
-        let dx = x.apply_op3_no_bwd(mask, &g, &AttnSoftmaxBwd(*self))?;
+        let dx = x.apply_op3_no_bwd(mask, &g, &AttnSoftmaxBwd(self.clone()))?;
         Ok((Some(dx), None))
     }
 }
@@ -154,7 +154,7 @@ impl CustomOp3 for AttnSoftmaxBwd {
             Some((s3, l3)),
             geometry,
             self.0.scale,
-            self.0.drop,
+            self.0.drop.clone(),
         )?;
         Ok((dx, l1.shape().clone()))
     }

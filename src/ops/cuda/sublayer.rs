@@ -143,7 +143,7 @@ impl BiasDropoutAddLn {
         }
         let (bias, w, b) = (&p[..h], &p[h..2 * h], &p[2 * h..]);
         let rows = x.len() / h;
-        let factor = |i: usize| self.drop.map_or(1.0, |d| d.factor(i as u64));
+        let factor = |i: usize| self.drop.as_ref().map_or(1.0, |d| d.factor(i as u64));
         let mut out = vec![0f32; if g.is_some() { 3 * x.len() } else { x.len() }];
         let mut s = vec![0f32; h];
         for row in 0..rows {
@@ -215,7 +215,7 @@ impl CustomOp3 for BiasDropoutAddLn {
             [(s1, l1), (s2, l2), (s3, l3)],
             None,
             self.eps,
-            self.drop,
+            self.drop.clone(),
         )?;
         Ok((y, l1.shape().clone()))
     }
@@ -232,7 +232,7 @@ impl CustomOp3 for BiasDropoutAddLn {
         let g = g.to_dtype(DType::F32)?.contiguous()?;
         let op = BiasDropoutAddLnBwd {
             eps: self.eps,
-            drop: self.drop,
+            drop: self.drop.clone(),
             p: p.clone(),
         };
         let all = x.apply_op3_no_bwd(r, &g, &op)?;
@@ -285,7 +285,7 @@ impl CustomOp3 for BiasDropoutAddLnBwd {
         };
         let out = BiasDropoutAddLn {
             eps: self.eps,
-            drop: self.drop,
+            drop: self.drop.clone(),
         }
         .cpu(
             f32s(s1, l1, what)?,
@@ -314,7 +314,7 @@ impl CustomOp3 for BiasDropoutAddLnBwd {
             [(s1, l1), (s2, l2), (pc, pl)],
             Some((s3, l3)),
             self.eps,
-            self.drop,
+            self.drop.clone(),
         )?;
         Ok((out, self.shape(l1)))
     }
