@@ -22,6 +22,8 @@ pub struct EncodeResult {
     pub dtype: String,
     pub tf32: bool,
     pub batch_size: usize,
+    /// `--max-tokens-per-batch` (none: batches of `batch_size` texts).
+    pub max_tokens: Option<usize>,
     pub sentences: usize,
     pub seconds: f64,
     pub sentences_per_sec: f64,
@@ -46,7 +48,7 @@ pub fn encode_throughput(
     spec: &ModelSpec,
     texts: &[String],
     n: usize,
-    batch_size: usize,
+    (batch_size, max_tokens): (usize, Option<usize>),
 ) -> Result<EncodeResult> {
     if texts.is_empty() || n == 0 {
         bail!("bench encode: no texts");
@@ -55,6 +57,7 @@ pub fn encode_throughput(
     let all: Vec<&str> = texts.iter().cycle().take(n).map(|s| s.as_str()).collect();
     let opts = EncodeOptions {
         batch_size,
+        max_tokens,
         normalize: true,
         progress: false,
         prompt: None,
@@ -78,6 +81,7 @@ pub fn encode_throughput(
         dtype: spec.compute.dtype.to_string(),
         tf32: spec.compute.tf32,
         batch_size,
+        max_tokens,
         sentences: n,
         seconds,
         sentences_per_sec: n as f64 / seconds,

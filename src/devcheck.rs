@@ -128,6 +128,7 @@ pub fn compare(spec: &ModelSpec, dev: &Device, stsb: &Path) -> Result<Vec<Check>
     let texts: Vec<&str> = rows.a.iter().chain(&rows.b).map(|s| s.as_str()).collect();
     let opts = EncodeOptions {
         batch_size: 64,
+        max_tokens: None,
         normalize: false,
         progress: false,
         prompt: None,

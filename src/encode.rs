@@ -1,6 +1,8 @@
 //! Batched inference: texts → embeddings `[N, D]` in input order. Like sentence-transformers'
 //! `encode`, texts are sorted by length (longest first; here by token count) so each batch pads
-//! little, then restored to input order. Used by `embed`, `eval` and mining.
+//! little, then restored to input order. A batch holds at most `batch_size` texts and, with a
+//! token budget, at most that many computed tokens ([`batches`]). Used by `embed`, `eval` and
+//! mining.
 
 use crate::model::SentenceEncoder;
 use crate::progress::Progress;
@@ -11,6 +13,10 @@ use anyhow::Result;
 pub struct EncodeOptions {
     /// Texts per forward pass (default 32, as sentence-transformers).
     pub batch_size: usize,
+    /// At most this many tokens computed per forward pass as well (`--max-tokens-per-batch`;
+    /// packed batches: the texts' tokens, padded: texts × the longest); none: texts only.
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
     /// L2-normalise outputs even if the model has no Normalize module.
     pub normalize: bool,
     /// Show a progress bar on stderr.
@@ -70,6 +76,7 @@ impl Default for EncodeOptions {
     fn default() -> Self {
         Self {
             batch_size: 32,
+            max_tokens: None,
             normalize: false,
             progress: false,
             prompt: None,
@@ -126,7 +133,10 @@ pub fn encode(model: &SentenceEncoder, texts: &[&str], opts: &EncodeOptions) -> 
     let mut data = vec![0f32; texts.len() * dim];
     let mut bar = Progress::new("encoding", texts.len() as u64, opts.progress);
     let ranks = opts.shard.0.as_ref().map(|c| (c.rank(), c.world()));
-    for (k, chunk) in order.chunks(bs).enumerate() {
+    let lens: Vec<usize> = order.iter().map(|&i| toks[i].ids.len()).collect();
+    let spans = batches(&lens, bs, opts.max_tokens, model.packs());
+    for (k, span) in spans.into_iter().enumerate() {
+        let chunk = &order[span];
         if ranks.is_some_and(|(r, w)| k % w != r) {
             bar.inc(chunk.len() as u64);
             continue;
@@ -156,4 +166,54 @@ pub fn encode(model: &SentenceEncoder, texts: &[&str], opts: &EncodeOptions) -> 
         dim,
         truncated,
     })
+}
+
+/// Consecutive batches of texts of `lens` tokens (sorted longest first): at most `bs` texts
+/// each and, with `max_tokens`, at most that many tokens computed — the texts' own tokens when
+/// `packed`, else texts × the first (longest) one's; a text over the budget goes alone.
+pub fn batches(
+    lens: &[usize],
+    bs: usize,
+    max_tokens: Option<usize>,
+    packed: bool,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < lens.len() {
+        let mut end = start + 1;
+        let mut tokens = lens[start];
+        while end < lens.len() && end - start < bs.max(1) {
+            let next = if packed {
+                tokens + lens[end]
+            } else {
+                (end - start + 1) * lens[start]
+            };
+            if max_tokens.is_some_and(|m| next > m) {
+                break;
+            }
+            tokens = next;
+            end += 1;
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batches;
+
+    #[test]
+    fn batches_keep_to_the_text_count_and_the_token_budget() {
+        let lens = [10, 8, 8, 5, 3, 3, 1];
+        assert_eq!(batches(&lens, 3, None, true), [0..3, 3..6, 6..7]);
+        // Packed: 10 + 8 = 18 ≤ 20, + 8 is over; 8 + 5 + 3 + 3 + 1 = 20.
+        assert_eq!(batches(&lens, 32, Some(20), true), [0..2, 2..7]);
+        // Padded: 2 × 10 = 20, a third is over (30); 2 × 8 = 16, a third is over (24); 3 × 3.
+        assert_eq!(batches(&lens, 32, Some(20), false), [0..2, 2..4, 4..7]);
+        // A text over the budget goes alone.
+        assert_eq!(batches(&[30, 2], 32, Some(20), true), [0..1, 1..2]);
+        assert!(batches(&[], 32, Some(20), true).is_empty());
+    }
 }

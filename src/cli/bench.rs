@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// Pairs per optimizer step (train) or texts per forward pass (encode).
     #[arg(long, short = 'b', default_value_t = 32)]
     pub batch_size: usize,
+    /// encode: at most this many tokens per forward pass as well (see `embed
+    /// --max-tokens-per-batch`) [default: none].
+    #[arg(long)]
+    pub max_tokens_per_batch: Option<usize>,
     /// train: timed optimizer steps (after 3 warm-up steps).
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
@@ -67,7 +71,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 &spec,
                 &texts,
                 n,
-                a.batch_size,
+                (a.batch_size, a.max_tokens_per_batch),
             )?)?
         }
         BenchJob::Train => serde_json::to_string(&crate::bench::train_throughput(

@@ -56,6 +56,11 @@ pub struct EmbedArgs {
     /// Texts per forward pass.
     #[arg(long, short = 'b', default_value_t = 32)]
     pub batch_size: usize,
+    /// At most this many tokens per forward pass as well as --batch-size texts (packed
+    /// batches count the texts' tokens, padded ones texts × the longest); long texts then go in
+    /// smaller batches [default: none: --batch-size alone].
+    #[arg(long)]
+    pub max_tokens_per_batch: Option<usize>,
     /// L2-normalise embeddings even if the model has no Normalize module.
     #[arg(long)]
     pub normalize: bool,
@@ -126,6 +131,7 @@ impl EmbedArgs {
             output: self.output,
             encode: EncodeOptions {
                 batch_size: self.batch_size,
+                max_tokens: self.max_tokens_per_batch,
                 normalize: self.normalize,
                 progress: !self.quiet,
                 prompt: None,

@@ -74,6 +74,11 @@ pub struct EvalArgs {
     /// Texts per forward pass.
     #[arg(long, short = 'b', default_value_t = 32)]
     pub batch_size: usize,
+    /// At most this many tokens per forward pass as well as --batch-size texts (packed
+    /// batches count the texts' tokens, padded ones texts × the longest); long texts then go in
+    /// smaller batches [default: none: --batch-size alone].
+    #[arg(long)]
+    pub max_tokens_per_batch: Option<usize>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -139,6 +144,7 @@ impl EvalArgs {
             read: self.reader.read_options(),
             encode: EncodeOptions {
                 batch_size: self.batch_size,
+                max_tokens: self.max_tokens_per_batch,
                 normalize: false,
                 progress: !self.quiet,
                 prompt: None,

@@ -148,6 +148,7 @@ impl PairsArgs {
             output,
             encode: EncodeOptions {
                 batch_size: self.batch_size,
+                max_tokens: None,
                 normalize: true,
                 progress: !self.quiet,
                 prompt: None,

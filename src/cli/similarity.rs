@@ -58,6 +58,7 @@ pub fn run(a: SimilarityArgs) -> Result<()> {
         top_k: a.top_k,
         encode: EncodeOptions {
             batch_size: a.batch_size,
+            max_tokens: None,
             normalize: true,
             progress: false,
             prompt: None,

@@ -287,7 +287,7 @@ fn graph_micro(
     timer.begin();
     let ids: Vec<Vec<&[u32]>> = (0..d.columns()).map(|c| d.ids(rows, c)).collect();
     let plens: Vec<usize> = (0..d.columns()).map(|c| d.prompt_len(c)).collect();
-    let joint = join_columns(ctx.device, &ids);
+    let joint = join_columns(ctx.device, model.packs(), &ids);
     let batches = model.column_batches(&ids, &plens, joint, ctx.device)?;
     let labels = d.labels(rows, ctx.device)?;
     timer.end(Phase::Batch)?;
@@ -370,14 +370,15 @@ fn cached_micro(
     Ok(out)
 }
 
-/// Whether a step's text columns go through the encoder as one batch: on a GPU, unless that
-/// pads more than 15 % extra tokens. One pass has half (or a third) of the kernels, and small
-/// batches on a GPU are bound by the number of kernels, not their size (GPU run 1: step time
-/// far above the FLOPs; scripts/gpu-check.sh measures both ways). Long passages beside short
-/// queries stay separate. On the CPU, no: interleaved runs (CoSENT, batch 16, STS-B) measured
-/// no difference (25.7 vs 25.8 pairs/s), and separate passes keep the recorded results
-/// reproducible. `EMBTUNE_JOINT_FORWARD=0|1` decides instead (benchmarks, tests).
-pub fn join_columns(device: &Device, columns: &[Vec<&[u32]>]) -> bool {
+/// Whether a step's text columns go through the encoder as one batch. Packed batches (`packed`):
+/// always — there is no padding to add, and one pass over all texts has half (or a third) of
+/// the kernels and larger products (CoSENT b16 on STS-B, all-MiniLM-L6-v2, 2 cores: 36.8 vs
+/// 29.9 pairs/s, interleaved runs). Padded, on a GPU: unless that pads more than 15 % extra
+/// tokens (small batches on a GPU are bound by the number of kernels, not their size; GPU run
+/// 1; scripts/gpu-check.sh measures both ways), so long passages beside short queries stay
+/// separate. Padded on the CPU: no (interleaved runs measured no difference, 25.7 vs 25.8
+/// pairs/s). `EMBTUNE_JOINT_FORWARD=0|1` decides instead (benchmarks, tests).
+pub fn join_columns(device: &Device, packed: bool, columns: &[Vec<&[u32]>]) -> bool {
     if columns.len() < 2 {
         return false;
     }
@@ -387,7 +388,7 @@ pub fn join_columns(device: &Device, columns: &[Vec<&[u32]>]) -> bool {
         Ok("1") => Some(true),
         _ => None,
     });
-    forced.unwrap_or_else(|| device.is_cuda() && joint_padding_ok(columns))
+    forced.unwrap_or_else(|| packed || (device.is_cuda() && joint_padding_ok(columns)))
 }
 
 /// A joint batch computes at most 15 % more (padded) tokens than the columns' own batches.
@@ -423,9 +424,11 @@ mod tests {
         // short queries, long passages: 2×(2·100) = 400 vs 2·10 + 2·100 = 220: separate.
         let (a, b) = (ids(&[10, 8]), ids(&[100, 90]));
         assert!(!joint_padding_ok(&cols(&a, &b)));
-        // The CPU keeps separate passes; one column: nothing to join.
+        // The CPU keeps separate padded passes and joins packed ones; one column: nothing to
+        // join.
         let (a, b) = (ids(&[20, 5]), ids(&[20, 5]));
-        assert!(!join_columns(&Device::Cpu, &cols(&a, &b)));
-        assert!(!join_columns(&Device::Cpu, &cols(&a, &b)[..1]));
+        assert!(!join_columns(&Device::Cpu, false, &cols(&a, &b)));
+        assert!(join_columns(&Device::Cpu, true, &cols(&a, &b)));
+        assert!(!join_columns(&Device::Cpu, true, &cols(&a, &b)[..1]));
     }
 }

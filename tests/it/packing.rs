@@ -184,15 +184,16 @@ fn every_post_norm_family_packs_and_equals_its_padded_pass() {
     assert_eq!(padded_only, ["modernbert", "nomic_bert", "gte"]);
 }
 
-/// `embtune train` packs by default and `--no-packing` pads: with dropout on, the two runs log
-/// the same losses (the same masks), and train_config.json records which ran.
+/// `embtune train` packs by default (both text columns in one pass) and `--no-packing` pads:
+/// with dropout on and the padded run also in one pass (`EMBTUNE_JOINT_FORWARD=1`), the two
+/// runs log the same losses (the same masks), and train_config.json records which ran.
 #[test]
 fn no_packing_trains_padded_with_the_same_losses() {
     let tmp = tempfile::tempdir().unwrap();
     let model = real_model_dir();
     let data = stsb("train");
-    let run = |extra: &[&str]| -> (Vec<f64>, serde_json::Value) {
-        let out_dir = tmp.path().join(format!("o{}", extra.len()));
+    let run = |extra: &[&str], joint: Option<&str>| -> (Vec<f64>, serde_json::Value) {
+        let out_dir = tmp.path().join(format!("o{}{joint:?}", extra.len()));
         let mut args = vec![
             "train",
             "--model",
@@ -214,7 +215,12 @@ fn no_packing_trains_padded_with_the_same_losses() {
             "-q",
         ];
         args.extend_from_slice(extra);
-        let out = embtune_cmd_offline().args(&args).output().unwrap();
+        let mut cmd = embtune_cmd_offline();
+        cmd.env_remove("EMBTUNE_JOINT_FORWARD");
+        if let Some(j) = joint {
+            cmd.env("EMBTUNE_JOINT_FORWARD", j);
+        }
+        let out = cmd.args(&args).output().unwrap();
         assert!(
             out.status.success(),
             "{}",
@@ -231,12 +237,62 @@ fn no_packing_trains_padded_with_the_same_losses() {
         .unwrap();
         (losses, cfg)
     };
-    let (packed, cp) = run(&[]);
-    let (padded, cq) = run(&["--no-packing"]);
+    let (packed, cp) = run(&[], None);
+    let (padded, cq) = run(&["--no-packing"], Some("1"));
     assert_eq!(cp["packing"], true, "{cp}");
     assert_eq!(cq["packing"], false, "{cq}");
     assert_eq!(packed.len(), 3);
     for (a, b) in packed.iter().zip(&padded) {
         assert!((a - b).abs() < 1e-5, "{packed:?} vs {padded:?}");
     }
+    // Padded per column (the CPU's padded default) draws other masks: the packed run was joint.
+    let (separate, _) = run(&["--no-packing"], None);
+    assert!(
+        packed
+            .iter()
+            .zip(&separate)
+            .any(|(a, b)| (a - b).abs() > 1e-6),
+        "{packed:?} vs {separate:?}"
+    );
+}
+
+/// `encode` (embed, eval) packs too, and `--max-tokens-per-batch` splits the length-sorted
+/// texts into smaller batches: the same embeddings as padded batches of `--batch-size` texts.
+#[test]
+fn packed_and_token_budgeted_encoding_equal_padded_encoding() {
+    use embtune::encode::{batches, encode, EncodeOptions};
+    let mut model = load_real();
+    let texts: Vec<String> = std::fs::read_to_string(stsb("test"))
+        .unwrap()
+        .lines()
+        .take(80)
+        .map(|l| l.split('\t').nth(5).unwrap().to_string())
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let opts = |max_tokens| EncodeOptions {
+        batch_size: 32,
+        max_tokens,
+        ..Default::default()
+    };
+    model.set_packing(false);
+    let padded = encode(&model, &refs, &opts(None)).unwrap();
+    model.set_packing(true);
+    let packed = encode(&model, &refs, &opts(None)).unwrap();
+    let budget = encode(&model, &refs, &opts(Some(96))).unwrap();
+    assert!(max_diff(&padded.data, &packed.data) < 1e-5);
+    assert!(max_diff(&padded.data, &budget.data) < 1e-5);
+    // The budget did split: 32 texts of these lengths hold more than 96 tokens.
+    let mut lens: Vec<usize> = model
+        .tokenizer
+        .tokenize(&refs)
+        .unwrap()
+        .iter()
+        .map(|t| t.ids.len())
+        .collect();
+    lens.sort_by(|a, b| b.cmp(a));
+    let spans = batches(&lens, 32, Some(96), true);
+    assert!(spans.len() > 80usize.div_ceil(32), "{spans:?}");
+    assert!(spans
+        .iter()
+        .all(|s| s.len() == 1 || lens[s.clone()].iter().sum::<usize>() <= 96));
 }
