@@ -5,8 +5,9 @@
 //! over rayon's pool (the one candle's matrix products use). f32 only. Ops: `dense` (linear = one
 //! gemm call seeded with the bias, bias + GELU, embedding gather, sum of squares), `norm`
 //! (LayerNorm with or without a residual sum), `attention` (the attention core on packed q|k|v,
-//! optionally in a sliding window; `attention_long`: its blocked-product forward for long
-//! sentences; tests against full attention in `attention_window_tests`), `rotary` (RoPE on packed
+//! of padded sentences or of a packed batch's sequences, optionally in a sliding window;
+//! `attention_long`: its blocked-product forward for long sentences; tests in `attention_tests`
+//! and, against full attention, `attention_window_tests`), `rotary` (RoPE on packed
 //! q|k|v), `glu` (gated linear units), `dropout` (counter-based masks). Tests check each against
 //! the composed candle ops (values and gradients). Depends on candle, gemm, rayon and
 //! `ops::dropout::Dropout`.
@@ -14,6 +15,8 @@
 pub mod attention;
 pub mod attention_kernels;
 pub mod attention_long;
+#[cfg(test)]
+mod attention_tests;
 #[cfg(test)]
 mod attention_window_tests;
 pub mod dense;
