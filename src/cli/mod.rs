@@ -126,8 +126,8 @@ pub struct ComputeArgs {
     #[arg(long)]
     pub tf32: bool,
     /// Pad every batch to its longest text instead of packing the texts back to back (packing
-    /// computes no padding and gives the same results up to float rounding; it runs on the CPU
-    /// for the BERT-like families, others always pad). For comparisons and benchmarks.
+    /// computes no padding and gives the same results up to float rounding; it runs on the CPU,
+    /// the GPU paths always pad). For comparisons and benchmarks.
     #[arg(long)]
     pub no_packing: bool,
 }

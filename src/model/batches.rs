@@ -89,17 +89,27 @@ impl SentenceEncoder {
         b: &ColumnBatches,
         train: bool,
     ) -> candle_core::Result<Vec<Tensor>> {
-        match b.joint_rows {
-            Some((cols, rows)) => {
-                let e = self.embed_batch(&b.batches[0], train)?;
-                (0..cols).map(|c| e.narrow(0, c * rows, rows)).collect()
-            }
-            None => b
-                .batches
-                .iter()
-                .map(|x| self.embed_batch(x, train))
-                .collect(),
+        split_columns(b, |x| self.embed_batch(x, train))
+    }
+
+    /// Train-mode embeddings of each text column without a graph (GradCache's first pass; see
+    /// `embed_batch_no_graph`).
+    pub fn embed_columns_no_graph(&self, b: &ColumnBatches) -> candle_core::Result<Vec<Tensor>> {
+        split_columns(b, |x| self.embed_batch_no_graph(x))
+    }
+}
+
+/// `embed` of each batch, a joint one split back into its columns.
+fn split_columns(
+    b: &ColumnBatches,
+    embed: impl Fn(&TokenBatch) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Vec<Tensor>> {
+    match b.joint_rows {
+        Some((cols, rows)) => {
+            let e = embed(&b.batches[0])?;
+            (0..cols).map(|c| e.narrow(0, c * rows, rows)).collect()
         }
+        None => b.batches.iter().map(embed).collect(),
     }
 }
 

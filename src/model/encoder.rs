@@ -150,8 +150,8 @@ pub trait Encoder: Send + Sync {
     /// `[1, T, H]`, only where [`Self::packs`]).
     fn forward(&self, batch: &TokenBatch, fwd: &Fwd) -> Result<Tensor>;
     fn num_layers(&self) -> usize;
-    /// Whether `forward` takes packed batches on this execution path (the CPU fused path of
-    /// the post-norm families; the rotary families pad).
+    /// Whether `forward` takes packed batches on this execution path (both encoders: on the
+    /// CPU fused path).
     fn packs(&self, _exec: Exec) -> bool {
         false
     }

@@ -151,10 +151,11 @@ pub fn attention(
     let scale = 1.0 / (hd as f64).sqrt();
     let zeros = |p: &Projection| Tensor::zeros(p.w.dim(0)?, DType::F32, p.w.device());
     let bias = |p: &Projection| p.b.map_or_else(|| zeros(p), |b| Ok(b.clone()));
+    let packed = match mask {
+        AttnMask::Packed(p) => Some(p.clone()),
+        _ => None,
+    };
     let rows = match mask {
-        AttnMask::Packed(_) if a.rotary.is_some() => {
-            candle_core::bail!("attention: rotary positions on a packed batch are not supported")
-        }
         AttnMask::Packed(p) => Some(cpu::attention::Rows::Packed(p.clone())),
         AttnMask::Keep(keep) => Some(cpu::attention::Rows::Keep(keep.clone())),
         AttnMask::Additive(_) => None,
@@ -171,7 +172,7 @@ pub fn attention(
                 )?,
             };
             let qkv = match a.rotary {
-                Some(r) => cpu::rotary(&qkv, r, nh)?,
+                Some(r) => cpu::rotary(&qkv, r, nh, packed)?,
                 None => qkv,
             };
             let window = a.window.map(|w| w.w);

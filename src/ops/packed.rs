@@ -2,7 +2,8 @@
 //! `T` rows (no padding), with sequence offsets `cu_seqlens [B+1]`. Per-token ops do not care;
 //! attention runs per sequence over its rows; dropout uses the counters the same sequences
 //! would have in one right-padded `[B, S]` batch (`S` = the longest), so a packed and a padded
-//! pass of one seed drop the same elements ([`Packed::padded_row`]). Depends on nothing.
+//! pass of one seed drop the same elements ([`Packed::padded_row`]); rotary positions count from
+//! each sequence's start ([`Packed::positions`]). Depends on nothing.
 
 /// Where each sequence of a packed batch sits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +12,8 @@ pub struct Packed {
     offsets: Vec<usize>,
     /// The longest sequence: the `S` of the padded batch whose dropout counters are used.
     seq: usize,
+    /// Each row's position in its sequence (`[T]`: 0, 1, … from every sequence's start).
+    positions: Vec<u32>,
 }
 
 impl Packed {
@@ -21,10 +24,17 @@ impl Packed {
         for &l in lengths {
             offsets.push(offsets.last().copied().unwrap_or(0) + l);
         }
+        let positions = lengths.iter().flat_map(|&l| 0..l as u32).collect();
         Self {
             offsets,
             seq: lengths.iter().copied().max().unwrap_or(0).max(1),
+            positions,
         }
+    }
+
+    /// Each row's position in its sequence, `[T]`.
+    pub fn positions(&self) -> &[u32] {
+        &self.positions
     }
 
     /// Number of sequences B.
@@ -96,6 +106,7 @@ mod tests {
         assert_eq!(p.offsets(), &[0, 3, 4, 6]);
         assert_eq!((p.batch(), p.tokens(), p.seq()), (3, 6, 3));
         assert_eq!((p.start(2), p.len(2), p.padded_row(2, 1)), (4, 2, 7));
+        assert_eq!(p.positions(), &[0, 1, 2, 0, 0, 1]);
         let rows = p.padded_rows();
         assert_eq!(
             rows,

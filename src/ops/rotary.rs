@@ -122,7 +122,7 @@ pub fn rotary_heads(x: &Tensor, r: &Rotary) -> Result<Tensor> {
 /// heads each): the CPU fused op on that path, the composed ops on the others.
 pub fn rotary_packed(exec: Exec, qkv: &Tensor, r: &Rotary, heads: usize) -> Result<Tensor> {
     if exec == Exec::CpuFused {
-        return cpu::rotary(qkv, r, heads);
+        return cpu::rotary(qkv, r, heads, None);
     }
     let (b, s, h3) = qkv.dims3()?;
     let (h, hd) = (h3 / 3, h3 / 3 / heads.max(1));

@@ -1,11 +1,11 @@
 //! One optimizer step's gradients: the seam between the loop and how a batch becomes
 //! gradients. [`TrainStep`] has three implementations, chosen once per run ([`for_config`]):
-//! - [`Plain`]: one batch — a padded batch per text column, forward with dropout, loss,
-//!   backward;
+//! - [`Plain`]: one batch — its text columns as one packed batch (or padded, a batch per
+//!   column; [`join_columns`]), forward with dropout, loss, backward;
 //! - [`Accumulated`]: several micro-batches (`--grad-accum`), each loss divided by their count,
 //!   gradients summed;
 //! - [`Cached`] (GradCache, `--loss cached-mnrl`, `--mini-batch-size`): each micro-batch is
-//!   embedded mini-batch by mini-batch without a graph (dropout on), the loss and its gradient
+//!   embedded mini-batch by mini-batch (its columns as a plain step's) without a graph (dropout on), the loss and its gradient
 //!   with respect to those embeddings are computed on the whole batch, then each mini-batch is
 //!   embedded again with a graph — its dropout masks replayed from the RNG state saved before its
 //!   first pass — and `sum(embeddings · cached gradient)` back-propagated. Memory is bounded by
@@ -16,7 +16,7 @@
 use super::phases::{Phase, PhaseTimer};
 use crate::loss::Loss;
 use crate::model::SentenceEncoder;
-use crate::tokenize::{TokenBatch, Tokenized};
+use crate::tokenize::Tokenized;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
 
@@ -307,7 +307,9 @@ fn graph_micro(
     Ok(out)
 }
 
-/// One micro-batch by GradCache (see the module header).
+/// One micro-batch by GradCache (see the module header). Each mini-batch's text columns go
+/// through the encoder as a plain step's do (one joint pass when [`join_columns`] says so), so
+/// one mini-batch as large as the batch draws the plain step's masks.
 fn cached_micro(
     ctx: &StepCtx,
     rows: &[usize],
@@ -317,24 +319,30 @@ fn cached_micro(
     timer: &mut PhaseTimer,
 ) -> Result<Tensor> {
     let (model, d) = (ctx.model, &ctx.data);
-    // First pass: every mini-batch of every column without a graph, dropout on; the RNG state
-    // before each is kept to replay its masks.
+    // First pass: every mini-batch without a graph, dropout on; the RNG state before each is
+    // kept to replay its masks.
     timer.begin();
-    let mut passes: Vec<Vec<(TokenBatch, crate::rng::RngState)>> = Vec::new();
-    let mut cached: Vec<Var> = Vec::new();
-    for c in 0..d.columns() {
-        let mut col = Vec::new();
-        let mut parts = Vec::new();
-        for chunk in rows.chunks(mini) {
-            let mut batch = model.batch(&d.ids(chunk, c), ctx.device)?;
-            batch.prompt_len = d.prompt_len(c);
-            let state = model.dropout_state();
-            parts.push(model.embed_batch_no_graph(&batch)?);
-            col.push((batch, state));
+    let plens: Vec<usize> = (0..d.columns()).map(|c| d.prompt_len(c)).collect();
+    let mut passes = Vec::new();
+    let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(); d.columns()];
+    for chunk in rows.chunks(mini) {
+        let ids: Vec<Vec<&[u32]>> = (0..d.columns()).map(|c| d.ids(chunk, c)).collect();
+        let joint = join_columns(ctx.device, model.packs(), &ids);
+        let batches = model.column_batches(&ids, &plens, joint, ctx.device)?;
+        let state = model.dropout_state();
+        for (c, e) in model
+            .embed_columns_no_graph(&batches)?
+            .into_iter()
+            .enumerate()
+        {
+            parts[c].push(e);
         }
-        passes.push(col);
-        cached.push(Var::from_tensor(&Tensor::cat(&parts, 0)?.detach())?);
+        passes.push((batches, state, chunk.len()));
     }
+    let cached: Vec<Var> = parts
+        .iter()
+        .map(|p| Var::from_tensor(&Tensor::cat(p, 0)?.detach()))
+        .collect::<candle_core::Result<_>>()?;
     let after = model.dropout_state();
     timer.end(Phase::Forward)?;
     // The loss on the whole batch, and its gradient with respect to each column's embeddings.
@@ -346,24 +354,30 @@ fn cached_micro(
     // The loss's own parameters (a classifier, a projection) get their gradient here.
     acc.add(&loss_grads, ctx.vars)?;
     timer.end(Phase::Loss)?;
-    // Replay: each mini-batch again with a graph and the same masks; the cached gradient is
-    // the upstream gradient of its embeddings.
+    // Replay: each mini-batch again with a graph and the same masks; the cached gradients are
+    // the upstream gradients of its embeddings (columns the loss does not read get none).
     timer.begin();
-    for (c, col) in passes.iter().enumerate() {
-        let Some(g) = loss_grads.get(cached[c].as_tensor()) else {
-            continue; // a column the loss does not read
-        };
-        let mut start = 0;
-        for (batch, state) in col {
-            model.rewind_dropout(*state);
-            let n = batch.lengths.len();
-            let e = model.embed_batch(batch, true)?;
-            let upstream = g.narrow(0, start, n)?.to_dtype(e.dtype())?;
-            let surrogate = (e * upstream)?.sum_all()?;
-            let grads = surrogate.backward().context("GradCache replay")?;
-            acc.add(&grads, ctx.vars)?;
-            start += n;
+    let mut start = 0;
+    for (batches, state, n) in &passes {
+        model.rewind_dropout(*state);
+        let embs = model.embed_columns(batches, true)?;
+        let mut surrogate: Option<Tensor> = None;
+        for (c, e) in embs.iter().enumerate() {
+            let Some(g) = loss_grads.get(cached[c].as_tensor()) else {
+                continue;
+            };
+            let upstream = g.narrow(0, start, *n)?.to_dtype(e.dtype())?;
+            let s = (e * upstream)?.sum_all()?;
+            surrogate = Some(match surrogate {
+                Some(t) => (t + s)?,
+                None => s,
+            });
         }
+        if let Some(s) = surrogate {
+            let grads = s.backward().context("GradCache replay")?;
+            acc.add(&grads, ctx.vars)?;
+        }
+        start += n;
     }
     model.rewind_dropout(after);
     timer.end(Phase::Backward)?;

@@ -166,28 +166,37 @@ fn gradcache_replays_the_dropout_masks() {
     );
     let d = max_rel_diff(&one, &plain);
     assert!(d <= 1e-5, "one mini-batch: {d:e}");
-    // Mini-batches of 3 against the same forwards with a graph, column by column.
+    // Mini-batches of 3 against the same forwards with a graph: each mini-batch's two columns
+    // in one packed pass, as a plain step's.
     model.rewind_dropout(state);
     let (cached, _) = step_grads(&model, LossKind::CachedMnrl, Some(3));
     model.rewind_dropout(state);
     let vars: Vec<_> = model.named_vars().into_iter().map(|(_, v)| v).collect();
-    let cols: Vec<Tensor> = [0usize, 1]
-        .iter()
-        .map(|&c| {
-            let texts: Vec<&str> = PAIRS
+    assert!(model.packs());
+    let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(), Vec::new()];
+    for chunk in PAIRS.chunks(3) {
+        let toks = [0usize, 1].map(|c| {
+            let texts: Vec<&str> = chunk
                 .iter()
                 .map(|p| if c == 0 { p.0 } else { p.1 })
                 .collect();
-            let parts: Vec<Tensor> = texts
-                .chunks(3)
-                .map(|ch| {
-                    let b = model.tokenizer.encode(ch, &Device::Cpu).unwrap();
-                    model.embed_batch(&b, true).unwrap()
-                })
-                .collect();
-            Tensor::cat(&parts, 0).unwrap()
-        })
-        .collect();
+            model.tokenizer.tokenize(&texts).unwrap()
+        });
+        let ids: Vec<Vec<&[u32]>> = toks
+            .iter()
+            .map(|t| t.iter().map(|x| x.ids.as_slice()).collect())
+            .collect();
+        let b = model.column_batches(&ids, &[], true, &Device::Cpu).unwrap();
+        for (c, e) in model
+            .embed_columns(&b, true)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+        {
+            parts[c].push(e);
+        }
+    }
+    let cols: Vec<Tensor> = parts.iter().map(|p| Tensor::cat(p, 0).unwrap()).collect();
     let loss = LossSpec::Base {
         kind: LossKind::Mnrl,
     }

@@ -2,7 +2,8 @@
 //! token types when the family has them, no position table) → norm → dropout → a stack of
 //! [`GatedLayer`]s, each with its rotary table (ModernBERT's global and local layers use two
 //! bases; the tables are computed once per pass for the batch's length) → an optional final
-//! norm (pre-norm families). Families build it from their weight names (`model::family`).
+//! norm (pre-norm families). Families build it from their weight names (`model::family`). It
+//! takes packed batches on the CPU fused path (rotary positions and windows per sequence).
 //! Depends on `ops`, `nn`, `model::{encoder, weights}`, `tokenize::TokenBatch`.
 
 use super::gated::{GatedLayer, GatedRates};
@@ -124,7 +125,7 @@ impl Encoder for RotaryEncoder {
     }
 
     fn forward(&self, batch: &TokenBatch, fwd: &Fwd) -> Result<Tensor> {
-        let (_, s) = batch.input_ids.dims2()?;
+        let s = batch.seq().map_err(candle_core::Error::wrap)?;
         if s > self.base.max_tokens {
             candle_core::bail!(
                 "sequence length {s} exceeds the model's {} positions",
@@ -133,7 +134,12 @@ impl Encoder for RotaryEncoder {
         }
         let x = self.parts.embeddings.forward(batch, fwd)?;
         let mut x = ops::dropout(fwd.exec, &x, fwd.dropout(self.base.dropout.hidden))?;
-        let mask = AttnMask::new(fwd.exec, &batch.attention_mask, fwd.compute)?;
+        let mask = AttnMask::for_batch(
+            fwd.exec,
+            &batch.attention_mask,
+            batch.packed.as_ref(),
+            fwd.compute,
+        )?;
         let tables = self
             .parts
             .ropes
@@ -169,5 +175,9 @@ impl Encoder for RotaryEncoder {
 
     fn num_layers(&self) -> usize {
         self.parts.layers.len()
+    }
+
+    fn packs(&self, exec: Exec) -> bool {
+        exec == Exec::CpuFused
     }
 }

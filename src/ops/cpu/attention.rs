@@ -318,9 +318,7 @@ pub fn attention(
     let layout = match rows {
         Rows::Keep(keep) => Layout2::Padded(keep),
         Rows::Packed(packed) => {
-            if window.is_some() {
-                bail!("attention: a sliding window on a packed batch is not supported");
-            }
+            // A window is per sequence: query i of a sequence sees its keys j with |i − j| ≤ w.
             Layout2::Packed {
                 ones: vec![1.0; packed.seq()],
                 packed,

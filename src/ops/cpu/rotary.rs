@@ -1,17 +1,22 @@
 //! Rotary position embeddings on the CPU fused path: one op over the packed projections
 //! `[B, S, 3H]` (`[q | k | v]`) that rotates each head of q and k in place of a copy (rotate-half
-//! form, `dim` features per head, position = the token's index in its row) and copies v. The
+//! form, `dim` features per head, position = the token's index in its row, or in its sequence
+//! on a packed batch `[1, T, 3H]`) and copies v. The
 //! rotation is orthogonal, so the backward is the rotation by the opposite angle on the q and k
 //! gradients (v's passes through). Depends on candle, rayon and `ops::rotary::Rotary`.
 
 use super::{slice, with_data};
 use crate::ops::rotary::Rotary;
+use crate::ops::Packed;
 use candle_core::{bail, CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 struct Rope {
     r: Rotary,
     heads: usize,
+    /// A packed batch's row positions (`[T]`; none: rows of `S`, position = row mod S).
+    positions: Option<Arc<Packed>>,
 }
 
 impl Rope {
@@ -23,7 +28,11 @@ impl Rope {
         if h3 % 3 != 0 || self.heads == 0 || h % self.heads != 0 {
             bail!("rotary: [.., {h3}] is not 3 × {} heads", self.heads);
         }
-        if s != self.r.seq || self.r.dim > h / self.heads {
+        let seq_ok = match &self.positions {
+            None => s == self.r.seq,
+            Some(p) => dims[0] == 1 && s == p.tokens() && p.seq() <= self.r.seq,
+        };
+        if !seq_ok || self.r.dim > h / self.heads {
             bail!(
                 "rotary: tables for {} positions × {} features, input {dims:?}",
                 self.r.seq,
@@ -37,8 +46,9 @@ impl Rope {
     fn apply(&self, x: &[f32], s: usize, h: usize, sign: f32) -> Vec<f32> {
         let mut y = x.to_vec();
         let (hd, half) = (h / self.heads, self.r.dim / 2);
+        let packed = self.positions.as_ref().map(|p| p.positions());
         y.par_chunks_mut(3 * h).enumerate().for_each(|(row, t)| {
-            let pos = row % s;
+            let pos = packed.map_or(row % s, |p| p[row] as usize);
             let cos = &self.r.cos[pos * half..(pos + 1) * half];
             let sin = &self.r.sin[pos * half..(pos + 1) * half];
             for head in t[..2 * h].chunks_mut(hd) {
@@ -74,12 +84,19 @@ impl CustomOp1 for Rope {
     }
 }
 
-/// `qkv: [B, S, 3H]` with q and k rotated by `r` (`heads` heads each); f32.
-pub fn rotary(qkv: &Tensor, r: &Rotary, heads: usize) -> Result<Tensor> {
+/// `qkv: [B, S, 3H]` with q and k rotated by `r` (`heads` heads each); f32. A packed batch
+/// (`packed`: `qkv` is `[1, T, 3H]`) rotates each row by its position in its sequence.
+pub fn rotary(
+    qkv: &Tensor,
+    r: &Rotary,
+    heads: usize,
+    packed: Option<Arc<Packed>>,
+) -> Result<Tensor> {
     // The tables are shared `Arc`s: the clone the op keeps in the graph is cheap.
     qkv.contiguous()?.apply_op1(Rope {
         r: r.clone(),
         heads,
+        positions: packed,
     })
 }
 
@@ -100,7 +117,7 @@ mod tests {
         for dim in [8, 4] {
             let r = Rotary::new(s, dim, 10_000.0).unwrap();
             let x = Var::from_tensor(&randn(&[b, s, 3 * heads * hd], 3, 1.0)).unwrap();
-            let fused = rotary(x.as_tensor(), &r, heads).unwrap();
+            let fused = rotary(x.as_tensor(), &r, heads, None).unwrap();
             let composed = rotary_packed(Exec::Composed, x.as_tensor(), &r, heads).unwrap();
             check(&[("qkv", &x)], &fused, &composed, 1e-6, 1e-6);
             let h = heads * hd;
