@@ -74,6 +74,12 @@ pub struct TrainArgs {
     /// label column instead.
     #[arg(long)]
     pub teacher: Option<String>,
+    /// mse: the teacher's embeddings have another dimension than the student's — learn a
+    /// linear projection from the student's into the teacher's on the loss (trained with the
+    /// model, kept in checkpoints, not saved with the model). Without it such a teacher is an
+    /// error: a projection is not guessed (sentence-transformers' `MSELoss(projection_dim=…)`).
+    #[arg(long)]
+    pub teacher_projection: bool,
     /// gist, cached-gist: similarity temperature [default: 0.01].
     #[arg(long)]
     pub temperature: Option<f64>,
@@ -296,6 +302,7 @@ impl TrainArgs {
             mini_batch_size: self.mini_batch_size,
             guide,
             teacher,
+            teacher_projection: self.teacher_projection,
             prompts,
             output: self.output,
             epochs: self.epochs,

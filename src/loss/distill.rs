@@ -3,8 +3,9 @@
 //! - [`Mse`] (sentence-transformers' MSELoss): the mean squared error between each column's
 //!   student embedding and its teacher embedding, averaged over columns. Labels `[B, D]` are one
 //!   teacher embedding for every column (multilingual distillation), `[B, C, D]` one per column.
-//!   A teacher wider than the student gets a trained projection D_student → D_teacher on the
-//!   loss (ST's `projection_dim`; not saved with the model).
+//!   A teacher of another dimension is an error unless `--teacher-projection` asks for a
+//!   trained projection D_student → D_teacher on the loss (not saved with the model), as
+//!   sentence-transformers' `MSELoss(projection_dim=…)`, which is also never implied.
 //! - [`MarginMse`] (MarginMSELoss): (query, positive, negative…) rows, the MSE between the
 //!   student's margins `q·p − q·nᵢ` (dot product, ST's default) and the teacher's; labels `[B]`
 //!   or `[B, k]` margins, or `[B, k + 1]` raw scores (positive first), as ST.
@@ -13,6 +14,18 @@ use super::head::{HeadInit, LinearHead};
 use super::{expect_columns, need_labels, InputShape, LabelKind, Loss};
 use candle_core::{Tensor, Var, D};
 use std::sync::OnceLock;
+
+/// MSE's teacher against the student: the same dimension, or another with `projection`
+/// (`--teacher-projection`). As sentence-transformers: without projection_dim the dimensions
+/// must match; a projection is never implied.
+pub fn check_teacher_dim(student: usize, teacher: usize, projection: bool) -> anyhow::Result<()> {
+    if teacher != student && !projection {
+        anyhow::bail!(
+            "mse: the teacher's embeddings have {teacher} dimensions and the student's {student}: a projection is not guessed; pass --teacher-projection to learn one {student} → {teacher} on the loss, or use a teacher with {student} dimensions"
+        );
+    }
+    Ok(())
+}
 
 #[derive(Default)]
 pub struct Mse {
@@ -40,9 +53,10 @@ impl Loss for Mse {
         }
     }
     fn init(&self, h: &HeadInit) -> anyhow::Result<()> {
+        check_teacher_dim(h.dim, h.teacher_dim, h.teacher_projection)?;
         let proj = if h.teacher_dim != h.dim {
             tracing::info!(
-                "note: mse: the student's embeddings have {} dimensions and the teacher's {}: a trained projection {} → {} maps them (on the loss, not saved with the model, as sentence-transformers' projection_dim)",
+                "note: mse: the student's embeddings have {} dimensions and the teacher's {}: a trained projection {} → {} maps them (--teacher-projection, as sentence-transformers' projection_dim; on the loss, not saved with the model)",
                 h.dim, h.teacher_dim, h.dim, h.teacher_dim
             );
             Some(LinearHead::new(h.dim, h.teacher_dim, h.device, h.seed)?)

@@ -16,6 +16,9 @@ pub struct HeadInit<'a> {
     pub num_classes: usize,
     /// The last dimension of the teacher labels (MSE distillation).
     pub teacher_dim: usize,
+    /// MSE: a teacher of another dimension gets a trained projection (`--teacher-projection`);
+    /// without it, an error.
+    pub teacher_projection: bool,
     pub device: &'a Device,
     pub seed: u64,
 }

@@ -81,6 +81,9 @@ pub struct TrainConfig {
     /// Distillation (mse, margin-mse): the teacher model or labels file (`--teacher`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher: Option<teacher::Teacher>,
+    /// mse: learn a projection into a teacher of another dimension (`--teacher-projection`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub teacher_projection: bool,
     /// Training prompts (`--prompts`): (column or role, prompt); key "" = every column.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prompts: Vec<(String, String)>,
@@ -159,6 +162,7 @@ impl Default for TrainConfig {
             datasets: Vec::new(),
             sampler: datasets::Sampler::default(),
             teacher: None,
+            teacher_projection: false,
             prompts: Vec::new(),
             output: PathBuf::from("output"),
             epochs: 1,
@@ -292,6 +296,9 @@ impl TrainConfig {
         }
         if self.teacher.is_some() && !parts.iter().any(|p| p.loss.distills()) {
             bail!("--teacher is for the distillation losses (--loss mse, margin-mse)");
+        }
+        if self.teacher_projection && !parts.iter().any(|p| p.loss == LossKind::Mse) {
+            bail!("--teacher-projection is for --loss mse (a projection into the teacher's embeddings)");
         }
         let mut names: Vec<&str> = Vec::new();
         for p in &parts {

@@ -59,12 +59,14 @@ pub(super) fn make_ready(
         });
     }
     if let (Some(t), true) = (&cfg.teacher, part.spec.loss.distills()) {
-        super::teacher::apply(t, part.spec.loss, &mut part.set, device)?;
+        let student = (model.dim(), cfg.teacher_projection);
+        super::teacher::apply(t, part.spec.loss, &mut part.set, student, device)?;
     }
     part.loss.init(&crate::loss::head::HeadInit {
         dim: model.dim(),
         num_classes: part.set.num_classes(),
         teacher_dim: super::teacher::teacher_dim(&part.set),
+        teacher_projection: cfg.teacher_projection,
         device,
         seed: cfg.seed,
     })?;

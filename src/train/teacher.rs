@@ -40,7 +40,13 @@ impl Teacher {
 }
 
 /// Fills `set.labels` / `set.label_shape` from the teacher.
-pub fn apply(teacher: &Teacher, loss: LossKind, set: &mut TrainSet, device: &Device) -> Result<()> {
+pub fn apply(
+    teacher: &Teacher,
+    loss: LossKind,
+    set: &mut TrainSet,
+    (student, projection): (usize, bool),
+    device: &Device,
+) -> Result<()> {
     let rows = set.len();
     let (data, shape) = match teacher {
         Teacher::File(p) => read_file(p, rows)?,
@@ -48,6 +54,11 @@ pub fn apply(teacher: &Teacher, loss: LossKind, set: &mut TrainSet, device: &Dev
             let t = SentenceEncoder::load(spec, device)
                 .with_context(|| format!("--teacher {}", spec.model))?;
             crate::logging::model_loaded(spec, &t);
+            // Before embedding every row: a dimension MSE cannot use is refused at once.
+            if loss == LossKind::Mse {
+                crate::loss::distill::check_teacher_dim(student, t.dim(), projection)
+                    .with_context(|| format!("--teacher {}", spec.model))?;
+            }
             from_model(&t, loss, set)?
         }
     };

@@ -164,6 +164,7 @@ fn every_loss_gradient_matches_finite_differences() {
             dim: d,
             num_classes: 3,
             teacher_dim: d,
+            teacher_projection: false,
             device: &Device::Cpu,
             seed: 1,
         };

@@ -252,7 +252,7 @@ fn softmax_trains_a_classifier_that_resumes_exactly_and_is_not_saved() {
 }
 
 #[test]
-fn mse_distils_a_teacher_model_or_file_and_a_wider_teacher_gets_a_projection() {
+fn mse_distils_a_teacher_model_or_file_and_a_wider_teacher_needs_a_projection() {
     let t = tiny_setup();
     let teacher = t.dir.join("teacher");
     tiny::write_tiny_model(&teacher, 9);
@@ -319,9 +319,32 @@ fn mse_distils_a_teacher_model_or_file_and_a_wider_teacher_gets_a_projection() {
             "file {lb:?} vs model {l:?}"
         );
     }
-    // A 64-d teacher for the 32-d student: a projection on the loss.
+    // A 64-d teacher for the 32-d student: refused (a projection is not guessed), and with
+    // --teacher-projection a projection on the loss.
     let wide = t.dir.join("wide");
     tiny::write_tiny_model_sized(&wide, 9, 64);
+    let o = train_with(
+        &t,
+        &t.dir.join("c0"),
+        &[
+            "-d",
+            single.to_str().unwrap(),
+            "--loss",
+            "mse",
+            "--teacher",
+            wide.to_str().unwrap(),
+            "--max-steps",
+            "2",
+        ],
+    );
+    assert_one_line_error(
+        &o,
+        &[
+            "teacher's embeddings have 64 dimensions",
+            "student's 32",
+            "--teacher-projection",
+        ],
+    );
     let c = t.dir.join("c");
     let log = run_ok(
         &t,
@@ -332,6 +355,7 @@ fn mse_distils_a_teacher_model_or_file_and_a_wider_teacher_gets_a_projection() {
             "mse",
             "--teacher",
             wide.to_str().unwrap(),
+            "--teacher-projection",
             "--max-steps",
             "2",
         ],
