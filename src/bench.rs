@@ -74,7 +74,7 @@ pub fn encode_throughput(
     if emb.len() != n {
         bail!("bench encode: got {} embeddings for {n} texts", emb.len());
     }
-    let (real_tokens, padded_tokens) = token_counts(&model, &all, batch_size)?;
+    let (real_tokens, padded_tokens) = token_counts(&model, &all, (batch_size, max_tokens))?;
     Ok(EncodeResult {
         job: "encode",
         device: crate::device::describe(model.device()),
@@ -94,11 +94,12 @@ pub fn encode_throughput(
     })
 }
 
-/// Real and padded token counts of encoding `texts` in length-sorted batches of `batch_size`.
+/// Real and padded token counts of encoding `texts` in length-sorted batches of `batch_size`
+/// texts and at most `max_tokens` padded tokens (`encode::batches`).
 fn token_counts(
     model: &SentenceEncoder,
     texts: &[&str],
-    batch_size: usize,
+    (batch_size, max_tokens): (usize, Option<usize>),
 ) -> Result<(usize, usize)> {
     let mut lens: Vec<usize> = model
         .tokenizer
@@ -108,7 +109,10 @@ fn token_counts(
         .collect();
     lens.sort_unstable_by(|a, b| b.cmp(a));
     let real = lens.iter().sum();
-    let padded = lens.chunks(batch_size.max(1)).map(|c| c[0] * c.len()).sum();
+    let padded = crate::encode::batches(&lens, batch_size, max_tokens, false)
+        .into_iter()
+        .map(|b| lens[b.start] * b.len())
+        .sum();
     Ok((real, padded))
 }
 

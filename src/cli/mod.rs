@@ -126,8 +126,10 @@ pub struct ComputeArgs {
     #[arg(long)]
     pub tf32: bool,
     /// Pad every batch to its longest text instead of packing the texts back to back (packing
-    /// computes no padding and gives the same results up to float rounding; it runs on the CPU,
-    /// the GPU paths always pad). For comparisons and benchmarks.
+    /// computes no padding; a packed pass gives the padded pass's results up to float
+    /// rounding, but training packs a step's text columns into one pass where padding runs one
+    /// per column, which draws other dropout masks; texts of 256 tokens or more and the GPU
+    /// paths always pad). For comparisons and benchmarks.
     #[arg(long)]
     pub no_packing: bool,
 }

@@ -29,9 +29,20 @@ impl SentenceEncoder {
         self.packing && self.encoder.packs(self.exec)
     }
 
-    /// One batch of token id lists: packed when [`Self::packs`], else right-padded.
+    /// Whether a pass over these token id lists is packed: [`Self::packs`], and no text as
+    /// long as `ops::cpu::attention_long::LONG` tokens — sentences that long attend faster
+    /// through the padded path's blocked products than row by row, and length-sorted batches of
+    /// them pad little.
+    pub fn packs_items<'a>(&self, items: impl IntoIterator<Item = &'a [u32]>) -> bool {
+        self.packs()
+            && items
+                .into_iter()
+                .all(|i| i.len() < crate::ops::cpu::attention_long::LONG)
+    }
+
+    /// One batch of token id lists: packed when [`Self::packs_items`], else right-padded.
     pub fn batch(&self, items: &[&[u32]], device: &Device) -> Result<TokenBatch> {
-        if self.packs() {
+        if self.packs_items(items.iter().copied()) {
             self.tokenizer.pack(items, device)
         } else {
             self.tokenizer.pad(items, device)

@@ -122,7 +122,8 @@ pub struct AttnArgs<'a> {
     pub window: Option<&'a Window>,
 }
 
-/// The context `[B, S, H]` of self-attention over `x: [B, S, H]` (compute dtype).
+/// The context `[B, S, H]` of self-attention over `x: [B, S, H]` (compute dtype); with a
+/// packed mask (`AttnMask::Packed`, CPU fused path) `x` and the context are `[1, T, H]`.
 pub fn attention(
     exec: Exec,
     x: &Tensor,

@@ -1,7 +1,7 @@
 //! One optimizer step's gradients: the seam between the loop and how a batch becomes
 //! gradients. [`TrainStep`] has three implementations, chosen once per run ([`for_config`]):
-//! - [`Plain`]: one batch — its text columns as one packed batch (or padded, a batch per
-//!   column; [`join_columns`]), forward with dropout, loss, backward;
+//! - [`Plain`]: one batch — its text columns as one packed batch, or padded batches (one per
+//!   column, or joint on a GPU; [`join_columns`]), forward with dropout, loss, backward;
 //! - [`Accumulated`]: several micro-batches (`--grad-accum`), each loss divided by their count,
 //!   gradients summed;
 //! - [`Cached`] (GradCache, `--loss cached-mnrl`, `--mini-batch-size`): each micro-batch is
@@ -9,8 +9,8 @@
 //!   with respect to those embeddings are computed on the whole batch, then each mini-batch is
 //!   embedded again with a graph — its dropout masks replayed from the RNG state saved before its
 //!   first pass — and `sum(embeddings · cached gradient)` back-propagated. Memory is bounded by
-//!   the mini-batch while the loss sees the whole batch (in-batch negatives); gradients equal
-//!   the plain step's.
+//!   the mini-batch (its rows, times its columns when a packed pass joins them) while the loss
+//!   sees the whole batch (in-batch negatives); gradients equal the plain step's.
 //! Depends on model, loss, tokenize, phases.
 
 use super::phases::{Phase, PhaseTimer};
@@ -274,8 +274,9 @@ fn divided_loss(
     })
 }
 
-/// One micro-batch with a graph: pad, forward (dropout on), loss (divided by `divide`),
-/// backward, add the gradients. Returns the undivided loss, detached.
+/// One micro-batch with a graph: batch the columns (packed or padded, joint or not), forward
+/// (dropout on), loss (divided by `divide`), backward, add the gradients. Returns the undivided
+/// loss, detached.
 fn graph_micro(
     ctx: &StepCtx,
     rows: &[usize],
@@ -287,7 +288,8 @@ fn graph_micro(
     timer.begin();
     let ids: Vec<Vec<&[u32]>> = (0..d.columns()).map(|c| d.ids(rows, c)).collect();
     let plens: Vec<usize> = (0..d.columns()).map(|c| d.prompt_len(c)).collect();
-    let joint = join_columns(ctx.device, model.packs(), &ids);
+    let packed = model.packs_items(ids.iter().flatten().copied());
+    let joint = join_columns(ctx.device, packed, &ids);
     let batches = model.column_batches(&ids, &plens, joint, ctx.device)?;
     let labels = d.labels(rows, ctx.device)?;
     timer.end(Phase::Batch)?;
@@ -308,8 +310,9 @@ fn graph_micro(
 }
 
 /// One micro-batch by GradCache (see the module header). Each mini-batch's text columns go
-/// through the encoder as a plain step's do (one joint pass when [`join_columns`] says so), so
-/// one mini-batch as large as the batch draws the plain step's masks.
+/// through the encoder as a plain step's do (one joint pass when [`join_columns`] says so, so
+/// one mini-batch as large as the batch draws the plain step's masks); memory is bounded by one
+/// such pass: the mini-batch's rows, times its columns when they are joined.
 fn cached_micro(
     ctx: &StepCtx,
     rows: &[usize],
@@ -323,21 +326,31 @@ fn cached_micro(
     // kept to replay its masks.
     timer.begin();
     let plens: Vec<usize> = (0..d.columns()).map(|c| d.prompt_len(c)).collect();
+    // (batch, RNG state before it, its columns, first row, rows): one per column of a
+    // mini-batch, or one for all its columns when they are joined.
     let mut passes = Vec::new();
     let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(); d.columns()];
+    let mut start = 0;
     for chunk in rows.chunks(mini) {
         let ids: Vec<Vec<&[u32]>> = (0..d.columns()).map(|c| d.ids(chunk, c)).collect();
-        let joint = join_columns(ctx.device, model.packs(), &ids);
-        let batches = model.column_batches(&ids, &plens, joint, ctx.device)?;
-        let state = model.dropout_state();
-        for (c, e) in model
-            .embed_columns_no_graph(&batches)?
-            .into_iter()
-            .enumerate()
-        {
-            parts[c].push(e);
+        let packed = model.packs_items(ids.iter().flatten().copied());
+        let joint = join_columns(ctx.device, packed, &ids);
+        let b = model.column_batches(&ids, &plens, joint, ctx.device)?;
+        let joined = b.joint_rows.is_some();
+        for (i, batch) in b.batches.into_iter().enumerate() {
+            let state = model.dropout_state();
+            let e = model.embed_batch_no_graph(&batch)?;
+            let cols: Vec<usize> = if joined {
+                (0..d.columns()).collect()
+            } else {
+                vec![i]
+            };
+            for (k, &c) in cols.iter().enumerate() {
+                parts[c].push(e.narrow(0, k * chunk.len(), chunk.len())?);
+            }
+            passes.push((batch, state, cols, start, chunk.len()));
         }
-        passes.push((batches, state, chunk.len()));
+        start += chunk.len();
     }
     let cached: Vec<Var> = parts
         .iter()
@@ -354,20 +367,28 @@ fn cached_micro(
     // The loss's own parameters (a classifier, a projection) get their gradient here.
     acc.add(&loss_grads, ctx.vars)?;
     timer.end(Phase::Loss)?;
-    // Replay: each mini-batch again with a graph and the same masks; the cached gradients are
-    // the upstream gradients of its embeddings (columns the loss does not read get none).
+    // Replay: each batch again with a graph and the same masks, one backward each (memory: one
+    // batch's graph); the cached gradients are the upstream gradients of its embeddings
+    // (columns the loss does not read get none).
     timer.begin();
-    let mut start = 0;
-    for (batches, state, n) in &passes {
+    for (batch, state, cols, first, n) in &passes {
+        let ups: Vec<(usize, Tensor)> = cols
+            .iter()
+            .enumerate()
+            .filter_map(|(k, &c)| {
+                let g = loss_grads.get(cached[c].as_tensor())?;
+                Some(g.narrow(0, *first, *n).map(|g| (k, g)))
+            })
+            .collect::<candle_core::Result<_>>()?;
+        if ups.is_empty() {
+            continue;
+        }
         model.rewind_dropout(*state);
-        let embs = model.embed_columns(batches, true)?;
+        let e = model.embed_batch(batch, true)?;
         let mut surrogate: Option<Tensor> = None;
-        for (c, e) in embs.iter().enumerate() {
-            let Some(g) = loss_grads.get(cached[c].as_tensor()) else {
-                continue;
-            };
-            let upstream = g.narrow(0, start, *n)?.to_dtype(e.dtype())?;
-            let s = (e * upstream)?.sum_all()?;
+        for (k, g) in ups {
+            let part = e.narrow(0, k * n, *n)?;
+            let s = (part * g.to_dtype(e.dtype())?)?.sum_all()?;
             surrogate = Some(match surrogate {
                 Some(t) => (t + s)?,
                 None => s,
@@ -377,7 +398,6 @@ fn cached_micro(
             let grads = s.backward().context("GradCache replay")?;
             acc.add(&grads, ctx.vars)?;
         }
-        start += n;
     }
     model.rewind_dropout(after);
     timer.end(Phase::Backward)?;

@@ -120,11 +120,14 @@ fn step_grads_with(
 
 /// Without dropout, cached MNRL (mini-batches of 3 and of 1) gives plain MNRL's loss and
 /// gradients at the same batch of 8, on BERT and on MPNet (relative position bias); the
-/// symmetric variant too.
+/// symmetric variant too. Packed (each mini-batch's columns in one pass) and padded (a pass per
+/// column).
 #[test]
 fn gradcache_gradients_equal_plain_mnrl() {
-    for family in ["bert", "mpnet"] {
-        let model = load(family, Some(0.0));
+    for (family, packing) in [("bert", true), ("mpnet", true), ("bert", false)] {
+        let mut model = load(family, Some(0.0));
+        model.set_packing(packing);
+        assert_eq!(model.packs(), packing);
         let (plain, lp) = step_grads(&model, LossKind::Mnrl, None);
         for mini in [8, 4, 3, 1] {
             let (cached, lc) = step_grads(&model, LossKind::CachedMnrl, Some(mini));

@@ -1,7 +1,9 @@
 //! The attention core on the CPU fused path (f32): `softmax(q·kᵀ·scale + bias + mask) →
-//! dropout → ·v` per (sentence, head) on the packed projections `[B, S, 3H]` = `[q | k | v]`,
-//! with an optional additive score bias `[heads, S, S]` (MPNet's relative positions) and its
-//! gradient. The backward recomputes the probabilities. Depends on candle, rayon, `kernels` and
+//! dropout → ·v` per (sentence, head) on the packed projections `[B, S, 3H]` = `[q | k | v]`
+//! (padded sentences with their mask) or `[1, T, 3H]` (a packed batch: each sequence over its
+//! own rows), with an optional additive score bias `[heads, S, S]` (MPNet's relative positions;
+//! S = the longest sequence of a packed batch) and its gradient. The backward recomputes the
+//! probabilities. Depends on candle, rayon, `kernels` and
 //! `ops::Dropout`.
 
 use super::attention_kernels::{self as k, AttnShape, HeadJob, Heads};
@@ -206,7 +208,7 @@ impl Attention {
     }
 }
 
-/// q, k, v views of a packed `[B·S, 3H]` buffer.
+/// q, k, v views of a `[rows, 3H]` q|k|v buffer (`B·S` padded rows or `T` packed ones).
 fn qkv_heads(qkv: &[f32], sh: AttnShape) -> [Heads<'_>; 3] {
     let h = sh.hidden();
     [0, h, 2 * h].map(|offset| Heads {

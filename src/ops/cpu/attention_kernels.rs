@@ -90,7 +90,8 @@ fn probs_row_biased(keep: &[f32], scale: f32, bias: &[f32], p: &mut [f32]) {
     p.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// Where the heads of one projection sit in a row-major `[B·S, stride]` buffer: columns
+/// Where the heads of one projection sit in a row-major `[rows, stride]` buffer (`B·S` padded
+/// rows or `T` packed ones): columns
 /// `offset + h·hd ..` (a packed `[q | k | v]` buffer has stride 3H and offsets 0, H, 2H).
 #[derive(Debug, Clone, Copy)]
 pub struct Heads<'a> {
