@@ -80,7 +80,7 @@ out, best, model, cands = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 load = lambda n: json.load(open(f"{out}/{n}/result.json"))
 rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 md = ["## The best STS-B recipe from STS-B train alone", "",
-      f"`scripts/stsb-best.sh` ({rev}): all-MiniLM-L6-v2; every candidate trained once (seed 42), "
+      f"`scripts/stsb-best.sh` (report at {rev}; runs kept with REUSE=1 were trained by the code of their day): all-MiniLM-L6-v2; every candidate trained once (seed 42), "
       "chosen by STS-B **dev**; the pick then trained with seeds 1 and 2. Spearman ×100 of cosine "
       "(base model: dev 86.72, test 82.03; the shipped one-epoch cosine recipe in Python: test 85.16).", "",
       "| candidate (data/recipes/…) | steps | dev | test |", "|---|---:|---:|---:|"]
@@ -97,7 +97,8 @@ md += [f"| **mean** | **{mean('dev'):.2f}** | **{mean('test'):.2f}** |", "",
        f"Target: STS-B test ≥ 86.0 as the mean of three seeds — **{'met' if mean('test') >= 86.0 else 'missed'}** ({mean('test'):.2f})."]
 mp = sorted(glob.glob(f"{out}/stsb-best-all-mpnet-base-v2-s*/result.json"))
 if mp:
-    md += ["", "The same recipe with all-mpnet-base-v2:", "", "| seed | dev | test |", "|---:|---:|---:|"]
+    md += ["", "The same recipe with all-mpnet-base-v2 (base model: test 83.42, results/mpnet.json):", "",
+           "| seed | dev | test |", "|---:|---:|---:|"]
     md += [f"| {json.load(open(p))['seed']} | {json.load(open(p))['dev']:.2f} | {json.load(open(p))['test']:.2f} |" for p in mp]
 open("results/stsb-best.md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))
