@@ -22,14 +22,22 @@ pub fn tune_allocator() {
 /// before sleeping after every op. On the CPU fast path (`ops::cpu`) nearly all work runs
 /// on rayon's pool (our kernels and the matrix products), so those spinning workers only steal
 /// cores from it: perf showed 11–19 % of training samples in that spin loop. With the spin limit
-/// at 0 the workers sleep at once and wake for the next op (CoSENT b16: 24 → 29 pairs/s; also
-/// +5 % over a single-threaded pool, median of 5 alternating runs). Applied only when the user
-/// has not set `CANDLE_BARRIER_POOL_SPIN_LIMIT`, and only before candle's pool starts (first
-/// element-wise op), i.e. first thing in `main`.
+/// at 0 the workers sleep at once and wake for the next op (CoSENT b16, padded batches: 24 → 29
+/// pairs/s). With packed batches (one pass over a step's text columns) candle's pool is better
+/// left with no workers at all (`CANDLE_NUM_THREADS=1`: its ops — mostly the gradient sums of
+/// its backward — run on the calling thread, and nobody waits at its barrier): CoSENT b16 53.1
+/// vs 50.4 pairs/s (three interleaved pairs of `bench train --steps 30`, 2 threads), MNRL b32
+/// +7 %, encode +1 %. Each is applied only when the user has not set the variable, and only
+/// before candle's pool starts (first element-wise op), i.e. first thing in `main`.
 pub fn tune_threads() {
-    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
-        // SAFETY (edition 2021: set_var is safe): called at the top of main, before any thread
-        // of ours or candle's exists.
-        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0");
+    for (var, value) in [
+        ("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0"),
+        ("CANDLE_NUM_THREADS", "1"),
+    ] {
+        if std::env::var_os(var).is_none() {
+            // SAFETY (edition 2021: set_var is safe): called at the top of main, before any
+            // thread of ours or candle's exists.
+            std::env::set_var(var, value);
+        }
     }
 }

@@ -1,11 +1,12 @@
 //! Fine-tuning: [`TrainConfig`] (resolved from the command line in one step, saved with every
 //! run), the loop (`run.rs`) over its parts — how a batch becomes gradients (`step.rs`: plain,
-//! accumulated, cached), what happens around the steps (`observe.rs`: logging, evaluation,
+//! accumulated, cached; GradCache's micro-batch in `cached.rs`), what happens around the steps (`observe.rs`: logging, evaluation,
 //! checkpoints), clipping (`clip.rs`) — our AdamW (`optimizer.rs`), schedules, batching,
 //! prompts, checkpoints and exact resume. Depends on model, loss, data, eval (evaluation during
 //! training).
 
 pub mod batcher;
+mod cached;
 pub mod card;
 pub mod checkpoint;
 pub mod clip;

@@ -17,7 +17,7 @@ use super::phases::{Phase, PhaseTimer};
 use crate::loss::Loss;
 use crate::model::SentenceEncoder;
 use crate::tokenize::Tokenized;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::{Device, Tensor, Var};
 
 /// The tokenized training data a step reads its rows from.
@@ -45,26 +45,26 @@ impl StepData<'_> {
             self.cols
         }
     }
-    fn data_column(&self, c: usize) -> usize {
+    pub(super) fn data_column(&self, c: usize) -> usize {
         if self.simcse {
             0
         } else {
             c
         }
     }
-    fn ids(&self, rows: &[usize], c: usize) -> Vec<&[u32]> {
+    pub(super) fn ids(&self, rows: &[usize], c: usize) -> Vec<&[u32]> {
         let col = self.data_column(c);
         rows.iter()
             .map(|&r| self.tokens[r * self.cols + col].ids.as_slice())
             .collect()
     }
-    fn prompt_len(&self, c: usize) -> usize {
+    pub(super) fn prompt_len(&self, c: usize) -> usize {
         self.prompt_lens
             .get(self.data_column(c))
             .copied()
             .unwrap_or(0)
     }
-    fn labels(&self, rows: &[usize], device: &Device) -> Result<Option<Tensor>> {
+    pub(super) fn labels(&self, rows: &[usize], device: &Device) -> Result<Option<Tensor>> {
         let Some(l) = self.labels else {
             return Ok(None);
         };
@@ -134,13 +134,17 @@ pub struct Cached {
 }
 
 /// Gradients summed over several backward passes.
-struct GradSum(Vec<Option<Tensor>>);
+pub(super) struct GradSum(pub(super) Vec<Option<Tensor>>);
 
 impl GradSum {
-    fn new(n: usize) -> Self {
+    pub(super) fn new(n: usize) -> Self {
         Self(vec![None; n])
     }
-    fn add(&mut self, grads: &candle_core::backprop::GradStore, vars: &[Var]) -> Result<()> {
+    pub(super) fn add(
+        &mut self,
+        grads: &candle_core::backprop::GradStore,
+        vars: &[Var],
+    ) -> Result<()> {
         for (a, v) in self.0.iter_mut().zip(vars) {
             if let Some(g) = grads.get(v.as_tensor()) {
                 *a = Some(match a.take() {
@@ -191,7 +195,7 @@ impl TrainStep for Cached {
     }
     fn run(&self, ctx: &StepCtx, micro: &[&[usize]], timer: &mut PhaseTimer) -> Result<StepOutput> {
         accumulate(ctx, micro, timer, |ctx, rows, divide, acc, timer| {
-            cached_micro(ctx, rows, self.mini_batch, divide, acc, timer)
+            super::cached::cached_micro(ctx, rows, self.mini_batch, divide, acc, timer)
         })
     }
 }
@@ -254,7 +258,7 @@ fn loss_of(
 }
 
 /// The loss (detached, as reported) and the loss to back-propagate (divided by `divide`).
-fn divided_loss(
+pub(super) fn divided_loss(
     ctx: &StepCtx,
     rows: &[usize],
     embs: &[Tensor],
@@ -306,101 +310,6 @@ fn graph_micro(
     acc.add(&grads, ctx.vars)?;
     drop(grads);
     timer.end(Phase::Accumulate)?;
-    Ok(out)
-}
-
-/// One micro-batch by GradCache (see the module header). Each mini-batch's text columns go
-/// through the encoder as a plain step's do (one joint pass when [`join_columns`] says so, so
-/// one mini-batch as large as the batch draws the plain step's masks); memory is bounded by one
-/// such pass: the mini-batch's rows, times its columns when they are joined.
-fn cached_micro(
-    ctx: &StepCtx,
-    rows: &[usize],
-    mini: usize,
-    divide: Option<f64>,
-    acc: &mut GradSum,
-    timer: &mut PhaseTimer,
-) -> Result<Tensor> {
-    let (model, d) = (ctx.model, &ctx.data);
-    // First pass: every mini-batch without a graph, dropout on; the RNG state before each is
-    // kept to replay its masks.
-    timer.begin();
-    let plens: Vec<usize> = (0..d.columns()).map(|c| d.prompt_len(c)).collect();
-    // (batch, RNG state before it, its columns, first row, rows): one per column of a
-    // mini-batch, or one for all its columns when they are joined.
-    let mut passes = Vec::new();
-    let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(); d.columns()];
-    let mut start = 0;
-    for chunk in rows.chunks(mini) {
-        let ids: Vec<Vec<&[u32]>> = (0..d.columns()).map(|c| d.ids(chunk, c)).collect();
-        let packed = model.packs_items(ids.iter().flatten().copied());
-        let joint = join_columns(ctx.device, packed, &ids);
-        let b = model.column_batches(&ids, &plens, joint, ctx.device)?;
-        let joined = b.joint_rows.is_some();
-        for (i, batch) in b.batches.into_iter().enumerate() {
-            let state = model.dropout_state();
-            let e = model.embed_batch_no_graph(&batch)?;
-            let cols: Vec<usize> = if joined {
-                (0..d.columns()).collect()
-            } else {
-                vec![i]
-            };
-            for (k, &c) in cols.iter().enumerate() {
-                parts[c].push(e.narrow(0, k * chunk.len(), chunk.len())?);
-            }
-            passes.push((batch, state, cols, start, chunk.len()));
-        }
-        start += chunk.len();
-    }
-    let cached: Vec<Var> = parts
-        .iter()
-        .map(|p| Var::from_tensor(&Tensor::cat(p, 0)?.detach()))
-        .collect::<candle_core::Result<_>>()?;
-    let after = model.dropout_state();
-    timer.end(Phase::Forward)?;
-    // The loss on the whole batch, and its gradient with respect to each column's embeddings.
-    timer.begin();
-    let labels = d.labels(rows, ctx.device)?;
-    let embs: Vec<Tensor> = cached.iter().map(|v| v.as_tensor().clone()).collect();
-    let (out, l) = divided_loss(ctx, rows, &embs, labels.as_ref(), divide)?;
-    let loss_grads = l.backward()?;
-    // The loss's own parameters (a classifier, a projection) get their gradient here.
-    acc.add(&loss_grads, ctx.vars)?;
-    timer.end(Phase::Loss)?;
-    // Replay: each batch again with a graph and the same masks, one backward each (memory: one
-    // batch's graph); the cached gradients are the upstream gradients of its embeddings
-    // (columns the loss does not read get none).
-    timer.begin();
-    for (batch, state, cols, first, n) in &passes {
-        let ups: Vec<(usize, Tensor)> = cols
-            .iter()
-            .enumerate()
-            .filter_map(|(k, &c)| {
-                let g = loss_grads.get(cached[c].as_tensor())?;
-                Some(g.narrow(0, *first, *n).map(|g| (k, g)))
-            })
-            .collect::<candle_core::Result<_>>()?;
-        if ups.is_empty() {
-            continue;
-        }
-        model.rewind_dropout(*state);
-        let e = model.embed_batch(batch, true)?;
-        let mut surrogate: Option<Tensor> = None;
-        for (k, g) in ups {
-            let part = e.narrow(0, k * n, *n)?;
-            let s = (part * g.to_dtype(e.dtype())?)?.sum_all()?;
-            surrogate = Some(match surrogate {
-                Some(t) => (t + s)?,
-                None => s,
-            });
-        }
-        if let Some(s) = surrogate {
-            let grads = s.backward().context("GradCache replay")?;
-            acc.add(&grads, ctx.vars)?;
-        }
-    }
-    model.rewind_dropout(after);
-    timer.end(Phase::Backward)?;
     Ok(out)
 }
 
