@@ -5,7 +5,7 @@
 //! RNG it was given, so the same RNG state replays the same masks. Depends on `ops`, `rng` and
 //! `tokenize::TokenBatch`.
 
-use crate::ops::{Dropout, Exec, Packed};
+use crate::ops::{AttnMask, Dropout, Exec, Packed};
 use crate::rng::Rng;
 use crate::tokenize::TokenBatch;
 use candle_core::{DType, Device, Result, Tensor, Var};
@@ -137,6 +137,28 @@ pub struct EncoderBase {
     pub dropout: DropoutRates,
     pub dtype: DType,
     pub device: Device,
+}
+
+impl EncoderBase {
+    /// What both encoders do first with a batch: its length S (a packed batch's longest
+    /// sequence) checked against the positions, and its attention mask in the form `fwd`'s
+    /// path wants (packed or padded).
+    pub fn seq_and_mask(&self, batch: &TokenBatch, fwd: &Fwd) -> Result<(usize, AttnMask)> {
+        let s = batch.seq().map_err(candle_core::Error::wrap)?;
+        if s > self.max_tokens {
+            candle_core::bail!(
+                "sequence length {s} exceeds the model's {} positions",
+                self.max_tokens
+            );
+        }
+        let mask = AttnMask::for_batch(
+            fwd.exec,
+            &batch.attention_mask,
+            batch.packed.as_ref(),
+            fwd.compute,
+        )?;
+        Ok((s, mask))
+    }
 }
 
 /// A family's transformer: token ids to the last layer's hidden states. Implemented by

@@ -375,10 +375,7 @@ impl SentenceEncoder {
         // Pooling reads padded `[B, S, H]`: a packed batch's rows are gathered back first (one
         // copy of the hidden states; its backward scatters the gradient to the packed rows).
         let hidden = batches::unpacked(self.exec, hidden, batch)?;
-        let mask = match &batch.packed {
-            Some(_) => batch.padded_mask().map_err(candle_core::Error::wrap)?,
-            None => batch.attention_mask.clone(),
-        };
+        let mask = batch.padded_mask().map_err(candle_core::Error::wrap)?;
         let mut x = self
             .pooling
             .forward(&hidden, &mask, &batch.lengths, batch.prompt_len)?;

@@ -6,7 +6,7 @@
 
 use super::{Embeddings, ParamStore, PostNormLayer, RelativeBias};
 use crate::model::encoder::{DropoutRates, Encoder, EncoderBase, Fwd};
-use crate::ops::{self, AttnMask};
+use crate::ops;
 use crate::tokenize::TokenBatch;
 use candle_core::{Result, Tensor};
 
@@ -46,21 +46,9 @@ impl Encoder for PostNormEncoder {
     }
 
     fn forward(&self, batch: &TokenBatch, fwd: &Fwd) -> Result<Tensor> {
-        let s = batch.seq().map_err(candle_core::Error::wrap)?;
-        if s > self.base.max_tokens {
-            candle_core::bail!(
-                "sequence length {s} exceeds the model's {} positions",
-                self.base.max_tokens
-            );
-        }
+        let (s, mask) = self.base.seq_and_mask(batch, fwd)?;
         let x = self.embeddings.forward(batch, fwd)?;
         let mut x = ops::dropout(fwd.exec, &x, fwd.dropout(self.base.dropout.hidden))?;
-        let mask = AttnMask::for_batch(
-            fwd.exec,
-            &batch.attention_mask,
-            batch.packed.as_ref(),
-            fwd.compute,
-        )?;
         let bias = self
             .relative
             .as_ref()

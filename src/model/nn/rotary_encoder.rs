@@ -11,7 +11,7 @@ use super::rope::RopeSpec;
 use super::{LayerNorm, ParamStore};
 use crate::model::encoder::{DropoutRates, Encoder, EncoderBase, Fwd};
 use crate::model::weights::{Init, WeightSpec};
-use crate::ops::{self, AttnMask, Exec, Window};
+use crate::ops::{self, Exec, Window};
 use crate::tokenize::TokenBatch;
 use candle_core::{Result, Tensor, Var};
 
@@ -125,21 +125,9 @@ impl Encoder for RotaryEncoder {
     }
 
     fn forward(&self, batch: &TokenBatch, fwd: &Fwd) -> Result<Tensor> {
-        let s = batch.seq().map_err(candle_core::Error::wrap)?;
-        if s > self.base.max_tokens {
-            candle_core::bail!(
-                "sequence length {s} exceeds the model's {} positions",
-                self.base.max_tokens
-            );
-        }
+        let (s, mask) = self.base.seq_and_mask(batch, fwd)?;
         let x = self.parts.embeddings.forward(batch, fwd)?;
         let mut x = ops::dropout(fwd.exec, &x, fwd.dropout(self.base.dropout.hidden))?;
-        let mask = AttnMask::for_batch(
-            fwd.exec,
-            &batch.attention_mask,
-            batch.packed.as_ref(),
-            fwd.compute,
-        )?;
         let tables = self
             .parts
             .ropes
