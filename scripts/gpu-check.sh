@@ -5,7 +5,9 @@
 #      gradients (≤ 1e-4), three fused-AdamW steps (≤ 1e-4), seeded dropout — with embtune's
 #      CUDA kernels, then with candle's composed ops (EMBTUNE_CUDA_FUSED=0);
 #   2. a real fine-tune on the GPU (CosineSimilarityLoss, 1 epoch of STS-B train, the recipe of
-#      ../shared/reference/cpu_finetune_runs.json) whose STS-B dev score must rise;
+#      ../shared/reference/cpu_finetune_runs.json) whose STS-B dev score must rise; then 20 MNRL
+#      steps through the data-parallel path at world size 1 (`--devices cuda:0`: NCCL), whose
+#      losses must follow the plain run's;
 #   3. throughput of the jobs in ../shared/reference/gpu/ (train MNRL/CoSENT at batch 32/128/512,
 #      f32 and bf16; encode at batch 256), next to the Python numbers when REF points at them;
 #   4. what each CUDA change does (CoSENT f32 at batch 32 and 512 with one switch off at a time:
@@ -27,13 +29,17 @@ STEPS="${STEPS:-20}"
 DATA=data/stsbenchmark
 mkdir -p "$OUT"
 
-# The binary links the CUDA 13 runtime, cuBLAS and cuRAND: take them from a toolkit or from the
-# NVIDIA wheels of a PyTorch install, and the driver's libcuda.so.1 from its usual places.
+# The binary links the CUDA 13 runtime, cuBLAS and cuRAND (and loads libnccl for --devices): take
+# them from a toolkit or from the NVIDIA wheels of a PyTorch install, and the driver's libcuda.so.1 from its usual places.
 libs=""
 for d in "${CUDA_ROOT:-/nonexistent}/lib64" /usr/local/cuda/lib64 \
-         $(python3 -c 'import site; print(" ".join(p + "/nvidia/cu13/lib" for p in site.getsitepackages()))' 2>/dev/null) \
+         $(python3 -c 'import site; print(" ".join(p + s for p in site.getsitepackages() for s in ("/nvidia/cu13/lib", "/nvidia/nccl/lib")))' 2>/dev/null) \
          /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu; do
   [ -d "$d" ] && libs="$libs:$d"
+done
+# libnccl.so.2 wherever a wheel put it (nvidia/nccl/lib in the nvidia-nccl-cu13 wheel).
+for so in $(python3 -c 'import glob, site; print(" ".join(f for p in site.getsitepackages() for f in glob.glob(p + "/nvidia/**/libnccl.so*", recursive=True)))' 2>/dev/null); do
+  libs="$libs:$(dirname "$so")"
 done
 export LD_LIBRARY_PATH="${libs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export HF_HUB_OFFLINE=1
@@ -59,6 +65,22 @@ t1=$(date +%s.%N)
 after=$(ev "$tuned")
 echo "STS-B dev spearman: base $before -> fine-tuned $after ($(python3 -c "print(round($t1-$t0,1))") s wall for 1 epoch)" | tee "$OUT/finetune.txt"
 python3 -c "import sys; sys.exit(0 if float('$after') > float('$before') else 1)" || { echo "FAIL: dev score did not rise"; status=1; }
+
+echo "== 2b. data parallelism at world size 1 (--devices cuda:0: launcher, rendezvous, NCCL all-reduce of every step)"
+dp="${TMPDIR:-/tmp}/embtune-gpu-check-ddp"; one="${TMPDIR:-/tmp}/embtune-gpu-check-one"
+rm -rf "$dp" "$one"
+common=(--model "$MODEL" --data "$DATA/sts-train.csv" --format stsb --loss mnrl --batch-size 32 --max-steps 20 --dropout 0 --log-steps 1 --quiet)
+"$BIN" train "${common[@]}" --device cuda --output "$one" 2> "$OUT/ddp.log" || status=1
+"$BIN" train "${common[@]}" --devices cuda:0 --output "$dp" 2>> "$OUT/ddp.log" || { status=1; tail -5 "$OUT/ddp.log"; }
+python3 - "$one" "$dp" <<'PY' | tee "$OUT/ddp.txt" || status=1
+import json, sys
+def losses(d):
+    return [json.loads(l)["loss"] for l in open(d + "/metrics.jsonl") if '"loss"' in l]
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+worst = max(abs(x - y) for x, y in zip(a, b))
+print(f"--devices cuda:0 (NCCL, world 1) vs --device cuda: {len(b)} steps, losses differ by at most {worst:.2e}")
+sys.exit(0 if len(a) == len(b) == 20 and worst <= 1e-3 else 1)
+PY
 
 echo "== 3. throughput"
 : > "$OUT/bench.jsonl"

@@ -16,7 +16,8 @@
 #
 # The versions are pinned to 13.0.x on purpose: PTX from a newer nvcc is refused by a driver of
 # an older CUDA version (CUDA_ERROR_UNSUPPORTED_PTX_VERSION); driver 580 is CUDA 13.0. The
-# binary built here runs with driver >= 580 and the CUDA 13 runtime, cuBLAS and cuRAND libraries.
+# binary built here runs with driver >= 580 and the CUDA 13 runtime, cuBLAS, cuRAND and NCCL 2
+# libraries.
 set -euo pipefail
 
 prefix="${EMBTUNE_CUDA_PREFIX:-$HOME/.cache/embtune/cuda-13.0}"
@@ -69,6 +70,34 @@ if [ ! -f "$stub" ]; then
     | sed 's/.*/int &(void){return 999;}/' > "$work/stub.c"
   gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub" "$work/stub.c"
   ln -sfn libcuda.so "$tree/lib/stubs/libcuda.so.1"
+  rm -rf "$work"
+fi
+
+# NCCL (multi-GPU training) is linked too. Its 344 MB wheel is not needed to build: a stub with
+# the entry points cudarc 0.19's bindings declare (its src/nccl/sys/mod.rs) carries the soname,
+# and the real libnccl.so.2 (the nvidia-nccl-cu13 wheel PyTorch installs, or a system NCCL) is
+# loaded at run time.
+nccl_stub="$tree/lib/stubs/libnccl.so"
+if [ ! -f "$nccl_stub" ]; then
+  say "building the libnccl link stub"
+  mkdir -p "$tree/lib/stubs"
+  work="$(mktemp -d)"
+  for f in \
+  ncclAllGather ncclAllReduce ncclAlltoAll ncclBcast ncclBroadcast ncclCommAbort ncclCommCount \
+  ncclCommCuDevice ncclCommDeregister ncclCommDestroy ncclCommFinalize ncclCommGetAsyncError \
+  ncclCommGetUniqueId ncclCommGrow ncclCommInitAll ncclCommInitRank ncclCommInitRankConfig \
+  ncclCommInitRankScalable ncclCommMemStats ncclCommRegister ncclCommResume ncclCommRevoke \
+  ncclCommShrink ncclCommSplit ncclCommSuspend ncclCommUserRank ncclCommWindowDeregister \
+  ncclCommWindowRegister ncclGather ncclGetErrorString ncclGetLastError ncclGetUniqueId \
+  ncclGetVersion ncclGroupEnd ncclGroupSimulateEnd ncclGroupStart ncclMemAlloc ncclMemFree \
+  ncclParamBind ncclParamDumpAll ncclParamGet ncclParamGetAllParameterKeys ncclParamGetI16 \
+  ncclParamGetI32 ncclParamGetI64 ncclParamGetI8 ncclParamGetParameter ncclParamGetStr \
+  ncclParamGetU16 ncclParamGetU32 ncclParamGetU64 ncclParamGetU8 ncclPutSignal ncclRecv \
+  ncclRedOpCreatePreMulSum ncclRedOpDestroy ncclReduce ncclReduceScatter ncclResetDebugInit \
+  ncclScatter ncclSend ncclSignal ncclWaitSignal ncclWinGetUserPtr; do
+    echo "int $f(void){return 1;}"
+  done > "$work/nccl.c"
+  gcc -shared -fPIC -Wl,-soname,libnccl.so.2 -o "$nccl_stub" "$work/nccl.c"
   rm -rf "$work"
 fi
 

@@ -1,7 +1,8 @@
 //! Device and precision selection: `--device cpu|cuda[:N]|auto`, `--dtype f32|bf16|f16`,
-//! `--tf32`, resolved once into a candle `Device`, and the CUDA allocator settings. The only
-//! `cfg(feature = "cuda")` site outside the CUDA ops (`ops::cuda::launch`) and the optimizer's
-//! device moments.
+//! `--tf32`, resolved once into a candle `Device`, the CUDA allocator settings and the GPU
+//! count (`--devices all`): device creation is the one place that asks whether the binary has
+//! CUDA (the CUDA ops, the optimizer's device moments and the NCCL backend in `dist` have
+//! their own `cfg(feature = "cuda")` code).
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
@@ -11,7 +12,7 @@ use std::str::FromStr;
 
 /// Where to run. `auto` (the default) picks the first CUDA GPU when this binary was built with
 /// the `cuda` feature and a GPU is present, else the CPU — as sentence-transformers does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     #[default]
@@ -186,6 +187,23 @@ pub fn cuda_alloc_tuning() -> bool {
 #[cfg(not(feature = "cuda"))]
 fn cuda(n: usize) -> Result<Device> {
     bail!("--device cuda:{n}: this embtune binary was built without CUDA support; build it with `cargo build --release --features cuda` (see scripts/build-cuda.sh)")
+}
+
+/// How many CUDA GPUs this process sees (`--devices all`).
+#[cfg(feature = "cuda")]
+pub fn cuda_count() -> Result<usize> {
+    use candle_core::cuda_backend::cudarc::driver::CudaContext;
+    let n = CudaContext::device_count().map_err(|e| {
+        anyhow::anyhow!(
+            "--devices all: the CUDA driver cannot count GPUs ({e:?}); check nvidia-smi"
+        )
+    })?;
+    Ok(n.max(0) as usize)
+}
+
+#[cfg(not(feature = "cuda"))]
+pub fn cuda_count() -> Result<usize> {
+    bail!("--devices all: this embtune binary was built without CUDA support; build it with scripts/build-cuda.sh")
 }
 
 #[cfg(feature = "cuda")]

@@ -1,18 +1,33 @@
 //! SIGINT/SIGTERM → a flag that long jobs check at safe points (training after each step: it
 //! saves a checkpoint; chunked `embed` after each chunk: the finished chunks stay) and then stop
-//! with [`Interrupted`] (exit 130/143). A second signal exits at once. Async-signal-safe: the
-//! handler only stores an atomic or calls `_exit`. Depends on libc.
+//! with [`Interrupted`] (exit 130/143). A second signal exits at once — except in a
+//! [`set_patient`] process (a data-parallel worker: a batch system signals it and its launcher
+//! forwards the same signal, which must not count twice; the launcher acts on a second one).
+//! Async-signal-safe: the handler only touches atomics or calls `_exit`. Depends on libc.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+static PATIENT: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(sig: libc::c_int) {
+    COUNT.fetch_add(1, Ordering::SeqCst);
     // The second interrupt: the user does not want to wait for the safe point.
-    if SIGNAL.swap(sig, Ordering::SeqCst) != 0 {
+    if SIGNAL.swap(sig, Ordering::SeqCst) != 0 && !PATIENT.load(Ordering::SeqCst) {
         // SAFETY: _exit is async-signal-safe.
         unsafe { libc::_exit(128 + sig) };
     }
+}
+
+/// From now on a repeated signal only asks again for the stop at the next safe point.
+pub fn set_patient() {
+    PATIENT.store(true, Ordering::SeqCst);
+}
+
+/// How many signals arrived.
+pub fn count() -> usize {
+    COUNT.load(Ordering::SeqCst)
 }
 
 /// The error a job stops with after a signal: its message says how to continue; the binary

@@ -144,14 +144,30 @@ const RULES: &[(&str, &str, Severity, Unused)] = &[
         .then_some("--loss mnrl, cached-mnrl, cosent or angle")
     }),
     ("train", "gather_across_devices", E, |m| {
-        let ranks =
-            m.m.try_get_one::<usize>("test_thread_ranks")
+        let get = |id: &str| {
+            m.m.try_get_one::<usize>(id)
                 .ok()
                 .flatten()
                 .copied()
-                .unwrap_or(1);
-        (ranks < 2)
+                .unwrap_or(1)
+        };
+        // `--devices all` counts as several (the GPUs are counted when the run starts).
+        let local = match m.m.try_get_one::<String>("devices").ok().flatten() {
+            Some(d) if d.trim() == "all" => 2,
+            Some(d) => d.split(',').count(),
+            None => 1,
+        };
+        (get("test_thread_ranks").max(local * get("nnodes")) < 2)
             .then_some("several data-parallel ranks (one device has every candidate already)")
+    }),
+    ("train", "nnodes", E, |m| {
+        (!m.given("devices")).then_some("--devices (the devices of each node)")
+    }),
+    ("train", "node_rank", E, |m| {
+        (!m.given("devices")).then_some("--devices with --nnodes")
+    }),
+    ("train", "rdzv_endpoint", E, |m| {
+        (!m.given("devices")).then_some("--devices")
     }),
     ("train", "symmetric", E, |m| {
         (!loss_in(m, &[LossKind::Mnrl, LossKind::CachedMnrl]))

@@ -73,6 +73,8 @@ pub const RULES: &[(&str, Range)] = &[
     ("freeze-layers", Range::AtLeast(0)),
     ("lora-rank", Range::AtLeast(1)),
     ("test-thread-ranks", Range::AtLeast(1)),
+    ("nnodes", Range::AtLeast(1)),
+    ("node-rank", Range::AtLeast(0)),
     ("lora-alpha", Range::Positive),
     ("eval-steps", Range::AtLeast(1)),
     ("save-steps", Range::AtLeast(1)),

@@ -143,10 +143,26 @@ pub struct TrainArgs {
     pub dropout: Option<f64>,
     /// mnrl, cached-mnrl on several data-parallel ranks: every rank's positives and negatives are
     /// candidates for every anchor (the global batch's in-batch negatives), each rank keeping the
-    /// gradient of its own rows (sentence-transformers' gather_across_devices). Built and checked
-    /// on the CPU; the multi-GPU launcher is not built yet (docs/multi-gpu.md).
+    /// gradient of its own rows (sentence-transformers' gather_across_devices).
     #[arg(long)]
     pub gather_across_devices: bool,
+    /// Data-parallel training, one worker process per device, started by this command (no
+    /// torchrun): a comma list (cuda:0,cuda:1), all (every CUDA GPU), or cpu,cpu (CPU
+    /// processes). --batch-size is per device; the ranks sum their gradients (NCCL on GPUs) and
+    /// take the same step; rank 0 writes. docs/multi-gpu.md.
+    #[arg(long, value_name = "LIST")]
+    pub devices: Option<String>,
+    /// With --devices: the number of nodes; start the same command on each, with its
+    /// --node-rank and the same --rdzv-endpoint.
+    #[arg(long, default_value_t = 1)]
+    pub nnodes: usize,
+    /// With --nnodes: this node's index, 0 .. nnodes-1 (node 0 hosts the rendezvous).
+    #[arg(long, default_value_t = 0)]
+    pub node_rank: usize,
+    /// With --nnodes: node 0's HOST:PORT, reachable from every node (node 0 listens on the
+    /// port; EMBTUNE_RDZV_TIMEOUT seconds to wait for the others, default 600).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub rdzv_endpoint: Option<String>,
     /// Data parallelism as N threads of this process with an in-process communicator: a test
     /// double for checking data-parallel training on the CPU (no speed-up).
     #[arg(long, default_value_t = 1, hide = true)]
@@ -219,6 +235,21 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The processes of a `--devices` run (None: train in this process).
+    pub fn launch_plan(&self) -> Result<Option<crate::dist::launch::Plan>> {
+        let Some(d) = &self.devices else {
+            return Ok(None);
+        };
+        if self.model.load.compute.device != crate::device::DeviceChoice::Auto {
+            anyhow::bail!("--devices and --device: give one (--devices lists every rank's device)");
+        }
+        if self.test_thread_ranks > 1 {
+            anyhow::bail!("--devices and --test-thread-ranks: give one");
+        }
+        crate::dist::launch::Plan::parse(d, self.nnodes, self.node_rank, self.rdzv_endpoint.clone())
+            .map(Some)
+    }
+
     pub fn into_config(self) -> Result<TrainConfig> {
         let tasks = &self.eval_task;
         if tasks.len() > 1 && tasks.len() != self.eval_data.len() {
@@ -330,6 +361,7 @@ impl TrainArgs {
             }),
             save_adapter: self.save_adapter,
             ranks: self.test_thread_ranks,
+            worker: None,
             gather_across_devices: self.gather_across_devices,
             freeze: crate::train::freeze::Freeze {
                 embeddings: self.freeze_embeddings,
@@ -362,10 +394,38 @@ fn default_eval_task(data: &std::path::Path) -> EvalTask {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let cfg = args.into_config()?;
+    let plan = args.launch_plan()?;
+    let mut cfg = args.into_config()?;
+    if let Some(plan) = plan {
+        use crate::dist::launch::{launch, Worker};
+        cfg.ranks = plan.world();
+        match Worker::from_env()? {
+            Some(w) => {
+                cfg.ranks = w.world;
+                cfg.model.compute.device = w.device;
+                cfg.worker = Some(w);
+                // The launcher forwards signals; a batch system may send the same one directly.
+                crate::signals::set_patient();
+            }
+            None => {
+                // The whole recipe was checked above, before any worker starts.
+                cfg.validate()?;
+                let code = launch(&plan)?;
+                if code != 0 {
+                    std::process::exit(code);
+                }
+                return Ok(());
+            }
+        }
+        cfg.validate()?;
+    }
     let r = crate::train::run(&cfg)?;
     if let Some(sig) = r.interrupted {
         std::process::exit(128 + sig);
+    }
+    if cfg.worker.as_ref().is_some_and(|w| w.rank != 0) {
+        // Rank 0 reports (and wrote the model).
+        return Ok(());
     }
     if let (Some(a), Some(b)) = (r.first_loss, r.last_loss) {
         tracing::info!("trained {} steps: loss {a:.6} → {b:.6}", r.steps);

@@ -4,8 +4,8 @@
 //! own rows' slice. So each rank's rows receive the gradient of every rank's loss (they are
 //! in-batch negatives everywhere), and after the usual data-parallel mean of parameter
 //! gradients (sum over ranks ÷ N) training equals one device with the global batch — the loss
-//! scaling tested in `tests`, not assumed. f32 on the host (the CPU backend); the NCCL backend
-//! does the same on the device. Depends on candle and [`super::Collective`].
+//! scaling tested in `tests`, not assumed. The op runs on the host in f32 (a GPU rank's rows go
+//! there and back; the communicator may move them through the GPU again, as NCCL does). Depends on candle and [`super::Collective`].
 
 use super::Collective;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
@@ -53,9 +53,27 @@ pub fn gather_rows(x: &Tensor, comm: Arc<dyn Collective>) -> Result<Tensor> {
     if comm.world() == 1 {
         return Ok(x.clone());
     }
+    // Through the host (the op is a CPU op; `to_device` carries the gradient back): a batch's
+    // embeddings are small next to a step's gradients.
+    let dev = x.device().clone();
     x.to_dtype(DType::F32)?
+        .to_device(&candle_core::Device::Cpu)?
         .contiguous()?
-        .apply_op1(Gather { comm })
+        .apply_op1(Gather { comm })?
+        .to_device(&dev)
+}
+
+/// [`gather_rows`] rotated so this rank's rows come first: `[own, rank+1…, 0…rank-1]`. A
+/// cross-entropy over candidates is unchanged by permuting them, and the rank's positive i
+/// stays at column i.
+pub fn gather_rows_own_first(x: &Tensor, comm: Arc<dyn Collective>) -> Result<Tensor> {
+    let (r, b) = (comm.rank(), x.dim(0)?);
+    let g = gather_rows(x, comm)?.to_dtype(x.dtype())?;
+    let n = g.dim(0)?;
+    if r == 0 {
+        return Ok(g);
+    }
+    Tensor::cat(&[g.narrow(0, r * b, n - r * b)?, g.narrow(0, 0, r * b)?], 0)
 }
 
 #[cfg(test)]

@@ -62,29 +62,13 @@ impl Collective for ThreadComm {
     }
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
         let n = buf.len();
-        let sum = self.exchange(buf, |slots| {
-            if slots.iter().any(|s| s.len() != n) {
-                bail!("all_reduce: ranks gave buffers of different lengths");
-            }
-            let mut acc = vec![0f32; n];
-            for s in slots {
-                for (a, x) in acc.iter_mut().zip(s) {
-                    *a += x;
-                }
-            }
-            Ok(acc)
-        })?;
+        let sum = self.exchange(buf, |slots| super::sum_in_rank_order(slots, n))?;
         buf.copy_from_slice(&sum);
         Ok(())
     }
     fn all_gather(&self, local: &[f32]) -> Result<Vec<f32>> {
         let n = local.len();
-        self.exchange(local, |slots| {
-            if slots.iter().any(|s| s.len() != n) {
-                bail!("all_gather: ranks gave buffers of different lengths");
-            }
-            Ok(slots.concat())
-        })
+        self.exchange(local, |slots| super::concat_in_rank_order(slots, n))
     }
     fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<()> {
         if root >= self.shared.world {

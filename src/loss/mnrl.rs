@@ -67,13 +67,7 @@ pub struct GatheredMnrl {
 
 impl GatheredMnrl {
     fn all_rows(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let g = crate::dist::gather::gather_rows(x, self.comm.clone())?.to_dtype(x.dtype())?;
-        let (r, b) = (self.comm.rank(), x.dim(0)?);
-        let n = g.dim(0)?;
-        if r == 0 {
-            return Ok(g);
-        }
-        Tensor::cat(&[g.narrow(0, r * b, n - r * b)?, g.narrow(0, 0, r * b)?], 0)
+        crate::dist::gather::gather_rows_own_first(x, self.comm.clone())
     }
 }
 

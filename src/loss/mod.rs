@@ -311,6 +311,7 @@ pub fn build(kind: LossKind, p: &LossParams) -> Box<dyn Loss> {
         LossKind::Gist | LossKind::CachedGist => Box::new(gist::Gist {
             temperature: p.temperature.unwrap_or(0.01),
             margin: p.margin.unwrap_or(0.0),
+            comm: None,
         }),
         LossKind::Cosent => Box::new(cosent::Cosent {
             scale: p.scale.unwrap_or(20.0),

@@ -14,7 +14,7 @@
 use super::step::StepOutput;
 use crate::dist::Collective;
 use anyhow::Result;
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 
 /// This rank's micro-batches of a step (`accum` each; fewer or none in an epoch's last step).
 pub fn rank_slice<'a>(batches: &'a [Vec<usize>], rank: usize, accum: usize) -> Vec<&'a [usize]> {
@@ -58,7 +58,8 @@ pub fn any_signal(comm: &dyn Collective, mine: Option<i32>) -> Result<Option<i32
 }
 
 /// Sums `out` over the ranks (see the module header); `mine`/`total`: this rank's and the
-/// step's micro-batches. Every rank gets the same result.
+/// step's micro-batches. Every rank gets the same result. The flat buffer stays on the
+/// device (NCCL sums it there; the CPU backends through the host).
 pub fn reduce(
     comm: &dyn Collective,
     out: StepOutput,
@@ -67,49 +68,50 @@ pub fn reduce(
     total: usize,
 ) -> Result<StepOutput> {
     let weight = mine as f64 / total.max(1) as f64;
-    let sizes: Vec<usize> = vars.iter().map(|v| v.as_tensor().elem_count()).collect();
-    let n: usize = sizes.iter().sum();
-    let mut buf = Vec::with_capacity(n + vars.len() + 4);
-    for (g, &len) in out.grads.iter().zip(&sizes) {
-        match g {
-            Some(g) => buf.extend(
-                (g.to_dtype(candle_core::DType::F32)? * weight)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?,
-            ),
-            None => buf.extend(std::iter::repeat_n(0f32, len)),
-        }
+    let dev = vars
+        .first()
+        .map(|v| v.device().clone())
+        .unwrap_or(Device::Cpu);
+    let mut parts = Vec::with_capacity(vars.len() + 1);
+    for (g, v) in out.grads.iter().zip(vars) {
+        parts.push(match g {
+            Some(g) => (g.to_dtype(DType::F32)? * weight)?.flatten_all()?,
+            None => Tensor::zeros(v.as_tensor().elem_count(), DType::F32, &dev)?,
+        });
     }
-    buf.extend(out.grads.iter().map(|g| g.is_some() as u8 as f32));
     let mut loss_sum = 0f32;
     for l in &out.losses {
-        loss_sum += l.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+        loss_sum += l.to_dtype(DType::F32)?.to_scalar::<f32>()?;
     }
-    buf.extend([loss_sum, out.losses.len() as f32, out.examples as f32]);
-    comm.all_reduce_sum(&mut buf)?;
+    let mut tail: Vec<f32> = out.grads.iter().map(|g| g.is_some() as u8 as f32).collect();
+    tail.extend([loss_sum, out.losses.len() as f32, out.examples as f32]);
+    parts.push(Tensor::new(tail.as_slice(), &dev)?);
+    let summed = comm.all_reduce_tensor(&Tensor::cat(&parts, 0)?)?;
+    let n: usize = vars.iter().map(|v| v.as_tensor().elem_count()).sum();
+    let tail = summed.narrow(0, n, vars.len() + 3)?.to_vec1::<f32>()?;
     let mut grads = Vec::with_capacity(vars.len());
     let mut at = 0;
-    for (i, (v, &len)) in vars.iter().zip(&sizes).enumerate() {
-        let present = buf[n + i] > 0.0;
+    for (i, v) in vars.iter().enumerate() {
         let t = v.as_tensor();
-        grads.push(if present {
-            let g = Tensor::from_slice(&buf[at..at + len], t.shape(), &Device::Cpu)?;
-            Some(g.to_device(t.device())?.to_dtype(t.dtype())?)
+        let len = t.elem_count();
+        grads.push(if tail[i] > 0.0 {
+            Some(
+                summed
+                    .narrow(0, at, len)?
+                    .reshape(t.shape())?
+                    .to_dtype(t.dtype())?,
+            )
         } else {
             None
         });
         at += len;
     }
-    let tail = &buf[n + vars.len()..];
-    let mean = tail[0] / tail[1].max(1.0);
-    let dev = vars
-        .first()
-        .map(|v| v.device().clone())
-        .unwrap_or(Device::Cpu);
+    let k = vars.len();
+    let mean = tail[k] / tail[k + 1].max(1.0);
     Ok(StepOutput {
         grads,
         losses: vec![Tensor::new(mean, &dev)?],
-        examples: tail[2] as usize,
+        examples: tail[k + 2] as usize,
     })
 }
 

@@ -104,10 +104,13 @@ pub struct TrainConfig {
     /// None: on for losses with in-batch negatives (MNRL).
     pub no_duplicates: Option<bool>,
     pub dropout: Option<f64>,
-    /// Data-parallel ranks (`ddp.rs`); > 1 only through the in-process test backend for now
-    /// (`--test-thread-ranks`).
+    /// Data-parallel ranks (`ddp.rs`): the world size of a `--devices` run (`worker`), or
+    /// threads of this process with the in-process test backend (`--test-thread-ranks`).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub ranks: usize,
+    /// This process is one worker of a `--devices` run (`dist::launch`).
+    #[serde(skip)]
+    pub worker: Option<crate::dist::launch::Worker>,
     /// MNRL with every rank's candidates (`--gather-across-devices`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gather_across_devices: bool,
@@ -181,6 +184,7 @@ impl Default for TrainConfig {
             no_duplicates: None,
             dropout: None,
             ranks: 1,
+            worker: None,
             gather_across_devices: false,
             lora: None,
             save_adapter: false,
@@ -286,13 +290,13 @@ impl TrainConfig {
         if self.ranks == 0 {
             bail!("--test-thread-ranks must be at least 1");
         }
+        if self.worker.as_ref().is_some_and(|w| w.world != self.ranks) {
+            bail!("internal: a worker's world size differs from its ranks");
+        }
         let parts = self.parts();
         if self.gather_across_devices {
-            if let Some(p) = parts
-                .iter()
-                .find(|p| !matches!(p.loss, LossKind::Mnrl | LossKind::CachedMnrl))
-            {
-                bail!("--gather-across-devices is for mnrl and cached-mnrl (their in-batch negatives); {} computes its loss per rank", p.name);
+            if let Some(p) = parts.iter().find(|p| !(p.loss.in_batch_negatives())) {
+                bail!("--gather-across-devices is for mnrl, cached-mnrl, gist and cached-gist (their in-batch negatives); {} computes its loss per rank", p.name);
             }
         }
         if self.teacher.is_some() && !parts.iter().any(|p| p.loss.distills()) {
@@ -404,6 +408,22 @@ impl TrainConfig {
         }
         v
     }
+}
+
+/// A hash of the whole configuration but what may differ between the ranks of one run (the
+/// device, whether stderr is a terminal): the ranks of a `--devices` run check at the
+/// rendezvous that they run the same command.
+pub(crate) fn recipe_key(cfg: &TrainConfig) -> u64 {
+    use sha2::Digest;
+    let mut same = cfg.clone();
+    same.model.compute.device = crate::device::DeviceChoice::Auto;
+    same.progress = false;
+    same.log_lines = false;
+    let json = serde_json::to_string(&same).unwrap_or_default();
+    let d = sha2::Sha256::digest(json.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(b)
 }
 
 fn one() -> usize {

@@ -49,14 +49,23 @@ pub(super) fn make_ready(
     comm: &std::sync::Arc<dyn crate::dist::Collective>,
 ) -> Result<Ready> {
     if cfg.gather_across_devices && comm.world() > 1 {
-        // Every rank's candidates count (`loss::mnrl::GatheredMnrl`).
-        part.loss = Box::new(crate::loss::mnrl::GatheredMnrl {
-            inner: crate::loss::mnrl::Mnrl {
-                scale: part.spec.loss_params.scale.unwrap_or(20.0),
-                symmetric: part.spec.loss_params.symmetric,
-            },
-            comm: comm.clone(),
-        });
+        // Every rank's candidates count (`loss::mnrl::GatheredMnrl`, `loss::gist`).
+        let lp = &part.spec.loss_params;
+        part.loss = if part.spec.loss.guided() {
+            Box::new(crate::loss::gist::Gist {
+                temperature: lp.temperature.unwrap_or(0.01),
+                margin: lp.margin.unwrap_or(0.0),
+                comm: Some(comm.clone()),
+            })
+        } else {
+            Box::new(crate::loss::mnrl::GatheredMnrl {
+                inner: crate::loss::mnrl::Mnrl {
+                    scale: lp.scale.unwrap_or(20.0),
+                    symmetric: lp.symmetric,
+                },
+                comm: comm.clone(),
+            })
+        };
     }
     if let (Some(t), true) = (&cfg.teacher, part.spec.loss.distills()) {
         let student = (model.dim(), cfg.teacher_projection);
@@ -210,7 +219,12 @@ pub(super) fn describe(
     );
     if world > 1 {
         tracing::info!(
-            "{world} data-parallel ranks (threads: a test double), batch {} each",
+            "{world} data-parallel ranks ({}), batch {} each",
+            if cfg.worker.is_some() {
+                "one process per device"
+            } else {
+                "threads: a test double"
+            },
             cfg.batch_size
         );
     }

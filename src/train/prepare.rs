@@ -269,16 +269,7 @@ pub(super) fn plan(cfg: &TrainConfig, parts: &[Part]) -> Plan {
     let mut steps = Vec::new();
     let mut epoch = 0;
     loop {
-        steps.extend(epoch_plan(
-            &texts,
-            &no_dup,
-            cfg.batch_size,
-            cfg.grad_accum,
-            cfg.seed,
-            epoch,
-            cfg.shuffle,
-            cfg.sampler,
-        ));
+        steps.extend(epoch_steps(cfg, &texts, &no_dup, epoch));
         epoch += 1;
         let enough = match cfg.max_steps {
             Some(m) => steps.len() >= m,
@@ -290,21 +281,32 @@ pub(super) fn plan(cfg: &TrainConfig, parts: &[Part]) -> Plan {
     }
 }
 
-/// Optimizer steps in one epoch.
-pub(super) fn steps_per_epoch(cfg: &TrainConfig, parts: &[Part]) -> usize {
-    let (texts, no_dup) = sampler_inputs(cfg, parts);
-    epoch_plan(
-        &texts,
-        &no_dup,
+/// One epoch's steps. Gathering across several ranks keeps only the steps that give every rank
+/// `--grad-accum` full batches (an epoch's last, shorter step is left out, as a drop-last
+/// sampler does): the gather needs the same batch on every rank, and every rank must call it.
+fn epoch_steps(cfg: &TrainConfig, texts: &[&[Vec<String>]], no_dup: &[bool], epoch: usize) -> Plan {
+    let mut steps = epoch_plan(
+        texts,
+        no_dup,
         cfg.batch_size,
         cfg.grad_accum,
         cfg.seed,
-        0,
+        epoch,
         cfg.shuffle,
         cfg.sampler,
-    )
-    .len()
-    .max(1)
+    );
+    if cfg.gather_across_devices && cfg.ranks > 1 {
+        // `cfg` is the plan's: its grad_accum counts every rank's micro-batches.
+        steps.retain(|(_, micro)| {
+            micro.len() == cfg.grad_accum && micro.iter().all(|b| b.len() == cfg.batch_size)
+        });
+    }
+    steps
+}
+
+pub(super) fn steps_per_epoch(cfg: &TrainConfig, parts: &[Part]) -> usize {
+    let (texts, no_dup) = sampler_inputs(cfg, parts);
+    epoch_steps(cfg, &texts, &no_dup, 0).len().max(1)
 }
 
 /// Each dataset's rows, and whether its batches avoid duplicate texts (in-batch negatives).

@@ -34,23 +34,39 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
 /// [`run`], also returning the trained model as it is in memory at the end (rank 0's, when
 /// several ranks train: `ddp.rs`).
 pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
+    // Only rank 0 speaks: the others' notes would repeat its own.
+    let quiet = |rank: usize| {
+        (rank != 0)
+            .then(|| tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default()))
+    };
+    if let Some(w) = &cfg.worker {
+        let _quiet = quiet(w.rank);
+        let device = crate::device::resolve(&cfg.model.compute)?;
+        let comm = crate::dist::launch::connect(w, &device, super::recipe_key(cfg))
+            .with_context(|| format!("rank {}", w.rank))?;
+        let done =
+            train_rank(cfg, comm.clone(), device).with_context(|| format!("rank {}", w.rank))?;
+        // Only a rank that ends on purpose says so; a failed one leaves, and the others stop.
+        comm.finish();
+        return Ok(done);
+    }
     if cfg.ranks <= 1 {
-        return train_rank(cfg, Arc::new(crate::dist::Single));
+        let device = crate::device::resolve(&cfg.model.compute)?;
+        return train_rank(cfg, Arc::new(crate::dist::Single), device);
     }
     let shared = cfg.clone();
     super::ddp::spawn_threads(cfg.ranks, move |comm| {
-        // Only rank 0 speaks: the others' notes would repeat its own.
-        let _quiet = (comm.rank() != 0).then(|| {
-            tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default())
-        });
-        train_rank(&shared, comm)
+        let _quiet = quiet(comm.rank());
+        let device = crate::device::resolve(&shared.model.compute)?;
+        train_rank(&shared, comm, device)
     })
 }
 
-/// One rank's training (all of it on a single device).
+/// One rank's training (all of it on `device`, the one its communicator runs on).
 fn train_rank(
     cfg: &TrainConfig,
     comm: Arc<dyn Collective>,
+    device: candle_core::Device,
 ) -> Result<(TrainReport, SentenceEncoder)> {
     let wall = Instant::now();
     let (rank, world) = (comm.rank(), comm.world());
@@ -61,7 +77,6 @@ fn train_rank(
     let p = prepare(cfg, primary);
     super::ddp::agree(comm.as_ref(), p.is_ok())?;
     let mut p = p?;
-    let device = crate::device::resolve(&cfg.model.compute)?;
     crate::device::check_precision(&cfg.model.compute, &device)?;
     // A LoRA checkpoint holds the adapters only: the base model is loaded again.
     let spec = match &p.resume {
@@ -117,6 +132,15 @@ fn train_rank(
         ..cfg.clone()
     };
     let steps = plan(&plan_cfg, &p.parts);
+    if steps.is_empty() {
+        // Only a gathering run leaves steps out (`prepare::epoch_steps`).
+        bail!(
+            "--gather-across-devices on {world} ranks: no step gives every rank {} full batch(es) of {} (an epoch needs at least {} examples); lower --batch-size",
+            cfg.grad_accum,
+            cfg.batch_size,
+            world * cfg.grad_accum * cfg.batch_size
+        );
+    }
     let total = cfg.max_steps.unwrap_or(steps.len());
     let steps_per_epoch = super::prepare::steps_per_epoch(&plan_cfg, &p.parts);
     let warmup = warmup_steps(total, cfg.warmup_ratio, cfg.warmup_steps);
@@ -220,11 +244,14 @@ fn train_rank(
         .zip(&ready)
         .map(|(part, r)| super::parts::ctx(&model, part, r, guide.as_ref(), &vars, &device))
         .collect();
+    // A `--devices` worker goes through its communicator even alone (world size 1 on one GPU
+    // runs NCCL's code path).
+    let distributed = world > 1 || cfg.worker.is_some();
     for step in start..total {
         // Several ranks stop at the same step: any rank's signal counts for all.
-        let signal = match world {
-            1 => signals::pending(),
-            _ => super::ddp::any_signal(comm.as_ref(), signals::pending())?,
+        let signal = match distributed {
+            false => signals::pending(),
+            true => super::ddp::any_signal(comm.as_ref(), signals::pending())?,
         };
         if let Some(sig) = signal {
             if primary {
@@ -262,9 +289,9 @@ fn train_rank(
                 .run(&ctxs[*d], &micro, &mut phases)
                 .with_context(|| format!("training step {}", step + 1))?
         };
-        let out = match world {
-            1 => out,
-            _ => super::ddp::reduce(comm.as_ref(), out, &vars, micro.len(), batches.len())?,
+        let out = match distributed {
+            false => out,
+            true => super::ddp::reduce(comm.as_ref(), out, &vars, micro.len(), batches.len())?,
         };
         let lr = lr_at(cfg.schedule, cfg.lr, step, warmup, total);
         phases.begin();

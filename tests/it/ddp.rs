@@ -10,7 +10,7 @@ use crate::recipes::{tensors, train_with, Tiny};
 use serde_json::Value;
 use std::path::Path;
 
-fn setup() -> Tiny {
+pub(crate) fn setup() -> Tiny {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let model = dir.join("tiny");
@@ -24,14 +24,14 @@ fn setup() -> Tiny {
     }
 }
 
-fn ok(t: &Tiny, out: &Path, args: &[&str]) {
+pub(crate) fn ok(t: &Tiny, out: &Path, args: &[&str]) {
     let mut a = vec!["-d", t.data.to_str().unwrap(), "--log-steps", "1", "-q"];
     a.extend_from_slice(args);
     let o = train_with(t, out, &a);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-fn norms(out: &Path) -> Vec<f64> {
+pub(crate) fn norms(out: &Path) -> Vec<f64> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -51,7 +51,7 @@ fn evals(out: &Path) -> Vec<f64> {
 }
 
 /// Largest weight difference of two saved models.
-fn weight_diff(a: &Path, b: &Path) -> f32 {
+pub(crate) fn weight_diff(a: &Path, b: &Path) -> f32 {
     let (x, y) = (
         tensors(&a.join("model.safetensors")),
         tensors(&b.join("model.safetensors")),
@@ -63,7 +63,7 @@ fn weight_diff(a: &Path, b: &Path) -> f32 {
 }
 
 /// And how far training moved the weights (so the comparison is not of untouched copies).
-fn moved(t: &Tiny, out: &Path) -> f32 {
+pub(crate) fn moved(t: &Tiny, out: &Path) -> f32 {
     let (x, y) = (
         tensors(&t.model.join("model.safetensors")),
         tensors(&out.join("model.safetensors")),
@@ -249,4 +249,50 @@ fn a_resumed_two_rank_run_ends_bitwise_where_the_straight_one_ends() {
         ],
     );
     crate::common::assert_one_line_error(&o, &["--gather-across-devices", "data-parallel ranks"]);
+}
+
+#[test]
+fn gathered_gist_trains_through_the_plain_and_the_cached_step_alike() {
+    let t = setup();
+    let guide = t.dir.join("guide");
+    tiny::write_tiny_model(&guide, 9);
+    let common = [
+        "--guide-model",
+        guide.to_str().unwrap(),
+        "--max-steps",
+        "6",
+        "--dropout",
+        "0",
+        "--warmup-ratio",
+        "0",
+        "--lr",
+        "1e-4",
+        "-b",
+        "8",
+        "--test-thread-ranks",
+        "2",
+    ];
+    let plain = t.dir.join("gist");
+    ok(
+        &t,
+        &plain,
+        &[&common[..], &["--loss", "gist", "--gather-across-devices"]].concat(),
+    );
+    // GradCache in mini-batches of 4 computes the same gathered loss.
+    let cached = t.dir.join("cached-gist");
+    let c = [
+        "--loss",
+        "cached-gist",
+        "--mini-batch-size",
+        "4",
+        "--gather-across-devices",
+    ];
+    ok(&t, &cached, &[&common[..], &c].concat());
+    let d = weight_diff(&plain, &cached);
+    assert!(d <= 1e-5, "cached gathered GIST differs by {d}");
+    assert!(moved(&t, &plain) > 1e-4, "training should move the weights");
+    // Each rank's own candidates only: another loss.
+    let local = t.dir.join("gist-local");
+    ok(&t, &local, &[&common[..], &["--loss", "gist"]].concat());
+    assert!(weight_diff(&plain, &local) > 1e-5);
 }

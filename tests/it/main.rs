@@ -5,6 +5,7 @@ mod common;
 mod cli;
 mod datasets;
 mod ddp;
+mod ddp_processes;
 mod device;
 mod disk_full;
 mod dropout_stats;
