@@ -17,6 +17,7 @@ mod load;
 pub mod lora;
 pub mod nn;
 pub mod pooling;
+mod pooling_packed;
 pub mod prompts;
 mod save;
 pub mod st_format;
@@ -372,13 +373,22 @@ impl SentenceEncoder {
     }
 
     fn head(&self, hidden: &Tensor, batch: &TokenBatch, grad: bool) -> candle_core::Result<Tensor> {
-        // Pooling reads padded `[B, S, H]`: a packed batch's rows are gathered back first (one
-        // copy of the hidden states; its backward scatters the gradient to the packed rows).
-        let hidden = batches::unpacked(self.exec, hidden, batch)?;
-        let mask = batch.padded_mask().map_err(candle_core::Error::wrap)?;
-        let mut x = self
-            .pooling
-            .forward(&hidden, &mask, &batch.lengths, batch.prompt_len)?;
+        // A packed pass pools straight from its rows (segment sums, `pooling_packed.rs`); max
+        // pooling reads padded `[B, S, H]`, so its rows are gathered back first (one copy of
+        // the hidden states; the gather's backward scatters the gradient to the packed rows).
+        let segments = match &batch.packed {
+            Some(p) => self.pooling.forward_packed(hidden, p, batch.prompt_len)?,
+            None => None,
+        };
+        let mut x = match segments {
+            Some(x) => x,
+            None => {
+                let hidden = batches::unpacked(self.exec, hidden, batch)?;
+                let mask = batch.padded_mask().map_err(candle_core::Error::wrap)?;
+                self.pooling
+                    .forward(&hidden, &mask, &batch.lengths, batch.prompt_len)?
+            }
+        };
         for d in &self.dense {
             x = d.forward(&x, grad)?;
         }
