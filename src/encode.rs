@@ -134,7 +134,12 @@ pub fn encode(model: &SentenceEncoder, texts: &[&str], opts: &EncodeOptions) -> 
     let mut bar = Progress::new("encoding", texts.len() as u64, opts.progress);
     let ranks = opts.shard.0.as_ref().map(|c| (c.rank(), c.world()));
     let lens: Vec<usize> = order.iter().map(|&i| toks[i].ids.len()).collect();
-    let spans = batches(&lens, bs, opts.max_tokens, model.packs());
+    let spans = batches(
+        &lens,
+        bs,
+        token_budget(opts.max_tokens, model.packs()),
+        model.packs(),
+    );
     for (k, span) in spans.into_iter().enumerate() {
         let chunk = &order[span];
         if ranks.is_some_and(|(r, w)| k % w != r) {
@@ -166,6 +171,19 @@ pub fn encode(model: &SentenceEncoder, texts: &[&str], opts: &EncodeOptions) -> 
         dim,
         truncated,
     })
+}
+
+/// The token budget when `--max-tokens-per-batch` is not given: 2048 tokens for packed batches
+/// (the CPU), chosen by `scripts/bench_token_budget.py` (results/token-budget.md): with it
+/// `embed` of all-MiniLM-L6-v2 stays at the model's floor of peak RSS (182 MiB against 262 MiB
+/// for passages at batch 32 and 560 MiB at 128) and is as fast or faster (passages at batch 128:
+/// 74.5 against 66.4 sentences/s). None for padded batches: GPUs want large batches and were not
+/// measured here.
+pub const PACKED_TOKEN_BUDGET: usize = 2048;
+
+/// The budget a job uses: the one given, else [`PACKED_TOKEN_BUDGET`] for packed batches.
+pub fn token_budget(given: Option<usize>, packed: bool) -> Option<usize> {
+    given.or(packed.then_some(PACKED_TOKEN_BUDGET))
 }
 
 /// Consecutive batches of texts of `lens` tokens (sorted longest first): at most `bs` texts
