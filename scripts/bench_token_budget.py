@@ -65,8 +65,8 @@ def run_rss(path, batch, budget, out):
         "print(json.dumps({'rc':p.returncode,'s':d,'rss':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,'err':p.stderr[-2000:]}))"
     )
     cmd = [BIN, "embed", "-m", MODEL, "-d", path, "--format", "text", "-o", out, "-b", str(batch), "-q"]
-    if budget is not None:
-        cmd += ["--max-tokens-per-batch", str(budget)]
+    # 0: no budget (without the flag, packed batches get the 2048-token default).
+    cmd += ["--max-tokens-per-batch", str(budget or 0)]
     p = subprocess.run([sys.executable, "-c", code] + cmd, capture_output=True, text=True,
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
     r = json.loads(p.stdout)
@@ -99,7 +99,7 @@ def main():
         rows.append({"data": d, "texts": data[d][1], "batch_size": b, "max_tokens": m,
                      "sentences_per_sec": data[d][1] / med, "peak_rss_mib": rss[c] / 1024})
     os.makedirs(os.path.join(ROOT, "results"), exist_ok=True)
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     meta = {"commit": rev, "rounds": a.rounds, "model": MODEL, "load": os.getloadavg(), "rows": rows}
     with open(os.path.join(ROOT, "results", "token-budget.json"), "w") as f:
         json.dump(meta, f, indent=1)

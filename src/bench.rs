@@ -111,7 +111,7 @@ fn token_counts(
         .collect();
     lens.sort_unstable_by(|a, b| b.cmp(a));
     let real = lens.iter().sum();
-    let padded = crate::encode::batches(&lens, batch_size, max_tokens, false)
+    let padded = crate::encode::batches(&lens, batch_size, max_tokens, model.packs())
         .into_iter()
         .map(|b| lens[b.start] * b.len())
         .sum();

@@ -1,8 +1,9 @@
 //! Batched inference: texts → embeddings `[N, D]` in input order. Like sentence-transformers'
 //! `encode`, texts are sorted by length (longest first; here by token count) so each batch pads
-//! little, then restored to input order. A batch holds at most `batch_size` texts and, with a
-//! token budget, at most that many computed tokens ([`batches`]). Used by `embed`, `eval` and
-//! mining.
+//! little, then restored to input order. A batch holds at most `batch_size` texts and at most
+//! a token budget of computed tokens ([`batches`]; by default [`PACKED_TOKEN_BUDGET`] for
+//! packed batches). Used by `embed`, `eval` (also during training), retrieval, mining,
+//! `similarity`, `bench encode` and `check-device`.
 
 use crate::model::SentenceEncoder;
 use crate::progress::Progress;
@@ -14,7 +15,8 @@ pub struct EncodeOptions {
     /// Texts per forward pass (default 32, as sentence-transformers).
     pub batch_size: usize,
     /// At most this many tokens computed per forward pass as well (`--max-tokens-per-batch`;
-    /// packed batches: the texts' tokens, padded: texts × the longest); none: texts only.
+    /// packed batches: the texts' tokens, padded: texts × the longest); None: the default of
+    /// [`token_budget`]; Some(0): no budget, texts only.
     #[serde(default)]
     pub max_tokens: Option<usize>,
     /// L2-normalise outputs even if the model has no Normalize module.
@@ -181,14 +183,21 @@ pub fn encode(model: &SentenceEncoder, texts: &[&str], opts: &EncodeOptions) -> 
 /// measured here.
 pub const PACKED_TOKEN_BUDGET: usize = 2048;
 
-/// The budget a job uses: the one given, else [`PACKED_TOKEN_BUDGET`] for packed batches.
+/// The budget a job uses: the one given (0: none), else [`PACKED_TOKEN_BUDGET`] for packed
+/// batches.
 pub fn token_budget(given: Option<usize>, packed: bool) -> Option<usize> {
-    given.or(packed.then_some(PACKED_TOKEN_BUDGET))
+    match given {
+        Some(0) => None,
+        Some(m) => Some(m),
+        None => packed.then_some(PACKED_TOKEN_BUDGET),
+    }
 }
 
 /// Consecutive batches of texts of `lens` tokens (sorted longest first): at most `bs` texts
 /// each and, with `max_tokens`, at most that many tokens computed — the texts' own tokens when
-/// `packed`, else texts × the first (longest) one's; a text over the budget goes alone.
+/// `packed` (and the batch's longest text is shorter than `attention_long::LONG`, as
+/// `SentenceEncoder::packs_items` packs), else texts × the first (longest) one's; a text over the
+/// budget goes alone.
 pub fn batches(
     lens: &[usize],
     bs: usize,
@@ -200,8 +209,10 @@ pub fn batches(
     while start < lens.len() {
         let mut end = start + 1;
         let mut tokens = lens[start];
+        // Longest first: the first text decides whether the batch will be packed.
+        let packs = packed && lens[start] < crate::ops::cpu::attention_long::LONG;
         while end < lens.len() && end - start < bs.max(1) {
-            let next = if packed {
+            let next = if packs {
                 tokens + lens[end]
             } else {
                 (end - start + 1) * lens[start]
@@ -233,5 +244,15 @@ mod tests {
         // A text over the budget goes alone.
         assert_eq!(batches(&[30, 2], 32, Some(20), true), [0..1, 1..2]);
         assert!(batches(&[], 32, Some(20), true).is_empty());
+        // Texts as long as attention_long::LONG are padded, so they count as padded.
+        let long = crate::ops::cpu::attention_long::LONG;
+        assert_eq!(batches(&[long, 2], 32, Some(long + 2), true), [0..1, 1..2]);
+        assert_eq!(batches(&[long - 1, 2], 32, Some(long + 1), true), [0..2]);
+        // The default: 2048 for packed batches, none for padded ones; 0 turns it off.
+        use super::token_budget;
+        assert_eq!(token_budget(None, true), Some(2048));
+        assert_eq!(token_budget(None, false), None);
+        assert_eq!(token_budget(Some(0), true), None);
+        assert_eq!(token_budget(Some(512), false), Some(512));
     }
 }

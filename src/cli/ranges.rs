@@ -86,7 +86,7 @@ pub const RULES: &[(&str, Range)] = &[
     ("num-negatives", Range::AtLeast(1)),
     ("per-anchor", Range::AtLeast(1)),
     ("mini-batch-size", Range::AtLeast(1)),
-    ("max-tokens-per-batch", Range::AtLeast(1)),
+    ("max-tokens-per-batch", Range::AtLeast(0)),
     ("truncate-dim", Range::AtLeast(1)),
     ("matryoshka-dims", Range::AtLeast(1)),
     ("range-max", Range::AtLeast(1)),

@@ -69,8 +69,10 @@ fn segment_weights(mode: Pooling, p: &Packed, skip: usize) -> (Vec<f32>, Option<
         let kept = skip.min(l)..l;
         match mode {
             // The first kept position; all prompt → position 0 (torch's argmax of zeros).
-            Pooling::Cls => w[o + if skip < l { skip } else { 0 }] = 1.0,
-            Pooling::LastToken => w[o + l.saturating_sub(1)] = 1.0,
+            // (An empty sequence has no row: nothing, as its padded row is all padding.)
+            Pooling::Cls if l > 0 => w[o + if skip < l { skip } else { 0 }] = 1.0,
+            Pooling::LastToken if l > 0 => w[o + l - 1] = 1.0,
+            Pooling::Cls | Pooling::LastToken => {}
             Pooling::Mean | Pooling::MeanSqrtLen => {
                 kept.clone().for_each(|j| w[o + j] = 1.0);
                 let n = (kept.len() as f32).max(1e-9);
