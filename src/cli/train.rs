@@ -397,27 +397,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let plan = args.launch_plan()?;
     let mut cfg = args.into_config()?;
     if let Some(plan) = plan {
-        use crate::dist::launch::{launch, Worker};
-        cfg.ranks = plan.world();
-        match Worker::from_env()? {
-            Some(w) => {
-                cfg.ranks = w.world;
-                cfg.model.compute.device = w.device;
-                cfg.worker = Some(w);
-                // The launcher forwards signals; a batch system may send the same one directly.
-                crate::signals::set_patient();
-            }
-            None => {
-                // The whole recipe was checked above, before any worker starts.
-                cfg.validate()?;
-                let code = launch(&plan)?;
-                if code != 0 {
-                    std::process::exit(code);
-                }
-                return Ok(());
-            }
+        // This process launches the workers (and ends with their exit code) or is one of them.
+        match crate::train::ddp::role(&plan, &mut cfg)? {
+            Some(0) => return Ok(()),
+            Some(code) => std::process::exit(code),
+            None => {}
         }
-        cfg.validate()?;
     }
     let r = crate::train::run(&cfg)?;
     if let Some(sig) = r.interrupted {

@@ -8,13 +8,17 @@
 //! examples), and every rank then clips on the same global norm and takes the same
 //! AdamW step. Dropout is re-seeded per (seed, rank, step) so a resumed run draws the masks of
 //! the straight one. Rank 0 alone writes (metrics, evaluation, checkpoints, the model).
-//! `spawn_threads` runs the ranks as threads with the in-process backend — the test double of
-//! `dist::threads`, not a speed-up. Depends on dist, candle.
+//! Which ranks this process runs ([`role`], [`run_ranks`]): it launches `--devices` workers, is
+//! one of them (its communicator from `dist::launch::connect`, checked by [`recipe_key`]), runs
+//! alone, or runs `--test-thread-ranks` threads with the in-process backend (`spawn_threads`, the
+//! test double of `dist::threads`, not a speed-up). Depends on dist, signals, device, candle.
 
 use super::step::StepOutput;
+use super::TrainConfig;
 use crate::dist::Collective;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
+use std::sync::Arc;
 
 /// This rank's micro-batches of a step (`accum` each; fewer or none in an epoch's last step).
 pub fn rank_slice<'a>(batches: &'a [Vec<usize>], rank: usize, accum: usize) -> Vec<&'a [usize]> {
@@ -113,6 +117,76 @@ pub fn reduce(
         losses: vec![Tensor::new(mean, &dev)?],
         examples: tail[k + 2] as usize,
     })
+}
+
+/// What this process is for a `--devices` run (`plan`): a worker (`cfg` becomes its rank's:
+/// world size, device, communicator to be) — `Ok(None)`, go on training — or the launcher,
+/// which checks `cfg`, starts the workers, waits, and returns the exit code.
+pub fn role(plan: &crate::dist::launch::Plan, cfg: &mut TrainConfig) -> Result<Option<i32>> {
+    use crate::dist::launch::{launch, Worker};
+    cfg.ranks = plan.world();
+    let Some(w) = Worker::from_env()? else {
+        // The whole recipe is checked here, before any worker starts.
+        cfg.validate()?;
+        return Ok(Some(launch(plan)?));
+    };
+    cfg.ranks = w.world;
+    cfg.model.compute.device = w.device;
+    cfg.worker = Some(w);
+    // The launcher forwards signals; a batch system may send the same one directly.
+    crate::signals::set_patient();
+    cfg.validate()?;
+    Ok(None)
+}
+
+/// Runs `train_rank` as this process's ranks: a `--devices` worker's one rank, one rank alone,
+/// or `cfg.ranks` threads; rank 0's result. Only rank 0 speaks (the others' notes would repeat
+/// its own).
+pub fn run_ranks<T: Send + 'static>(
+    cfg: &TrainConfig,
+    train_rank: fn(&TrainConfig, Arc<dyn Collective>, Device) -> Result<T>,
+) -> Result<T> {
+    let quiet = |rank: usize| {
+        (rank != 0)
+            .then(|| tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default()))
+    };
+    if let Some(w) = &cfg.worker {
+        let _quiet = quiet(w.rank);
+        let device = crate::device::resolve(&cfg.model.compute)?;
+        let comm = crate::dist::launch::connect(w, &device, recipe_key(cfg))
+            .with_context(|| format!("rank {}", w.rank))?;
+        let done =
+            train_rank(cfg, comm.clone(), device).with_context(|| format!("rank {}", w.rank))?;
+        // Only a rank that ends on purpose says so; a failed one leaves, and the others stop.
+        comm.finish();
+        return Ok(done);
+    }
+    if cfg.ranks <= 1 {
+        let device = crate::device::resolve(&cfg.model.compute)?;
+        return train_rank(cfg, Arc::new(crate::dist::Single), device);
+    }
+    let shared = cfg.clone();
+    spawn_threads(cfg.ranks, move |comm| {
+        let _quiet = quiet(comm.rank());
+        let device = crate::device::resolve(&shared.model.compute)?;
+        train_rank(&shared, comm, device)
+    })
+}
+
+/// A hash of the whole configuration but what may differ between the ranks of one run (the
+/// device, whether stderr is a terminal): the ranks of a `--devices` run check at the
+/// rendezvous that they run the same command.
+fn recipe_key(cfg: &TrainConfig) -> u64 {
+    use sha2::Digest;
+    let mut same = cfg.clone();
+    same.model.compute.device = crate::device::DeviceChoice::Auto;
+    same.progress = false;
+    same.log_lines = false;
+    let json = serde_json::to_string(&same).unwrap_or_default();
+    let d = sha2::Sha256::digest(json.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(b)
 }
 
 /// Runs `rank_fn` on `world` threads with the in-process backend (a test double) and returns

@@ -34,32 +34,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
 /// [`run`], also returning the trained model as it is in memory at the end (rank 0's, when
 /// several ranks train: `ddp.rs`).
 pub fn train(cfg: &TrainConfig) -> Result<(TrainReport, SentenceEncoder)> {
-    // Only rank 0 speaks: the others' notes would repeat its own.
-    let quiet = |rank: usize| {
-        (rank != 0)
-            .then(|| tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default()))
-    };
-    if let Some(w) = &cfg.worker {
-        let _quiet = quiet(w.rank);
-        let device = crate::device::resolve(&cfg.model.compute)?;
-        let comm = crate::dist::launch::connect(w, &device, super::recipe_key(cfg))
-            .with_context(|| format!("rank {}", w.rank))?;
-        let done =
-            train_rank(cfg, comm.clone(), device).with_context(|| format!("rank {}", w.rank))?;
-        // Only a rank that ends on purpose says so; a failed one leaves, and the others stop.
-        comm.finish();
-        return Ok(done);
-    }
-    if cfg.ranks <= 1 {
-        let device = crate::device::resolve(&cfg.model.compute)?;
-        return train_rank(cfg, Arc::new(crate::dist::Single), device);
-    }
-    let shared = cfg.clone();
-    super::ddp::spawn_threads(cfg.ranks, move |comm| {
-        let _quiet = quiet(comm.rank());
-        let device = crate::device::resolve(&shared.model.compute)?;
-        train_rank(&shared, comm, device)
-    })
+    super::ddp::run_ranks(cfg, train_rank)
 }
 
 /// One rank's training (all of it on `device`, the one its communicator runs on).
