@@ -13,6 +13,7 @@ fn main() {
     }
     embtune::runtime::tune_allocator();
     embtune::runtime::tune_threads();
+    embtune::runtime::adopt_main_thread();
     if let Err(e) = run() {
         if let Some(i) = e.downcast_ref::<embtune::signals::Interrupted>() {
             eprintln!("{i}");

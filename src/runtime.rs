@@ -41,3 +41,18 @@ pub fn tune_threads() {
         }
     }
 }
+
+/// Makes the calling thread (the binary's main thread) worker 0 of rayon's global pool, which
+/// keeps its size (`RAYON_NUM_THREADS`, else one thread per CPU). Otherwise every parallel op
+/// of the main thread — each kernel and matrix product of a step, hundreds per step — is handed
+/// to the pool while the main thread sleeps, and each hand-over is a futex wake and sleep on both
+/// sides; as a worker, the main thread runs its own share and the serial parts between ops run
+/// where the data already is. CoSENT b16 on 2 cores: 3× fewer context switches, +9–11 % pairs/s
+/// (three interleaved pairs of `bench train --steps 40`, BENCHMARKS.md). Other threads' parallel
+/// ops are still served by the other workers. Call before anything uses rayon; a pool that
+/// already exists is left as it is.
+pub fn adopt_main_thread() {
+    let _ = rayon::ThreadPoolBuilder::new()
+        .use_current_thread()
+        .build_global();
+}

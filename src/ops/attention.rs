@@ -166,11 +166,9 @@ pub fn attention(
             // q, k and v in one product: x is packed once and the product is 3× wider.
             let qkv = match qkv {
                 Qkv::Packed(p) => cpu::linear(x, p.w, &bias(&p)?)?,
-                Qkv::Separate([q, k, v]) => cpu::linear(
-                    x,
-                    &Tensor::cat(&[q.w, k.w, v.w], 0)?,
-                    &Tensor::cat(&[bias(&q)?, bias(&k)?, bias(&v)?], 0)?,
-                )?,
+                Qkv::Separate([q, k, v]) => {
+                    cpu::linear_joined(x, &[q.w, k.w, v.w], &[&bias(&q)?, &bias(&k)?, &bias(&v)?])?
+                }
             };
             let qkv = match a.rotary {
                 Some(r) => cpu::rotary(&qkv, r, nh, packed)?,

@@ -65,7 +65,7 @@ pub(super) fn cached_micro(
     let (out, l) = divided_loss(ctx, rows, &embs, labels.as_ref(), divide)?;
     let loss_grads = l.backward()?;
     // The loss's own parameters (a classifier, a projection) get their gradient here.
-    acc.add(&loss_grads, ctx.vars)?;
+    acc.add(&loss_grads)?;
     timer.end(Phase::Loss)?;
     // Replay: each batch again with a graph and the same masks, one backward each (memory: one
     // batch's graph); the cached gradients are the upstream gradients of its embeddings
@@ -96,7 +96,7 @@ pub(super) fn cached_micro(
         }
         if let Some(s) = surrogate {
             let grads = s.backward().context("GradCache replay")?;
-            acc.add(&grads, ctx.vars)?;
+            acc.add(&grads)?;
         }
     }
     model.rewind_dropout(after);

@@ -133,19 +133,26 @@ pub struct Cached {
     pub mini_batch: usize,
 }
 
-/// Gradients summed over several backward passes.
-pub(super) struct GradSum(pub(super) Vec<Option<Tensor>>);
+/// Gradients summed over several backward passes: those candle's backward returned, and those
+/// the CPU fused ops wrote in place (`ops::cpu::grad_sink`, registered for the step's lifetime).
+pub(super) struct GradSum {
+    store: Vec<Option<Tensor>>,
+    vars: Vec<Var>,
+    _sink: crate::ops::cpu::grad_sink::StepGuard,
+}
 
 impl GradSum {
-    pub(super) fn new(n: usize) -> Self {
-        Self(vec![None; n])
+    /// A step over `vars`: their gradients start at none.
+    pub(super) fn new(vars: &[Var]) -> Self {
+        let sink = crate::ops::cpu::grad_sink::begin_step(vars.iter().map(|v| v.as_tensor()));
+        Self {
+            store: vec![None; vars.len()],
+            vars: vars.to_vec(),
+            _sink: sink,
+        }
     }
-    pub(super) fn add(
-        &mut self,
-        grads: &candle_core::backprop::GradStore,
-        vars: &[Var],
-    ) -> Result<()> {
-        for (a, v) in self.0.iter_mut().zip(vars) {
+    pub(super) fn add(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
+        for (a, v) in self.store.iter_mut().zip(&self.vars) {
             if let Some(g) = grads.get(v.as_tensor()) {
                 *a = Some(match a.take() {
                     Some(prev) => (prev + g)?,
@@ -154,6 +161,23 @@ impl GradSum {
             }
         }
         Ok(())
+    }
+    /// A gradient per parameter (None: untouched by the step).
+    pub(super) fn finish(self) -> Result<Vec<Option<Tensor>>> {
+        let sink = self
+            .vars
+            .iter()
+            .map(|v| crate::ops::cpu::grad_sink::grad(v.as_tensor()));
+        self.store
+            .into_iter()
+            .zip(sink.collect::<Vec<_>>())
+            .map(|(a, b)| {
+                Ok(match (a, b) {
+                    (Some(a), Some(b)) => Some((a + b)?),
+                    (a, b) => a.or(b),
+                })
+            })
+            .collect()
     }
 }
 
@@ -168,10 +192,10 @@ impl TrainStep for Plain {
                 micro.len()
             );
         };
-        let mut acc = GradSum::new(ctx.vars.len());
+        let mut acc = GradSum::new(ctx.vars);
         let loss = graph_micro(ctx, rows, None, &mut acc, timer)?;
         Ok(StepOutput {
-            grads: acc.0,
+            grads: acc.finish()?,
             losses: vec![loss],
             examples: rows.len(),
         })
@@ -212,7 +236,7 @@ fn accumulate(
     one: impl Fn(&StepCtx, &[usize], Option<f64>, &mut GradSum, &mut PhaseTimer) -> Result<Tensor>,
 ) -> Result<StepOutput> {
     let one: &MicroFn = &one;
-    let mut acc = GradSum::new(ctx.vars.len());
+    let mut acc = GradSum::new(ctx.vars);
     let mut losses = Vec::with_capacity(micro.len());
     let divide = (micro.len() > 1).then_some(micro.len() as f64);
     let mut examples = 0;
@@ -221,7 +245,7 @@ fn accumulate(
         losses.push(one(ctx, rows, divide, &mut acc, timer)?);
     }
     Ok(StepOutput {
-        grads: acc.0,
+        grads: acc.finish()?,
         losses,
         examples,
     })
@@ -307,7 +331,7 @@ fn graph_micro(
     let grads = l.backward()?;
     timer.end(Phase::Backward)?;
     timer.begin();
-    acc.add(&grads, ctx.vars)?;
+    acc.add(&grads)?;
     drop(grads);
     timer.end(Phase::Accumulate)?;
     Ok(out)

@@ -178,13 +178,24 @@ impl Attention {
             0
         };
         let mut dqkv = vec![0f32; qkv.len()];
-        let dbias = self
+        // Sentences in fixed groups, each group's bias gradient summed in order, the groups' sums
+        // added in order: the same sums whatever rayon's work stealing does.
+        let mut parts: Vec<(usize, &mut [f32])> = self
             .split(&mut dqkv, sh, 3 * hid)
-            .into_par_iter()
+            .into_iter()
             .enumerate()
-            .fold(
-                || vec![0f32; nb],
-                |mut db, (b, rows)| {
+            .collect();
+        // (Without a bias there is nothing to sum: one sentence per task.)
+        let group = match nb {
+            0 => 1,
+            _ => (parts.len() / (4 * rayon::current_num_threads().max(1))).max(1),
+        };
+        let dbias = parts
+            .par_chunks_mut(group)
+            .map(|items| {
+                let mut db = vec![0f32; nb];
+                for (b, rows) in items.iter_mut() {
+                    let (b, rows) = (*b, &mut **rows);
                     let n = sh.seq * sh.head_dim;
                     let mut blocks = vec![0f32; 3 * n];
                     for h in 0..sh.heads {
@@ -200,10 +211,11 @@ impl Attention {
                         scatter_head(bk, sh, h, rows, 3 * hid, hid);
                         scatter_head(bv, sh, h, rows, 3 * hid, 2 * hid);
                     }
-                    db
-                },
-            )
-            .reduce(|| vec![0f32; nb], super::add_vec);
+                }
+                db
+            })
+            .collect::<Vec<_>>();
+        let dbias = super::sum_in_order(dbias, nb);
         (dqkv, dbias)
     }
 }

@@ -1,10 +1,13 @@
 //! Dense CPU ops (f32): `x·Wᵀ + b` as one gemm call seeded with the bias (backward: two
-//! products and a column sum), bias + exact GELU, the embedding gather whose backward writes only
-//! the used rows of a fresh zero table, and Σx² for the gradient norm. Depends on candle, gemm,
-//! rayon and `kernels`.
+//! products and a column sum; a weight joined from separate parameters — q|k|v — remembers its
+//! parts), bias + exact GELU, the embedding gather whose backward writes only the used rows, and
+//! Σx² for the gradient norm. Parameter gradients a training step registered go straight into
+//! `grad_sink`'s buffers; a constant's gradient is not computed. Depends on candle, gemm, rayon,
+//! `kernels` and `grad_sink`.
 
+use super::grad_sink as sink;
 use super::kernels as k;
-use super::{add_vec, last_dim, rows_per_task, slice, with_data};
+use super::{last_dim, rows_per_task, slice, sum_in_order, with_data};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -59,10 +62,8 @@ impl CustomOp2 for GeluBias {
                     }
                     db
                 })
-                .reduce(
-                    Vec::new,
-                    |a, b| if a.is_empty() { b } else { add_vec(a, b) },
-                );
+                .collect::<Vec<_>>();
+            let db = sum_in_order(db, if self.bias_grad { h } else { 0 });
             Ok((dx, db))
         })?;
         let db = if self.bias_grad {
@@ -155,8 +156,48 @@ pub(crate) fn gemm_on(
 }
 
 /// `y = x·Wᵀ + b` over the last dim of `x`, `W: [out, in]`, `b: [out]`; the bias seeds the
-/// product's output (one pass), the backward is two products and a column sum.
-struct Linear;
+/// product's output (one pass), the backward is two products and a column sum. `w_parts` /
+/// `b_parts`: the sink-registered parameters a detached `W` / `b` was joined from (rows in
+/// order), whose gradients the backward writes.
+struct Linear {
+    w_parts: Option<Vec<Tensor>>,
+    b_parts: Option<Vec<Tensor>>,
+}
+
+/// Where the gradient of a weight (or bias) goes: into the sink's buffers of its parts, to candle
+/// (a tracked tensor), or nowhere (a constant: not computed).
+#[derive(Clone, Copy, PartialEq)]
+enum GradTo {
+    Sink,
+    Candle,
+    Nowhere,
+}
+
+/// `t`'s [`GradTo`]; `parts`: the parameters a detached `t` was joined from.
+fn grad_to(t: &Tensor, parts: Option<&[Tensor]>) -> Result<GradTo> {
+    Ok(match parts {
+        Some(parts) if parts.iter().all(sink::takes) => GradTo::Sink,
+        Some(_) => bail!("internal: a joined parameter's backward ran outside its training step"),
+        None if sink::takes(t) => GradTo::Sink,
+        None if t.track_op() => GradTo::Candle,
+        None => GradTo::Nowhere,
+    })
+}
+
+/// Writes `rows × cols` of a joined gradient into its parts' sink buffers: `f(buf, offset,
+/// part_rows, fresh)` writes rows `offset..offset + part_rows` into `buf`.
+fn sink_parts(
+    parts: &[Tensor],
+    mut f: impl FnMut(&mut [f32], usize, usize, bool) -> Result<()>,
+) -> Result<()> {
+    let mut offset = 0;
+    for p in parts {
+        let n = p.dim(0)?;
+        sink::write_dense(p, |buf, fresh| f(buf, offset, n, fresh))?;
+        offset += n;
+    }
+    Ok(())
+}
 
 impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
@@ -212,6 +253,15 @@ impl CustomOp3 for Linear {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (out, inp) = w.dims2()?;
+        let (to_w, to_b) = (
+            grad_to(w, self.w_parts.as_deref())?,
+            grad_to(b, self.b_parts.as_deref())?,
+        );
+        let own = |t: &Tensor, parts: &Option<Vec<Tensor>>| match parts {
+            Some(p) => p.clone(),
+            None => vec![t.clone()],
+        };
+        let (wp, bp) = (own(w, &self.w_parts), own(b, &self.b_parts));
         let (dx, dw, db) = with_data(&[x, w, g], "linear backward", |d| {
             let (x, w, g) = (d[0], d[1], d[2]);
             let rows = x.len() / inp.max(1);
@@ -225,16 +275,43 @@ impl CustomOp3 for Linear {
                 View(g, out, 1),
                 View(w, inp, 1),
             )?;
-            let mut dw = vec![0f32; out * inp];
-            gemm_into(
-                out,
-                inp,
-                rows,
-                &mut dw,
-                false,
-                View(g, 1, out),
-                View(x, inp, 1),
-            )?;
+            // dW = gᵀ·x, row block by row block when it goes to the parts' buffers.
+            let dw_rows = |c: &mut [f32], offset: usize, n: usize, add: bool| {
+                gemm_into(
+                    n,
+                    inp,
+                    rows,
+                    c,
+                    add,
+                    View(&g[offset..], 1, out),
+                    View(x, inp, 1),
+                )
+            };
+            let dw = match to_w {
+                GradTo::Sink => {
+                    // A later write of the step adds its own product (as candle would add a
+                    // second gradient), so an accumulated step sums what it summed before.
+                    sink_parts(&wp, |c, o, n, fresh| match fresh {
+                        true => dw_rows(c, o, n, false),
+                        false => {
+                            let mut t = vec![0f32; c.len()];
+                            dw_rows(&mut t, o, n, false)?;
+                            c.iter_mut().zip(&t).for_each(|(a, v)| *a += v);
+                            Ok(())
+                        }
+                    })?;
+                    None
+                }
+                GradTo::Candle => {
+                    let mut dw = vec![0f32; out * inp];
+                    dw_rows(&mut dw, 0, out, false)?;
+                    Some(dw)
+                }
+                GradTo::Nowhere => None,
+            };
+            if to_b == GradTo::Nowhere {
+                return Ok((dx, dw, None));
+            }
             let chunk = rows_per_task(rows) * out.max(1);
             let db = g
                 .par_chunks(chunk)
@@ -245,34 +322,75 @@ impl CustomOp3 for Linear {
                     }
                     db
                 })
-                .reduce(|| vec![0f32; out], add_vec);
-            Ok((dx, dw, db))
+                .collect::<Vec<_>>();
+            let db = sum_in_order(db, out);
+            if to_b == GradTo::Sink {
+                sink_parts(&bp, |c, o, n, fresh| {
+                    let src = &db[o..o + n];
+                    if fresh {
+                        c.copy_from_slice(src);
+                    } else {
+                        c.iter_mut().zip(src).for_each(|(a, v)| *a += v);
+                    }
+                    Ok(())
+                })?;
+                return Ok((dx, dw, None));
+            }
+            Ok((dx, dw, Some(db)))
         })?;
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), &Device::Cpu)?),
-            Some(Tensor::from_vec(dw, w.shape(), &Device::Cpu)?),
-            Some(Tensor::from_vec(db, b.shape(), &Device::Cpu)?),
+            dw.map(|dw| Tensor::from_vec(dw, w.shape(), &Device::Cpu))
+                .transpose()?,
+            db.map(|db| Tensor::from_vec(db, b.shape(), &Device::Cpu))
+                .transpose()?,
         ))
     }
 }
 
 /// `x·Wᵀ + b` over the last dim of `x` (`W: [out, in]`, `b: [out]`).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let op = Linear {
+        w_parts: None,
+        b_parts: None,
+    };
     x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear)
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+}
+
+/// [`linear`] with the weight and bias joined from parts (`ws[i]: [out_i, in]`, `bs[i]:
+/// [out_i]`, the rows of each in order): one product. Parts the training step's sink takes are
+/// joined detached (candle's backward needs a gradient for every tracked node, and the parts'
+/// gradients go to the sink instead); others through a tracked `cat`.
+pub fn linear_joined(x: &Tensor, ws: &[&Tensor], bs: &[&Tensor]) -> Result<Tensor> {
+    let join = |ts: &[&Tensor]| -> Result<(Tensor, Option<Vec<Tensor>>)> {
+        if ts.iter().all(|t| sink::takes(t)) {
+            let parts: Vec<Tensor> = ts.iter().map(|&t| t.clone()).collect();
+            let detached: Vec<Tensor> = ts.iter().map(|t| t.detach()).collect();
+            Ok((Tensor::cat(&detached, 0)?, Some(parts)))
+        } else {
+            Ok((Tensor::cat(ts, 0)?, None))
+        }
+    };
+    let ((w, w_parts), (b, b_parts)) = (join(ws)?, join(bs)?);
+    x.contiguous()?
+        .apply_op3(&w, &b, Linear { w_parts, b_parts })
 }
 
 /// Σ x² of an f32 CPU tensor, in parallel chunks (for the global gradient norm).
 pub fn sum_squares(t: &Tensor) -> Result<f64> {
     with_data(&[t], "sum of squares", |d| {
-        Ok(d[0].par_chunks(1 << 16).map(k::sum_squares).sum::<f64>())
+        // Chunk sums added in chunk order (a parallel sum's order follows work stealing).
+        let parts: Vec<f64> = d[0].par_chunks(1 << 16).map(k::sum_squares).collect();
+        Ok(parts.iter().sum::<f64>())
     })
 }
 
-/// Rows `ids` of a `[V, H]` table. The backward scatter-adds into a freshly allocated zero
-/// table: a large zeroed allocation comes from the kernel as untouched zero pages, so only the
-/// rows a batch used are written (candle's `index_select` backward zero-fills the whole table,
-/// then copies it inside `index_add` — ~47 MB twice a step for BERT's word embeddings).
+/// Rows `ids` of a `[V, H]` table. The backward scatter-adds the used rows: into the table's sink
+/// buffer in a training step (whose next step clears only those rows), else into a freshly
+/// allocated zero table (a large zeroed allocation comes from the kernel as untouched zero pages;
+/// candle's `index_select` backward zero-fills the whole table, then copies it inside
+/// `index_add` — ~47 MB twice a step for BERT's word embeddings).
 struct Embedding;
 
 impl CustomOp2 for Embedding {
@@ -314,15 +432,53 @@ impl CustomOp2 for Embedding {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (v, h) = table.dims2()?;
         let ids = ids.flatten_all()?.to_vec1::<u32>()?;
-        let dt = with_data(&[g], "embedding backward", |d| {
-            let mut dt = vec![0f32; v * h];
-            for (row, &i) in d[0].chunks(h.max(1)).zip(&ids) {
+        let scatter = |dt: &mut [f32], d: &[f32]| {
+            for (row, &i) in d.chunks(h.max(1)).zip(&ids) {
                 let dst = &mut dt[i as usize * h..(i as usize + 1) * h];
                 dst.iter_mut().zip(row).for_each(|(a, b)| *a += b);
             }
-            Ok(dt)
-        })?;
-        Ok((Some(Tensor::from_vec(dt, (v, h), &Device::Cpu)?), None))
+        };
+        match grad_to(table, None)? {
+            GradTo::Sink => {
+                // Each used row's gradient summed first (from zero, in batch order), then added
+                // to the buffer: the sums candle's zero table plus a step's sum gave.
+                let (mut index, mut uniq) = (std::collections::HashMap::new(), Vec::new());
+                for &i in &ids {
+                    index.entry(i).or_insert_with(|| {
+                        uniq.push(i);
+                        uniq.len() - 1
+                    });
+                }
+                let mut acc = vec![0f32; uniq.len() * h];
+                with_data(&[g], "embedding backward", |d| {
+                    for (row, i) in d[0].chunks(h.max(1)).zip(&ids) {
+                        let u = index[i];
+                        let dst = &mut acc[u * h..(u + 1) * h];
+                        dst.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+                    }
+                    Ok(())
+                })?;
+                sink::write_rows(table, &uniq, h, |dt| {
+                    for (u, &i) in uniq.iter().enumerate() {
+                        let dst = &mut dt[i as usize * h..(i as usize + 1) * h];
+                        dst.iter_mut()
+                            .zip(&acc[u * h..(u + 1) * h])
+                            .for_each(|(a, b)| *a += b);
+                    }
+                    Ok(())
+                })?;
+                Ok((None, None))
+            }
+            GradTo::Nowhere => Ok((None, None)),
+            GradTo::Candle => {
+                let dt = with_data(&[g], "embedding backward", |d| {
+                    let mut dt = vec![0f32; v * h];
+                    scatter(&mut dt, d[0]);
+                    Ok(dt)
+                })?;
+                Ok((Some(Tensor::from_vec(dt, (v, h), &Device::Cpu)?), None))
+            }
+        }
     }
 }
 

@@ -8,7 +8,8 @@
 //! of padded sentences or of a packed batch's sequences, optionally in a sliding window;
 //! `attention_long`: its blocked-product forward for long sentences; tests in `attention_tests`
 //! and, against full attention, `attention_window_tests`), `rotary` (RoPE on packed
-//! q|k|v), `glu` (gated linear units), `dropout` (counter-based masks). Tests check each against
+//! q|k|v), `glu` (gated linear units), `dropout` (counter-based masks), `grad_sink` (parameter
+//! gradients written in place during a training step). Tests check each against
 //! the composed candle ops (values and gradients). Depends on candle, gemm, rayon and
 //! `ops::dropout::Dropout`.
 
@@ -22,6 +23,7 @@ mod attention_window_tests;
 pub mod dense;
 pub mod dropout;
 pub mod glu;
+pub mod grad_sink;
 pub mod kernels;
 pub mod norm;
 pub mod rotary;
@@ -29,7 +31,7 @@ pub mod rotary;
 use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
 
 pub use attention::attention;
-pub use dense::{embedding, gelu, gelu_bias, linear, sum_squares};
+pub use dense::{embedding, gelu, gelu_bias, linear, linear_joined, sum_squares};
 pub use dropout::apply as dropout;
 pub use glu::glu;
 pub use norm::{add_layer_norm, layer_norm};
@@ -75,6 +77,16 @@ pub(crate) fn last_dim(l: &Layout) -> usize {
 pub(crate) fn add_vec(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
     a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
     a
+}
+
+/// The sum of per-task vectors (each `n` long, or empty) in task order. A parallel `reduce` or
+/// `fold` would combine them in the order rayon's work stealing split the job, which changes from
+/// run to run — and with it the float sums, so a run would not repeat bitwise.
+pub(crate) fn sum_in_order(parts: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
+    parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .fold(vec![0f32; n], add_vec)
 }
 
 #[cfg(test)]

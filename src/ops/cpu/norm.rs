@@ -3,7 +3,7 @@
 //! `kernels`.
 
 use super::kernels as k;
-use super::{add_vec, last_dim, rows_per_task, slice, with_data};
+use super::{last_dim, rows_per_task, slice, sum_in_order, with_data};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -75,7 +75,8 @@ impl AddLayerNorm {
                 k::layer_norm_backward(x, w, gc, self.eps, dc, dw, db, &mut xhat);
                 dwb
             })
-            .reduce(|| vec![0f32; 2 * h], add_vec);
+            .collect::<Vec<_>>();
+        let dwb = sum_in_order(dwb, 2 * h);
         (dx, dwb)
     }
 }
