@@ -4,7 +4,8 @@
 //! load) and the dropout RNG (one seed per forward call, saved in checkpoints). Submodules:
 //! `encoder` (the trait and per-call `Fwd`), `batches` (token batches: padded or packed, per text
 //! column or joint), `load` and `save` (the folder in and out), `family` (config + weight names per model_type, the
-//! registry), `nn` (shared blocks), `weights`, `config`, `hub`, `st_format`, `pooling`, `prompts`, `dense`.
+//! registry), `nn` (shared blocks), `weights`, `config`, `hub`, `st_format`, `st_read` (safetensors read tensor
+//! by tensor), `pooling`, `prompts`, `dense`.
 //! Nothing outside `model/` touches a family's internals.
 
 mod batches;
@@ -21,6 +22,7 @@ mod pooling_packed;
 pub mod prompts;
 mod save;
 pub mod st_format;
+pub mod st_read;
 pub mod weights;
 
 use crate::ops::Exec;

@@ -3,7 +3,8 @@
 //! name), checked against `model.safetensors` (old `gamma`/`beta` LayerNorm names accepted);
 //! missing or unexpected tensors are an error listing their names — never a silent random init
 //! (candle's VarBuilder trap, DESIGN.md). Saving writes safetensors with `{"format":"pt"}`
-//! metadata. Depends on candle, safetensors, `fsutil`.
+//! metadata. Reading goes through `st_read` (tensor by tensor). Depends on candle, safetensors,
+//! `fsutil`, `st_read`.
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -110,7 +111,7 @@ pub fn load_checked(
     dtype: DType,
     device: &Device,
 ) -> Result<CheckedWeights> {
-    let raw = candle_core::safetensors::load(path, &Device::Cpu)
+    let raw = crate::model::st_read::load(path)
         .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
     check(raw, spec, dtype, device)
         .with_context(|| format!("{}: weights do not match config.json", path.display()))

@@ -303,7 +303,7 @@ impl AdamW {
         if wanted.is_empty() {
             return Ok(());
         }
-        let map = candle_core::safetensors::load(path, &Device::Cpu)
+        let map = crate::model::st_read::load(path)
             .with_context(|| format!("{}: unreadable loss parameters", path.display()))?;
         for s in wanted {
             let t = map
@@ -325,9 +325,8 @@ impl AdamW {
     }
 
     pub fn load(&mut self, path: &Path, t: u64) -> Result<()> {
-        let mut map: HashMap<String, Tensor> =
-            candle_core::safetensors::load(path, &Device::Cpu)
-                .with_context(|| format!("{}: unreadable optimizer state", path.display()))?;
+        let mut map: HashMap<String, Tensor> = crate::model::st_read::load(path)
+            .with_context(|| format!("{}: unreadable optimizer state", path.display()))?;
         for s in &self.slots {
             let mut mv = Vec::with_capacity(2);
             for key in [format!("m.{}", s.name), format!("v.{}", s.name)] {

@@ -137,7 +137,7 @@ fn read_file(p: &Path, rows: usize) -> Result<(Vec<f32>, Vec<usize>)> {
     let (data, dims) = match p.extension().and_then(|e| e.to_str()) {
         Some("npy") => read_npy_f32(p)?,
         _ => {
-            let map = candle_core::safetensors::load(p, &Device::Cpu).with_context(|| {
+            let map = crate::model::st_read::load(p).with_context(|| {
                 format!("--teacher {}: not a readable safetensors file", p.display())
             })?;
             let only = (map.len() == 1)
