@@ -48,11 +48,23 @@ pub fn tune_threads() {
 /// to the pool while the main thread sleeps, and each hand-over is a futex wake and sleep on both
 /// sides; as a worker, the main thread runs its own share and the serial parts between ops run
 /// where the data already is. CoSENT b16 on 2 cores: 3× fewer context switches, +9–11 % pairs/s
-/// (three interleaved pairs of `bench train --steps 40`, BENCHMARKS.md). Other threads' parallel
-/// ops are still served by the other workers. Call before anything uses rayon; a pool that
-/// already exists is left as it is.
+/// (three interleaved pairs of `bench train --steps 40`, BENCHMARKS.md). The main thread serves
+/// the pool only while it is inside rayon (or yields to it, as `train::ddp::spawn_threads` does
+/// while its ranks run), so other threads' parallel ops are served by the other workers: with a
+/// one-thread pool there would be none, and the pool is left as rayon makes it. Call before
+/// anything uses rayon; a pool that already exists is left as it is.
 pub fn adopt_main_thread() {
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    if threads < 2 {
+        return;
+    }
     let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
         .use_current_thread()
         .build_global();
 }

@@ -35,6 +35,7 @@ fn dtype_of(s: &str) -> Option<DType> {
         "I16" => DType::I16,
         "U32" => DType::U32,
         "U8" => DType::U8,
+        "F8_E4M3" => DType::F8E4M3,
         _ => return None,
     })
 }
@@ -54,7 +55,7 @@ fn entries(header: &[u8], data_len: u64) -> Result<Vec<Entry>> {
         };
         let dt = field("dtype")?.as_str().unwrap_or_default();
         let Some(dtype) = dtype_of(dt) else {
-            bail!("tensor {name}: dtype {dt:?} is not supported (F32, F16, BF16, F64, I64, I32, I16, U32, U8 are)");
+            bail!("tensor {name}: dtype {dt:?} is not supported (F32, F16, BF16, F64, I64, I32, I16, U32, U8, F8_E4M3 are)");
         };
         let nums = |f: &str| -> Result<Vec<u64>> {
             field(f)?
@@ -86,6 +87,22 @@ fn entries(header: &[u8], data_len: u64) -> Result<Vec<Entry>> {
         });
     }
     out.sort_by_key(|e| e.start);
+    // As the format requires (and the safetensors crate checks): the tensors tile the data
+    // bytes, no gap, no overlap, nothing after the last.
+    let mut at = 0;
+    for e in &out {
+        if e.start != at {
+            bail!(
+                "tensor {}: its data starts at byte {} where the previous tensor ended at {at}                  (overlapping or gapped data_offsets: a damaged file?)",
+                e.name,
+                e.start
+            );
+        }
+        at = e.end;
+    }
+    if at != data_len {
+        bail!("the tensors end at byte {at} of {data_len} data bytes (trailing bytes: a damaged file?)");
+    }
     Ok(out)
 }
 
@@ -213,6 +230,8 @@ mod tests {
             e.contains("tensor weight") && e.contains("truncated"),
             "{e}"
         );
+        let e = err(&[&bytes[..], &[0u8; 4]].concat());
+        assert!(e.contains("trailing bytes"), "{e}");
         let e = err(&bytes[..5]);
         assert!(e.contains("shorter than 8 bytes"), "{e}");
         let mut big = bytes.clone();

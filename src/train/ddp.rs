@@ -203,6 +203,13 @@ pub fn spawn_threads<T: Send + 'static>(
             std::thread::spawn(move || f(std::sync::Arc::new(c)))
         })
         .collect();
+    // The calling thread may be rayon's worker 0 (the binary's main thread): it keeps serving
+    // the pool while the ranks run, or their parallel work would wait for the other workers.
+    while !handles.iter().all(|h| h.is_finished()) {
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
     let mut first = None;
     let mut err = None;
     for (r, h) in handles.into_iter().enumerate() {

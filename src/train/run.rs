@@ -316,6 +316,8 @@ fn train_rank(
             ckpts.step(&ev, &mut st, &model, &opt)?;
         }
     }
+    // The in-place gradient buffers are the size of the parameters; the steps are done with them.
+    crate::ops::cpu::grad_sink::release();
     drop(ctxs);
     device.synchronize()?;
     let throughput = timer.map(|t| Throughput {

@@ -11,7 +11,7 @@
 //!   first pass — and `sum(embeddings · cached gradient)` back-propagated. Memory is bounded by
 //!   the mini-batch (its rows, times its columns when a packed pass joins them) while the loss
 //!   sees the whole batch (in-batch negatives); gradients equal the plain step's.
-//! Depends on model, loss, tokenize, phases.
+//! Depends on model, loss, tokenize, phases, `ops::cpu::grad_sink`.
 
 use super::phases::{Phase, PhaseTimer};
 use crate::loss::Loss;
@@ -102,7 +102,8 @@ pub struct StepCtx<'a> {
 }
 
 /// One step's result: a gradient per parameter (None: untouched), each micro-batch's loss (still
-/// on the device) and the number of examples.
+/// on the device) and the number of examples. On the CPU fused path the gradients share
+/// `ops::cpu::grad_sink`'s buffers: valid until the next step on this thread (copy to keep).
 pub struct StepOutput {
     pub grads: Vec<Option<Tensor>>,
     pub losses: Vec<Tensor>,
@@ -143,13 +144,13 @@ pub(super) struct GradSum {
 
 impl GradSum {
     /// A step over `vars`: their gradients start at none.
-    pub(super) fn new(vars: &[Var]) -> Self {
-        let sink = crate::ops::cpu::grad_sink::begin_step(vars.iter().map(|v| v.as_tensor()));
-        Self {
+    pub(super) fn new(vars: &[Var]) -> Result<Self> {
+        let sink = crate::ops::cpu::grad_sink::begin_step(vars.iter().map(|v| v.as_tensor()))?;
+        Ok(Self {
             store: vec![None; vars.len()],
             vars: vars.to_vec(),
             _sink: sink,
-        }
+        })
     }
     pub(super) fn add(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
         for (a, v) in self.store.iter_mut().zip(&self.vars) {
@@ -192,7 +193,7 @@ impl TrainStep for Plain {
                 micro.len()
             );
         };
-        let mut acc = GradSum::new(ctx.vars);
+        let mut acc = GradSum::new(ctx.vars)?;
         let loss = graph_micro(ctx, rows, None, &mut acc, timer)?;
         Ok(StepOutput {
             grads: acc.finish()?,
@@ -236,7 +237,7 @@ fn accumulate(
     one: impl Fn(&StepCtx, &[usize], Option<f64>, &mut GradSum, &mut PhaseTimer) -> Result<Tensor>,
 ) -> Result<StepOutput> {
     let one: &MicroFn = &one;
-    let mut acc = GradSum::new(ctx.vars);
+    let mut acc = GradSum::new(ctx.vars)?;
     let mut losses = Vec::with_capacity(micro.len());
     let divide = (micro.len() > 1).then_some(micro.len() as f64);
     let mut examples = 0;

@@ -115,7 +115,14 @@ fn step_grads_with(
         .run(&ctx, &[&rows], &mut PhaseTimer::new(&Device::Cpu, false))
         .unwrap();
     let l = out.losses[0].to_scalar::<f32>().unwrap();
-    (out.grads, l)
+    // Copies: a step's gradients share the CPU fused ops' in-place buffers
+    // (`ops::cpu::grad_sink`), which the next step on this thread writes again.
+    let grads = out
+        .grads
+        .into_iter()
+        .map(|g| g.map(|g| g.copy().unwrap()))
+        .collect();
+    (grads, l)
 }
 
 /// Without dropout, cached MNRL (mini-batches of 3 and of 1) gives plain MNRL's loss and

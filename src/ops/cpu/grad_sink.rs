@@ -52,9 +52,14 @@ impl Drop for StepGuard {
 }
 
 /// Starts a step whose gradients of `params` (those that are f32 CPU tensors) are written here.
-pub fn begin_step<'a>(params: impl IntoIterator<Item = &'a Tensor>) -> StepGuard {
+/// One step at a time per thread: a second one while the first is registered would take its
+/// gradients, so it is an error.
+pub fn begin_step<'a>(params: impl IntoIterator<Item = &'a Tensor>) -> Result<StepGuard> {
     SINK.with(|s| {
         let mut s = s.borrow_mut();
+        if !s.active.is_empty() {
+            bail!("internal: a training step began while another was running on this thread");
+        }
         s.active = params
             .into_iter()
             .filter(|t| t.device().is_cpu() && t.dtype() == DType::F32)
@@ -64,8 +69,13 @@ pub fn begin_step<'a>(params: impl IntoIterator<Item = &'a Tensor>) -> StepGuard
         let active = std::mem::take(&mut s.active);
         s.slots.retain(|id, _| active.contains(id));
         s.active = active;
-    });
-    StepGuard(())
+        Ok(StepGuard(()))
+    })
+}
+
+/// Frees this thread's buffers (the end of a run: they are the size of the parameters).
+pub fn release() {
+    SINK.with(|s| s.borrow_mut().slots.clear());
 }
 
 /// Whether `t`'s gradient goes to the sink in this step.
@@ -79,6 +89,26 @@ pub fn grad(t: &Tensor) -> Option<Tensor> {
         let s = s.borrow();
         let slot = s.slots.get(&t.id())?;
         (s.active.contains(&t.id()) && slot.written == s.step).then(|| slot.buf.clone())
+    })
+}
+
+/// Where the gradient of a weight (or bias) goes: into the sink's buffers of its parts, to candle
+/// (a tracked tensor), or nowhere (a constant: not computed).
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum GradTo {
+    Sink,
+    Candle,
+    Nowhere,
+}
+
+/// `t`'s [`GradTo`]; `parts`: the parameters a detached `t` was joined from.
+pub(crate) fn grad_to(t: &Tensor, parts: Option<&[Tensor]>) -> Result<GradTo> {
+    Ok(match parts {
+        Some(parts) if parts.iter().all(takes) => GradTo::Sink,
+        Some(_) => bail!("internal: a joined parameter's backward ran outside its training step"),
+        None if takes(t) => GradTo::Sink,
+        None if t.track_op() => GradTo::Candle,
+        None => GradTo::Nowhere,
     })
 }
 
@@ -238,7 +268,7 @@ mod tests {
                     });
                 }
             }
-            let guard = begin_step(params.iter().map(|p| p.as_tensor()));
+            let guard = begin_step(params.iter().map(|p| p.as_tensor())).unwrap();
             for &(ids, seed) in &step {
                 let g = pass(ids, seed).backward().unwrap();
                 for p in params {
@@ -260,7 +290,7 @@ mod tests {
         let t = p.as_tensor();
         let read = |t: &Tensor| grad(t).map(|g| g.to_vec2::<f32>().unwrap());
         {
-            let _g = begin_step([t]);
+            let _g = begin_step([t]).unwrap();
             assert!(takes(t) && !takes(q.as_tensor()));
             assert_eq!(read(t), None);
             let add = |rows: &[u32], v: f32| {
@@ -279,7 +309,7 @@ mod tests {
         }
         assert!(!takes(t), "the guard ends the registration");
         assert_eq!(read(t), None);
-        let _g = begin_step([t]);
+        let _g = begin_step([t]).unwrap();
         assert_eq!(read(t), None, "nothing written in this step yet");
         write_rows(t, &[2], 2, |b| {
             b[5] = 7.0;
@@ -298,7 +328,7 @@ mod tests {
         })
         .unwrap();
         drop(_g);
-        let _g = begin_step([t]);
+        let _g = begin_step([t]).unwrap();
         write_dense(t, |b, fresh| {
             assert!(fresh);
             b.fill(5.0);
@@ -311,7 +341,7 @@ mod tests {
         })
         .unwrap();
         drop(_g);
-        let _g = begin_step([t]);
+        let _g = begin_step([t]).unwrap();
         write_rows(t, &[3], 2, |b| {
             b[6] += 1.0;
             Ok(())

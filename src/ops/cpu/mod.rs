@@ -2,8 +2,8 @@
 //! GELU, LayerNorm, dropout, AdamW and the shared SIMD helpers; `attention_kernels.rs`: the
 //! attention core per (sentence, head)), each with a hand-written backward that recomputes what it
 //! needs (attention probabilities, dropout masks) instead of keeping it in the graph, work spread
-//! over rayon's pool (the one candle's matrix products use). f32 only. Ops: `dense` (linear = one
-//! gemm call seeded with the bias, bias + GELU, embedding gather, sum of squares), `norm`
+//! over rayon's pool (the one candle's matrix products use). f32 only. Ops: `linear` (one gemm call
+//! seeded with the bias), `dense` (the gemm calls, bias + GELU, embedding gather, sum of squares), `norm`
 //! (LayerNorm with or without a residual sum), `attention` (the attention core on packed q|k|v,
 //! of padded sentences or of a packed batch's sequences, optionally in a sliding window;
 //! `attention_long`: its blocked-product forward for long sentences; tests in `attention_tests`
@@ -25,15 +25,17 @@ pub mod dropout;
 pub mod glu;
 pub mod grad_sink;
 pub mod kernels;
+pub mod linear;
 pub mod norm;
 pub mod rotary;
 
 use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
 
 pub use attention::attention;
-pub use dense::{embedding, gelu, gelu_bias, linear, linear_joined, sum_squares};
+pub use dense::{embedding, gelu, gelu_bias, sum_squares};
 pub use dropout::apply as dropout;
 pub use glu::glu;
+pub use linear::{linear, linear_joined};
 pub use norm::{add_layer_norm, layer_norm};
 pub use rotary::rotary;
 
