@@ -78,6 +78,11 @@ pub fn release() {
     SINK.with(|s| s.borrow_mut().slots.clear());
 }
 
+/// Whether a training step is registered on this thread.
+pub(crate) fn active() -> bool {
+    SINK.with(|s| !s.borrow().active.is_empty())
+}
+
 /// Whether `t`'s gradient goes to the sink in this step.
 pub(crate) fn takes(t: &Tensor) -> bool {
     SINK.with(|s| s.borrow().active.contains(&t.id()))
@@ -93,7 +98,8 @@ pub fn grad(t: &Tensor) -> Option<Tensor> {
 }
 
 /// Where the gradient of a weight (or bias) goes: into the sink's buffers of its parts, to candle
-/// (a tracked tensor), or nowhere (a constant: not computed).
+/// (a tracked tensor), or nowhere (a constant, or a parameter the running step does not train:
+/// not computed).
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum GradTo {
     Sink,
@@ -107,6 +113,9 @@ pub(crate) fn grad_to(t: &Tensor, parts: Option<&[Tensor]>) -> Result<GradTo> {
         Some(parts) if parts.iter().all(takes) => GradTo::Sink,
         Some(_) => bail!("internal: a joined parameter's backward ran outside its training step"),
         None if takes(t) => GradTo::Sink,
+        // A parameter the running step does not train (frozen, or the base weights under LoRA):
+        // nothing reads its gradient, so it is not computed.
+        None if t.is_variable() && active() => GradTo::Nowhere,
         None if t.track_op() => GradTo::Candle,
         None => GradTo::Nowhere,
     })
@@ -281,6 +290,35 @@ mod tests {
             }
             drop(guard);
         }
+    }
+
+    /// A frozen weight and table (variables the step did not register) get no gradient, from
+    /// the sink or from candle, while the input's gradient and the trained bias are right.
+    #[test]
+    fn a_steps_untrained_parameters_get_no_gradient() {
+        let var = |shape: &[usize], seed| Var::from_tensor(&randn(shape, seed, 0.5)).unwrap();
+        let (w, b, table) = (var(&[5, 4], 1), var(&[5], 2), var(&[7, 4], 3));
+        let x = var(&[3, 4], 4);
+        let ids = Tensor::new(&[1u32, 6, 1], &Device::Cpu).unwrap();
+        let loss = || {
+            let e = (embedding(table.as_tensor(), &ids).unwrap() + x.as_tensor()).unwrap();
+            let y = linear(&e, w.as_tensor(), b.as_tensor()).unwrap();
+            y.sqr().unwrap().sum_all().unwrap()
+        };
+        let want = loss().backward().unwrap();
+        let guard = begin_step([b.as_tensor()]).unwrap();
+        let got = loss().backward().unwrap();
+        assert!(got.get(w.as_tensor()).is_none() && got.get(table.as_tensor()).is_none());
+        assert!(grad(w.as_tensor()).is_none() && grad(table.as_tensor()).is_none());
+        let dx = (
+            want.get(x.as_tensor()).unwrap(),
+            got.get(x.as_tensor()).unwrap(),
+        );
+        assert!(max_diff(dx.0, dx.1) <= 1e-6);
+        let db = grad(b.as_tensor()).unwrap();
+        assert!(max_diff(want.get(b.as_tensor()).unwrap(), &db) <= 1e-6);
+        drop(guard);
+        assert!(loss().backward().unwrap().get(w.as_tensor()).is_some());
     }
 
     #[test]
