@@ -4,8 +4,9 @@
 //! replayed masks, back-propagating `sum(embeddings · cached gradient)`. Depends on `step`
 //! (the context, gradient sums, the loss, `join_columns`), `phases` and the model.
 
+use super::grads::GradSum;
 use super::phases::{Phase, PhaseTimer};
-use super::step::{divided_loss, join_columns, GradSum, StepCtx};
+use super::step::{divided_loss, join_columns, StepCtx};
 use anyhow::{Context, Result};
 use candle_core::{Tensor, Var};
 

@@ -1,6 +1,6 @@
 //! Fine-tuning: [`TrainConfig`] (resolved from the command line in one step, checked by
 //! `validate.rs`, saved with every run), which ranks a process runs (`ddp.rs`), the loop (`run.rs`) over its parts — how a batch becomes gradients (`step.rs`: plain,
-//! accumulated, cached; GradCache's micro-batch in `cached.rs`), what happens around the steps (`observe.rs`: logging, evaluation,
+//! accumulated, cached; GradCache's micro-batch in `cached.rs`; the gradient sum in `grads.rs`), what happens around the steps (`observe.rs`: logging, evaluation,
 //! checkpoints), clipping (`clip.rs`) — our AdamW (`optimizer.rs`), schedules, batching,
 //! prompts, checkpoints and exact resume. Depends on model, loss, data, eval (evaluation during
 //! training).
@@ -14,6 +14,7 @@ pub mod data;
 pub mod datasets;
 pub mod ddp;
 pub mod freeze;
+mod grads;
 mod observe;
 pub mod optimizer;
 pub mod outcome;

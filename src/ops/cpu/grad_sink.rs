@@ -159,9 +159,13 @@ fn write(t: &Tensor, w: Write) -> Result<()> {
                 .inplace_op1(&InPlace(RefCell::new(|b: &mut [f32]| f(b, fresh))))
         }
         Write::Rows { rows, width, f } => {
-            let (dense, old) = (slot.dense, std::mem::take(&mut slot.rows));
+            // On the step's first write, the last step's rows (or all of it) are cleared.
+            let dense = slot.dense;
+            let old = match fresh {
+                true => std::mem::take(&mut slot.rows),
+                false => Vec::new(),
+            };
             slot.dense = slot.dense && !fresh;
-            slot.rows = if fresh { Vec::new() } else { old.clone() };
             slot.rows.extend_from_slice(rows);
             slot.buf.inplace_op1(&InPlace(RefCell::new(|b: &mut [f32]| {
                 if fresh && dense {
