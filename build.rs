@@ -8,6 +8,7 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=kernels/embtune.cu");
+    println!("cargo:rerun-if-changed=kernels/varlen_attention.cuh");
     for v in [
         "NVCC",
         "CUDA_ROOT",

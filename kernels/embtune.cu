@@ -78,6 +78,25 @@ EMBTUNE_DROPOUT(embtune_dropout_f32, float, EMBTUNE_ID, EMBTUNE_ID)
 EMBTUNE_DROPOUT(embtune_dropout_bf16, __nv_bfloat16, __bfloat162float, __float2bfloat16)
 EMBTUNE_DROPOUT(embtune_dropout_f16, __half, __half2float, __float2half)
 
+// The same dropout on the rows of a packed batch (rows of `width`): element (r, c) uses counter
+// base[r] + c, base[r] = the padded row of packed row r times width (ops::Packed), so a packed
+// pass drops what the padded pass of the same seed drops.
+#define EMBTUNE_DROPOUT_ROWS(NAME, T, TO_F, FROM_F)                                              \
+  extern "C" __global__ void NAME(const T* __restrict__ x, const unsigned long long* base,       \
+                                  T* __restrict__ y, const unsigned long long n,                 \
+                                  const unsigned long long width, const unsigned long long seed, \
+                                  const unsigned int threshold, const float scale) {             \
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; \
+         i += (unsigned long long)blockDim.x * gridDim.x) {                                      \
+      const unsigned long long c = base[i / width] + i % width;                                  \
+      const float f = embtune_hash(seed, c) > threshold ? scale : 0.0f;                          \
+      y[i] = FROM_F(TO_F(x[i]) * f);                                                             \
+    }                                                                                            \
+  }
+EMBTUNE_DROPOUT_ROWS(embtune_dropout_rows_f32, float, EMBTUNE_ID, EMBTUNE_ID)
+EMBTUNE_DROPOUT_ROWS(embtune_dropout_rows_bf16, __nv_bfloat16, __bfloat162float, __float2bfloat16)
+EMBTUNE_DROPOUT_ROWS(embtune_dropout_rows_f16, __half, __half2float, __float2half)
+
 // AdamW, torch.optim.AdamW semantics (decoupled decay, bias correction), updating the parameter
 // and both moments in place. The gradient is multiplied by *gscale_ptr first (global-norm
 // clipping, computed on the GPU, so the step needs no copy to the host).
@@ -215,7 +234,8 @@ EMBTUNE_GELU_BIAS(embtune_gelu_bias_f16, embtune_gelu_bias_bwd_f16, __half, __ha
 // A sublayer's end in one kernel, one warp per row (f32): y = LayerNorm(drop(x + bias) + res)
 // with p = [bias | w | b] ([3h]); drop multiplies element i = row·h + j by `scale` where
 // embtune_hash(seed, i) > threshold, else 0 (the dropout op's mask; threshold 0xffffffff with
-// scale 1 would drop all, so `use_drop` = 0 turns dropout off).
+// scale 1 would drop all, so `use_drop` = 0 turns dropout off). With `base` (not null: a packed
+// batch) element (row, j) uses counter base[row] + j instead (see embtune_dropout_rows).
 __device__ __forceinline__ float embtune_bdr(const float* xr, const float* rr, const float* bias,
                                              unsigned long long i, unsigned int j,
                                              unsigned int use_drop, unsigned long long seed,
@@ -229,13 +249,14 @@ extern "C" __global__ void embtune_bias_dropout_add_ln_f32(
     const float* __restrict__ x, const float* __restrict__ res, const float* __restrict__ p,
     float* __restrict__ y, const unsigned long long rows, const unsigned int h, const float eps,
     const unsigned int use_drop, const unsigned long long seed, const unsigned int threshold,
-    const float scale) {
+    const float scale, const unsigned long long* base) {
   EMBTUNE_WARP_ROW(rows);
   const float *xr = x + row * h, *rr = res + row * h, *bias = p, *w = p + h, *b = p + 2 * h;
+  const unsigned long long c0 = base ? base[row] : row * h;
   float* yr = y + row * h;
   // The pre-norm sum goes to y first, then is normalized in place (each lane its own columns).
   for (unsigned int j = lane; j < h; j += 32)
-    yr[j] = embtune_bdr(xr, rr, bias, row * h + j, j, use_drop, seed, threshold, scale);
+    yr[j] = embtune_bdr(xr, rr, bias, c0 + j, j, use_drop, seed, threshold, scale);
   __syncwarp();
   float mean, rstd;
   embtune_row_stats(yr, h, eps, lane, mean, rstd);
@@ -249,15 +270,17 @@ extern "C" __global__ void embtune_bias_dropout_add_ln_bwd_f32(
     const float* __restrict__ x, const float* __restrict__ res, const float* __restrict__ p,
     const float* __restrict__ g, float* __restrict__ out, const unsigned long long rows,
     const unsigned int h, const float eps, const unsigned int use_drop,
-    const unsigned long long seed, const unsigned int threshold, const float scale) {
+    const unsigned long long seed, const unsigned int threshold, const float scale,
+    const unsigned long long* base) {
   EMBTUNE_WARP_ROW(rows);
   const float *xr = x + row * h, *rr = res + row * h, *gr = g + row * h, *bias = p, *w = p + h;
+  const unsigned long long c0 = base ? base[row] : row * h;
   float* ds = out + row * h;
   float* dx = out + rows * h + row * h;
   float* gx = out + 2 * rows * h + row * h;
   // Recompute the pre-norm sum into gx (scratch), then its statistics.
   for (unsigned int j = lane; j < h; j += 32)
-    gx[j] = embtune_bdr(xr, rr, bias, row * h + j, j, use_drop, seed, threshold, scale);
+    gx[j] = embtune_bdr(xr, rr, bias, c0 + j, j, use_drop, seed, threshold, scale);
   __syncwarp();
   float mean, rstd;
   embtune_row_stats(gx, h, eps, lane, mean, rstd);
@@ -275,7 +298,7 @@ extern "C" __global__ void embtune_bias_dropout_add_ln_bwd_f32(
     const float d = (gr[j] * w[j] - m1 - xhat * m2) * rstd;
     ds[j] = d;
     float f = 1.0f;
-    if (use_drop) f = embtune_hash(seed, row * h + j) > threshold ? scale : 0.0f;
+    if (use_drop) f = embtune_hash(seed, c0 + j) > threshold ? scale : 0.0f;
     dx[j] = d * f;
     gx[j] = gr[j] * xhat;
   }
@@ -389,3 +412,5 @@ EMBTUNE_HEADS(embtune_bias_heads_f32, embtune_heads_back_f32, float, EMBTUNE_ID,
 EMBTUNE_HEADS(embtune_bias_heads_bf16, embtune_heads_back_bf16, __nv_bfloat16, __bfloat162float,
               __float2bfloat16)
 EMBTUNE_HEADS(embtune_bias_heads_f16, embtune_heads_back_f16, __half, __half2float, __float2half)
+
+#include "varlen_attention.cuh"

@@ -2,8 +2,10 @@
 # gpu-check.sh — the prepared check for a machine with an NVIDIA GPU (driver >= 580). One
 # command, a few minutes, a table last:
 #   1. check-device: CPU vs CUDA embeddings (f32 ≤ 1e-4, bf16/f16 ≤ 1e-2), every loss and its
-#      gradients (≤ 1e-4), three fused-AdamW steps (≤ 1e-4), seeded dropout — with embtune's
-#      CUDA kernels, then with candle's composed ops (EMBTUNE_CUDA_FUSED=0);
+#      gradients (≤ 1e-4), three fused-AdamW steps (≤ 1e-4), seeded dropout, packed = padded
+#      (the variable-length attention kernels: embeddings, loss, gradients) — with embtune's
+#      CUDA kernels, then with candle's composed ops (EMBTUNE_CUDA_FUSED=0, which pads);
+#      step 4's --no-packing row times packed against padded training;
 #   2. a real fine-tune on the GPU (CosineSimilarityLoss, 1 epoch of STS-B train, the recipe of
 #      ../shared/reference/cpu_finetune_runs.json) whose STS-B dev score must rise; then 20 MNRL
 #      steps through the data-parallel path at world size 1 (`--devices cuda:0`: NCCL), whose
@@ -114,6 +116,9 @@ for b in 32 512; do
         --loss cosent --batch-size "$b" --steps "$STEPS" $ph 2>>"$OUT/bench.log" >> "$OUT/ablation.jsonl" || status=1
     done
   done
+  # Packed (the default, variable-length attention) against padded batches.
+  timeout 120 "$BIN" bench train --model "$MODEL" --device cuda --dtype f32 --data "$DATA/sts-train.csv" \
+    --loss cosent --batch-size "$b" --steps "$STEPS" --no-packing 2>>"$OUT/bench.log" >> "$OUT/ablation.jsonl" || status=1
 done
 python3 scripts/gpu_table.py "$OUT/bench.jsonl" "$REF" "$OUT/gpu.txt" "$OUT/ablation.jsonl" | tee "$OUT/table.md"
 [ "$status" = 0 ] && echo "gpu-check: all checks passed" || echo "gpu-check: FAILED (see above)"

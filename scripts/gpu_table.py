@@ -45,6 +45,8 @@ if len(sys.argv) > 4 and os.path.exists(sys.argv[4]):
         c = r.get("cuda") or {}
         off = [name for name, on in (("kernels", c.get("kernels", True)), ("alloc", c.get("alloc", True)),
                                      ("joint forward", c.get("joint_forward", "auto") != "0")) if not on]
+        pad = [] if r.get("packed", True) or "kernels" in off else ["packing"]
+        off += pad
         return "all on" if not off else ("run-1 path (all off)" if len(off) == 3 else "off: " + ", ".join(off))
 
     print("\n### What each CUDA change does (CoSENT, f32; pairs/s)\n")

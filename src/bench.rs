@@ -55,7 +55,8 @@ pub fn encode_throughput(
     }
     let model = SentenceEncoder::load_on_spec_device(spec)?;
     // Recorded as used: the packed default when none was given.
-    let max_tokens = crate::encode::token_budget(max_tokens, model.packs());
+    let max_tokens =
+        crate::encode::token_budget(max_tokens, model.packs() && model.device().is_cpu());
     let all: Vec<&str> = texts.iter().cycle().take(n).map(|s| s.as_str()).collect();
     let opts = EncodeOptions {
         batch_size,

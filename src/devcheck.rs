@@ -2,7 +2,10 @@
 //! compares what comes out — embeddings in f32, bf16 and with TF32 matmuls, every loss and its
 //! gradients on a fixed batch, seeded dropout (and, with embtune's kernels, the CPU's masks),
 //! the gradient norm and three optimizer steps through the training loop's clip + step — each
-//! against a tolerance. The CPU is the reference (its numbers match sentence-transformers, tests/it/parity).
+//! against a tolerance; and on the device alone, packed against padded passes (`packing`). The
+//! CPU is the reference (its numbers match sentence-transformers, tests/it/parity).
+
+mod packing;
 
 use crate::data::{read_table, DataFormat, ReadOptions};
 use crate::device::ComputeSpec;
@@ -256,6 +259,11 @@ pub fn compare(spec: &ModelSpec, dev: &Device, stsb: &Path) -> Result<Vec<Check>
     }
     cpu.set_dropout(0.0);
     gpu.set_dropout(0.0);
+    out.extend(packing::checks(
+        &mut gpu,
+        [&rows.a[..b], &rows.b[..b]],
+        &rows.score[..b],
+    )?);
 
     // Three optimizer steps (CoSENT, clipping on) from the same start on both devices, through
     // the training loop's own clip + step (on a GPU: norm and factor on the device).

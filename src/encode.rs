@@ -139,7 +139,7 @@ pub fn encode(model: &SentenceEncoder, texts: &[&str], opts: &EncodeOptions) -> 
     let spans = batches(
         &lens,
         bs,
-        token_budget(opts.max_tokens, model.packs()),
+        token_budget(opts.max_tokens, model.packs() && model.device().is_cpu()),
         model.packs(),
     );
     for (k, span) in spans.into_iter().enumerate() {
@@ -176,20 +176,20 @@ pub fn encode(model: &SentenceEncoder, texts: &[&str], opts: &EncodeOptions) -> 
 }
 
 /// The token budget when `--max-tokens-per-batch` is not given: 2048 tokens for packed batches
-/// (the CPU), chosen by `scripts/bench_token_budget.py` (results/token-budget.md): with it
+/// on the CPU, chosen by `scripts/bench_token_budget.py` (results/token-budget.md): with it
 /// `embed` of all-MiniLM-L6-v2 stays at the model's floor of peak RSS (182 MiB against 262 MiB
 /// for passages at batch 32 and 560 MiB at 128) and is as fast or faster (passages at batch 128:
-/// 74.5 against 66.4 sentences/s). None for padded batches: GPUs want large batches and were not
-/// measured here.
+/// 74.5 against 66.4 sentences/s). None for padded batches and on GPUs (packed there too): GPUs
+/// want large batches and were not measured here.
 pub const PACKED_TOKEN_BUDGET: usize = 2048;
 
 /// The budget a job uses: the one given (0: none), else [`PACKED_TOKEN_BUDGET`] for packed
-/// batches.
-pub fn token_budget(given: Option<usize>, packed: bool) -> Option<usize> {
+/// batches on the CPU (`packed_cpu`).
+pub fn token_budget(given: Option<usize>, packed_cpu: bool) -> Option<usize> {
     match given {
         Some(0) => None,
         Some(m) => Some(m),
-        None => packed.then_some(PACKED_TOKEN_BUDGET),
+        None => packed_cpu.then_some(PACKED_TOKEN_BUDGET),
     }
 }
 

@@ -34,8 +34,8 @@ pub struct BenchArgs {
     #[arg(long, short = 'b', default_value_t = 32)]
     pub batch_size: usize,
     /// encode: at most this many tokens per forward pass as well (see `embed
-    /// --max-tokens-per-batch`; 0: none) [default: 2048 with packed batches, none with padded
-    /// ones].
+    /// --max-tokens-per-batch`; 0: none) [default: 2048 on the CPU with packed batches, none on
+    /// GPUs or padded].
     #[arg(long)]
     pub max_tokens_per_batch: Option<usize>,
     /// train: timed optimizer steps (after 3 warm-up steps).

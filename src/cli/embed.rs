@@ -58,8 +58,8 @@ pub struct EmbedArgs {
     pub batch_size: usize,
     /// At most this many tokens per forward pass as well as --batch-size texts (packed
     /// batches count the texts' tokens, padded ones texts × the longest); long texts then go in
-    /// smaller batches; 0: no budget [default: 2048 with packed batches (the CPU; measured:
-    /// less memory, as fast), none with padded ones (GPUs, --no-packing)].
+    /// smaller batches; 0: no budget [default: 2048 on the CPU with packed batches (measured:
+    /// less memory, as fast), none on GPUs or with --no-packing].
     #[arg(long)]
     pub max_tokens_per_batch: Option<usize>,
     /// L2-normalise embeddings even if the model has no Normalize module.

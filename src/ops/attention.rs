@@ -19,7 +19,7 @@ pub enum AttnMask {
     Keep(Arc<Vec<f32>>),
     /// Additive `[B, 1, 1, S]`: 0 for tokens, a large negative value for padding.
     Additive(Tensor),
-    /// A packed batch (CPU fused path): `x` is `[1, T, H]`, each sequence attends over its own
+    /// A packed batch (both fused paths): `x` is `[1, T, H]`, each sequence attends over its own
     /// rows; S (of a score bias) is the layout's longest sequence.
     Packed(Arc<Packed>),
 }
@@ -38,7 +38,7 @@ impl AttnMask {
         })
     }
 
-    /// The mask of a batch: its packed layout when it has one (CPU fused path only), else
+    /// The mask of a batch: its packed layout when it has one (fused paths only), else
     /// [`Self::new`] from its `attention_mask`.
     pub fn for_batch(
         exec: Exec,
@@ -47,8 +47,8 @@ impl AttnMask {
         compute: DType,
     ) -> Result<Self> {
         match packed {
-            Some(_) if exec != Exec::CpuFused => {
-                candle_core::bail!("attention: packed batches run on the CPU fused path only")
+            Some(_) if exec == Exec::Composed => {
+                candle_core::bail!("attention: packed batches run on the fused paths only")
             }
             Some(p) => Ok(AttnMask::Packed(p.clone())),
             None => Self::new(exec, attention_mask, compute),
@@ -161,6 +161,9 @@ pub fn attention(
         AttnMask::Keep(keep) => Some(cpu::attention::Rows::Keep(keep.clone())),
         AttnMask::Additive(_) => None,
     };
+    if let (Exec::CudaFused, AttnMask::Packed(p)) = (exec, mask) {
+        return packed_cuda_path(x, qkv, p, &a);
+    }
     let mask = match (exec, rows, mask) {
         (Exec::CpuFused, Some(rows), _) => {
             // q, k and v in one product: x is packed once and the product is 3× wider.
@@ -269,6 +272,48 @@ pub fn attention(
         .transpose(1, 2)?
         .contiguous()?
         .reshape((b, s, h))
+}
+
+/// The CUDA path over a packed batch (`x: [1, T, H]`): q|k|v in one product (three projections
+/// joined by their rows, whose backward splits the gradient), rotary positions from each
+/// sequence's start, then the variable-length attention op (`cuda::varlen`, f32) — no padded
+/// `[B, heads, S, S]` scores at all.
+fn packed_cuda_path(x: &Tensor, qkv: Qkv, p: &Arc<Packed>, a: &AttnArgs) -> Result<Tensor> {
+    let exec = Exec::CudaFused;
+    let joined = match qkv {
+        Qkv::Packed(pr) => dense::linear(exec, x, pr.w, pr.b)?,
+        Qkv::Separate(ps) => {
+            let w = Tensor::cat(&[ps[0].w, ps[1].w, ps[2].w], 0)?;
+            let b = match ps.iter().all(|pr| pr.b.is_none()) {
+                true => None,
+                false => {
+                    let bs = ps
+                        .iter()
+                        .map(|pr| match pr.b {
+                            Some(b) => b.to_dtype(DType::F32),
+                            None => Tensor::zeros(pr.w.dim(0)?, DType::F32, pr.w.device()),
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Some(Tensor::cat(&bs, 0)?)
+                }
+            };
+            dense::linear(exec, x, &w, b.as_ref())?
+        }
+    };
+    let joined = match a.rotary {
+        Some(r) => super::rotary::rotary_packed_rows(&joined, r, a.heads, p.positions())?,
+        None => joined,
+    };
+    let window = a.window.map(|w| w.w);
+    let ctx = cuda::varlen::attention(
+        &joined,
+        p.clone(),
+        a.heads,
+        a.dropout.clone(),
+        a.bias,
+        window,
+    )?;
+    ctx.to_dtype(x.dtype())
 }
 
 /// Softmax over the last dim in f32 (half precision inputs are cast up and the result cast

@@ -65,8 +65,8 @@ pub fn dropout(exec: Exec, x: &Tensor, d: Option<Dropout>) -> Result<Tensor> {
     let Some(d) = d else {
         return Ok(x.clone());
     };
-    if d.packed.is_some() && exec != Exec::CpuFused {
-        candle_core::bail!("dropout: packed batches run on the CPU fused path only");
+    if d.packed.is_some() && exec == Exec::Composed {
+        candle_core::bail!("dropout: packed batches run on the fused paths only");
     }
     match exec {
         Exec::CpuFused | Exec::CudaFused => super::cpu::dropout::apply(x, d),

@@ -72,6 +72,15 @@ impl Packed {
         b * self.seq + i
     }
 
+    /// For each packed row (`[T]`), the first dropout counter of its elements when rows are
+    /// `width` wide: its padded row (`b·S + i`) times `width` — what the CUDA path's kernels
+    /// and their CPU mirrors add a column to.
+    pub fn counter_bases(&self, width: usize) -> Vec<u64> {
+        (0..self.batch())
+            .flat_map(|b| (0..self.len(b)).map(move |i| (self.padded_row(b, i) * width) as u64))
+            .collect()
+    }
+
     /// For each padded row (`[B·S]`), the packed row it holds, or `None` for padding.
     pub fn padded_rows(&self) -> Vec<Option<usize>> {
         let mut out = vec![None; self.batch() * self.seq];
@@ -107,6 +116,8 @@ mod tests {
         assert_eq!((p.batch(), p.tokens(), p.seq()), (3, 6, 3));
         assert_eq!((p.start(2), p.len(2), p.padded_row(2, 1)), (4, 2, 7));
         assert_eq!(p.positions(), &[0, 1, 2, 0, 0, 1]);
+        // Rows of width 2: sequence 1 starts at padded row 3, sequence 2 at row 6.
+        assert_eq!(p.counter_bases(2), vec![0, 2, 4, 6, 12, 14]);
         let rows = p.padded_rows();
         assert_eq!(
             rows,

@@ -137,6 +137,53 @@ pub fn rotary_packed(exec: Exec, qkv: &Tensor, r: &Rotary, heads: usize) -> Resu
     Tensor::cat(&[&q, &k, &qkv.narrow(2, 2 * h, h)?], 2)
 }
 
+/// Rotates the q and k parts of a packed batch's projections `qkv: [1, T, 3H]` by each row's
+/// position in its sequence (`positions [T]`, `ops::Packed::positions`) on the composed ops
+/// (the CUDA path over packed batches; they have a backward): the tables' rows gathered per row.
+pub fn rotary_packed_rows(
+    qkv: &Tensor,
+    r: &Rotary,
+    heads: usize,
+    positions: &[u32],
+) -> Result<Tensor> {
+    let (one, t, h3) = qkv.dims3()?;
+    let (h, hd) = (h3 / 3, h3 / 3 / heads.max(1));
+    if one != 1
+        || t != positions.len()
+        || r.dim > hd
+        || positions.iter().any(|&p| p as usize >= r.seq)
+    {
+        candle_core::bail!(
+            "rotary: tables for {} positions × {} features, packed input {:?}",
+            r.seq,
+            r.dim,
+            qkv.dims()
+        );
+    }
+    let idx = Tensor::from_slice(positions, t, qkv.device())?;
+    let (cos, sin) = r.tables(qkv.dtype(), qkv.device())?;
+    // [T, 1, dim]: one row per token, broadcast over the heads.
+    let (cos, sin) = (
+        cos.index_select(&idx, 0)?.unsqueeze(1)?,
+        sin.index_select(&idx, 0)?.unsqueeze(1)?,
+    );
+    let half = r.dim / 2;
+    let turn = |i: usize| -> Result<Tensor> {
+        let x = qkv.narrow(2, i * h, h)?.reshape((t, heads, hd))?;
+        let rot = x.narrow(2, 0, r.dim)?;
+        let (x1, x2) = (rot.narrow(2, 0, half)?, rot.narrow(2, half, half)?);
+        let turned = Tensor::cat(&[&x2.neg()?, &x1], 2)?;
+        let y = (rot.broadcast_mul(&cos)? + turned.broadcast_mul(&sin)?)?;
+        let y = if r.dim == hd {
+            y
+        } else {
+            Tensor::cat(&[&y, &x.narrow(2, r.dim, hd - r.dim)?], 2)?
+        };
+        y.reshape((1, t, h))
+    };
+    Tensor::cat(&[&turn(0)?, &turn(1)?, &qkv.narrow(2, 2 * h, h)?], 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -253,7 +253,8 @@ fn bench_train_phases_split_the_step_without_changing_it() {
 /// attention softmax + dropout, bias + GELU, bias + dropout + residual + LayerNorm, with
 /// their backwards) on the CPU, and
 /// every check passes against the CPU fast path — embeddings, six losses and their gradients,
-/// dropout masks, gradient norm, AdamW steps.
+/// dropout masks, gradient norm, AdamW steps — and its packed passes (the variable-length
+/// attention's kernel loops) equal its padded ones.
 #[test]
 fn device_check_harness_runs_every_check() {
     let tmp = tempfile::tempdir().unwrap();
@@ -275,6 +276,8 @@ fn device_check_harness_runs_every_check() {
         "dropout masks CPU = device",
         "gradient norm (relative)",
         "weights after 3 AdamW steps",
+        "packed = padded embeddings",
+        "packed = padded gradients",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }

@@ -54,15 +54,18 @@ fn the_lint_sees_what_it_should() {
     assert_eq!(got, vec![1, 3]);
 }
 
-/// Every kernel name src/ops/cuda/launch.rs loads exists in kernels/embtune.cu (a `__global__`
+/// Every kernel name src/ops/cuda/launch.rs and varlen_launch.rs load exists in kernels/embtune.cu
+/// or the varlen_attention.cuh it includes (a `__global__`
 /// function, or a macro instantiation's first argument), so a renamed kernel fails here and not
 /// first on a rare GPU machine. Stems taken by the dtype dispatch (`"embtune_gelu_bias"`) get
 /// each of `_f32`, `_bf16`, `_f16`.
 #[test]
 fn cuda_kernel_names_exist_in_the_kernel_source() {
     let root = common::repo_root();
-    let cu = std::fs::read_to_string(root.join("kernels/embtune.cu")).unwrap();
-    let rs = std::fs::read_to_string(root.join("src/ops/cuda/launch.rs")).unwrap();
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let cu = read("kernels/embtune.cu") + &read("kernels/varlen_attention.cuh");
+    assert!(cu.contains("#include \"varlen_attention.cuh\""));
+    let rs = read("src/ops/cuda/launch.rs") + &read("src/ops/cuda/varlen_launch.rs");
     let ident = |s: &str| -> String {
         s.chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')

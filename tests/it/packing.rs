@@ -128,16 +128,22 @@ fn packed_training_step_equals_padded_on_the_real_model() {
     }
 }
 
-/// Every family fixture packs on the CPU fused path and agrees with its padded passes: the
+/// Every family fixture packs on both fused paths and agrees with its padded passes: the
 /// post-norm families (BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT, MPNet with its relative
 /// position bias) and the rotary ones (ModernBERT with its local windows, NomicBERT, GTE:
-/// rotary positions from each sequence's start).
+/// rotary positions from each sequence's start). The CUDA path runs here on the CPU: its ops'
+/// CPU forwards are the kernels' loops (the variable-length attention of `ops::cuda::varlen`,
+/// the packed rows' dropout counters of the sublayer-end kernel), against its own padded path.
 #[test]
 fn every_family_packs_and_equals_its_padded_pass() {
-    let mut padded_only: Vec<&str> = Vec::new();
-    for family in FAMILIES {
+    let mut padded_only: Vec<String> = Vec::new();
+    for (family, exec) in FAMILIES
+        .iter()
+        .flat_map(|f| [(*f, Exec::CpuFused), (*f, Exec::CudaFused)])
+    {
+        let what = format!("{family} on {}", exec.name());
         let mut enc = load(family);
-        enc.set_exec(Exec::CpuFused);
+        enc.set_exec(exec);
         enc.set_dropout(0.1);
         let texts = [
             "a short one",
@@ -151,11 +157,11 @@ fn every_family_packs_and_equals_its_padded_pass() {
             .map(|t| t.iter().map(|x| x.ids.as_slice()).collect())
             .collect();
         if !enc.packs() {
-            padded_only.push(family);
+            padded_only.push(what);
             continue;
         }
         for joint in [false, true] {
-            assert_packed_equals_padded(family, &mut enc, &ids, joint, 1e-5);
+            assert_packed_equals_padded(&what, &mut enc, &ids, joint, 1e-5);
         }
         // Eval mode without a graph (what embed and eval run): the same embeddings.
         let refs: Vec<&[u32]> = ids[0].clone();
@@ -178,7 +184,7 @@ fn every_family_packs_and_equals_its_padded_pass() {
             .unwrap();
         assert!(
             max_diff(&a, &b) < 1e-5,
-            "{family}: inference {}",
+            "{what}: inference {}",
             max_diff(&a, &b)
         );
     }

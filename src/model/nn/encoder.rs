@@ -66,7 +66,7 @@ impl Encoder for PostNormEncoder {
     }
 
     fn packs(&self, exec: ops::Exec) -> bool {
-        exec == ops::Exec::CpuFused
+        matches!(exec, ops::Exec::CpuFused | ops::Exec::CudaFused)
     }
 
     fn num_layers(&self) -> usize {

@@ -166,6 +166,6 @@ impl Encoder for RotaryEncoder {
     }
 
     fn packs(&self, exec: Exec) -> bool {
-        exec == Exec::CpuFused
+        matches!(exec, Exec::CpuFused | Exec::CudaFused)
     }
 }

@@ -47,16 +47,14 @@ impl CustomOp1 for DropoutOp {
             .for_each(|(i, (yc, xc))| k::dropout_apply(xc, d, (i * chunk) as u64, yc));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
-    /// The same mask on the GPU (`ops::cuda::launch::dropout_fwd`), any float dtype.
+    /// The same mask on the GPU (`ops::cuda::launch::dropout_fwd`), any float dtype; a packed
+    /// batch's rows with their padded positions' counters, as above.
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         s: &candle_core::CudaStorage,
         l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        if self.0.packed.is_some() {
-            candle_core::bail!("dropout: packed batches run on the CPU fused path only");
-        }
         Ok((
             crate::ops::cuda::launch::dropout_fwd(s, l, self.0.clone())?,
             l.shape().clone(),

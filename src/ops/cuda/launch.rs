@@ -14,14 +14,14 @@ use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaStorage, DType, InplaceOp2, Layout, Result, Tensor};
 use std::sync::Mutex;
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/embtune.ptx"));
-const MODULE: &str = "embtune";
+pub(crate) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/embtune.ptx"));
+pub(crate) const MODULE: &str = "embtune";
 const THREADS: u32 = 256;
 // The one-warp-per-row kernels (EMBTUNE_WARP_ROW) need whole warps per block.
 const _: () = assert!(THREADS % 32 == 0);
 
 /// Start and end offsets of a contiguous layout (our kernels take plain arrays).
-fn span(l: &Layout, what: &str) -> Result<(usize, usize)> {
+pub(crate) fn span(l: &Layout, what: &str) -> Result<(usize, usize)> {
     l.contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg(format!("{what}: expected a contiguous tensor")))
 }
@@ -357,6 +357,9 @@ where
 /// `ops::cpu::dropout`, whose backward is the same op on the gradient. The mask of
 /// element i comes from the hash of `(seed, i)`, as on the CPU, and is applied in f32.
 pub fn dropout_fwd(s: &CudaStorage, l: &Layout, d: crate::ops::Dropout) -> Result<CudaStorage> {
+    if let Some(p) = &d.packed {
+        return dropout_rows_fwd(s, l, &d, p);
+    }
     elementwise(
         "embtune_dropout",
         &[(s, l)],
@@ -366,6 +369,67 @@ pub fn dropout_fwd(s: &CudaStorage, l: &Layout, d: crate::ops::Dropout) -> Resul
             Scalar::F32(d.scale),
         ],
     )
+}
+
+/// [`dropout_fwd`] on the rows of a packed batch: element (r, c) uses the counter of its padded
+/// position, `Packed::counter_bases` (rows of the last dim's width).
+fn dropout_rows_fwd(
+    s: &CudaStorage,
+    l: &Layout,
+    d: &crate::ops::Dropout,
+    p: &crate::ops::Packed,
+) -> Result<CudaStorage> {
+    let (a, b) = span(l, "dropout")?;
+    let n = b - a;
+    let width = l.dims().last().copied().unwrap_or(1).max(1);
+    if p.tokens() * width != n {
+        candle_core::bail!(
+            "dropout: {:?} for a packed batch of {} tokens",
+            l.dims(),
+            p.tokens()
+        );
+    }
+    let dev = s.device().clone();
+    let bases = dev.clone_htod(&p.counter_bases(width))?;
+    fn run<T>(
+        s: &CudaStorage,
+        (a, b): (usize, usize),
+        suffix: &str,
+        bases: &CudaSlice<u64>,
+        (width, d): (usize, &crate::ops::Dropout),
+    ) -> Result<CudaStorage>
+    where
+        T: candle_core::cuda_backend::CudaDType
+            + candle_core::cuda_backend::cudarc::driver::DeviceRepr,
+    {
+        let dev = s.device().clone();
+        let func =
+            dev.get_or_load_custom_func(&format!("embtune_dropout_rows_{suffix}"), MODULE, PTX)?;
+        let x = s.as_cuda_slice::<T>()?.slice(a..b);
+        let n = b - a;
+        // SAFETY: every element is written by the kernel below.
+        let mut out = unsafe { dev.alloc::<T>(n)? };
+        let (n64, w64) = (n as u64, width as u64);
+        let mut bld = func.builder();
+        bld.arg(&x);
+        bld.arg(bases);
+        bld.arg(&mut out);
+        bld.arg(&n64);
+        bld.arg(&w64);
+        bld.arg(&d.seed);
+        bld.arg(&d.threshold);
+        bld.arg(&d.scale);
+        // SAFETY: the kernel's parameters in order; x and out hold n elements, bases n / width.
+        unsafe { bld.launch(launch_cfg(n)) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev))
+    }
+    let args = (width, d);
+    match s.dtype() {
+        DType::F32 => run::<f32>(s, (a, b), "f32", &bases, args),
+        DType::BF16 => run::<half::bf16>(s, (a, b), "bf16", &bases, args),
+        DType::F16 => run::<half::f16>(s, (a, b), "f16", &bases, args),
+        dt => candle_core::bail!("dropout: unsupported dtype {dt:?}"),
+    }
 }
 
 struct AdamWOp<'a> {
@@ -500,7 +564,7 @@ pub fn layer_norm_fwd(
         Scalar::F32(eps),
     ];
     let arrays = [(x, xl, n), (w, wl, h), (b, bl, h)];
-    let y = rows_kernel("embtune_layer_norm_f32", &arrays, n, &scalars, rows)?;
+    let y = rows_kernel("embtune_layer_norm_f32", &arrays, n, &scalars, (rows, None))?;
     Ok((y, xl.shape().clone()))
 }
 
@@ -524,7 +588,13 @@ pub fn layer_norm_bwd(
         Scalar::F32(eps),
     ];
     let arrays = [(x, xl, n), (w, wl, h), (g, gl, n)];
-    let out = rows_kernel("embtune_layer_norm_bwd_f32", &arrays, 2 * n, &scalars, rows)?;
+    let out = rows_kernel(
+        "embtune_layer_norm_bwd_f32",
+        &arrays,
+        2 * n,
+        &scalars,
+        (rows, None),
+    )?;
     Ok((out, (2, rows, h).into()))
 }
 
@@ -571,8 +641,14 @@ pub fn bias_dropout_add_ln(
         Scalar::U32(h as u32),
         Scalar::F32(eps),
     ];
+    // A packed batch's rows use their padded positions' counters (null: row · h).
+    let bases = match drop.as_ref().and_then(|d| d.packed.as_ref()) {
+        Some(p) if p.tokens() == rows => Some(x.device().clone_htod(&p.counter_bases(h))?),
+        Some(p) => candle_core::bail!("{what}: {rows} rows for a packed batch of {}", p.tokens()),
+        None => None,
+    };
     scalars.extend(drop_scalars(drop));
-    rows_kernel(name, &arrays, out_len, &scalars, rows)
+    rows_kernel(name, &arrays, out_len, &scalars, (rows, bases.as_ref()))
 }
 
 /// The dropout arguments of the row kernels: use (0/1), seed, threshold, scale.
@@ -593,6 +669,12 @@ fn drop_scalars(drop: Option<crate::ops::Dropout>) -> [Scalar; 4] {
     }
 }
 
+/// The kernels of `rows_kernel` that take a trailing counter-bases pointer.
+const SUBLAYER_END: [&str; 2] = [
+    "embtune_bias_dropout_add_ln_f32",
+    "embtune_bias_dropout_add_ln_bwd_f32",
+];
+
 /// Launches a one-warp-per-row f32 kernel with arguments (arrays…, out, scalars…): each array a
 /// contiguous tensor of exactly the given length, out a fresh buffer of `out_len`.
 fn rows_kernel(
@@ -600,7 +682,7 @@ fn rows_kernel(
     arrays: &[(&CudaStorage, &Layout, usize)],
     out_len: usize,
     scalars: &[Scalar],
-    rows: usize,
+    (rows, bases): (usize, Option<&CudaSlice<u64>>),
 ) -> Result<CudaStorage> {
     let Some((first, _, _)) = arrays.first() else {
         candle_core::bail!("{name}: no inputs");
@@ -625,6 +707,15 @@ fn rows_kernel(
     }
     b.arg(&mut out);
     push_scalars(&mut b, scalars);
+    // The packed rows' dropout counter bases, a trailing pointer (null: none) — only the
+    // sublayer-end kernels take it.
+    let null = 0u64;
+    if SUBLAYER_END.contains(&name) {
+        match bases {
+            Some(v) => b.arg(v),
+            None => b.arg(&null),
+        };
+    }
     // SAFETY: the callers pass the kernel's arrays and scalars in its parameter order, with the
     // lengths checked above.
     unsafe { b.launch(warp_per_row_cfg(rows)) }.w()?;
@@ -659,7 +750,7 @@ pub fn attn_softmax(
         Scalar::F32(scale),
     ];
     scalars.extend(drop_scalars(drop));
-    rows_kernel(name, &arrays, rows * n, &scalars, rows)
+    rows_kernel(name, &arrays, rows * n, &scalars, (rows, None))
 }
 
 /// q/k/v heads layout with bias (`bias` given: x [B, S, H] → heads) or its backward (`bias`

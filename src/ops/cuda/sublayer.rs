@@ -143,13 +143,28 @@ impl BiasDropoutAddLn {
         }
         let (bias, w, b) = (&p[..h], &p[h..2 * h], &p[2 * h..]);
         let rows = x.len() / h;
-        let factor = |i: usize| self.drop.as_ref().map_or(1.0, |d| d.factor(i as u64));
+        // Element (row, j) uses counter base(row) + j: row · h, or on a packed batch the padded
+        // position's (as the kernel's `base` array).
+        let bases = match self.drop.as_ref().and_then(|d| d.packed.as_ref()) {
+            Some(p) if p.tokens() == rows => Some(p.counter_bases(h)),
+            Some(p) => candle_core::bail!(
+                "bias-dropout-add-layer-norm: {rows} rows for a packed batch of {}",
+                p.tokens()
+            ),
+            None => None,
+        };
+        let base = |row: usize| bases.as_ref().map_or((row * h) as u64, |b| b[row]);
+        let factor = |row: usize, j: usize| {
+            self.drop
+                .as_ref()
+                .map_or(1.0, |d| d.factor(base(row) + j as u64))
+        };
         let mut out = vec![0f32; if g.is_some() { 3 * x.len() } else { x.len() }];
         let mut s = vec![0f32; h];
         for row in 0..rows {
             let o = row * h;
             for j in 0..h {
-                s[j] = (x[o + j] + bias[j]) * factor(o + j) + r[o + j];
+                s[j] = (x[o + j] + bias[j]) * factor(row, j) + r[o + j];
             }
             let mean = s.iter().sum::<f32>() / h as f32;
             let var = s.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
@@ -169,7 +184,7 @@ impl BiasDropoutAddLn {
                     for j in 0..h {
                         let d = (gr[j] * w[j] - m1 - xhat(j) * m2) * rstd;
                         out[o + j] = d;
-                        out[n + o + j] = d * factor(o + j);
+                        out[n + o + j] = d * factor(row, j);
                         out[2 * n + o + j] = gr[j] * xhat(j);
                     }
                 }
