@@ -53,7 +53,7 @@ pub fn encode_throughput(
     if texts.is_empty() || n == 0 {
         bail!("bench encode: no texts");
     }
-    let model = SentenceEncoder::load_on_spec_device(spec)?;
+    let model = SentenceEncoder::load_for_inference(spec)?;
     // Recorded as used: the packed default when none was given.
     let max_tokens =
         crate::encode::token_budget(max_tokens, model.packs() && model.device().is_cpu());

@@ -168,7 +168,7 @@ pub fn run(cfg: &EmbedConfig) -> Result<EmbedReport> {
         }
         None => (0..usize::MAX, None),
     };
-    let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
+    let model = SentenceEncoder::load_for_inference(&cfg.model)?;
     crate::logging::model_loaded(&cfg.model, &model);
     // Quantized precisions are L2-normalised first, as sentence-transformers' evaluator does.
     let prompt = model

@@ -66,7 +66,7 @@ pub fn run(cfg: &SimilarityConfig) -> Result<Answer> {
     opts.normalize = true;
     match (&cfg.query, &cfg.corpus, cfg.texts.as_slice()) {
         (None, None, [a, b]) => {
-            let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
+            let model = SentenceEncoder::load_for_inference(&cfg.model)?;
             opts.prompt = Some(
                 model
                     .prompts
@@ -82,7 +82,7 @@ pub fn run(cfg: &SimilarityConfig) -> Result<Answer> {
             if let Err(e) = crate::fsutil::check_writable_dir(&cache_dir(corpus)) {
                 tracing::warn!("warning: {e:#}: the corpus embeddings will not be cached");
             }
-            let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
+            let model = SentenceEncoder::load_for_inference(&cfg.model)?;
             let q_opts = EncodeOptions {
                 prompt: Some(
                     model

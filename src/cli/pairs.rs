@@ -169,7 +169,7 @@ pub fn run(args: PairsArgs) -> Result<()> {
             .map(|p| read_table(p, args.eval_format, &ReadOptions::default()))
             .transpose()?;
         let model = match args.model_spec() {
-            Some(spec) => Some(crate::model::SentenceEncoder::load_on_spec_device(&spec)?),
+            Some(spec) => Some(crate::model::SentenceEncoder::load_for_inference(&spec)?),
             None => None,
         };
         let columns = crate::data::ColumnSpec {

@@ -70,7 +70,7 @@ pub fn run(cfg: &EvalConfig) -> Result<Metrics> {
             )?
         }
     };
-    let model = SentenceEncoder::load_on_spec_device(&cfg.model)?;
+    let model = SentenceEncoder::load_for_inference(&cfg.model)?;
     crate::logging::model_loaded(&cfg.model, &model);
     let opts = EncodeOptions {
         prompt: Some(

@@ -5,6 +5,8 @@
 //! RNG it was given, so the same RNG state replays the same masks. Depends on `ops`, `rng` and
 //! `tokenize::TokenBatch`.
 
+use super::lazy_rows::LazyRows;
+use super::st_read::LazySource;
 use crate::ops::{AttnMask, Dropout, Exec, Packed};
 use crate::rng::Rng;
 use crate::tokenize::TokenBatch;
@@ -137,9 +139,47 @@ pub struct EncoderBase {
     pub dropout: DropoutRates,
     pub dtype: DType,
     pub device: Device,
+    /// Word-embedding tables read a row at a time (inference on the CPU; `lazy_rows`).
+    pub lazy: Vec<LazyRows>,
 }
 
 impl EncoderBase {
+    /// Takes the tables `st_read::load_lazy` left unread (by tensor id): the parameters among
+    /// them are read a row at a time from now on ([`Self::read_rows`]); any other is read whole.
+    pub fn attach_lazy(
+        &mut self,
+        unread: Vec<(candle_core::TensorId, LazySource)>,
+    ) -> anyhow::Result<()> {
+        for (id, src) in unread {
+            let var = self.vars.iter().find(|(_, v)| v.as_tensor().id() == id);
+            let var = match var {
+                Some((_, v)) => v.clone(),
+                None => match self.extra.iter().find(|(_, t)| t.id() == id) {
+                    Some((_, t)) => Var::from_tensor(t)?,
+                    None => anyhow::bail!("a lazily read table is not among the encoder's tensors"),
+                },
+            };
+            let rows = LazyRows::new(var, src)?;
+            if self.vars.iter().any(|(_, v)| v.as_tensor().id() == id) {
+                self.lazy.push(rows);
+            } else {
+                rows.ensure_all()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the rows of the token ids `ids` that lazily read tables do not hold yet (every
+    /// encoder's forward starts with it; nothing without lazy tables).
+    pub fn read_rows(&self, ids: &[u32]) -> Result<()> {
+        self.lazy.iter().try_for_each(|l| l.ensure(ids))
+    }
+
+    /// Reads every row of the lazily read tables (before saving or training them).
+    pub fn read_all_rows(&self) -> Result<()> {
+        self.lazy.iter().try_for_each(|l| l.ensure_all())
+    }
+
     /// What both encoders do first with a batch: its length S (a packed batch's longest
     /// sequence) checked against the positions, and its attention mask in the form `fwd`'s
     /// path wants (packed or padded).

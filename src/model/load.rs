@@ -1,8 +1,9 @@
 //! Loading a [`SentenceEncoder`] from a local directory or Hub id: the module stack
 //! (`st_format`), the family from config.json's model_type (`family::from_config`), checked
 //! weights, the tokenizer with max_seq_length resolved as sentence-transformers does, pooling,
-//! Dense and Normalize. Every error names the file it is about. Depends on `model::*`,
-//! `tokenize`.
+//! Dense and Normalize; for commands that only encode, the word-embedding table left to
+//! `lazy_rows` (`load_for_inference`). Every error names the file it is about. Depends on
+//! `model::*`, `tokenize`.
 
 use super::dense::Dense;
 use super::hub::ModelSource;
@@ -46,7 +47,68 @@ fn lower_case(tokenizer_config: Option<&[u8]>) -> Option<bool> {
 }
 
 impl SentenceEncoder {
-    pub(super) fn load_from(src: &ModelSource, spec: &ModelSpec, device: &Device) -> Result<Self> {
+    /// Loads a model onto the device and precision of `spec.compute` (see `device::resolve`).
+    pub fn load_on_spec_device(spec: &ModelSpec) -> Result<Self> {
+        let dev = crate::device::resolve(&spec.compute)?;
+        crate::device::check_precision(&spec.compute, &dev)?;
+        Self::load(spec, &dev)
+    }
+
+    /// Loads a model, checking every file it reads (errors name the file).
+    pub fn load(spec: &ModelSpec, device: &Device) -> Result<Self> {
+        Self::load_with(spec, device, false)
+    }
+
+    /// [`Self::load`]; `lazy`: word-embedding rows read on first use (`load_for_inference`).
+    fn load_with(spec: &ModelSpec, device: &Device, lazy: bool) -> Result<Self> {
+        let src = ModelSource::parse(&spec.model, spec.hub.clone())?;
+        if let ModelSource::Local(dir) = &src {
+            // A training checkpoint holds the model one level down.
+            if dir.join("trainer_state.json").is_file() && !dir.join("config.json").exists() {
+                anyhow::bail!(
+                    "{} is a training checkpoint, not a model: its model is {}",
+                    dir.display(),
+                    dir.join("model").display()
+                );
+            }
+        }
+        let mut enc = Self::load_from(&src, spec, device, lazy)
+            .with_context(|| format!("loading model {}", src.describe()))?;
+        enc.packing = !spec.compute.no_packing;
+        // Every command that loads a model tells its notices the same way.
+        for n in &enc.notices {
+            tracing::info!("note: {n}");
+        }
+        Ok(enc)
+    }
+
+    /// [`Self::load_on_spec_device`] for commands that only encode (`embed`, `eval`,
+    /// `similarity`, mining, `bench encode`): on the CPU the word-embedding table is read a row
+    /// at a time as texts use its tokens (`lazy_rows`: all-mpnet-base-v2 keeps a fraction of its
+    /// 94 MB table resident); the embeddings are the same.
+    pub fn load_for_inference(spec: &ModelSpec) -> Result<Self> {
+        let dev = crate::device::resolve(&spec.compute)?;
+        crate::device::check_precision(&spec.compute, &dev)?;
+        Self::load_with(spec, &dev, true)
+    }
+
+    /// Rows the lazily read tables hold so far, and their total (None: every table was read
+    /// whole).
+    pub fn lazy_rows_read(&self) -> Option<(usize, usize)> {
+        let lazy = &self.encoder.base().lazy;
+        (!lazy.is_empty()).then(|| {
+            lazy.iter().fold((0, 0), |(r, t), l| {
+                (r + l.rows_read(), t + l.var().dim(0).unwrap_or(0))
+            })
+        })
+    }
+
+    pub(super) fn load_from(
+        src: &ModelSource,
+        spec: &ModelSpec,
+        device: &Device,
+        lazy: bool,
+    ) -> Result<Self> {
         let stack: StackSpec = st_format::read_stack(src)?;
         let tdir = st_format::transformer_dir(&stack).to_string();
         let cfg_path = src.required(&st_format::file_in(&tdir, "config.json"))?;
@@ -74,8 +136,13 @@ impl SentenceEncoder {
                 );
             }
         };
-        let checked =
-            weights::load_checked(&weights_path, &arch.weight_spec(), DType::F32, device)?;
+        let (checked, unread) = weights::load_checked_lazy(
+            &weights_path,
+            &arch.weight_spec(),
+            DType::F32,
+            device,
+            lazy,
+        )?;
         let mut notices = Vec::new();
         if !checked.ignored_heads.is_empty() {
             notices.push(format!(
@@ -83,8 +150,9 @@ impl SentenceEncoder {
                 checked.ignored_heads.len()
             ));
         }
-        let encoder = family::build(&*arch, checked, DType::F32, device)
+        let mut encoder = family::build(&*arch, checked, DType::F32, device)
             .with_context(|| format!("{}: building the encoder", weights_path.display()))?;
+        encoder.base_mut().attach_lazy(unread)?;
         let mut tokenizer_files = Vec::new();
         for name in st_format::TOKENIZER_FILES {
             if let Some(p) = src.optional(&st_format::file_in(&tdir, name))? {

@@ -241,6 +241,7 @@ impl super::SentenceEncoder {
 
     /// The encoder's tensors as saved: with LoRA, the adapted weights merged.
     pub(super) fn tensors_to_save(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
+        self.encoder.base().read_all_rows()?;
         let mut t = self.encoder.tensors_for_save();
         if let Some(l) = &self.lora {
             let merged: HashMap<String, Tensor> = l.merged()?.into_iter().collect();

@@ -14,6 +14,7 @@ pub mod dense;
 pub mod encoder;
 pub mod family;
 pub mod hub;
+pub mod lazy_rows;
 mod load;
 pub mod lora;
 pub mod nn;
@@ -33,7 +34,7 @@ pub use batches::ColumnBatches;
 use candle_core::{DType, Device, Tensor, Var};
 use dense::Dense;
 use encoder::{DropoutRates, Encoder, Fwd};
-use hub::{HubOptions, ModelSource};
+use hub::HubOptions;
 use pooling::{Pooling, PoolingConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -100,36 +101,6 @@ pub struct SentenceEncoder {
 }
 
 impl SentenceEncoder {
-    /// Loads a model onto the device and precision of `spec.compute` (see `device::resolve`).
-    pub fn load_on_spec_device(spec: &ModelSpec) -> Result<Self> {
-        let dev = crate::device::resolve(&spec.compute)?;
-        crate::device::check_precision(&spec.compute, &dev)?;
-        Self::load(spec, &dev)
-    }
-
-    /// Loads a model, checking every file it reads (errors name the file).
-    pub fn load(spec: &ModelSpec, device: &Device) -> Result<Self> {
-        let src = ModelSource::parse(&spec.model, spec.hub.clone())?;
-        if let ModelSource::Local(dir) = &src {
-            // A training checkpoint holds the model one level down.
-            if dir.join("trainer_state.json").is_file() && !dir.join("config.json").exists() {
-                anyhow::bail!(
-                    "{} is a training checkpoint, not a model: its model is {}",
-                    dir.display(),
-                    dir.join("model").display()
-                );
-            }
-        }
-        let mut enc = Self::load_from(&src, spec, device)
-            .with_context(|| format!("loading model {}", src.describe()))?;
-        enc.packing = !spec.compute.no_packing;
-        // Every command that loads a model tells its notices the same way.
-        for n in &enc.notices {
-            tracing::info!("note: {n}");
-        }
-        Ok(enc)
-    }
-
     /// Assembles an encoder from parts (e.g. a randomly initialised encoder from
     /// [`family::random`] for tests or a new model). `config_json` is written as config.json on
     /// save.

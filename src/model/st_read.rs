@@ -106,8 +106,31 @@ fn entries(header: &[u8], data_len: u64) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// Where a tensor left unread (`load_lazy`) keeps its rows: f32, `rows × width`, from byte
+/// `offset` of the file.
+#[derive(Debug, Clone)]
+pub struct LazySource {
+    pub path: std::path::PathBuf,
+    pub offset: u64,
+    pub rows: usize,
+    pub width: usize,
+}
+
 /// Every tensor of the safetensors file at `path`, on the CPU.
 pub fn load(path: &Path) -> Result<HashMap<String, Tensor>> {
+    Ok(load_lazy(path, &|_, _| false)?.0)
+}
+
+/// [`load`], except that the 2-D f32 tensors `lazy(name, shape)` picks are left unread: zeroed
+/// buffers (untouched pages, not resident) whose rows `model::lazy_rows` reads on first use;
+/// returned with where their rows are, by tensor id.
+pub fn load_lazy(
+    path: &Path,
+    lazy: &dyn Fn(&str, &[usize]) -> bool,
+) -> Result<(
+    HashMap<String, Tensor>,
+    Vec<(candle_core::TensorId, LazySource)>,
+)> {
     let mut f = std::fs::File::open(path).context("opening the file")?;
     let len = f.metadata().context("reading its size")?.len();
     let mut n = [0u8; 8];
@@ -121,7 +144,21 @@ pub fn load(path: &Path) -> Result<HashMap<String, Tensor>> {
     f.read_exact(&mut header).context("reading the header")?;
     let base = 8 + n;
     let mut out = HashMap::new();
+    let mut unread = Vec::new();
     for e in entries(&header, len - base)? {
+        if e.dtype == DType::F32 && e.shape.len() == 2 && lazy(&e.name, &e.shape) {
+            let v = vec![0f32; e.shape[0] * e.shape[1]];
+            let t = Var::from_vec(v, e.shape.as_slice(), &Device::Cpu)?.into_inner();
+            let src = LazySource {
+                path: path.to_path_buf(),
+                offset: base + e.start,
+                rows: e.shape[0],
+                width: e.shape[1],
+            };
+            unread.push((t.id(), src));
+            out.insert(e.name, t);
+            continue;
+        }
         f.seek(SeekFrom::Start(base + e.start))
             .with_context(|| format!("seeking to tensor {}", e.name))?;
         let bytes = (e.end - e.start) as usize;
@@ -143,7 +180,7 @@ pub fn load(path: &Path) -> Result<HashMap<String, Tensor>> {
         };
         out.insert(e.name, t);
     }
-    Ok(out)
+    Ok((out, unread))
 }
 
 #[cfg(test)]

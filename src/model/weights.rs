@@ -3,9 +3,11 @@
 //! name), checked against `model.safetensors` (old `gamma`/`beta` LayerNorm names accepted);
 //! missing or unexpected tensors are an error listing their names — never a silent random init
 //! (candle's VarBuilder trap, DESIGN.md). Saving writes safetensors with `{"format":"pt"}`
-//! metadata. Reading goes through `st_read` (tensor by tensor). Depends on candle, safetensors,
+//! metadata. Reading goes through `st_read` (tensor by tensor; for inference on the CPU the
+//! word-embedding table may be left for `lazy_rows`). Depends on candle, safetensors,
 //! `fsutil`, `st_read`.
 
+use crate::model::st_read::LazySource;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
@@ -111,10 +113,31 @@ pub fn load_checked(
     dtype: DType,
     device: &Device,
 ) -> Result<CheckedWeights> {
-    let raw = crate::model::st_read::load(path)
+    Ok(load_checked_lazy(path, spec, dtype, device, false)?.0)
+}
+
+/// The tensors `load_checked_lazy` may leave unread: word-embedding tables (the only tables
+/// indexed by token ids, which `lazy_rows` fills).
+fn is_word_table(name: &str, _shape: &[usize]) -> bool {
+    name.ends_with("word_embeddings.weight") || name.ends_with("tok_embeddings.weight")
+}
+
+/// [`load_checked`]; with `lazy` (f32 on the CPU) the word-embedding table is left unread, its
+/// rows to be read on first use (`model::lazy_rows`), and where they are is returned.
+pub fn load_checked_lazy(
+    path: &Path,
+    spec: &WeightSpec,
+    dtype: DType,
+    device: &Device,
+    lazy: bool,
+) -> Result<(CheckedWeights, Vec<(candle_core::TensorId, LazySource)>)> {
+    let lazy = lazy && dtype == DType::F32 && device.is_cpu();
+    let pick = |n: &str, s: &[usize]| lazy && is_word_table(n, s);
+    let (raw, unread) = crate::model::st_read::load_lazy(path, &pick)
         .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
-    check(raw, spec, dtype, device)
-        .with_context(|| format!("{}: weights do not match config.json", path.display()))
+    let checked = check(raw, spec, dtype, device)
+        .with_context(|| format!("{}: weights do not match config.json", path.display()))?;
+    Ok((checked, unread))
 }
 
 /// The prefix the checkpoint's encoder names carry, if any: the first of the spec's prefixes

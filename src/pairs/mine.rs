@@ -199,7 +199,7 @@ pub fn add_negatives(
             .model
             .as_ref()
             .context("hard-negative mining needs --model")?;
-        let model = SentenceEncoder::load_on_spec_device(spec)?;
+        let model = SentenceEncoder::load_for_inference(spec)?;
         mine(&model, &g, path, cfg)?
     } else {
         let corpus = Corpus::build(path, &g, |_, _| Ok(()))?;

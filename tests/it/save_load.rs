@@ -172,3 +172,61 @@ fn pooling_and_max_seq_length_overrides_apply() {
     assert_eq!(e.dim, 768);
     assert_eq!(e.truncated, 2, "two texts are longer than 8 tokens");
 }
+
+/// Inference loads read the word-embedding table a row at a time (`model::lazy_rows`): the real
+/// model's embeddings of 64 STS-B sentences are bitwise those of an eager load, only the rows of
+/// the tokens used were read, and saving the lazily loaded model writes the whole table as the
+/// file had it.
+#[test]
+fn lazily_read_word_table_gives_the_same_embeddings_and_saves_whole() {
+    let spec = common::real_spec();
+    let eager = SentenceEncoder::load(&spec, &candle_core::Device::Cpu).unwrap();
+    let lazy = SentenceEncoder::load_for_inference(&spec).unwrap();
+    assert_eq!(eager.lazy_rows_read(), None);
+    assert_eq!(
+        lazy.lazy_rows_read(),
+        Some((0, 30522)),
+        "nothing read before a pass"
+    );
+    let rows: Vec<String> = std::fs::read_to_string(common::stsb("test"))
+        .unwrap()
+        .lines()
+        .take(32)
+        .flat_map(|l| {
+            l.split('\t')
+                .skip(5)
+                .take(2)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let texts: Vec<&str> = rows.iter().map(|s| s.as_str()).collect();
+    let opts = EncodeOptions {
+        batch_size: 16,
+        ..Default::default()
+    };
+    let a = encode(&eager, &texts, &opts).unwrap();
+    let b = encode(&lazy, &texts, &opts).unwrap();
+    assert_eq!(a.data, b.data, "lazy rows changed the embeddings");
+    let (read, total) = lazy.lazy_rows_read().unwrap();
+    assert!(
+        read > 50 && read < total / 20,
+        "{read} of {total} rows read"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    lazy.save(tmp.path()).unwrap();
+    let table = |dir: &std::path::Path| {
+        let t = candle_core::safetensors::load(
+            dir.join("model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let (_, w) = t
+            .into_iter()
+            .find(|(n, _)| n.ends_with("word_embeddings.weight"))
+            .unwrap();
+        w.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    assert_eq!(table(tmp.path()), table(&common::real_model_dir()));
+    assert_eq!(lazy.lazy_rows_read(), Some((total, total)));
+}

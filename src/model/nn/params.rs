@@ -61,6 +61,7 @@ impl ParamStore {
             dropout,
             dtype: self.dtype,
             device: self.device,
+            lazy: Vec::new(),
         }
     }
 }

@@ -125,6 +125,7 @@ impl Encoder for RotaryEncoder {
     }
 
     fn forward(&self, batch: &TokenBatch, fwd: &Fwd) -> Result<Tensor> {
+        self.base.read_rows(&batch.ids)?;
         let (s, mask) = self.base.seq_and_mask(batch, fwd)?;
         let x = self.parts.embeddings.forward(batch, fwd)?;
         let mut x = ops::dropout(fwd.exec, &x, fwd.dropout(self.base.dropout.hidden))?;
