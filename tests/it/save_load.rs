@@ -230,3 +230,33 @@ fn lazily_read_word_table_gives_the_same_embeddings_and_saves_whole() {
     assert_eq!(table(tmp.path()), table(&common::real_model_dir()));
     assert_eq!(lazy.lazy_rows_read(), Some((total, total)));
 }
+
+/// Every family's fixture loads its word table lazily for inference (BERT-like
+/// `word_embeddings`, ModernBERT's `tok_embeddings`) and embeds bitwise as an eager load.
+#[test]
+fn every_family_reads_its_word_table_lazily_with_the_same_embeddings() {
+    let texts = [
+        "a short one",
+        "the second text is a bit longer than the first",
+        "x",
+    ];
+    for family in crate::families::FAMILIES {
+        let spec = ModelSpec {
+            model: crate::families::fixture_model(family)
+                .to_string_lossy()
+                .into_owned(),
+            ..Default::default()
+        };
+        let eager = SentenceEncoder::load(&spec, &candle_core::Device::Cpu).unwrap();
+        let lazy = SentenceEncoder::load_for_inference(&spec).unwrap();
+        let opts = EncodeOptions::default();
+        let a = encode(&eager, &texts, &opts).unwrap();
+        let b = encode(&lazy, &texts, &opts).unwrap();
+        assert_eq!(a.data, b.data, "{family}: lazy rows changed the embeddings");
+        let (read, total) = lazy.lazy_rows_read().expect(family);
+        assert!(
+            read > 0 && read < total,
+            "{family}: {read} of {total} rows read"
+        );
+    }
+}
