@@ -151,19 +151,13 @@ impl EncoderBase {
         unread: Vec<(candle_core::TensorId, LazySource)>,
     ) -> anyhow::Result<()> {
         for (id, src) in unread {
-            let var = self.vars.iter().find(|(_, v)| v.as_tensor().id() == id);
-            let var = match var {
-                Some((_, v)) => v.clone(),
+            let param = self.vars.iter().find(|(_, v)| v.as_tensor().id() == id);
+            match param {
+                Some((_, v)) => self.lazy.push(LazyRows::new(v.clone(), src)?),
                 None => match self.extra.iter().find(|(_, t)| t.id() == id) {
-                    Some((_, t)) => Var::from_tensor(t)?,
+                    Some((_, t)) => LazyRows::new(Var::from_tensor(t)?, src)?.ensure_all()?,
                     None => anyhow::bail!("a lazily read table is not among the encoder's tensors"),
                 },
-            };
-            let rows = LazyRows::new(var, src)?;
-            if self.vars.iter().any(|(_, v)| v.as_tensor().id() == id) {
-                self.lazy.push(rows);
-            } else {
-                rows.ensure_all()?;
             }
         }
         Ok(())

@@ -71,6 +71,16 @@ pub struct Projection<'a> {
     pub b: Option<&'a Tensor>,
 }
 
+impl Projection<'_> {
+    /// The bias, or zeros of the output width when the projection has none (f32).
+    fn bias_or_zeros(&self) -> Result<Tensor> {
+        match self.b {
+            Some(b) => Ok(b.clone()),
+            None => Tensor::zeros(self.w.dim(0)?, DType::F32, self.w.device()),
+        }
+    }
+}
+
 /// The input projections: three `[H, H]` ones (BERT's query/key/value), or one packed `[3H, H]`
 /// (rows q, then k, then v: the rotary families' `Wqkv`), which the CPU fused path multiplies
 /// as it is and the other paths split by views.
@@ -150,8 +160,6 @@ pub fn attention(
         }
     }
     let scale = 1.0 / (hd as f64).sqrt();
-    let zeros = |p: &Projection| Tensor::zeros(p.w.dim(0)?, DType::F32, p.w.device());
-    let bias = |p: &Projection| p.b.map_or_else(|| zeros(p), |b| Ok(b.clone()));
     let packed = match mask {
         AttnMask::Packed(p) => Some(p.clone()),
         _ => None,
@@ -168,10 +176,16 @@ pub fn attention(
         (Exec::CpuFused, Some(rows), _) => {
             // q, k and v in one product: x is packed once and the product is 3× wider.
             let qkv = match qkv {
-                Qkv::Packed(p) => cpu::linear(x, p.w, &bias(&p)?)?,
-                Qkv::Separate([q, k, v]) => {
-                    cpu::linear_joined(x, &[q.w, k.w, v.w], &[&bias(&q)?, &bias(&k)?, &bias(&v)?])?
-                }
+                Qkv::Packed(p) => cpu::linear(x, p.w, &p.bias_or_zeros()?)?,
+                Qkv::Separate([q, k, v]) => cpu::linear_joined(
+                    x,
+                    &[q.w, k.w, v.w],
+                    &[
+                        &q.bias_or_zeros()?,
+                        &k.bias_or_zeros()?,
+                        &v.bias_or_zeros()?,
+                    ],
+                )?,
             };
             let qkv = match a.rotary {
                 Some(r) => cpu::rotary(&qkv, r, nh, packed)?,
@@ -287,14 +301,11 @@ fn packed_cuda_path(x: &Tensor, qkv: Qkv, p: &Arc<Packed>, a: &AttnArgs) -> Resu
             let b = match ps.iter().all(|pr| pr.b.is_none()) {
                 true => None,
                 false => {
-                    let bs = ps
-                        .iter()
-                        .map(|pr| match pr.b {
-                            Some(b) => b.to_dtype(DType::F32),
-                            None => Tensor::zeros(pr.w.dim(0)?, DType::F32, pr.w.device()),
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    Some(Tensor::cat(&bs, 0)?)
+                    let bs = [0, 1, 2].map(|i| ps[i].bias_or_zeros()?.to_dtype(DType::F32));
+                    Some(Tensor::cat(
+                        &bs.into_iter().collect::<Result<Vec<_>>>()?,
+                        0,
+                    )?)
                 }
             };
             dense::linear(exec, x, &w, b.as_ref())?

@@ -564,7 +564,13 @@ pub fn layer_norm_fwd(
         Scalar::F32(eps),
     ];
     let arrays = [(x, xl, n), (w, wl, h), (b, bl, h)];
-    let y = rows_kernel("embtune_layer_norm_f32", &arrays, n, &scalars, (rows, None))?;
+    let y = rows_kernel(
+        "embtune_layer_norm_f32",
+        &arrays,
+        n,
+        &scalars,
+        (rows, Trailing::None),
+    )?;
     Ok((y, xl.shape().clone()))
 }
 
@@ -593,7 +599,7 @@ pub fn layer_norm_bwd(
         &arrays,
         2 * n,
         &scalars,
-        (rows, None),
+        (rows, Trailing::None),
     )?;
     Ok((out, (2, rows, h).into()))
 }
@@ -648,7 +654,13 @@ pub fn bias_dropout_add_ln(
         None => None,
     };
     scalars.extend(drop_scalars(drop));
-    rows_kernel(name, &arrays, out_len, &scalars, (rows, bases.as_ref()))
+    rows_kernel(
+        name,
+        &arrays,
+        out_len,
+        &scalars,
+        (rows, Trailing::Bases(bases.as_ref())),
+    )
 }
 
 /// The dropout arguments of the row kernels: use (0/1), seed, threshold, scale.
@@ -669,11 +681,12 @@ fn drop_scalars(drop: Option<crate::ops::Dropout>) -> [Scalar; 4] {
     }
 }
 
-/// The kernels of `rows_kernel` that take a trailing counter-bases pointer.
-const SUBLAYER_END: [&str; 2] = [
-    "embtune_bias_dropout_add_ln_f32",
-    "embtune_bias_dropout_add_ln_bwd_f32",
-];
+/// What a `rows_kernel` kernel takes after its scalars.
+enum Trailing<'a> {
+    None,
+    /// A packed batch's dropout counter bases, or null for row · h (the sublayer-end kernels).
+    Bases(Option<&'a CudaSlice<u64>>),
+}
 
 /// Launches a one-warp-per-row f32 kernel with arguments (arrays…, out, scalars…): each array a
 /// contiguous tensor of exactly the given length, out a fresh buffer of `out_len`.
@@ -682,7 +695,7 @@ fn rows_kernel(
     arrays: &[(&CudaStorage, &Layout, usize)],
     out_len: usize,
     scalars: &[Scalar],
-    (rows, bases): (usize, Option<&CudaSlice<u64>>),
+    (rows, trailing): (usize, Trailing),
 ) -> Result<CudaStorage> {
     let Some((first, _, _)) = arrays.first() else {
         candle_core::bail!("{name}: no inputs");
@@ -707,14 +720,15 @@ fn rows_kernel(
     }
     b.arg(&mut out);
     push_scalars(&mut b, scalars);
-    // The packed rows' dropout counter bases, a trailing pointer (null: none) — only the
-    // sublayer-end kernels take it.
     let null = 0u64;
-    if SUBLAYER_END.contains(&name) {
-        match bases {
-            Some(v) => b.arg(v),
-            None => b.arg(&null),
-        };
+    match trailing {
+        Trailing::None => {}
+        Trailing::Bases(Some(v)) => {
+            b.arg(v);
+        }
+        Trailing::Bases(None) => {
+            b.arg(&null);
+        }
     }
     // SAFETY: the callers pass the kernel's arrays and scalars in its parameter order, with the
     // lengths checked above.
@@ -750,7 +764,7 @@ pub fn attn_softmax(
         Scalar::F32(scale),
     ];
     scalars.extend(drop_scalars(drop));
-    rows_kernel(name, &arrays, rows * n, &scalars, (rows, None))
+    rows_kernel(name, &arrays, rows * n, &scalars, (rows, Trailing::None))
 }
 
 /// q/k/v heads layout with bias (`bias` given: x [B, S, H] → heads) or its backward (`bias`
