@@ -141,6 +141,9 @@ pub struct EncoderBase {
     pub device: Device,
     /// Word-embedding tables read a row at a time (inference on the CPU; `lazy_rows`).
     pub lazy: Vec<LazyRows>,
+    /// Linear weights held transposed, `[in, out]` (inference on the CPU), by name: saving
+    /// writes them back as `[out, in]`.
+    pub transposed: std::collections::HashSet<String>,
 }
 
 impl EncoderBase {
@@ -234,7 +237,15 @@ pub trait Encoder: Send + Sync {
         let mut v: Vec<(String, Tensor)> = b
             .vars
             .iter()
-            .map(|(n, var)| (n.clone(), var.as_detached_tensor()))
+            .map(|(n, var)| {
+                let t = var.as_detached_tensor();
+                match b.transposed.contains(n) {
+                    // `[in, out]` back to the checkpoint's `[out, in]`, as a view (saving makes
+                    // it contiguous); the transpose of a 2-D tensor cannot fail.
+                    true => (n.clone(), t.t().unwrap_or(t)),
+                    false => (n.clone(), t),
+                }
+            })
             .collect();
         v.extend(b.extra.iter().cloned());
         v

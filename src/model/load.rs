@@ -103,6 +103,11 @@ impl SentenceEncoder {
         })
     }
 
+    /// How many linear weights are held transposed (inference on the CPU: the product's layout).
+    pub fn transposed_linears(&self) -> usize {
+        self.encoder.base().transposed.len()
+    }
+
     pub(super) fn load_from(
         src: &ModelSource,
         spec: &ModelSpec,
@@ -136,13 +141,14 @@ impl SentenceEncoder {
                 );
             }
         };
-        let (checked, unread) = weights::load_checked_lazy(
-            &weights_path,
-            &arch.weight_spec(),
-            DType::F32,
-            device,
-            lazy,
-        )?;
+        let wspec = arch.weight_spec();
+        let (mut checked, unread) =
+            weights::load_checked_lazy(&weights_path, &wspec, DType::F32, device, lazy)?;
+        if lazy && device.is_cpu() {
+            // Inference on the CPU: linear weights in the layout the product reads without
+            // re-packing them on every call (same embeddings, bitwise).
+            weights::store_linears_transposed(&mut checked, &wspec)?;
+        }
         let mut notices = Vec::new();
         if !checked.ignored_heads.is_empty() {
             notices.push(format!(

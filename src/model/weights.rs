@@ -35,6 +35,10 @@ pub struct WeightSpec {
     /// Buffers some checkpoints store that are not parameters (e.g. `embeddings.position_ids`),
     /// dropped by name.
     pub buffers: Vec<&'static str>,
+    /// The `[out, in]` weights of linear layers (added by [`WeightSpec::linear`] /
+    /// [`WeightSpec::linear_with`]): the tensors an inference load on the CPU may keep
+    /// transposed ([`store_linears_transposed`]).
+    pub linears: Vec<String>,
 }
 
 impl WeightSpec {
@@ -53,12 +57,12 @@ impl WeightSpec {
             required: Vec::new(),
             optional,
             buffers,
+            linears: Vec::new(),
         }
     }
     /// Adds `<prefix>.weight` `[out, inp]` and `<prefix>.bias` `[out]`.
     pub fn linear(&mut self, prefix: &str, out: usize, inp: usize) {
-        self.tensor(&format!("{prefix}.weight"), vec![out, inp], Init::Normal);
-        self.tensor(&format!("{prefix}.bias"), vec![out], Init::Zeros);
+        self.linear_with(prefix, out, inp, true);
     }
     /// Adds LayerNorm `<prefix>.weight` (ones) and `<prefix>.bias` (zeros) of size `h`.
     pub fn norm(&mut self, prefix: &str, h: usize) {
@@ -67,6 +71,7 @@ impl WeightSpec {
     /// [`WeightSpec::linear`] with the bias only when `bias` (`bias=False` layers).
     pub fn linear_with(&mut self, prefix: &str, out: usize, inp: usize, bias: bool) {
         self.tensor(&format!("{prefix}.weight"), vec![out, inp], Init::Normal);
+        self.linears.push(format!("{prefix}.weight"));
         if bias {
             self.tensor(&format!("{prefix}.bias"), vec![out], Init::Zeros);
         }
@@ -89,6 +94,31 @@ pub struct CheckedWeights {
     pub optional: Vec<(String, Tensor)>,
     /// Names outside the encoder (task heads such as `cls.*` next to `bert.*`), ignored.
     pub ignored_heads: Vec<String>,
+    /// Linear weights among `required` held transposed, `[in, out]` contiguous
+    /// ([`store_linears_transposed`]).
+    pub transposed: Vec<String>,
+}
+
+/// Keeps every linear weight of `spec` (f32 on the CPU) transposed: `[in, out]` contiguous, the
+/// layout in which the CPU product reads the weight without re-packing it on every call (gemm
+/// packs a row-major `[out, in]` weight each time; measured 1.1–2.2× faster products on the
+/// layers' shapes, bitwise the same results). For inference loads: training keeps `[out, in]`
+/// (its optimizer and backward work on the checkpoint's layout). The encoder's `Linear`s read
+/// such a weight as its transpose, a `[out, in]` view.
+pub fn store_linears_transposed(w: &mut CheckedWeights, spec: &WeightSpec) -> Result<()> {
+    for (name, t) in w.required.iter_mut() {
+        if !spec.linears.contains(name) || t.dtype() != DType::F32 || !t.device().is_cpu() {
+            continue;
+        }
+        let (out, inp) = t.dims2()?;
+        let tr = crate::ops::cpu::with_data(&[t], "transposing a linear weight", |d| {
+            Ok(crate::ops::cpu::transpose(d[0], out, inp))
+        })?;
+        // Into Var storage as it is (the parameter store takes a variable without a copy).
+        *t = candle_core::Var::from_vec(tr, (inp, out), &Device::Cpu)?.into_inner();
+        w.transposed.push(name.clone());
+    }
+    Ok(())
 }
 
 fn canonical(name: &str) -> String {
@@ -224,6 +254,7 @@ pub fn check(
         required: convert(required)?,
         optional: convert(optional)?,
         ignored_heads,
+        transposed: Vec::new(),
     })
 }
 

@@ -175,8 +175,9 @@ fn pooling_and_max_seq_length_overrides_apply() {
 
 /// Inference loads read the word-embedding table a row at a time (`model::lazy_rows`): the real
 /// model's embeddings of 64 STS-B sentences are bitwise those of an eager load, only the rows of
-/// the tokens used were read, and saving the lazily loaded model writes the whole table as the
-/// file had it.
+/// the tokens used were read, its linear weights are held transposed (the product's layout),
+/// and saving the lazily loaded model writes every tensor — the whole table, the linears as
+/// `[out, in]` — as the file had it.
 #[test]
 fn lazily_read_word_table_gives_the_same_embeddings_and_saves_whole() {
     let spec = common::real_spec();
@@ -208,6 +209,11 @@ fn lazily_read_word_table_gives_the_same_embeddings_and_saves_whole() {
     let a = encode(&eager, &texts, &opts).unwrap();
     let b = encode(&lazy, &texts, &opts).unwrap();
     assert_eq!(a.data, b.data, "lazy rows changed the embeddings");
+    // 6 layers × (q, k, v, attention output, up, down), held as the product reads them.
+    assert_eq!(
+        (eager.transposed_linears(), lazy.transposed_linears()),
+        (0, 36)
+    );
     let (read, total) = lazy.lazy_rows_read().unwrap();
     assert!(
         read > 50 && read < total / 20,
@@ -229,10 +235,32 @@ fn lazily_read_word_table_gives_the_same_embeddings_and_saves_whole() {
     };
     assert_eq!(table(tmp.path()), table(&common::real_model_dir()));
     assert_eq!(lazy.lazy_rows_read(), Some((total, total)));
+    // Every parameter is saved as the checkpoint has it (the transposed linears back as
+    // [out, in]); the checkpoint's i64 `position_ids` buffer is dropped by design.
+    let all = |dir: &std::path::Path| {
+        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .filter(|(_, t)| t.dtype() == candle_core::DType::F32)
+            .map(|(n, t)| {
+                let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                (n, (t.dims().to_vec(), v))
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (saved, original) = (all(tmp.path()), all(&common::real_model_dir()));
+    assert_eq!(
+        saved.keys().collect::<Vec<_>>(),
+        original.keys().collect::<Vec<_>>()
+    );
+    for (name, s) in &saved {
+        assert!(s == &original[name], "{name} saved differently");
+    }
 }
 
-/// Every family's fixture loads its word table lazily for inference (BERT-like
-/// `word_embeddings`, ModernBERT's `tok_embeddings`) and embeds bitwise as an eager load.
+/// Every family's fixture loads its word table lazily (BERT-like `word_embeddings`,
+/// ModernBERT's `tok_embeddings`) and its linear weights transposed for inference, and embeds
+/// bitwise as an eager load.
 #[test]
 fn every_family_reads_its_word_table_lazily_with_the_same_embeddings() {
     let texts = [
@@ -253,6 +281,11 @@ fn every_family_reads_its_word_table_lazily_with_the_same_embeddings() {
         let a = encode(&eager, &texts, &opts).unwrap();
         let b = encode(&lazy, &texts, &opts).unwrap();
         assert_eq!(a.data, b.data, "{family}: lazy rows changed the embeddings");
+        assert!(
+            lazy.transposed_linears() > 0 && eager.transposed_linears() == 0,
+            "{family}: inference load holds {} linears transposed",
+            lazy.transposed_linears()
+        );
         let (read, total) = lazy.lazy_rows_read().expect(family);
         assert!(
             read > 0 && read < total,

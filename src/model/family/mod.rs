@@ -82,7 +82,8 @@ pub fn build(
     dtype: DType,
     device: &Device,
 ) -> Result<Box<dyn Encoder>> {
-    let store = ParamStore::new(w.required, w.optional, dtype, device.clone())?;
+    let store = ParamStore::new(w.required, w.optional, dtype, device.clone())?
+        .with_transposed(w.transposed);
     Ok(arch.build(store)?)
 }
 

@@ -38,6 +38,8 @@ use candle_core::{Result, Tensor, Var};
 pub struct Linear {
     pub w: Var,
     pub b: Option<Var>,
+    /// `w` is held transposed, `[in, out]` (inference on the CPU): passes use its transpose.
+    pub transposed: bool,
 }
 
 impl Linear {
@@ -48,17 +50,25 @@ impl Linear {
 
     /// `<prefix>.weight`, and `<prefix>.bias` when `bias`.
     pub fn load_with(store: &ParamStore, prefix: &str, bias: bool) -> Result<Self> {
+        let (w, transposed) = store.linear_weight(&format!("{prefix}.weight"))?;
         Ok(Self {
-            w: store.var(&format!("{prefix}.weight"))?,
+            w,
             b: bias
                 .then(|| store.var(&format!("{prefix}.bias")))
                 .transpose()?,
+            transposed,
         })
     }
 
-    /// The weight and bias as this pass uses them.
+    /// The weight (`[out, in]`: a view when held transposed) and bias as this pass uses them.
     pub fn get(&self, fwd: &Fwd) -> (Tensor, Option<Tensor>) {
-        (fwd.param(&self.w), self.b.as_ref().map(|b| fwd.param(b)))
+        let w = fwd.param(&self.w);
+        let w = match self.transposed {
+            // A transpose of a 2-D tensor cannot fail.
+            true => w.t().unwrap_or(w),
+            false => w,
+        };
+        (w, self.b.as_ref().map(|b| fwd.param(b)))
     }
 }
 

@@ -90,6 +90,19 @@ pub(crate) fn gemm_into(
     gemm_on(m, n, k, c, accumulate, a, b, rayon::current_num_threads())
 }
 
+/// `c += a[m×k]·b[k×n]` where `c`'s rows are `ldc` apart (`ldc ≥ n`: a column block of a wider
+/// row-major output), on rayon's pool.
+pub(crate) fn gemm_strided_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    (c, ldc): (&mut [f32], usize),
+    a: View,
+    b: View,
+) -> Result<()> {
+    gemm_ld(m, n, k, (c, ldc), true, a, b, rayon::current_num_threads())
+}
+
 /// [`gemm_into`] on `threads` threads (1: on the calling thread, for products inside a parallel
 /// job).
 #[allow(clippy::too_many_arguments)]
@@ -103,20 +116,38 @@ pub(crate) fn gemm_on(
     b: View,
     threads: usize,
 ) -> Result<()> {
+    gemm_ld(m, n, k, (c, n), accumulate, a, b, threads)
+}
+
+/// The gemm call: `c` row-major with rows `ldc` apart.
+#[allow(clippy::too_many_arguments)]
+fn gemm_ld(
+    m: usize,
+    n: usize,
+    k: usize,
+    (c, ldc): (&mut [f32], usize),
+    accumulate: bool,
+    a: View,
+    b: View,
+    threads: usize,
+) -> Result<()> {
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
         (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs
     };
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if c.len() < m * n
+    if ldc < n
+        || c.len() <= last(m, n, ldc, 1)
         || (k > 0 && (a.0.len() <= last(m, k, a.1, a.2) || b.0.len() <= last(k, n, b.1, b.2)))
     {
         bail!("linear: operand sizes do not match {m}×{k}·{k}×{n}");
     }
     if k == 0 {
         if !accumulate {
-            c[..m * n].iter_mut().for_each(|v| *v = 0.0);
+            for r in c.chunks_mut(ldc).take(m) {
+                r[..n].iter_mut().for_each(|v| *v = 0.0);
+            }
         }
         return Ok(());
     }
@@ -134,7 +165,7 @@ pub(crate) fn gemm_on(
             k,
             c.as_mut_ptr(),
             1,
-            n as isize,
+            ldc as isize,
             accumulate,
             a.0.as_ptr(),
             a.2 as isize,

@@ -1,8 +1,10 @@
 //! The CPU linear op (f32): `x·Wᵀ + b` as one gemm call seeded with the bias; its backward is two
 //! products and a column sum. A weight joined from separate parameters (q|k|v,
 //! [`linear_joined`]) remembers its parts, whose gradients go to `grad_sink` in a training step;
-//! a constant's gradient is not computed. Depends on candle, rayon, `dense` (the gemm calls) and
-//! `grad_sink`.
+//! a constant's gradient is not computed. The weight may be row-major `[out, in]` or the
+//! transpose of a contiguous `[in, out]` (how inference loads keep it: [`transpose`]), which the
+//! product reads as it is; without autograd, joined parts are products into one output's column
+//! blocks (no join). Depends on candle, rayon, `dense` (the gemm calls) and `grad_sink`.
 
 use super::dense::{gemm_into, View};
 use super::grad_sink::{self as sink, grad_to, GradTo};
@@ -47,12 +49,9 @@ impl CustomOp3 for Linear {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (
-            slice(s1, l1, "linear")?,
-            slice(s2, l2, "linear")?,
-            slice(s3, l3, "linear")?,
-        );
+        let (x, b) = (slice(s1, l1, "linear")?, slice(s3, l3, "linear")?);
         let (out, inp) = l2.shape().dims2()?;
+        let wv = weight_view(s2, l2)?;
         if last_dim(l1) != inp || b.len() != out {
             bail!(
                 "linear: weight [{out}, {inp}] for inputs of {}",
@@ -64,15 +63,7 @@ impl CustomOp3 for Linear {
         for r in y.chunks_mut(out.max(1)) {
             r.copy_from_slice(b);
         }
-        gemm_into(
-            rows,
-            out,
-            inp,
-            &mut y,
-            true,
-            View(x, inp, 1),
-            View(w, 1, inp),
-        )?;
+        gemm_into(rows, out, inp, &mut y, true, View(x, inp, 1), wv)?;
         let mut dims = l1.dims().to_vec();
         if let Some(d) = dims.last_mut() {
             *d = out;
@@ -189,14 +180,131 @@ impl CustomOp3 for Linear {
     }
 }
 
-/// `x·Wᵀ + b` over the last dim of `x` (`W: [out, in]`, `b: [out]`).
+/// Whether `l` (2-D) is the transpose of a contiguous tensor: `[out, in]` with strides `[1, out]`.
+fn is_transposed(l: &Layout) -> bool {
+    match (l.dims(), l.stride()) {
+        ([out, inp], [1, so]) => *so == *out && (*inp > 1 || *out == 1),
+        _ => false,
+    }
+}
+
+/// `Wᵀ` as the product's right operand `[in, out]`: from a row-major `[out, in]` weight, or read
+/// as it is from one kept transposed.
+fn weight_view<'a>(s: &'a CpuStorage, l: &Layout) -> Result<View<'a>> {
+    let (out, inp) = l.shape().dims2()?;
+    let CpuStorage::F32(v) = s else {
+        bail!("linear: expected an f32 weight");
+    };
+    let start = l.start_offset();
+    let data = v
+        .get(start..start + out * inp)
+        .ok_or_else(|| candle_core::Error::Msg("linear: weight out of its storage".into()))?;
+    if l.is_contiguous() {
+        Ok(View(data, 1, inp))
+    } else if is_transposed(l) {
+        Ok(View(data, out, 1))
+    } else {
+        bail!("linear: the weight must be contiguous or a contiguous tensor's transpose")
+    }
+}
+
+/// `w` as the op takes it: as it is when contiguous or kept transposed, else a contiguous copy.
+fn weight_operand(w: &Tensor) -> Result<Tensor> {
+    let l = w.layout();
+    if w.rank() == 2 && (l.is_contiguous() || is_transposed(l)) {
+        Ok(w.clone())
+    } else {
+        w.contiguous()
+    }
+}
+
+/// `src[rows × cols]` row-major → its transpose `[cols × rows]`, in 32 × 32 blocks on rayon's
+/// pool (inference loads keep linear weights this way: `model::weights`).
+pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const B: usize = 32;
+    let mut dst = vec![0f32; rows * cols];
+    if rows == 0 || cols == 0 {
+        return dst;
+    }
+    // Each task writes B rows of the result (B columns of the source).
+    dst.par_chunks_mut(B * rows)
+        .enumerate()
+        .for_each(|(jb, block)| {
+            let j0 = jb * B;
+            let nj = block.len() / rows;
+            for i0 in (0..rows).step_by(B) {
+                for i in i0..(i0 + B).min(rows) {
+                    let row = &src[i * cols + j0..i * cols + j0 + nj];
+                    for (dj, &v) in row.iter().enumerate() {
+                        block[dj * rows + i] = v;
+                    }
+                }
+            }
+        });
+    dst
+}
+
+/// `x·Wᵀ + b` over the last dim of `x` (`W: [out, in]`, row-major or kept transposed; `b:
+/// [out]`).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let op = Linear {
         w_parts: None,
         b_parts: None,
     };
     x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+        .apply_op3(&weight_operand(w)?, &b.contiguous()?, op)
+}
+
+/// [`linear_joined`] without autograd: each part's product written straight into its column
+/// block of the joined output (row stride Σ out_i), seeded with its bias — no joined weight.
+fn linear_parts(x: &Tensor, ws: &[&Tensor], bs: &[&Tensor]) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let inp = x.dim(candle_core::D::Minus1)?;
+    let rows = x.elem_count() / inp.max(1);
+    let ws = ws
+        .iter()
+        .map(|w| weight_operand(w))
+        .collect::<Result<Vec<_>>>()?;
+    let outs = ws.iter().map(|w| w.dim(0)).collect::<Result<Vec<_>>>()?;
+    let total: usize = outs.iter().sum();
+    let mut y = vec![0f32; rows * total];
+    let (xs, xl) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(xs) = &*xs else {
+        bail!("linear: expected a CPU tensor");
+    };
+    let xd = slice(xs, xl, "linear")?;
+    let mut col = 0;
+    for ((w, b), &out) in ws.iter().zip(bs).zip(&outs) {
+        if w.dim(1)? != inp || b.elem_count() != out {
+            bail!(
+                "linear: weight {:?} and bias {:?} for inputs of {inp}",
+                w.dims(),
+                b.dims()
+            );
+        }
+        let b = b.flatten_all()?.to_vec1::<f32>()?;
+        for r in y.chunks_mut(total.max(1)) {
+            r[col..col + out].copy_from_slice(&b);
+        }
+        let (ws_, wl) = w.storage_and_layout();
+        let candle_core::Storage::Cpu(ws_) = &*ws_ else {
+            bail!("linear: expected a CPU weight");
+        };
+        super::dense::gemm_strided_into(
+            rows,
+            out,
+            inp,
+            (&mut y[col..], total),
+            View(xd, inp, 1),
+            weight_view(ws_, wl)?,
+        )?;
+        col += out;
+    }
+    let mut dims = x.dims().to_vec();
+    if let Some(d) = dims.last_mut() {
+        *d = total;
+    }
+    Tensor::from_vec(y, dims, &Device::Cpu)
 }
 
 /// [`linear`] with the weight and bias joined from parts (`ws[i]: [out_i, in]`, `bs[i]:
@@ -204,6 +312,9 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// joined detached (candle's backward needs a gradient for every tracked node, and the parts'
 /// gradients go to the sink instead); others through a tracked `cat`.
 pub fn linear_joined(x: &Tensor, ws: &[&Tensor], bs: &[&Tensor]) -> Result<Tensor> {
+    if !x.track_op() && ws.iter().chain(bs).all(|t| !t.track_op()) {
+        return linear_parts(x, ws, bs);
+    }
     let join = |ts: &[&Tensor]| -> Result<(Tensor, Option<Vec<Tensor>>)> {
         if ts.iter().all(|t| sink::takes(t)) {
             let parts: Vec<Tensor> = ts.iter().map(|&t| t.clone()).collect();
@@ -248,5 +359,62 @@ mod tests {
             1e-5,
             1e-5,
         );
+    }
+
+    #[test]
+    fn transpose_moves_every_element() {
+        for (r, c) in [(1, 1), (3, 70), (70, 3), (33, 65), (64, 32)] {
+            let src: Vec<f32> = (0..r * c).map(|i| i as f32).collect();
+            let t = transpose(&src, r, c);
+            for i in 0..r {
+                for j in 0..c {
+                    assert_eq!(t[j * r + i], src[i * c + j], "{r}×{c} at ({i}, {j})");
+                }
+            }
+        }
+    }
+
+    /// A weight kept transposed (`[in, out]` storage, read as its `[out, in]` transpose) and
+    /// q|k|v parts written into one output without a join give bitwise the row-major results.
+    #[test]
+    fn transposed_weights_and_unjoined_parts_give_the_same_products() {
+        let x = randn(&[2, 9, 40], 20, 1.0);
+        let ws: Vec<Tensor> = (0..3).map(|i| randn(&[24, 40], 21 + i, 0.3)).collect();
+        let bs: Vec<Tensor> = (0..3).map(|i| randn(&[24], 31 + i, 0.5)).collect();
+        let held = |w: &Tensor| {
+            let (o, i) = w.dims2().unwrap();
+            let d = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            Tensor::from_vec(transpose(&d, o, i), (i, o), &Device::Cpu)
+                .unwrap()
+                .t()
+                .unwrap()
+        };
+        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let plain = linear(&x, &ws[0], &bs[0]).unwrap();
+        let tw = held(&ws[0]);
+        assert!(
+            tw.layout().stride() == [1, 24],
+            "the test's weight is not transposed"
+        );
+        assert_eq!(v(&linear(&x, &tw, &bs[0]).unwrap()), v(&plain));
+        // Joined through candle (a tracked part) and unjoined (nothing tracked).
+        let wv = Var::from_tensor(&ws[0]).unwrap();
+        let tracked = [wv.as_tensor(), &ws[1], &ws[2]];
+        let b = [&bs[0], &bs[1], &bs[2]];
+        let joined = linear_joined(&x, &tracked, &b).unwrap();
+        let held_ws: Vec<Tensor> = ws.iter().map(held).collect();
+        let parts = linear_joined(&x, &[&held_ws[0], &held_ws[1], &held_ws[2]], &b).unwrap();
+        let rows = linear_joined(&x, &[&ws[0], &ws[1], &ws[2]], &b).unwrap();
+        assert_eq!(parts.dims(), &[2, 9, 72]);
+        assert_eq!(v(&parts), v(&joined));
+        assert_eq!(v(&rows), v(&joined));
+        let cols = |t: &Tensor, i: usize| v(&t.narrow(2, 24 * i, 24).unwrap());
+        for i in 0..3 {
+            assert_eq!(
+                cols(&joined, i),
+                v(&linear(&x, &ws[i], &bs[i]).unwrap()),
+                "part {i}"
+            );
+        }
     }
 }

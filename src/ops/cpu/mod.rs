@@ -35,7 +35,7 @@ pub use attention::attention;
 pub use dense::{embedding, gelu, gelu_bias, sum_squares};
 pub use dropout::apply as dropout;
 pub use glu::glu;
-pub use linear::{linear, linear_joined};
+pub use linear::{linear, linear_joined, transpose};
 pub use norm::{add_layer_norm, layer_norm};
 pub use rotary::rotary;
 
