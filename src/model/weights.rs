@@ -3,8 +3,8 @@
 //! name), checked against `model.safetensors` (old `gamma`/`beta` LayerNorm names accepted);
 //! missing or unexpected tensors are an error listing their names — never a silent random init
 //! (candle's VarBuilder trap, DESIGN.md). Saving writes safetensors with `{"format":"pt"}`
-//! metadata. Reading goes through `st_read` (tensor by tensor; for inference on the CPU the
-//! word-embedding table may be left for `lazy_rows`). Depends on candle, safetensors,
+//! metadata, streamed tensor by tensor ([`save_entries`]). Reading goes through `st_read` (tensor
+//! by tensor; for inference on the CPU the word-embedding table may be left for `lazy_rows`). Depends on candle, safetensors,
 //! `fsutil`, `st_read`.
 
 use crate::model::st_read::LazySource;
@@ -272,14 +272,128 @@ fn list(names: &[String]) -> String {
 }
 
 /// Writes tensors (HF names) as safetensors with `{"format":"pt"}` metadata, which
-/// transformers requires to load the file.
+/// transformers requires to load the file. Streamed ([`save_entries`]): no whole-file buffer.
 pub fn save_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
-    let cpu: Vec<(String, Tensor)> = tensors
+    let entries: Vec<(&str, SaveData)> = tensors
         .iter()
-        .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
-        .collect::<Result<_>>()?;
-    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-    let bytes = safetensors::serialize(cpu.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
-        .context("serializing safetensors")?;
-    crate::fsutil::write_file_synced(path, &bytes)
+        .map(|(n, t)| (n.as_str(), SaveData::Tensor(t)))
+        .collect();
+    save_entries(&entries, path)
+}
+
+/// What one tensor of a file being written holds.
+pub enum SaveData<'a> {
+    /// A tensor on any device (f32 CPU data is written straight from its storage).
+    Tensor(&'a Tensor),
+    /// f32 values of `shape`, as they are (the optimizer's moments, without a copy).
+    F32(&'a [f32], Vec<usize>),
+}
+
+impl SaveData<'_> {
+    fn dtype(&self) -> DType {
+        match self {
+            SaveData::Tensor(t) => t.dtype(),
+            SaveData::F32(..) => DType::F32,
+        }
+    }
+    fn shape(&self) -> Vec<usize> {
+        match self {
+            SaveData::Tensor(t) => t.dims().to_vec(),
+            SaveData::F32(_, s) => s.clone(),
+        }
+    }
+    fn byte_len(&self) -> usize {
+        self.shape().iter().product::<usize>() * self.dtype().size_in_bytes()
+    }
+    /// Writes the little-endian bytes.
+    fn write(&self, w: &mut impl std::io::Write) -> Result<()> {
+        match self {
+            SaveData::F32(v, _) => write_f32(w, v),
+            SaveData::Tensor(t) if t.dtype() == DType::F32 && t.device().is_cpu() => {
+                crate::ops::cpu::with_data(&[t], "saving", |d| Ok(write_f32(w, d[0])))??;
+                Ok(())
+            }
+            SaveData::Tensor(t) => {
+                let t = t.to_device(&Device::Cpu)?.contiguous()?;
+                w.write_all(&safetensors::View::data(&t))?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// f32 values as little-endian bytes, through a small buffer.
+fn write_f32(w: &mut impl std::io::Write, v: &[f32]) -> Result<()> {
+    let mut buf = Vec::with_capacity(1 << 16);
+    for c in v.chunks(1 << 14) {
+        buf.clear();
+        c.iter()
+            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
+        w.write_all(&buf)?;
+    }
+    Ok(())
+}
+
+/// The safetensors dtype name of `d` (`"F32"`, `"BF16"`, …).
+fn dtype_name(d: DType) -> Result<String> {
+    let probe = Tensor::zeros(1, d, &Device::Cpu)?;
+    let v = serde_json::to_value(safetensors::View::dtype(&probe))?;
+    v.as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no safetensors name for {d:?}"))
+}
+
+/// Writes `entries` as a safetensors file with `{"format":"pt"}` metadata, tensor by tensor
+/// (the header first, then each tensor's bytes straight from where they are: memory stays at
+/// one small buffer instead of a copy of the whole file), then fsyncs it. Tensors are laid out
+/// as the safetensors crate orders them: larger dtypes first, then by name.
+pub fn save_entries(entries: &[(&str, SaveData)], path: &Path) -> Result<()> {
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (da, db) = (entries[a].1.dtype(), entries[b].1.dtype());
+        db.size_in_bytes()
+            .cmp(&da.size_in_bytes())
+            .then(entries[a].0.cmp(entries[b].0))
+    });
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for &i in &order {
+        let (name, data) = &entries[i];
+        let end = offset + data.byte_len();
+        header.insert(
+            name.to_string(),
+            serde_json::json!({
+                "dtype": dtype_name(data.dtype())?,
+                "shape": data.shape(),
+                "data_offsets": [offset, end],
+            }),
+        );
+        offset = end;
+    }
+    let mut head = serde_json::to_vec(&serde_json::Value::Object(header))?;
+    // The data starts 8-byte aligned (the header is padded with spaces, as the format allows).
+    while (8 + head.len()) % 8 != 0 {
+        head.push(b' ');
+    }
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let written = (|| -> Result<()> {
+        use std::io::Write;
+        w.write_all(&(head.len() as u64).to_le_bytes())?;
+        w.write_all(&head)?;
+        for &i in &order {
+            entries[i].1.write(&mut w)?;
+        }
+        w.flush()?;
+        Ok(())
+    })();
+    written.with_context(|| format!("writing {}", path.display()))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error()))?;
+    file.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
+    Ok(())
 }

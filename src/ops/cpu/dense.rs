@@ -30,12 +30,7 @@ impl CustomOp2 for GeluBias {
         if last_dim(l1) != h {
             bail!("gelu: bias of {h} for rows of {}", last_dim(l1));
         }
-        let mut y = vec![0f32; x.len()];
-        let chunk = rows_per_task(x.len() / h) * h;
-        y.par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk))
-            .for_each(|(yc, xc)| k::gelu_bias(xc, b, yc));
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        Ok((CpuStorage::F32(gelu_bias_rows(x, b)), l1.shape().clone()))
     }
     fn bwd(
         &self,
@@ -71,6 +66,33 @@ impl CustomOp2 for GeluBias {
         };
         Ok((Some(Tensor::from_vec(dx, x.shape(), &Device::Cpu)?), db))
     }
+}
+
+/// `gelu(x + bias)` of rows of `bias.len()` values, in parallel row blocks.
+fn gelu_bias_rows(x: &[f32], b: &[f32]) -> Vec<f32> {
+    let h = b.len().max(1);
+    let mut y = vec![0f32; x.len()];
+    let chunk = rows_per_task(x.len() / h) * h;
+    y.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .for_each(|(yc, xc)| k::gelu_bias(xc, b, yc));
+    y
+}
+
+/// `gelu(x)` of rows of `h` values (the kernel of [`gelu`]: a zero bias).
+pub(crate) fn gelu_rows(x: &[f32], h: usize) -> Vec<f32> {
+    gelu_bias_rows(x, &vec![0f32; h])
+}
+
+/// `g · gelu′(x)` of rows of `h` values (the backward of [`gelu`]).
+pub(crate) fn gelu_rows_backward(x: &[f32], g: &[f32], h: usize) -> Vec<f32> {
+    let zero = vec![0f32; h];
+    let mut dx = vec![0f32; x.len()];
+    let chunk = rows_per_task(x.len() / h.max(1)) * h.max(1);
+    dx.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
+        .for_each(|(dc, (xc, gc))| k::gelu_bias_backward(xc, &zero, gc, dc));
+    dx
 }
 
 /// A row-major view for `gemm`: data, row stride, column stride.

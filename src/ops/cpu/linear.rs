@@ -16,9 +16,19 @@ use rayon::prelude::*;
 /// product's output (one pass), the backward is two products and a column sum. `w_parts` /
 /// `b_parts`: the sink-registered parameters a detached `W` / `b` was joined from (rows in
 /// order), whose gradients the backward writes.
-struct Linear {
+pub(super) struct Linear {
     w_parts: Option<Vec<Tensor>>,
     b_parts: Option<Vec<Tensor>>,
+}
+
+impl Linear {
+    /// The op on a weight and bias that are themselves the parameters (not joined from parts).
+    pub(super) fn plain() -> Self {
+        Linear {
+            w_parts: None,
+            b_parts: None,
+        }
+    }
 }
 
 /// Writes `rows × cols` of a joined gradient into its parts' sink buffers: `f(buf, offset,
@@ -209,7 +219,7 @@ fn weight_view<'a>(s: &'a CpuStorage, l: &Layout) -> Result<View<'a>> {
 }
 
 /// `w` as the op takes it: as it is when contiguous or kept transposed, else a contiguous copy.
-fn weight_operand(w: &Tensor) -> Result<Tensor> {
+pub(super) fn weight_operand(w: &Tensor) -> Result<Tensor> {
     let l = w.layout();
     if w.rank() == 2 && (l.is_contiguous() || is_transposed(l)) {
         Ok(w.clone())
@@ -247,12 +257,8 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// `x·Wᵀ + b` over the last dim of `x` (`W: [out, in]`, row-major or kept transposed; `b:
 /// [out]`).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let op = Linear {
-        w_parts: None,
-        b_parts: None,
-    };
     x.contiguous()?
-        .apply_op3(&weight_operand(w)?, &b.contiguous()?, op)
+        .apply_op3(&weight_operand(w)?, &b.contiguous()?, Linear::plain())
 }
 
 /// [`linear_joined`] without autograd: each part's product written straight into its column

@@ -8,7 +8,7 @@
 //! of padded sentences or of a packed batch's sequences, optionally in a sliding window;
 //! `attention_long`: its blocked-product forward for long sentences; tests in `attention_tests`
 //! and, against full attention, `attention_window_tests`), `rotary` (RoPE on packed
-//! q|k|v), `glu` (gated linear units), `dropout` (counter-based masks), `grad_sink` (parameter
+//! q|k|v), `gelu_linear` (GELU folded into the down projection), `glu` (gated linear units), `dropout` (counter-based masks), `grad_sink` (parameter
 //! gradients written in place during a training step). Tests check each against
 //! the composed candle ops (values and gradients). Depends on candle, gemm, rayon and
 //! `ops::dropout::Dropout`.
@@ -22,6 +22,7 @@ mod attention_tests;
 mod attention_window_tests;
 pub mod dense;
 pub mod dropout;
+pub mod gelu_linear;
 pub mod glu;
 pub mod grad_sink;
 pub mod kernels;
@@ -34,6 +35,7 @@ use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
 pub use attention::attention;
 pub use dense::{embedding, gelu, gelu_bias, sum_squares};
 pub use dropout::apply as dropout;
+pub use gelu_linear::gelu_linear;
 pub use glu::glu;
 pub use linear::{linear, linear_joined, transpose};
 pub use norm::{add_layer_norm, layer_norm};
