@@ -39,7 +39,7 @@ pub use dense::{embedding, linear, linear_act, Act};
 pub use dropout::{dropout, Dropout};
 pub use exec::Exec;
 pub use glu::glu;
-pub use norm::{layer_norm, residual_norm, sum_layer_norm};
+pub use norm::{feed_forward_norm, layer_norm, residual_norm, sum_layer_norm};
 pub use packed::Packed;
 pub use rotary::Rotary;
 

@@ -65,6 +65,35 @@ pub fn sum_layer_norm(
     layer_norm(exec, &x, w, b, eps, grad)
 }
 
+/// `LayerNorm(dropout(act(x·Uᵀ + c)·Wᵀ + b) + x)`: a post-norm feed-forward sublayer (`up`:
+/// `(U, c)`, `down`: `(W, b)`). On the CPU fused path with GELU the activation is folded into
+/// the down projection (`cpu::gelu_linear`): a training step keeps the up projection's output
+/// only, not its activation too (4·H floats per token and layer less), with bitwise the same
+/// values and gradients. Elsewhere it is [`dense::linear_act`], then [`residual_norm`].
+#[allow(clippy::too_many_arguments)]
+pub fn feed_forward_norm(
+    exec: Exec,
+    x: &Tensor,
+    up: (&Tensor, Option<&Tensor>),
+    act: dense::Act,
+    down: (&Tensor, Option<&Tensor>),
+    norm: (&Tensor, &Tensor, f64),
+    drop: Option<Dropout>,
+    grad: bool,
+) -> Result<Tensor> {
+    if let (Exec::CpuFused, dense::Act::Gelu) = (exec, act) {
+        let u = dense::linear(exec, x, up.0, up.1)?;
+        let b = match down.1 {
+            Some(b) => b.clone(),
+            None => Tensor::zeros(down.0.dim(0)?, DType::F32, down.0.device())?,
+        };
+        let y = super::dropout(exec, &cpu::gelu_linear(&u, down.0, &b)?, drop)?;
+        return cpu::add_layer_norm(&y, x, norm.0, norm.1, norm.2);
+    }
+    let inter = dense::linear_act(exec, x, up.0, up.1, act, grad)?;
+    residual_norm(exec, &inter, down, x, norm, drop, grad)
+}
+
 /// `LayerNorm(dropout(x·Wᵀ + b) + residual)`: the end of a post-norm sublayer (attention output,
 /// feed-forward output). On the CUDA training path bias, dropout, residual and norm are one op
 /// whose mask is the one `ops::dropout` draws for `drop` (same hash, same element order).

@@ -70,15 +70,15 @@ impl PostNormLayer {
             grad,
         )?;
         let (uw, ub) = self.up.get(fwd);
-        let inter = ops::linear_act(exec, &x, &uw, ub.as_ref(), self.act, grad)?;
         let (dw, db) = self.down.get(fwd);
         let (nw, nb, eps) = self.out_norm.get(fwd)?;
         let drop = fwd.dropout(rates.hidden);
-        ops::residual_norm(
+        ops::feed_forward_norm(
             exec,
-            &inter,
-            (&dw, db.as_ref()),
             &x,
+            (&uw, ub.as_ref()),
+            self.act,
+            (&dw, db.as_ref()),
             (&nw, &nb, eps),
             drop,
             grad,
