@@ -68,8 +68,8 @@ pub fn sum_layer_norm(
 /// `LayerNorm(dropout(act(x·Uᵀ + c)·Wᵀ + b) + x)`: a post-norm feed-forward sublayer (`up`:
 /// `(U, c)`, `down`: `(W, b)`). On the CPU fused path with GELU the activation is folded into
 /// the down projection (`cpu::gelu_linear`): a training step keeps the up projection's output
-/// only, not its activation too (4·H floats per token and layer less), with bitwise the same
-/// values and gradients. Elsewhere it is [`dense::linear_act`], then [`residual_norm`].
+/// only, not its activation too (4·H floats per token and layer less), and dropout is folded
+/// into that product's op, with bitwise the same values and gradients. Elsewhere it is [`dense::linear_act`], then [`residual_norm`].
 #[allow(clippy::too_many_arguments)]
 pub fn feed_forward_norm(
     exec: Exec,
@@ -87,7 +87,7 @@ pub fn feed_forward_norm(
             Some(b) => b.clone(),
             None => Tensor::zeros(down.0.dim(0)?, DType::F32, down.0.device())?,
         };
-        let y = super::dropout(exec, &cpu::gelu_linear(&u, down.0, &b)?, drop)?;
+        let y = cpu::gelu_linear(&u, down.0, &b, drop)?;
         return cpu::add_layer_norm(&y, x, norm.0, norm.1, norm.2);
     }
     let inter = dense::linear_act(exec, x, up.0, up.1, act, grad)?;
@@ -109,7 +109,14 @@ pub fn residual_norm(
 ) -> Result<Tensor> {
     match exec {
         Exec::CpuFused => {
-            let y = super::dropout(exec, &dense::linear(exec, x, w, b)?, drop)?;
+            // Dropout folded into the product's op: its undropped output is not kept.
+            let y = match b {
+                Some(b) => cpu::linear_dropout(x, w, b, drop)?,
+                None => {
+                    let zero = Tensor::zeros(w.dim(0)?, DType::F32, w.device())?;
+                    cpu::linear_dropout(x, w, &zero, drop)?
+                }
+            };
             cpu::add_layer_norm(&y, residual, nw, nb, eps)
         }
         Exec::CudaFused if grad && b.is_some() => {

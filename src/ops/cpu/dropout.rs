@@ -18,34 +18,11 @@ impl CustomOp1 for DropoutOp {
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "dropout")?;
-        let mut y = vec![0f32; x.len()];
-        let d = &self.0;
-        if let Some(p) = &d.packed {
-            // Rows of a packed batch: sequence b's rows are rows b·S.. of the padded layout, so
-            // its elements use that layout's counters (the same mask as a padded pass).
-            let width = l.dims().last().copied().unwrap_or(1);
-            if p.tokens() * width != x.len() {
-                candle_core::bail!(
-                    "dropout: {:?} for a packed batch of {} tokens",
-                    l.dims(),
-                    p.tokens()
-                );
-            }
-            p.split_rows_mut(&mut y, width)
-                .into_par_iter()
-                .enumerate()
-                .for_each(|(b, yc)| {
-                    let xc = &x[p.start(b) * width..][..yc.len()];
-                    k::dropout_apply(xc, d, (p.padded_row(b, 0) * width) as u64, yc)
-                });
-            return Ok((CpuStorage::F32(y), l.shape().clone()));
-        }
-        let chunk = 16 * 1024;
-        y.par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk))
-            .enumerate()
-            .for_each(|(i, (yc, xc))| k::dropout_apply(xc, d, (i * chunk) as u64, yc));
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+        let width = l.dims().last().copied().unwrap_or(1);
+        Ok((
+            CpuStorage::F32(masked(x, width, &self.0)?),
+            l.shape().clone(),
+        ))
     }
     /// The same mask on the GPU (`ops::cuda::launch::dropout_fwd`), any float dtype; a packed
     /// batch's rows with their padded positions' counters, as above.
@@ -63,6 +40,37 @@ impl CustomOp1 for DropoutOp {
     fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(g.contiguous()?.apply_op1(DropoutOp(self.0.clone()))?))
     }
+}
+
+/// `x` (rows of `width` values) times the mask of `d`: what the op's forward and backward
+/// compute, also for ops that fold dropout into their output (`linear`).
+pub(super) fn masked(x: &[f32], width: usize, d: &Dropout) -> Result<Vec<f32>> {
+    let mut y = vec![0f32; x.len()];
+    if let Some(p) = &d.packed {
+        // Rows of a packed batch: sequence b's rows are rows b·S.. of the padded layout, so
+        // its elements use that layout's counters (the same mask as a padded pass).
+        if p.tokens() * width != x.len() {
+            candle_core::bail!(
+                "dropout: {} values for a packed batch of {} tokens × {width}",
+                x.len(),
+                p.tokens()
+            );
+        }
+        p.split_rows_mut(&mut y, width)
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(b, yc)| {
+                let xc = &x[p.start(b) * width..][..yc.len()];
+                k::dropout_apply(xc, d, (p.padded_row(b, 0) * width) as u64, yc)
+            });
+        return Ok(y);
+    }
+    let chunk = 16 * 1024;
+    y.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .enumerate()
+        .for_each(|(i, (yc, xc))| k::dropout_apply(xc, d, (i * chunk) as u64, yc));
+    Ok(y)
 }
 
 /// `x` times the mask of `d` (f32 on the CPU; any float dtype on CUDA).

@@ -4,14 +4,17 @@
 //! from the forward to the backward (a training step then holds 4·H fewer floats per token and
 //! layer), and applies gelu′ to the product's input gradient. The kernels are the separate ops'
 //! (`dense::GeluBias` with a zero bias, `linear::Linear`), so values and gradients are bitwise
-//! theirs. Depends on candle, `dense` and `linear`.
+//! theirs. Dropout may be folded into the output, as in `linear_dropout`. Depends on candle,
+//! `dense`, `linear` and `ops::dropout::Dropout`.
 
 use super::dense::{gelu_rows, gelu_rows_backward};
 use super::linear::{weight_operand, Linear};
 use super::{last_dim, slice, with_data};
+use crate::ops::Dropout;
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 
-struct GeluLinear;
+/// With dropout on the output (folded into the product's op, as `linear_dropout`).
+struct GeluLinear(Option<Dropout>);
 
 impl CustomOp3 for GeluLinear {
     fn name(&self) -> &'static str {
@@ -28,7 +31,7 @@ impl CustomOp3 for GeluLinear {
     ) -> Result<(CpuStorage, Shape)> {
         let a = gelu_rows(slice(s1, l1, "gelu-linear")?, last_dim(l1));
         let la = Layout::contiguous(l1.shape());
-        Linear::plain().cpu_fwd(&CpuStorage::F32(a), &la, s2, l2, s3, l3)
+        Linear::plain(self.0.clone()).cpu_fwd(&CpuStorage::F32(a), &la, s2, l2, s3, l3)
     }
     fn bwd(
         &self,
@@ -41,7 +44,7 @@ impl CustomOp3 for GeluLinear {
         let h = u.dim(candle_core::D::Minus1)?;
         let a = with_data(&[u], "gelu-linear backward", |d| Ok(gelu_rows(d[0], h)))?;
         let a = Tensor::from_vec(a, u.shape(), &Device::Cpu)?;
-        let (da, dw, db) = Linear::plain().bwd(&a, w, b, y, g)?;
+        let (da, dw, db) = Linear::plain(self.0.clone()).bwd(&a, w, b, y, g)?;
         drop(a);
         let du = match da {
             Some(da) => {
@@ -56,10 +59,11 @@ impl CustomOp3 for GeluLinear {
     }
 }
 
-/// `gelu(u)·Wᵀ + b` over the last dim of `u` (exact erf GELU; `W: [out, in]`, `b: [out]`).
-pub fn gelu_linear(u: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+/// `dropout(gelu(u)·Wᵀ + b)` over the last dim of `u` (exact erf GELU; `W: [out, in]`, `b:
+/// [out]`; `drop`: the mask of `ops::dropout`, or none).
+pub fn gelu_linear(u: &Tensor, w: &Tensor, b: &Tensor, drop: Option<Dropout>) -> Result<Tensor> {
     u.contiguous()?
-        .apply_op3(&weight_operand(w)?, &b.contiguous()?, GeluLinear)
+        .apply_op3(&weight_operand(w)?, &b.contiguous()?, GeluLinear(drop))
 }
 
 #[cfg(test)]
@@ -75,7 +79,7 @@ mod tests {
         let u = Var::from_tensor(&randn(&[2, 7, 48], 40, 1.5)).unwrap();
         let w = Var::from_tensor(&randn(&[16, 48], 41, 0.3)).unwrap();
         let b = Var::from_tensor(&randn(&[16], 42, 0.5)).unwrap();
-        let fused = gelu_linear(u.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
+        let fused = gelu_linear(u.as_tensor(), w.as_tensor(), b.as_tensor(), None).unwrap();
         let composed = u
             .as_tensor()
             .gelu_erf()
@@ -97,19 +101,24 @@ mod tests {
         );
     }
 
-    /// Bitwise the separate fused ops (`cpu::gelu`, then `cpu::linear`): values and gradients.
+    /// Bitwise the separate fused ops (`cpu::gelu`, `cpu::linear`, then `cpu::dropout`):
+    /// values and gradients, without and with dropout folded in.
     #[test]
     fn gelu_linear_is_bitwise_the_separate_ops() {
         let u = Var::from_tensor(&randn(&[3, 5, 64], 50, 1.5)).unwrap();
         let w = Var::from_tensor(&randn(&[24, 64], 51, 0.3)).unwrap();
         let b = Var::from_tensor(&randn(&[24], 52, 0.5)).unwrap();
         let r = randn(&[3, 5, 24], 53, 1.0);
-        let run = |fused: bool| {
+        let run = |fused: bool, drop: Option<Dropout>| {
             let y = match fused {
-                true => gelu_linear(u.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap(),
+                true => gelu_linear(u.as_tensor(), w.as_tensor(), b.as_tensor(), drop).unwrap(),
                 false => {
                     let a = crate::ops::cpu::gelu(u.as_tensor()).unwrap();
-                    crate::ops::cpu::linear(&a, w.as_tensor(), b.as_tensor()).unwrap()
+                    let y = crate::ops::cpu::linear(&a, w.as_tensor(), b.as_tensor()).unwrap();
+                    match drop {
+                        Some(d) => crate::ops::cpu::dropout(&y, d).unwrap(),
+                        None => y,
+                    }
                 }
             };
             let gs = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
@@ -120,10 +129,19 @@ mod tests {
                 .collect();
             (v(&y), grads)
         };
-        let (a, b) = (run(true), run(false));
-        assert!(a.0 == b.0, "values differ");
-        for (i, (x, y)) in a.1.iter().zip(&b.1).enumerate() {
-            assert!(x == y, "gradient {i} differs");
+        for drop in [None, Some(Dropout::new(0.3, 17))] {
+            let (a, b) = (run(true, drop.clone()), run(false, drop.clone()));
+            let dropped = a.0.iter().filter(|&&x| x == 0.0).count();
+            assert_eq!(
+                dropped > 10,
+                drop.is_some(),
+                "{dropped} zeros of {}",
+                a.0.len()
+            );
+            assert!(a.0 == b.0, "values differ (dropout {})", drop.is_some());
+            for (i, (x, y)) in a.1.iter().zip(&b.1).enumerate() {
+                assert!(x == y, "gradient {i} differs (dropout {})", drop.is_some());
+            }
         }
     }
 }

@@ -4,29 +4,37 @@
 //! a constant's gradient is not computed. The weight may be row-major `[out, in]` or the
 //! transpose of a contiguous `[in, out]` (how inference loads keep it: [`transpose`]), which the
 //! product reads as it is; without autograd, joined parts are products into one output's column
-//! blocks (no join). Depends on candle, rayon, `dense` (the gemm calls) and `grad_sink`.
+//! blocks (no join). Dropout may be folded into the output ([`linear_dropout`]). Depends on
+//! candle, rayon, `dense` (the gemm calls), `dropout` (its mask) and `grad_sink`.
 
 use super::dense::{gemm_into, View};
+use super::dropout::masked;
 use super::grad_sink::{self as sink, grad_to, GradTo};
 use super::{last_dim, rows_per_task, slice, sum_in_order, with_data};
+use crate::ops::Dropout;
 use candle_core::{bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// `y = x·Wᵀ + b` over the last dim of `x`, `W: [out, in]`, `b: [out]`; the bias seeds the
 /// product's output (one pass), the backward is two products and a column sum. `w_parts` /
 /// `b_parts`: the sink-registered parameters a detached `W` / `b` was joined from (rows in
-/// order), whose gradients the backward writes.
+/// order), whose gradients the backward writes. `drop`: dropout folded into the output (the
+/// mask of `ops::dropout`, applied to the gradient first in the backward), so the product's
+/// undropped output is never a tensor a training step keeps.
 pub(super) struct Linear {
     w_parts: Option<Vec<Tensor>>,
     b_parts: Option<Vec<Tensor>>,
+    drop: Option<Dropout>,
 }
 
 impl Linear {
-    /// The op on a weight and bias that are themselves the parameters (not joined from parts).
-    pub(super) fn plain() -> Self {
+    /// The op on a weight and bias that are themselves the parameters (not joined from parts),
+    /// with dropout `drop` on its output.
+    pub(super) fn plain(drop: Option<Dropout>) -> Self {
         Linear {
             w_parts: None,
             b_parts: None,
+            drop,
         }
     }
 }
@@ -74,6 +82,9 @@ impl CustomOp3 for Linear {
             r.copy_from_slice(b);
         }
         gemm_into(rows, out, inp, &mut y, true, View(x, inp, 1), wv)?;
+        if let Some(d) = &self.drop {
+            y = masked(&y, out, d)?;
+        }
         let mut dims = l1.dims().to_vec();
         if let Some(d) = dims.last_mut() {
             *d = out;
@@ -89,6 +100,15 @@ impl CustomOp3 for Linear {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (out, inp) = w.dims2()?;
+        let dropped;
+        let g = match &self.drop {
+            Some(d) => {
+                let gm = with_data(&[g], "linear backward", |v| masked(v[0], out, d))?;
+                dropped = Tensor::from_vec(gm, g.shape(), &Device::Cpu)?;
+                &dropped
+            }
+            None => g,
+        };
         let (to_w, to_b) = (
             grad_to(w, self.w_parts.as_deref())?,
             grad_to(b, self.b_parts.as_deref())?,
@@ -257,8 +277,14 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// `x·Wᵀ + b` over the last dim of `x` (`W: [out, in]`, row-major or kept transposed; `b:
 /// [out]`).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    linear_dropout(x, w, b, None)
+}
+
+/// `dropout(x·Wᵀ + b)` as one op (the mask of `ops::dropout` for `drop`): bitwise [`linear`]
+/// then `cpu::dropout`, without the undropped output as a tensor of the graph.
+pub fn linear_dropout(x: &Tensor, w: &Tensor, b: &Tensor, drop: Option<Dropout>) -> Result<Tensor> {
     x.contiguous()?
-        .apply_op3(&weight_operand(w)?, &b.contiguous()?, Linear::plain())
+        .apply_op3(&weight_operand(w)?, &b.contiguous()?, Linear::plain(drop))
 }
 
 /// [`linear_joined`] without autograd: each part's product written straight into its column
@@ -331,8 +357,15 @@ pub fn linear_joined(x: &Tensor, ws: &[&Tensor], bs: &[&Tensor]) -> Result<Tenso
         }
     };
     let ((w, w_parts), (b, b_parts)) = (join(ws)?, join(bs)?);
-    x.contiguous()?
-        .apply_op3(&w, &b, Linear { w_parts, b_parts })
+    x.contiguous()?.apply_op3(
+        &w,
+        &b,
+        Linear {
+            w_parts,
+            b_parts,
+            drop: None,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -365,6 +398,38 @@ mod tests {
             1e-5,
             1e-5,
         );
+    }
+
+    /// Dropout folded into the op is bitwise `linear` then `cpu::dropout` (values and
+    /// gradients), on a padded and on a packed batch's rows.
+    #[test]
+    fn linear_dropout_is_bitwise_linear_then_dropout() {
+        let packed = std::sync::Arc::new(crate::ops::Packed::new(&[3, 6, 2]));
+        for (shape, layout) in [([2, 6, 40], None), ([1, 11, 40], Some(packed))] {
+            let x = Var::from_tensor(&randn(&shape, 60, 1.0)).unwrap();
+            let w = Var::from_tensor(&randn(&[24, 40], 61, 0.3)).unwrap();
+            let b = Var::from_tensor(&randn(&[24], 62, 0.5)).unwrap();
+            let mut d = Dropout::new(0.25, 9);
+            d.packed = layout;
+            let r = randn(&[shape[0], shape[1], 24], 63, 1.0);
+            let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let run = |y: Tensor| {
+                let gs = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let g: Vec<Vec<f32>> = [&x, &w, &b]
+                    .iter()
+                    .map(|p| v(gs.get(p.as_tensor()).unwrap()))
+                    .collect();
+                (v(&y), g)
+            };
+            let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
+            let fused = run(linear_dropout(xt, wt, bt, Some(d.clone())).unwrap());
+            let apart = run(crate::ops::cpu::dropout(&linear(xt, wt, bt).unwrap(), d).unwrap());
+            assert!(
+                fused.0.iter().filter(|&&y| y == 0.0).count() > 20,
+                "nothing dropped"
+            );
+            assert!(fused == apart, "differs from linear then dropout");
+        }
     }
 
     #[test]

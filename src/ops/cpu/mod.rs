@@ -37,7 +37,7 @@ pub use dense::{embedding, gelu, gelu_bias, sum_squares};
 pub use dropout::apply as dropout;
 pub use gelu_linear::gelu_linear;
 pub use glu::glu;
-pub use linear::{linear, linear_joined, transpose};
+pub use linear::{linear, linear_dropout, linear_joined, transpose};
 pub use norm::{add_layer_norm, layer_norm};
 pub use rotary::rotary;
 
