@@ -397,3 +397,83 @@ pub fn save_entries(entries: &[(&str, SaveData)], path: &Path) -> Result<()> {
         .with_context(|| format!("syncing {}", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A streamed file reads back through the safetensors crate with every tensor as written
+    /// (f32 from a tensor and from a slice, bf16 and i64 through their bytes), its data 8-byte
+    /// aligned and laid out as the crate lays out its own files.
+    #[test]
+    fn streamed_files_read_back_as_written() {
+        let dev = Device::Cpu;
+        let a = Tensor::arange(0f32, 12.0, &dev)
+            .unwrap()
+            .reshape((3, 4))
+            .unwrap();
+        let t = Tensor::arange(0f32, 6.0, &dev)
+            .unwrap()
+            .reshape((2, 3))
+            .unwrap()
+            .t()
+            .unwrap();
+        let h = Tensor::new(&[1.5f32, -2.0, 0.25], &dev)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let i = Tensor::new(&[7i64, -9], &dev).unwrap();
+        let raw: Vec<f32> = (0..5).map(|x| x as f32 * 0.5).collect();
+        let entries = [
+            ("b.weight", SaveData::Tensor(&a)),
+            ("a.transposed", SaveData::Tensor(&t)),
+            ("half", SaveData::Tensor(&h)),
+            ("ids", SaveData::Tensor(&i)),
+            ("m.x", SaveData::F32(&raw, vec![5])),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.safetensors");
+        save_entries(&entries, &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!((8 + n) % 8, 0, "data not 8-byte aligned");
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let meta = safetensors::SafeTensors::read_metadata(&bytes).unwrap().1;
+        assert_eq!(
+            meta.metadata()
+                .as_ref()
+                .and_then(|m| m.get("format"))
+                .map(|s| s.as_str()),
+            Some("pt")
+        );
+        let back = candle_core::safetensors::load(&path, &dev).unwrap();
+        let v = |t: &Tensor| {
+            t.to_dtype(DType::F64)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap()
+        };
+        for (name, want) in [
+            ("b.weight", &a),
+            ("a.transposed", &t),
+            ("half", &h),
+            ("ids", &i),
+        ] {
+            assert_eq!(back[name].dims(), want.dims(), "{name}");
+            assert_eq!(back[name].dtype(), want.dtype(), "{name}");
+            assert_eq!(v(&back[name]), v(want), "{name}");
+        }
+        assert_eq!(back["m.x"].to_vec1::<f32>().unwrap(), raw);
+        // The crate's order: larger dtypes first, then by name.
+        let mut by_offset: Vec<_> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| (v.data().as_ptr() as usize, n))
+            .collect();
+        by_offset.sort();
+        let order: Vec<String> = by_offset.into_iter().map(|(_, n)| n).collect();
+        assert_eq!(order, ["ids", "a.transposed", "b.weight", "m.x", "half"]);
+    }
+}
