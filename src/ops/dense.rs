@@ -69,6 +69,31 @@ pub fn linear(exec: Exec, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<
     }
 }
 
+/// [`linear`] with the weight and bias joined by rows from `parts` (`(W_i: [out_i, in], b_i)`):
+/// the outputs side by side. CpuFused: one op over the parts (`cpu::linear_joined`; without
+/// autograd, products into the output's column blocks, no join); elsewhere joined, then one
+/// product. A part without a bias adds zeros.
+pub fn linear_rows(exec: Exec, x: &Tensor, parts: &[(&Tensor, Option<&Tensor>)]) -> Result<Tensor> {
+    let any_bias = parts.iter().any(|(_, b)| b.is_some());
+    let biases = parts
+        .iter()
+        .map(|(w, b)| match b {
+            Some(b) => Ok((*b).clone()),
+            None => zero_bias(w),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let ws: Vec<&Tensor> = parts.iter().map(|(w, _)| *w).collect();
+    if exec == Exec::CpuFused {
+        return cpu::linear_joined(x, &ws, &biases.iter().collect::<Vec<_>>());
+    }
+    let w = Tensor::cat(&ws, 0)?;
+    let b = match any_bias {
+        true => Some(Tensor::cat(&biases, 0)?),
+        false => None,
+    };
+    linear(exec, x, &w, b.as_ref())
+}
+
 /// `act(x · Wᵀ + b)`: the feed-forward up-projection. On the CUDA training path bias + GELU are
 /// one op with a one-kernel backward (candle's autograd of `gelu_erf` is ~12 kernels).
 pub fn linear_act(

@@ -35,7 +35,7 @@ pub mod rotary;
 pub(crate) mod test_util;
 
 pub use attention::{attention, AttnArgs, AttnMask, Projection, Qkv, Window};
-pub use dense::{embedding, linear, linear_act, Act};
+pub use dense::{embedding, linear, linear_act, linear_rows, Act};
 pub use dropout::{dropout, Dropout};
 pub use exec::Exec;
 pub use glu::glu;

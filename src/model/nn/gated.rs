@@ -37,22 +37,22 @@ pub enum GateUp {
 }
 
 impl GateUp {
-    /// One `[2I, H]` weight (and bias) for one product, and whether its first half is the
-    /// activated one.
-    fn get(&self, fwd: &Fwd) -> Result<(Tensor, Option<Tensor>, bool)> {
+    /// The up projection of `m`, `[.., 2I]`, and whether its first half is the activated one.
+    /// A split pair is one product over both weights (`ops::linear_rows`: no join of the
+    /// weights where the path can avoid it).
+    fn product(&self, exec: ops::Exec, m: &Tensor, fwd: &Fwd) -> Result<(Tensor, bool)> {
         Ok(match self {
             GateUp::Fused { w, act_first } => {
                 let (w, b) = w.get(fwd);
-                (w, b, *act_first)
+                (ops::linear(exec, m, &w, b.as_ref())?, *act_first)
             }
             GateUp::Split { gate, up } => {
                 let ((gw, gb), (uw, ub)) = (gate.get(fwd), up.get(fwd));
-                let b = match (gb, ub) {
-                    (Some(g), Some(u)) => Some(Tensor::cat(&[g, u], 0)?),
-                    (None, None) => None,
-                    _ => candle_core::bail!("gated MLP: one of its two projections has a bias"),
-                };
-                (Tensor::cat(&[gw, uw], 0)?, b, true)
+                if gb.is_some() != ub.is_some() {
+                    candle_core::bail!("gated MLP: one of its two projections has a bias");
+                }
+                let parts = [(&gw, gb.as_ref()), (&uw, ub.as_ref())];
+                (ops::linear_rows(exec, m, &parts)?, true)
             }
         })
     }
@@ -146,13 +146,8 @@ impl GatedLayer {
             Placement::Pre => norm(&self.mlp_norm, &x)?,
             Placement::Post => x.clone(),
         };
-        let (uw, ub, act_first) = self.gate_up.get(fwd)?;
-        let g = ops::glu(
-            exec,
-            &ops::linear(exec, &m, &uw, ub.as_ref())?,
-            self.act,
-            act_first,
-        )?;
+        let (up, act_first) = self.gate_up.product(exec, &m, fwd)?;
+        let g = ops::glu(exec, &up, self.act, act_first)?;
         let drop = fwd.dropout(rates.mlp);
         let (g, after) = match self.mlp_dropout {
             MlpDropout::BeforeDown => (ops::dropout(exec, &g, drop)?, None),
