@@ -5,10 +5,11 @@
 //! layer), and applies gelu′ to the product's input gradient. The kernels are the separate ops'
 //! (`dense::GeluBias` with a zero bias, `linear::Linear`), so values and gradients are bitwise
 //! theirs. Dropout may be folded into the output, as in `linear_dropout`. Depends on candle,
-//! `dense`, `linear` and `ops::dropout::Dropout`.
+//! `dense`, `linear`, `weight_layout` and `ops::dropout::Dropout`.
 
 use super::dense::{gelu_rows, gelu_rows_backward};
-use super::linear::{weight_operand, Linear};
+use super::linear::Linear;
+use super::weight_layout::weight_operand;
 use super::{last_dim, slice, with_data};
 use crate::ops::Dropout;
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};

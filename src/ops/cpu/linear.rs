@@ -2,14 +2,18 @@
 //! products and a column sum. A weight joined from separate parameters (q|k|v,
 //! [`linear_joined`]) remembers its parts, whose gradients go to `grad_sink` in a training step;
 //! a constant's gradient is not computed. The weight may be row-major `[out, in]` or the
-//! transpose of a contiguous `[in, out]` (how inference loads keep it: [`transpose`]), which the
-//! product reads as it is; without autograd, joined parts are products into one output's column
-//! blocks (no join). Dropout may be folded into the output ([`linear_dropout`]). Depends on
-//! candle, rayon, `dense` (the gemm calls), `dropout` (its mask) and `grad_sink`.
+//! transpose of a contiguous `[in, out]` (how inference loads keep it: `weight_layout`), which
+//! the product reads as it is; without autograd, joined parts are products into one output's
+//! column blocks (no join). Dropout may be folded into the output ([`linear_dropout`]). Depends
+//! on candle, rayon, `dense` (the gemm calls), `weight_layout`, `dropout` (its mask) and
+//! `grad_sink`.
 
 use super::dense::{gemm_into, View};
 use super::dropout::masked;
 use super::grad_sink::{self as sink, grad_to, GradTo};
+#[cfg(test)]
+use super::weight_layout::transpose;
+use super::weight_layout::{weight_operand, weight_view};
 use super::{last_dim, rows_per_task, slice, sum_in_order, with_data};
 use crate::ops::Dropout;
 use candle_core::{bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
@@ -210,70 +214,6 @@ impl CustomOp3 for Linear {
     }
 }
 
-/// Whether `l` (2-D) is the transpose of a contiguous tensor: `[out, in]` with strides `[1, out]`.
-fn is_transposed(l: &Layout) -> bool {
-    match (l.dims(), l.stride()) {
-        ([out, inp], [1, so]) => *so == *out && (*inp > 1 || *out == 1),
-        _ => false,
-    }
-}
-
-/// `Wᵀ` as the product's right operand `[in, out]`: from a row-major `[out, in]` weight, or read
-/// as it is from one kept transposed.
-fn weight_view<'a>(s: &'a CpuStorage, l: &Layout) -> Result<View<'a>> {
-    let (out, inp) = l.shape().dims2()?;
-    let CpuStorage::F32(v) = s else {
-        bail!("linear: expected an f32 weight");
-    };
-    let start = l.start_offset();
-    let data = v
-        .get(start..start + out * inp)
-        .ok_or_else(|| candle_core::Error::Msg("linear: weight out of its storage".into()))?;
-    if l.is_contiguous() {
-        Ok(View(data, 1, inp))
-    } else if is_transposed(l) {
-        Ok(View(data, out, 1))
-    } else {
-        bail!("linear: the weight must be contiguous or a contiguous tensor's transpose")
-    }
-}
-
-/// `w` as the op takes it: as it is when contiguous or kept transposed, else a contiguous copy.
-pub(super) fn weight_operand(w: &Tensor) -> Result<Tensor> {
-    let l = w.layout();
-    if w.rank() == 2 && (l.is_contiguous() || is_transposed(l)) {
-        Ok(w.clone())
-    } else {
-        w.contiguous()
-    }
-}
-
-/// `src[rows × cols]` row-major → its transpose `[cols × rows]`, in 32 × 32 blocks on rayon's
-/// pool (inference loads keep linear weights this way: `model::weights`).
-pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const B: usize = 32;
-    let mut dst = vec![0f32; rows * cols];
-    if rows == 0 || cols == 0 {
-        return dst;
-    }
-    // Each task writes B rows of the result (B columns of the source).
-    dst.par_chunks_mut(B * rows)
-        .enumerate()
-        .for_each(|(jb, block)| {
-            let j0 = jb * B;
-            let nj = block.len() / rows;
-            for i0 in (0..rows).step_by(B) {
-                for i in i0..(i0 + B).min(rows) {
-                    let row = &src[i * cols + j0..i * cols + j0 + nj];
-                    for (dj, &v) in row.iter().enumerate() {
-                        block[dj * rows + i] = v;
-                    }
-                }
-            }
-        });
-    dst
-}
-
 /// `x·Wᵀ + b` over the last dim of `x` (`W: [out, in]`, row-major or kept transposed; `b:
 /// [out]`).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -429,19 +369,6 @@ mod tests {
                 "nothing dropped"
             );
             assert!(fused == apart, "differs from linear then dropout");
-        }
-    }
-
-    #[test]
-    fn transpose_moves_every_element() {
-        for (r, c) in [(1, 1), (3, 70), (70, 3), (33, 65), (64, 32)] {
-            let src: Vec<f32> = (0..r * c).map(|i| i as f32).collect();
-            let t = transpose(&src, r, c);
-            for i in 0..r {
-                for j in 0..c {
-                    assert_eq!(t[j * r + i], src[i * c + j], "{r}×{c} at ({i}, {j})");
-                }
-            }
         }
     }
 

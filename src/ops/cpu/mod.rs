@@ -9,7 +9,8 @@
 //! `attention_long`: its blocked-product forward for long sentences; tests in `attention_tests`
 //! and, against full attention, `attention_window_tests`), `rotary` (RoPE on packed
 //! q|k|v), `gelu_linear` (GELU folded into the down projection), `glu` (gated linear units), `dropout` (counter-based masks), `grad_sink` (parameter
-//! gradients written in place during a training step). Tests check each against
+//! gradients written in place during a training step), `weight_layout` (how products read a
+//! weight, and the transpose inference loads keep). Tests check each against
 //! the composed candle ops (values and gradients). Depends on candle, gemm, rayon and
 //! `ops::dropout::Dropout`.
 
@@ -29,6 +30,7 @@ pub mod kernels;
 pub mod linear;
 pub mod norm;
 pub mod rotary;
+pub mod weight_layout;
 
 use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
 
@@ -37,9 +39,10 @@ pub use dense::{embedding, gelu, gelu_bias, sum_squares};
 pub use dropout::apply as dropout;
 pub use gelu_linear::gelu_linear;
 pub use glu::glu;
-pub use linear::{linear, linear_dropout, linear_joined, transpose};
+pub use linear::{linear, linear_dropout, linear_joined};
 pub use norm::{add_layer_norm, layer_norm};
 pub use rotary::rotary;
+pub use weight_layout::transpose;
 
 pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
