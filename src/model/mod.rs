@@ -24,6 +24,7 @@ pub mod prompts;
 mod save;
 pub mod st_format;
 pub mod st_read;
+pub mod st_write;
 pub mod weights;
 
 use crate::ops::Exec;

@@ -76,7 +76,7 @@ impl Projection<'_> {
     fn bias_or_zeros(&self) -> Result<Tensor> {
         match self.b {
             Some(b) => Ok(b.clone()),
-            None => Tensor::zeros(self.w.dim(0)?, DType::F32, self.w.device()),
+            None => dense::zero_bias(self.w),
         }
     }
 }

@@ -49,7 +49,7 @@ pub(crate) fn product(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 /// A zero bias of `w`'s output size, for the CPU op (which always adds one).
-fn zero_bias(w: &Tensor) -> Result<Tensor> {
+pub(crate) fn zero_bias(w: &Tensor) -> Result<Tensor> {
     Tensor::zeros(w.dim(0)?, candle_core::DType::F32, w.device())
 }
 

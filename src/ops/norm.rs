@@ -85,7 +85,7 @@ pub fn feed_forward_norm(
         let u = dense::linear(exec, x, up.0, up.1)?;
         let b = match down.1 {
             Some(b) => b.clone(),
-            None => Tensor::zeros(down.0.dim(0)?, DType::F32, down.0.device())?,
+            None => dense::zero_bias(down.0)?,
         };
         let y = cpu::gelu_linear(&u, down.0, &b, drop)?;
         return cpu::add_layer_norm(&y, x, norm.0, norm.1, norm.2);
@@ -112,10 +112,7 @@ pub fn residual_norm(
             // Dropout folded into the product's op: its undropped output is not kept.
             let y = match b {
                 Some(b) => cpu::linear_dropout(x, w, b, drop)?,
-                None => {
-                    let zero = Tensor::zeros(w.dim(0)?, DType::F32, w.device())?;
-                    cpu::linear_dropout(x, w, &zero, drop)?
-                }
+                None => cpu::linear_dropout(x, w, &dense::zero_bias(w)?, drop)?,
             };
             cpu::add_layer_norm(&y, residual, nw, nb, eps)
         }
